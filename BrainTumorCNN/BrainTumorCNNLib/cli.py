@@ -1,0 +1,40 @@
+"""`braintumorcnn`: one console command, one subcommand per job.
+
+Each subcommand lives in the module that does the work, which provides
+`configure_parser(parser)` and `main(args) -> int`; modules are imported only
+when their subcommand runs, so `--help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+SUBCOMMANDS = {
+    "segment": ("batch", "segment cases (folders or four files) and write segmentations"),
+    "evaluate": ("evaluation", "score predicted label maps against ground truth (BraTS metrics)"),
+    "train": ("training", "train a model of the registry on BraTS-style cases"),
+    "bench": ("bench", "time dense and patch-by-patch inference of every model"),
+    "phantom": ("phantom", "write a synthetic four-modality case with ground truth"),
+    "demo": ("demo", "make a phantom, segment it with the default model, report Dice"),
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="braintumorcnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.parse_args(argv)  # prints usage / error and exits
+    name = argv[0]
+    module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name][0]}")
+    command = argparse.ArgumentParser(prog=f"braintumorcnn {name}", description=SUBCOMMANDS[name][1])
+    module.configure_parser(command)
+    return int(module.main(command.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

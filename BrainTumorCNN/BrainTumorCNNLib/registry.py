@@ -1,0 +1,87 @@
+"""The model registry: the one list of models the GUI, the CLI and training read."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Type
+
+from torch import nn
+
+from . import networks
+
+#: Where shipped weights and their model cards live (`<name>.safetensors` + `<name>.json`).
+#: BRAINTUMORCNN_MODELS overrides it (a user's own trained models).
+MODELS_DIR = Path(os.environ.get("BRAINTUMORCNN_MODELS",
+                                 Path(__file__).resolve().parents[2] / "Resources" / "Models"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    cls: Type[nn.Module]
+    two_phase: bool
+    description: str
+
+    @property
+    def receptive_field(self) -> int:
+        return self.cls.receptive_field
+
+    @property
+    def weights_path(self) -> Path:
+        return MODELS_DIR / f"{self.name}.safetensors"
+
+    @property
+    def card_path(self) -> Path:
+        return MODELS_DIR / f"{self.name}.json"
+
+    def card(self) -> Optional[dict]:
+        """The model card shipped with the weights, or None when none is shipped."""
+        if not self.card_path.is_file():
+            return None
+        return json.loads(self.card_path.read_text())
+
+    def build(self, num_classes: int, in_channels: int = 4, **kwargs) -> nn.Module:
+        return self.cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+MODELS: Dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec("TwoPathCNN", networks.TwoPathCNN, True, "Local + global paths, two-phase training"),
+        ModelSpec("TwoPathCNN-1phase", networks.TwoPathCNN, False, "Local + global paths, one-phase training"),
+        ModelSpec("LocalPathCNN", networks.LocalPathCNN, True, "Local path only"),
+        ModelSpec("GlobalPathCNN", networks.GlobalPathCNN, True, "Global path only"),
+        ModelSpec("AverageCNN", networks.AverageCNN, True, "Mean of LocalPathCNN and GlobalPathCNN"),
+        ModelSpec("InputCascadeCNN", networks.InputCascadeCNN, True, "TwoPathCNN maps fed to the input"),
+        ModelSpec("LocalCascadeCNN", networks.LocalCascadeCNN, True, "TwoPathCNN maps fed to the local path"),
+        ModelSpec("MFCascadeCNN", networks.MFCascadeCNN, True, "TwoPathCNN maps fed before the output"),
+    )
+}
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def shipped() -> Dict[str, ModelSpec]:
+    """Models whose weights and card are present."""
+    return {n: s for n, s in MODELS.items() if s.weights_path.is_file() and s.card_path.is_file()}
+
+
+def default_model() -> str:
+    """The shipped model with the best mean validation Dice (complete, core, enhancing)."""
+    def mean_dice(spec: ModelSpec) -> float:
+        dice = (spec.card() or {}).get("validation", {}).get("dice", {})
+        return sum(dice.values()) / len(dice) if dice else -1.0
+
+    available = shipped()
+    if not available:
+        raise FileNotFoundError(
+            f"no trained weights found in {MODELS_DIR}; train a model with `braintumorcnn train` "
+            "or set BRAINTUMORCNN_MODELS to a folder of weights")
+    return max(available.values(), key=mean_dice).name
