@@ -1,0 +1,252 @@
+"""Reading cases in every BraTS layout, and writing label maps on the input grid.
+
+Layouts, recognised by file names:
+- BRATS 2012/2013 MetaImage: `<id>_T1.mha`, `<id>_T1C.mha`, `<id>_T2.mha`,
+  `<id>_FLAIR.mha`, `<id>_truth.mha` (2012 labels), or `VSD.Brain.XX.O.MR_T1c.NNN.mha`
+  files in sub-folders with an `...OT...mha` label map (2013 labels 0-4);
+- BraTS 2015-2021: `<id>_{t1,t1ce,t2,flair,seg}.nii(.gz)` (labels 0/1/2/4);
+- BraTS 2023+: `<id>-{t1n,t1c,t2w,t2f,seg}.nii(.gz)` (labels 0/1/2/3);
+- Medical Segmentation Decathlon Task01: one 4-D image (FLAIR, T1w, T1gd, T2w)
+  in `imagesTr/`, its label map in `labelsTr/` (labels 1 edema, 2 non-enhancing,
+  3 enhancing).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import labels as label_table
+from .atomic import atomic_path
+from .geometry import Geometry, GeometryError, check_same, to_image
+
+MODALITIES = ("T1", "T1c", "T2", "FLAIR")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+#: File-name token -> modality (or "truth").
+_TOKENS = {
+    "t1": "T1", "t1n": "T1", "t1w": "T1",
+    "t1c": "T1c", "t1ce": "T1c", "t1gd": "T1c", "t1post": "T1c",
+    "t2": "T2", "t2w": "T2",
+    "flair": "FLAIR", "t2f": "FLAIR",
+    "seg": "truth", "truth": "truth", "ot": "truth", "label": "truth", "labels": "truth",
+}
+MSD_CHANNELS = ("FLAIR", "T1", "T1c", "T2")  # channel order of Task01 images
+
+PathLike = Union[str, Path]
+
+
+class CaseError(ValueError):
+    """A case that cannot be read as four modalities (+ truth); names the fix."""
+
+
+@dataclass
+class Case:
+    """One brain: the four modalities on one grid, and the ground truth when present."""
+
+    name: str
+    images: np.ndarray  # float32 (4, Z, Y, X): T1, T1c, T2, FLAIR
+    geometry: Geometry
+    truth: Optional[np.ndarray] = None  # uint8 (Z, Y, X), internal label values
+    scheme: Optional[label_table.LabelScheme] = None  # scheme the truth file used
+    files: Dict[str, Path] = field(default_factory=dict)
+
+
+def image_stem(path: PathLike) -> str:
+    name = Path(path).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def modality_of(path: PathLike) -> Optional[str]:
+    """Modality ("T1", "T1c", "T2", "FLAIR") or "truth" a file name denotes, else None."""
+    tokens = [t for t in re.split(r"[_.\-\s]+", image_stem(path).lower()) if t]
+    if "mr" in tokens[:-1]:  # VSD.Brain.XX.O.MR_T1c.NNN: the token after "MR"
+        return _TOKENS.get(tokens[tokens.index("mr") + 1])
+    for token in reversed(tokens):
+        if token in _TOKENS:
+            return _TOKENS[token]
+        if not token.isdigit():
+            return None
+    return None
+
+
+def find_cases(folder: PathLike) -> List[Path]:
+    """Case folders (or MSD 4-D image files) under `folder`; `[folder]` if it is one case."""
+    folder = Path(folder)
+    if is_image(folder):
+        return [folder]
+    if not folder.is_dir():
+        raise CaseError(f"{folder}: no such folder or image file")
+    if (folder / "imagesTr").is_dir() or (folder / "imagesTs").is_dir():
+        return sorted(p for sub in ("imagesTr", "imagesTs") for p in (folder / sub).glob("*")
+                      if is_image(p))
+    if _modality_files(folder, strict=False):
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _modality_files(p, strict=False))
+
+
+def _modality_files(folder: Path, strict: bool = True) -> Dict[str, Path]:
+    """Files of one case folder by modality; looks one level down for VSD sub-folders."""
+    candidates = [p for p in folder.iterdir() if is_image(p)]
+    if not any(modality_of(p) in MODALITIES for p in candidates):
+        candidates = [p for sub in folder.iterdir() if sub.is_dir() for p in sub.iterdir()
+                      if is_image(p) and (".mr_" in p.name.lower() or ".ot." in p.name.lower())]
+    found: Dict[str, Path] = {}
+    for path in sorted(candidates):
+        modality = modality_of(path)
+        if modality is None:
+            continue
+        if modality in found and strict:
+            raise CaseError(f"{folder}: two files for {modality}: {found[modality].name} and {path.name}; "
+                            "keep one or pass the four files explicitly")
+        found.setdefault(modality, path)
+    if not strict:
+        return found if all(m in found for m in MODALITIES) else {}
+    missing = [m for m in MODALITIES if m not in found]
+    if missing:
+        names = ", ".join(sorted(p.name for p in candidates)) or "no image files"
+        raise CaseError(f"{folder}: missing {', '.join(missing)} (found: {names}); name files like "
+                        "<id>_t1/_t1ce/_t2/_flair.nii.gz or pass --t1/--t1c/--t2/--flair")
+    return found
+
+
+def read_image(path: PathLike) -> Tuple[np.ndarray, Geometry]:
+    """A 3-D image as a (Z, Y, X) array and its geometry; clear errors for other inputs."""
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise CaseError(f"{path}: cannot be read as an image ({str(exc).strip().splitlines()[-1]}); "
+                        "the file may be truncated or corrupt") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise CaseError(f"{path}: expected a 3-D single-channel volume, got a {image.GetDimension()}-D image "
+                        f"with {image.GetNumberOfComponentsPerPixel()} component(s) and size {image.GetSize()}")
+    return sitk.GetArrayFromImage(image), Geometry.from_image(image)
+
+
+def _read_msd(image_path: Path) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Optional[Path]]:
+    image = sitk.ReadImage(str(image_path))
+    if image.GetDimension() != 4 or image.GetSize()[3] != 4:
+        raise CaseError(f"{image_path}: an MSD Task01 image must be 4-D with 4 channels, got size {image.GetSize()}")
+    array = sitk.GetArrayFromImage(image)  # (4, Z, Y, X)
+    d = image.GetDirection()
+    geometry = Geometry(tuple(image.GetSize()[:3]), tuple(image.GetSpacing()[:3]), tuple(image.GetOrigin()[:3]),
+                        (d[0], d[1], d[2], d[4], d[5], d[6], d[8], d[9], d[10]))
+    volumes = {m: (array[i], geometry) for i, m in enumerate(MSD_CHANNELS)}
+    label = image_path.parent.parent / "labelsTr" / image_path.name
+    return volumes, (label if label.is_file() else None)
+
+
+def _truth_scheme(path: Path, values: np.ndarray) -> label_table.LabelScheme:
+    stem = image_stem(path).lower()
+    if path.parent.name == "labelsTr":
+        return label_table.scheme("msd")
+    if re.search(r"-seg$", stem):
+        return label_table.scheme("brats2023")
+    if stem.endswith("_truth") and path.suffix.lower() in (".mha", ".mhd"):
+        return label_table.scheme("brats2012")
+    if 3 in values:  # 0-4 labels (BRATS 2013/2015, VSD OT files)
+        return label_table.scheme("brats2013")
+    return label_table.scheme("brats2021")
+
+
+def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
+              label_scheme: Optional[str] = None, resample: bool = False, name: Optional[str] = None) -> Case:
+    """Read a case folder, an MSD 4-D image, or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}.
+
+    `resample=True` resamples volumes not on the T1c grid onto it (linear for
+    images, nearest for labels) instead of raising GeometryError.
+    `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES).
+    """
+    truth_path: Optional[Path] = Path(truth) if truth else None
+    if isinstance(source, Mapping):
+        unknown = set(source) - set(MODALITIES)
+        missing = [m for m in MODALITIES if not source.get(m)]
+        if unknown or missing:
+            raise CaseError(f"explicit files need exactly {', '.join(MODALITIES)}; "
+                            f"missing {missing or 'none'}, unknown {sorted(unknown) or 'none'}")
+        files = {m: Path(source[m]) for m in MODALITIES}
+        duplicates = {p for p in files.values() if list(files.values()).count(p) > 1}
+        if duplicates:
+            raise CaseError(f"the same file is given for several modalities: {', '.join(map(str, duplicates))}")
+        volumes = {m: read_image(p) for m, p in files.items()}
+        case_name = name or _common_prefix([image_stem(p) for p in files.values()]) or "case"
+    else:
+        path = Path(source)
+        if is_image(path):
+            volumes, found_truth = _read_msd(path)
+            files = {m: path for m in MODALITIES}
+            truth_path = truth_path or found_truth
+            case_name = name or image_stem(path)
+        elif path.is_dir():
+            found = _modality_files(path)
+            files = {m: found[m] for m in MODALITIES}
+            truth_path = truth_path or found.get("truth")
+            volumes = {m: read_image(p) for m, p in files.items()}
+            case_name = name or path.name
+        else:
+            raise CaseError(f"{path}: no such case folder or image file")
+
+    geometries = {m: g for m, (_, g) in volumes.items()}
+    reference = geometries["T1c"]
+    try:
+        check_same(geometries, reference="T1c")
+    except GeometryError:
+        if not resample:
+            raise
+        volumes = {m: (v if g == reference else _resample(v, g, reference, sitk.sitkLinear), reference)
+                   for m, (v, g) in volumes.items()}
+    images = np.stack([_as_float(volumes[m][0], files[m], m) for m in MODALITIES])
+
+    case = Case(case_name, images, reference, files=dict(files))
+    if truth_path is not None:
+        raw, truth_geometry = read_image(truth_path)
+        if truth_geometry.differences(reference):
+            if not resample:
+                check_same({"T1c": reference, "truth": truth_geometry}, reference="T1c")
+            raw = _resample(raw, truth_geometry, reference, sitk.sitkNearestNeighbor)
+        case.scheme = label_table.scheme(label_scheme) if label_scheme else _truth_scheme(truth_path, np.unique(raw))
+        case.truth = case.scheme.convert(raw, source=str(truth_path))
+        case.files["truth"] = truth_path
+    return case
+
+
+def _as_float(array: np.ndarray, path: Path, modality: str) -> np.ndarray:
+    out = array.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        raise CaseError(f"{modality} ({path}): {bad} voxels are NaN or infinite; fix or replace the file")
+    return out
+
+
+def _resample(array: np.ndarray, source: Geometry, target: Geometry, interpolator: int) -> np.ndarray:
+    moving = to_image(array, source)
+    reference = to_image(np.zeros(target.shape, dtype=array.dtype), target)
+    return sitk.GetArrayFromImage(sitk.Resample(moving, reference, sitk.Transform(), interpolator, 0.0))
+
+
+def _common_prefix(names: List[str]) -> str:
+    prefix = names[0]
+    for n in names[1:]:
+        while not n.startswith(prefix):
+            prefix = prefix[:-1]
+    return prefix.rstrip("_-. ")
+
+
+def write_labels(labels: np.ndarray, geometry: Geometry, path: PathLike) -> Path:
+    """Write a uint8 (Z, Y, X) label map on `geometry`'s grid, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(to_image(labels.astype(np.uint8), geometry), str(tmp), useCompression=True)
+    return path
