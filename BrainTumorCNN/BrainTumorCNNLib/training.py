@@ -1,0 +1,397 @@
+"""Two-phase training of the registry's models (paper, Training), resumable and distributable.
+
+Phase 1 samples patch centres with all classes equiprobable and trains every
+layer; phase 2 freezes all but the output layer and retrains it with the
+natural label frequencies.  A cascade trains its second network on top of a
+frozen, trained TwoPathCNN.  Runs under `torchrun` with DistributedDataParallel
+(gloo on CPU, NCCL on CUDA): each process draws its own patches, rank 0 writes.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from . import labels, networks, registry, weights
+from .atomic import atomic_path, write_text
+from .preprocessing import PreprocessingConfig
+from .sampling import PatchSampler, load_cases
+
+
+@dataclass
+class TrainingConfig:
+    """Every training choice; defaults from the paper where it gives them."""
+
+    model: str = "TwoPathCNN"
+    num_classes: int = 4  # 4: BraTS 2017+ labels; 5: the paper's BRATS 2013 labels
+    train_cases: List[str] = field(default_factory=list)
+    validation_cases: List[str] = field(default_factory=list)
+    first_weights: Optional[str] = None  # trained TwoPathCNN for a cascade's first network
+    phase1_epochs: int = 10
+    phase2_epochs: int = 2  # 0 = one-phase training (TwoPathCNN-1phase)
+    batches_per_epoch: int = 100
+    batch_size: int = 128
+    output_size: int = 1  # labels per patch side; 1 = the paper's single centre label
+    learning_rate: float = 0.005
+    lr_decay: float = 0.1  # the rate falls by this factor over phase 1 (geometric, per epoch)
+    momentum_start: float = 0.5
+    momentum_end: float = 0.9  # reached at the end of phase 1
+    l1: float = 1e-6
+    l2: float = 1e-4
+    weight_bound: float = 0.2  # |kernel weight| <= bound after every step
+    dropout: float = 0.2  # on the features feeding the output layer
+    pieces: int = 2  # Maxout K
+    patience: int = 4  # epochs without validation improvement before stopping (0 = never)
+    validation_slice_step: int = 4  # score every n-th brain slice of the validation cases
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainingConfig":
+        data = json.loads(text)
+        data["preprocessing"] = PreprocessingConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                       for k, v in data.get("preprocessing", {}).items()})
+        return cls(**data)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def _world() -> tuple:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_model(config: TrainingConfig) -> nn.Module:
+    spec = registry.get(config.model)
+    model = spec.build(config.num_classes, pieces=config.pieces, dropout=config.dropout)
+    if isinstance(model, networks.CascadeCNN):
+        if not config.first_weights:
+            raise ValueError(f"{config.model} needs a trained TwoPathCNN: pass --first-weights FILE.safetensors")
+        first, card = weights.load("TwoPathCNN", config.first_weights)
+        if card["num_classes"] != config.num_classes:
+            raise ValueError(f"{config.first_weights} has {card['num_classes']} classes, not {config.num_classes}")
+        model.first.load_state_dict(first.state_dict())
+        model.freeze_first()
+    return model
+
+
+def trainable_kernels(model: nn.Module) -> List[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
+
+
+def set_output_bias(model: nn.Module, frequencies: np.ndarray) -> None:
+    """Softmax biases start at the log label frequencies (paper)."""
+    log_freq = torch.tensor(np.log(np.maximum(frequencies, 1e-6)), dtype=torch.float32)
+    with torch.no_grad():
+        for layer in networks.output_layers(model):
+            layer.bias.copy_(log_freq)
+
+
+def window_loss(log_probs: torch.Tensor, targets: torch.Tensor, balanced: bool, num_classes: int) -> torch.Tensor:
+    """Mean NLL of the window labels; in phase 1 each class present weighs equally."""
+    if not balanced:
+        return F.nll_loss(log_probs, targets)
+    counts = torch.bincount(targets.flatten(), minlength=num_classes).float()
+    present = counts > 0
+    class_weight = torch.where(present, 1.0 / counts.clamp(min=1) / present.sum(), torch.zeros_like(counts))
+    per_label = F.nll_loss(log_probs, targets, reduction="none")
+    return (per_label * class_weight[targets]).sum()
+
+
+def validation_dice(model: nn.Module, cases, slice_step: int) -> dict:
+    """Mean Dice per region over every `slice_step`-th brain slice of the validation cases."""
+    model.eval()
+    rf = model.receptive_field
+    values = torch.tensor(labels.class_values(model.num_classes))
+    per_case = []
+    with torch.inference_mode():
+        for case in cases:
+            zs = np.flatnonzero(case.brain.any(axis=(1, 2)))[::slice_step]
+            rows = np.flatnonzero(case.brain.any(axis=(0, 2)))
+            cols = np.flatnonzero(case.brain.any(axis=(0, 1)))
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1  # brain bounding box (padded coords)
+            left = (rf - 1) // 2
+            crop = case.images[:, zs, r0 - left:r1 + rf - 1 - left, c0 - left:c1 + rf - 1 - left]
+            pred = []
+            for z0 in range(0, len(zs), 4):
+                x = torch.from_numpy(np.ascontiguousarray(crop[:, z0:z0 + 4].transpose(1, 0, 2, 3)))
+                pred.append(values[model(x).argmax(1)])
+            pred = torch.cat(pred).numpy()
+            truth = labels.class_values(model.num_classes)[case.classes[zs, r0:r1, c0:c1]]
+            brain = case.brain[zs, r0:r1, c0:c1]
+            pred[~brain] = 0
+            case_dice = {}
+            for r in labels.REGIONS:
+                a, b = labels.region_mask(pred, r), labels.region_mask(truth, r)
+                i, s = float(np.logical_and(a, b).sum()), float(a.sum() + b.sum())
+                case_dice[r] = 2 * i / s if s else 1.0
+            per_case.append(case_dice)
+    return {r: float(np.mean([d[r] for d in per_case])) for r in labels.REGIONS}
+
+
+def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
+    """Train (or resume) in `run_dir`; returns the summary written to `run_dir/summary.json`."""
+    rank, world = _world()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, rank])
+    model = build_model(config)
+    rf = model.receptive_field
+    pad = rf + config.output_size
+    cache = run_dir.parent / "preprocessed-cache"
+    train_cases = load_cases([Path(p) for p in config.train_cases], config.num_classes, config.preprocessing,
+                             pad, cache, _printer(rank, progress))
+    val_cases = load_cases([Path(p) for p in config.validation_cases], config.num_classes,
+                           config.preprocessing, pad, cache, _printer(rank, progress))
+    sampler = PatchSampler(train_cases, rf, config.output_size, config.num_classes, rng)
+
+    checkpoint_path = run_dir / "checkpoint.pt"
+    total_epochs = config.phase1_epochs + config.phase2_epochs
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "stale": 0, "wall_s": 0.0, "phase1_done": False}
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file() else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        state.update(json.loads(saved["state"]))
+    else:
+        set_output_bias(model, sampler.class_frequencies(config.num_classes))
+    ddp = _wrap(model, world)
+    if rank == 0:
+        write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
+
+    for epoch in range(state["epoch"], total_epochs):
+        phase = 1 if epoch < config.phase1_epochs else 2
+        if phase == 1 and state["phase1_done"]:
+            continue
+        if phase == 2:
+            _freeze_all_but_output(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=_lr(config, epoch), momentum=_momentum(config, epoch))
+        if saved is not None and epoch == state["epoch"] and saved["phase"] == phase:
+            optimizer.load_state_dict(saved["optimizer"])
+            for group in optimizer.param_groups:
+                group["lr"], group["momentum"] = _lr(config, epoch), _momentum(config, epoch)
+        model.train()
+        start, losses = time.time(), []
+        for step in range(config.batches_per_epoch):
+            x, y = sampler.batch(config.batch_size // world, balanced=(phase == 1))
+            out = ddp(torch.from_numpy(x))
+            loss = window_loss(out, torch.from_numpy(y), phase == 1, config.num_classes)
+            penalty = sum(config.l1 * w.abs().sum() + config.l2 * (w ** 2).sum() for w in trainable_kernels(model))
+            optimizer.zero_grad(set_to_none=True)
+            (loss + penalty).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for w in trainable_kernels(model):
+                    w.clamp_(-config.weight_bound, config.weight_bound)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       "lower --learning-rate or --weight-bound")
+            losses.append(loss.item())
+            if progress and rank == 0 and (step % 10 == 0 or step == config.batches_per_epoch - 1):
+                _bar(epoch, total_epochs, phase, step + 1, config.batches_per_epoch, float(np.mean(losses[-10:])))
+        state["wall_s"] += time.time() - start
+        if rank == 0:
+            score = validation_dice(model, val_cases, config.validation_slice_step) if val_cases else {}
+            mean = float(np.mean(list(score.values()))) if score else -float(np.mean(losses))
+            improved = mean > state["best_score"]
+            if improved:
+                state.update(best_score=mean, best_epoch=epoch + 1, stale=0)
+                weights.save(model, config.model, run_dir / "best.safetensors", _card(config, state, score))
+            else:
+                state["stale"] += 1
+            row = {"epoch": epoch + 1, "phase": phase, "lr": _lr(config, epoch), "momentum": _momentum(config, epoch),
+                   "train_loss": float(np.mean(losses)), "seconds": round(time.time() - start, 1),
+                   **{f"val_dice_{r}": round(v, 4) for r, v in score.items()}}
+            _log(run_dir, row)
+            print(f"\nepoch {epoch + 1}/{total_epochs} phase {phase}: loss {row['train_loss']:.4f} "
+                  f"val dice {score} ({row['seconds']} s){' *best*' if improved else ''}", flush=True)
+            state["epoch"] = epoch + 1
+            if phase == 1 and (epoch + 1 == config.phase1_epochs
+                               or config.patience and state["stale"] >= config.patience):
+                _end_phase1(model, run_dir, state)
+            with atomic_path(checkpoint_path) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase,
+                            "state": json.dumps(state)}, tmp)
+        if world > 1:
+            _broadcast_model(model)
+    summary = dict(state, model=config.model, run_dir=str(run_dir))
+    if rank == 0:
+        write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        _plot(run_dir)
+    return summary
+
+
+def _lr(config: TrainingConfig, epoch: int) -> float:
+    span = max(config.phase1_epochs - 1, 1)
+    return config.learning_rate * config.lr_decay ** (min(epoch, span) / span)
+
+
+def _momentum(config: TrainingConfig, epoch: int) -> float:
+    t = min(epoch / max(config.phase1_epochs - 1, 1), 1.0)
+    return config.momentum_start + t * (config.momentum_end - config.momentum_start)
+
+
+def _freeze_all_but_output(model: nn.Module) -> None:
+    model.requires_grad_(False)
+    for layer in networks.output_layers(model):
+        layer.requires_grad_(True)
+
+
+def _end_phase1(model: nn.Module, run_dir: Path, state: dict) -> None:
+    """Keep the best phase-1 model as the one-phase result and start phase 2 from it."""
+    best = run_dir / "best.safetensors"
+    for suffix in (".safetensors", ".json"):
+        os.replace(best.with_suffix(suffix), run_dir / f"phase1{suffix}")
+    model.load_state_dict(load_file(str(run_dir / "phase1.safetensors")))
+    state.update(phase1_done=True, best_score=-1.0, stale=0)
+
+
+def _card(config: TrainingConfig, state: dict, score: dict) -> dict:
+    return {
+        "label_scheme": labels.output_scheme(config.num_classes).name,
+        "classes": [t.name for t in labels.class_tissues(config.num_classes)],
+        "receptive_field": registry.get(config.model).receptive_field,
+        "train_cases": [Path(p).name for p in config.train_cases],
+        "validation_cases": [Path(p).name for p in config.validation_cases],
+        "epochs": state["epoch"] + 1, "best_epoch": state["best_epoch"],
+        "training_wall_s": round(state["wall_s"], 1),
+        "validation_slices": {"dice": score, "slice_step": config.validation_slice_step},
+        "config": asdict(config),
+    }
+
+
+def _wrap(model: nn.Module, world: int) -> nn.Module:
+    if world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+
+
+def _broadcast_model(model: nn.Module) -> None:
+    """Rank 0 may have reloaded the best weights: everyone continues from rank 0's model."""
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
+def _log(run_dir: Path, row: dict) -> None:
+    path = run_dir / "log.csv"
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    rows = [r for r in rows if int(r["epoch"]) < row["epoch"]] + [row]
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plot(run_dir: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = list(csv.DictReader((run_dir / "log.csv").open()))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [float(r["train_loss"]) for r in rows], "o-")
+    a.set(xlabel="epoch", ylabel="training loss (NLL)", title="Training loss")
+    for r in labels.REGIONS:
+        key = f"val_dice_{r}"
+        if rows and key in rows[0] and rows[0][key]:
+            b.plot(epochs, [float(x[key]) for x in rows], "o-", label=r)
+    b.set(xlabel="epoch", ylabel="Dice", title="Validation Dice (sampled slices)", ylim=(0, 1))
+    b.legend()
+    fig.tight_layout()
+    with atomic_path(run_dir / "curves.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def _bar(epoch: int, epochs: int, phase: int, step: int, steps: int, loss: float) -> None:
+    done = int(30 * step / steps)
+    print(f"\repoch {epoch + 1}/{epochs} (phase {phase}) [{'#' * done}{'.' * (30 - done)}] "
+          f"{step}/{steps} loss {loss:.4f}", end="", flush=True)
+
+
+def _printer(rank: int, enabled: bool):
+    if rank or not enabled:
+        return None
+    return lambda fraction, message: print(f"[{fraction:4.0%}] {message}", flush=True)
+
+
+def measure_throughput(model_name: str = "TwoPathCNN", batch_size: int = 128, output_size: int = 1,
+                       steps: int = 3, num_classes: int = 4) -> float:
+    """Phase-1 training throughput (patches per second) on random patches."""
+    config = TrainingConfig(model=model_name, num_classes=num_classes)
+    model = registry.get(model_name).build(num_classes)
+    rf = model.receptive_field
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.5)
+    x = torch.randn(batch_size, 4, rf + output_size - 1, rf + output_size - 1)
+    y = torch.randint(0, num_classes, (batch_size, output_size, output_size))
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        loss = window_loss(model(x), y, True, num_classes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return batch_size / float(np.median(times[1:]))
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cases", nargs="*", help="training case folders (or folders of cases)")
+    parser.add_argument("--validation", nargs="*", default=[], help="validation case folders (early stopping)")
+    parser.add_argument("--run-dir", required=True, help="folder for checkpoints, logs, curves and weights")
+    parser.add_argument("--config", help="JSON file of TrainingConfig fields (command-line options override it)")
+    for f in fields(TrainingConfig):
+        if f.name in ("train_cases", "validation_cases", "preprocessing"):
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .io import find_cases
+    config = TrainingConfig.from_json(Path(args.config).read_text()) if args.config else TrainingConfig()
+    for f in fields(TrainingConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(config, f.name, value)
+    if args.cases:
+        config.train_cases = [str(c) for p in args.cases for c in find_cases(p)]
+    if args.validation:
+        config.validation_cases = [str(c) for p in args.validation for c in find_cases(p)]
+    if args.no_n4:
+        config.preprocessing = PreprocessingConfig(**{**asdict(config.preprocessing), "n4": False})
+    if not config.train_cases:
+        raise SystemExit("no training cases: pass case folders (BraTS layout with a seg/truth file)")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        summary = train(config, Path(args.run_dir), progress=not args.quiet)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if _world()[0] == 0:
+        print(json.dumps({k: summary[k] for k in ("model", "best_epoch", "best_score", "run_dir")}))
+    return 0
