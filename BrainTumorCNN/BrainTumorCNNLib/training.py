@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -173,7 +174,7 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
         state.update(json.loads(saved["state"]))
     else:
         set_output_bias(model, sampler.class_frequencies(config.num_classes))
-    ddp = _wrap(model, world)
+    ddp, phase2_started = _wrap(model, world), False
     if rank == 0:
         write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
 
@@ -181,8 +182,9 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
         phase = 1 if epoch < config.phase1_epochs else 2
         if phase == 1 and state["phase1_done"]:
             continue
-        if phase == 2:
+        if phase == 2 and not phase2_started:
             _freeze_all_but_output(model)
+            ddp, phase2_started = _wrap(model, world), True  # DDP must see the new set of trained parameters
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=_lr(config, epoch), momentum=_momentum(config, epoch))
         if saved is not None and epoch == state["epoch"] and saved["phase"] == phase:
@@ -260,7 +262,7 @@ def _end_phase1(model: nn.Module, run_dir: Path, state: dict) -> None:
     """Keep the best phase-1 model as the one-phase result and start phase 2 from it."""
     best = run_dir / "best.safetensors"
     for suffix in (".safetensors", ".json"):
-        os.replace(best.with_suffix(suffix), run_dir / f"phase1{suffix}")
+        shutil.copyfile(best.with_suffix(suffix), run_dir / f"phase1{suffix}")
     model.load_state_dict(load_file(str(run_dir / "phase1.safetensors")))
     state.update(phase1_done=True, best_score=-1.0, stale=0)
 

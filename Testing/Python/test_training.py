@@ -1,0 +1,124 @@
+"""Training: sampling, losses, phases, checkpoints, resume, cascades, distributed."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from BrainTumorCNNLib import networks, sampling, training, weights
+from BrainTumorCNNLib.preprocessing import PreprocessingConfig
+
+NO_N4 = PreprocessingConfig(n4=False)
+
+
+def tiny_config(cases, **overrides):
+    base = dict(model="TwoPathCNN", num_classes=4, train_cases=[str(c) for c in cases[:2]],
+                validation_cases=[str(cases[2])], phase1_epochs=2, phase2_epochs=1, batches_per_epoch=2,
+                batch_size=4, output_size=4, validation_slice_step=2, preprocessing=NO_N4, threads=1)
+    base.update(overrides)
+    return training.TrainingConfig(**base)
+
+
+def test_balanced_sampling_draws_every_class_about_equally(synthetic_cases):
+    cases = sampling.load_cases(synthetic_cases, 4, NO_N4, pad=40)
+    sampler = sampling.PatchSampler(cases, 33, 1, 4, np.random.default_rng(0))
+    _, y = sampler.batch(2000, balanced=True)
+    share = np.bincount(y.ravel(), minlength=4) / y.size
+    assert np.allclose(share, 0.25, atol=0.04), share
+    _, y = sampler.batch(2000, balanced=False)
+    natural = np.bincount(y.ravel(), minlength=4) / y.size
+    assert natural[0] > 0.6  # mostly healthy brain: the natural frequencies
+
+
+def test_patch_is_centred_on_its_label(synthetic_cases):
+    cases = sampling.load_cases(synthetic_cases[:1], 4, NO_N4, pad=40)
+    sampler = sampling.PatchSampler(cases, 33, 1, 4, np.random.default_rng(1))
+    (i, flat), = sampler.centres(1, balanced=True)
+    case = cases[i]
+    z, r, c = np.unravel_index(flat, case.classes.shape)
+    sampler.centres = lambda n, balanced: [(i, flat)]
+    x, y = sampler.batch(1, balanced=True)
+    assert y[0, 0, 0] == case.classes[z, r, c]
+    assert np.array_equal(x[0, :, 16, 16], case.images[:, z, r, c])
+
+
+def test_balanced_loss_weighs_each_present_class_equally():
+    log_probs = torch.log_softmax(torch.randn(2, 4, 3, 3), dim=1)
+    targets = torch.zeros(2, 3, 3, dtype=torch.long)
+    targets[0, 0, 0] = 3  # one label of class 3 against 17 of class 0
+    per = -log_probs.gather(1, targets[:, None])[:, 0]
+    expected = 0.5 * per[targets == 0].mean() + 0.5 * per[targets == 3].mean()
+    assert torch.allclose(training.window_loss(log_probs, targets, True, 4), expected)
+    assert torch.allclose(training.window_loss(log_probs, targets, False, 4), per.mean())
+
+
+def test_two_phase_training_writes_everything_and_phase2_trains_only_the_output(synthetic_cases, tmp_path):
+    run = tmp_path / "run"
+    summary = training.train(tiny_config(synthetic_cases), run, progress=False)
+    for name in ("checkpoint.pt", "log.csv", "curves.png", "config.json", "summary.json",
+                 "best.safetensors", "best.json", "phase1.safetensors"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and [r["phase"] for r in rows] == ["1", "1", "2"]
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    assert float(rows[0]["momentum"]) == pytest.approx(0.5) and float(rows[1]["momentum"]) == pytest.approx(0.9)
+    phase1, final = load_file(str(run / "phase1.safetensors")), load_file(str(run / "best.safetensors"))
+    for name in phase1:
+        same = torch.equal(phase1[name], final[name])
+        assert same != name.startswith("output."), name
+    model, card = weights.load("TwoPathCNN", run / "best.safetensors")
+    assert card["train_cases"] == ["Synth_000", "Synth_001"] and card["label_scheme"] == "brats2021"
+    assert summary["epoch"] == 3
+    bound = 0.2
+    assert all(float(w.detach().abs().max()) <= bound + 1e-7
+               for w in training.trainable_kernels(model.requires_grad_(True)))
+
+
+def test_resume_continues_from_the_last_epoch(synthetic_cases, tmp_path):
+    run = tmp_path / "run"
+    training.train(tiny_config(synthetic_cases, phase1_epochs=1, phase2_epochs=0), run, progress=False)
+    first = list(csv.DictReader((run / "log.csv").open()))
+    training.train(tiny_config(synthetic_cases, phase1_epochs=1, phase2_epochs=1), run, progress=False)
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(first) == 1 and len(rows) == 2
+    assert rows[0] == first[0]  # epoch 1 was not trained again
+    assert json.loads((run / "summary.json").read_text())["epoch"] == 2
+
+
+def test_cascade_trains_the_second_network_on_a_frozen_first(synthetic_cases, tmp_path):
+    first_path = tmp_path / "TwoPathCNN.safetensors"
+    first = networks.TwoPathCNN(num_classes=4)
+    weights.save(first, "TwoPathCNN", first_path, {})
+    run = tmp_path / "cascade"
+    training.train(tiny_config(synthetic_cases, model="MFCascadeCNN", first_weights=str(first_path),
+                               phase1_epochs=1, phase2_epochs=0), run, progress=False)
+    trained = load_file(str(run / "best.safetensors"))
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(trained[f"first.{name}"], tensor), name
+    assert not torch.equal(trained["second.output.weight"], networks.MFCascadeCNN(num_classes=4).second.output.weight)
+
+
+def test_cascade_without_first_weights_is_a_clear_error(synthetic_cases, tmp_path):
+    with pytest.raises(ValueError, match="--first-weights"):
+        training.train(tiny_config(synthetic_cases, model="InputCascadeCNN"), tmp_path / "r", progress=False)
+
+
+def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path):
+    config = tiny_config(synthetic_cases, phase1_epochs=1, phase2_epochs=1)
+    config_path = tmp_path / "config.json"
+    data = {k: v for k, v in json.loads(json.dumps(config, default=vars)).items()}
+    config_path.write_text(json.dumps(data))
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "BrainTumorCNNLib.cli", "train", "--config", str(config_path), "--run-dir", str(run), "--quiet"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["epoch"] == 2
+    assert len(list(csv.DictReader((run / "log.csv").open()))) == 2

@@ -1,0 +1,70 @@
+"""Weights load only from verified safetensors files."""
+import json
+import pickle
+
+import pytest
+import torch
+
+from BrainTumorCNNLib import networks, weights
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = networks.TwoPathCNN(num_classes=4)
+    path = tmp_path / "TwoPathCNN.safetensors"
+    weights.save(model, "TwoPathCNN", path, {"note": "test"})
+    return model.eval(), path
+
+
+def test_round_trip_gives_the_same_outputs(saved):
+    model, path = saved
+    loaded, card = weights.load("TwoPathCNN", path)
+    x = torch.randn(1, 4, 40, 40)
+    assert torch.equal(model(x), loaded(x))
+    assert card["num_classes"] == 4 and card["note"] == "test" and len(card["sha256"]) == 64
+
+
+def test_tampered_file_is_refused(saved):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsError, match="checksum"):
+        weights.load("TwoPathCNN", path)
+
+
+def test_missing_card_is_refused(saved):
+    _, path = saved
+    path.with_suffix(".json").unlink()
+    with pytest.raises(weights.WeightsError, match="no model card"):
+        weights.load("TwoPathCNN", path)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "LocalPathCNN.safetensors"
+    weights.save(networks.LocalPathCNN(num_classes=4), "LocalPathCNN", path, {})
+    with pytest.raises(weights.WeightsError, match="does not fit TwoPathCNN"):
+        weights.load("TwoPathCNN", path)
+
+
+class _Exploit:
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, saved):
+    """A malicious pickle with a matching checksum in its card is still never unpickled."""
+    marker = tmp_path / "pwned"
+    _Exploit.marker = marker
+    path = tmp_path / "TwoPathCNN.safetensors"
+    path.write_bytes(pickle.dumps({"output.weight": _Exploit()}))
+    card_path = path.with_suffix(".json")
+    card = json.loads(saved[1].with_suffix(".json").read_text())
+    card["sha256"] = weights.sha256(path)
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(weights.WeightsError, match="not a valid safetensors"):
+        weights.load("TwoPathCNN", path)
+    assert not marker.exists()
