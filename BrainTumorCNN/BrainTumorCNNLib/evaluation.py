@@ -1,0 +1,407 @@
+"""The BraTS scores of a segmentation, and `braintumorcnn evaluate`.
+
+Per evaluation region (labels.REGIONS: complete {1,2,3,4}, core {1,3,4},
+enhancing {4}), with P the predicted and T the true region mask and P0, T0
+their complements over the whole volume:
+
+- Dice = 2|P∩T| / (|P| + |T|)
+- sensitivity = |P∩T| / |T|
+- specificity = |P0∩T0| / |T0|
+- HD95: the 95th percentile (numpy's linear interpolation) of the pooled
+  distances, in mm (voxel spacing applied), from every surface voxel of P to the
+  nearest surface voxel of T and from every surface voxel of T to the nearest of
+  P; a surface voxel is a mask voxel with a face neighbour (6-connectivity)
+  outside the mask or outside the image.  This is the definition of the BraTS
+  organisers' `brats-evaluation` package (panoptica's HD95, from MedPy).
+
+Empty regions, the BraTS convention:
+- empty in both truth and prediction: Dice 1, sensitivity 1, HD95 0 mm
+  (`brats-evaluation` reports NaN here and leaves such cases out of its means;
+  BraTS 2018-2023 rankings scored them 1 and 0, which is what is used here);
+- empty in one only: Dice 0, HD95 = `EMPTY_HD95_MM` = 373 mm, the penalty
+  `brats-evaluation` substitutes for an infinite HD95 (the diagonal of the
+  240x240x155 mm SRI-24 box, 373.13 mm, rounded down as the package does);
+  sensitivity 0 when the truth is empty (as in the BraTS 2023 metrics code,
+  from GaNDLF); specificity mirrors sensitivity (1 when T0 and P0 are both
+  empty, 0 when only T0 is).
+- non-empty in both but not overlapping: Dice 0 and the measured HD95
+  (`brats-evaluation` reports an infinite HD95, i.e. 373, whenever the overlap is
+  empty; BraTS 2018-2023 rankings measured the distance, as here).
+
+Where both are defined, the scores equal `brats-evaluation`'s global Dice and
+HD95 (its global HD95 ignores the voxel spacing: BraTS data is 1 mm isotropic).
+
+Regions a truth file's label scheme does not define are skipped (BRATS 2012
+truth has no enhancing label: `LabelScheme.regions`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import labels as label_table
+from .atomic import atomic_path
+
+#: HD95 (mm) when a region is empty in exactly one of truth and prediction.
+EMPTY_HD95_MM = 373.0
+METRICS = ("dice", "sensitivity", "specificity", "hd95")
+METRIC_TITLES = {"dice": "Dice", "sensitivity": "Sensitivity", "specificity": "Specificity", "hd95": "HD95 (mm)"}
+INTERNAL_VALUES = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class RegionMetrics:
+    """The scores of one region of one case."""
+
+    dice: float
+    sensitivity: float
+    specificity: float
+    hd95: float  # mm
+    truth_voxels: int
+    predicted_voxels: int
+
+
+@dataclass
+class CaseMetrics:
+    """The scores of one case, by region (only the regions its truth defines)."""
+
+    regions: Dict[str, RegionMetrics] = field(default_factory=dict)
+
+    def __getitem__(self, region: str) -> RegionMetrics:
+        return self.regions[region]
+
+    def as_row(self) -> Dict[str, float]:
+        """{"dice_complete": ..., "dice_core": ..., ..., "hd95_enhancing": ...}, metric by metric."""
+        return {f"{metric}_{region}": float(getattr(scores, metric))
+                for metric in METRICS for region, scores in self.regions.items()}
+
+
+# --- Metrics ------------------------------------------------------------------
+
+def _array_spacing(spacing: Sequence[float]) -> Tuple[float, float, float]:
+    """ITK-order (x, y, z) spacing -> array-order (z, y, x), checked."""
+    values = tuple(float(s) for s in spacing)
+    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"spacing must be three positive numbers (x, y, z) in mm, not {tuple(spacing)}")
+    return values[2], values[1], values[0]
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Surface voxels of a boolean (Z, Y, X) mask: mask voxels with a face neighbour
+    outside the mask or outside the array."""
+    mask = np.asarray(mask, dtype=bool)
+    p = np.pad(mask, 1)
+    interior = (p[1:-1, 1:-1, 1:-1] & p[:-2, 1:-1, 1:-1] & p[2:, 1:-1, 1:-1] & p[1:-1, :-2, 1:-1]
+                & p[1:-1, 2:, 1:-1] & p[1:-1, 1:-1, :-2] & p[1:-1, 1:-1, 2:])
+    return mask & ~interior
+
+
+def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """Distances (mm, float64) from each surface voxel of `a` to the nearest surface voxel
+    of `b`, and from each of `b` to the nearest of `a`.  Both masks must be non-empty.
+
+    a, b: boolean (Z, Y, X) masks; spacing: mm, ITK order (x, y, z)."""
+    surface_a, surface_b = surface(a), surface(b)
+    if not surface_a.any() or not surface_b.any():
+        raise ValueError("surface distances need two non-empty masks")
+    # Distances between surface voxels do not depend on anything outside their bounding box.
+    both = surface_a | surface_b
+    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(both))
+    surface_a, surface_b = surface_a[box], surface_b[box]
+    return _distance_to(surface_b, spacing)[surface_a], _distance_to(surface_a, spacing)[surface_b]
+
+
+def _distance_to(target: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Euclidean distance (mm) of every voxel to the nearest voxel of `target` (exact, Maurer)."""
+    image = sitk.GetImageFromArray(target.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    # Squared distances: whole numbers (exact in float32) on 1 mm grids; the root in float64.
+    squared = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        image, insideIsPositive=False, squaredDistance=True, useImageSpacing=True)).astype(np.float64)
+    # Outside `target` the map is the distance to the nearest target voxel; inside it is not needed.
+    return np.where(target, 0.0, np.sqrt(np.abs(squared)))
+
+
+def hausdorff95(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> float:
+    """HD95 in mm between two boolean (Z, Y, X) masks, with the empty-mask convention
+    of the module docstring.  spacing: mm, ITK order (x, y, z)."""
+    predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+    has_p, has_t = bool(predicted.any()), bool(truth.any())
+    if not has_p and not has_t:
+        return 0.0
+    if has_p != has_t:
+        return EMPTY_HD95_MM
+    d_pt, d_tp = surface_distances(predicted, truth, spacing)
+    return float(np.percentile(np.concatenate([d_pt, d_tp]), 95))
+
+
+def region_metrics(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+                   total_voxels: Optional[int] = None) -> RegionMetrics:
+    """Dice, sensitivity, specificity and HD95 of one region.
+
+    predicted, truth: boolean (Z, Y, X) masks of the region; spacing: mm, (x, y, z);
+    total_voxels: voxels of the whole volume when the masks are a crop of it (for the
+    specificity; everything outside the crop is background in both)."""
+    predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+    if predicted.shape != truth.shape:
+        raise ValueError(f"prediction shape {predicted.shape} differs from truth shape {truth.shape}")
+    _array_spacing(spacing)
+    n = predicted.size if total_voxels is None else int(total_voxels)
+    p, t = int(np.count_nonzero(predicted)), int(np.count_nonzero(truth))
+    tp = int(np.count_nonzero(predicted & truth))
+    tn = n - p - t + tp  # |P0 ∩ T0|
+    dice = 1.0 if p + t == 0 else 2.0 * tp / (p + t)
+    sensitivity = (1.0 if p == 0 else 0.0) if t == 0 else tp / t
+    specificity = (1.0 if p == n else 0.0) if t == n else tn / (n - t)
+    return RegionMetrics(dice, sensitivity, specificity, hausdorff95(predicted, truth, spacing), t, p)
+
+
+def check_labels(labels: np.ndarray, source: str = "label map") -> np.ndarray:
+    """An internal label map (values 0-4) as uint8; other values raise ValueError naming `source`."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f" and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))):
+        raise ValueError(f"{source}: label values must be whole numbers (internal values 0-4)")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(f"{source}: a label map must be numeric, not {labels.dtype}")
+    values = np.unique(labels)
+    unexpected = sorted(v for v in values.tolist() if v not in INTERNAL_VALUES)
+    if unexpected:
+        raise ValueError(
+            f"{source}: unexpected label values {[int(v) for v in unexpected]} (expected internal values "
+            f"0-4: 0/1/2/4 from 4-class models, 0-4 from 5-class models); a map in another scheme needs "
+            f"--prediction-scheme (one of {', '.join(label_table.SCHEMES)})")
+    return labels.astype(np.uint8)
+
+
+def evaluate_case(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+                  regions: Iterable[str] = tuple(label_table.REGIONS)) -> CaseMetrics:
+    """Scores of one case.
+
+    predicted, truth: (Z, Y, X) internal label maps (0-4) on the same grid;
+    spacing: mm, ITK order (x, y, z) (`Geometry.spacing`);
+    regions: the regions to score, e.g. `case.scheme.regions` (BRATS 2012 truth: complete, core).
+    """
+    predicted = check_labels(predicted, "prediction")
+    truth = check_labels(truth, "truth")
+    if predicted.ndim != 3 or predicted.shape != truth.shape:
+        raise ValueError(f"prediction shape {predicted.shape} and truth shape {truth.shape} must be the same 3-D grid")
+    truth_shape = truth.shape
+    regions = tuple(regions)
+    unknown = [r for r in regions if r not in label_table.REGIONS]
+    if unknown:
+        raise ValueError(f"unknown region(s) {unknown}; known: {', '.join(label_table.REGIONS)}")
+    # Every score depends only on the bounding box of all tumor voxels (outside it both maps
+    # are background, as outside the image), plus the total voxel count for the specificity.
+    tumor = np.nonzero((predicted > 0) | (truth > 0))
+    if tumor[0].size:
+        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in tumor)
+        predicted, truth = predicted[box], truth[box]
+    out = CaseMetrics()
+    for region in regions:
+        out.regions[region] = region_metrics(label_table.region_mask(predicted, region),
+                                             label_table.region_mask(truth, region), spacing,
+                                             total_voxels=np.prod(truth_shape))
+    return out
+
+
+def summarize(cases: Iterable[Union[CaseMetrics, Mapping[str, object]]], statistic: str = "mean") -> Dict[str, float]:
+    """Mean (or "median") of each score over the cases that have it (NaN and missing ignored).
+
+    cases: CaseMetrics or rows as from `CaseMetrics.as_row()` (other keys, e.g. "case", ignored)."""
+    reduce = {"mean": np.mean, "median": np.median}[statistic]
+    values: Dict[str, List[float]] = {}
+    for item in cases:
+        row = item.as_row() if isinstance(item, CaseMetrics) else item
+        for key in _score_keys(row):
+            value = _as_float(row[key])
+            if value is not None and not math.isnan(value):
+                values.setdefault(key, []).append(value)
+    return {key: float(reduce(v)) for key, v in values.items()}
+
+
+def _score_keys(row: Mapping[str, object]) -> List[str]:
+    return [f"{m}_{r}" for m in METRICS for r in label_table.REGIONS if f"{m}_{r}" in row]
+
+
+def _as_float(value) -> Optional[float]:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --- Table and CSV ----------------------------------------------------------
+
+_REGION_SHORT = {"complete": "compl.", "core": "core", "enhancing": "enh."}
+
+
+def format_table(rows: Sequence[Mapping[str, object]], mean: bool = True) -> str:
+    """A fixed-width table of per-case rows ({"case": name, "dice_complete": ...}),
+    with a mean row at the bottom when `mean` and there is more than one row."""
+    regions = [r for r in label_table.REGIONS if any(f"dice_{r}" in row for row in rows)]
+    rows = list(rows)
+    if mean and len(rows) > 1:
+        rows.append({"case": "mean", **summarize(rows)})
+    name_width = max([4] + [len(str(row.get("case", ""))) for row in rows])
+    width = max(len(_REGION_SHORT[r]) for r in regions) if regions else 8
+    group = " ".join(f"{_REGION_SHORT[r]:>{width}}" for r in regions)
+    top = " ".join(f"{METRIC_TITLES[m]:<{len(group)}}" for m in METRICS)
+    lines = [f"{'':<{name_width}}  {top}".rstrip(),
+             f"{'case':<{name_width}}  " + " ".join(group for _ in METRICS)]
+    lines.append("-" * len(lines[-1]))
+    for row in rows:
+        if row.get("case") == "mean":
+            lines.append("-" * len(lines[1]))
+        cells = []
+        for metric in METRICS:
+            for region in regions:
+                value = _as_float(row.get(f"{metric}_{region}"))
+                text = "-" if value is None else (f"{value:.1f}" if metric == "hd95" else f"{value:.3f}")
+                cells.append(f"{text:>{width}}")
+        lines.append(f"{str(row.get('case', '')):<{name_width}}  " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, object]], mean: bool = True) -> Path:
+    """Write per-case rows (and a final "mean" row) as CSV, atomically."""
+    rows = list(rows)
+    if mean and rows:
+        rows.append({"case": "mean", **summarize(rows)})
+    names = ["case"] + [k for k in dict.fromkeys(k for row in rows for k in row) if k != "case"]
+    score_order = {f"{m}_{r}": i for i, (m, r) in enumerate((m, r) for m in METRICS for r in label_table.REGIONS)}
+    names = ["case"] + sorted(names[1:], key=lambda k: score_order.get(k, len(score_order)))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=names, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (_format_value(v) if k != "case" else v) for k, v in row.items()})
+    return path
+
+
+def _format_value(value) -> object:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+# --- `braintumorcnn evaluate` -------------------------------------------------
+
+PREDICTION_SCHEMES = ("internal",) + tuple(label_table.SCHEMES)
+
+
+def find_prediction(folder: Path, case: str) -> Optional[Path]:
+    """`<case>_labels.<ext>` (as written by `braintumorcnn segment`), else `<case>.<ext>`."""
+    from .io import IMAGE_SUFFIXES
+
+    for stem in (f"{case}_labels", case):
+        for suffix in IMAGE_SUFFIXES:
+            path = folder / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def read_prediction(path: Path, scheme: str = "internal") -> Tuple[np.ndarray, "object"]:
+    """A predicted label map as internal values (uint8) and its geometry; clear errors
+    for unexpected values."""
+    from .io import read_image
+
+    raw, geometry = read_image(path)
+    if scheme == "internal":
+        return check_labels(raw, str(path)), geometry
+    return label_table.scheme(scheme).convert(raw, source=str(path)), geometry
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Score predicted label maps against ground truth: Dice, sensitivity, specificity and HD95 (mm) "
+        "of the complete, core and enhancing regions, per case and averaged (BraTS conventions).")
+    parser.add_argument("predictions", metavar="PRED_DIR",
+                        help="folder of predicted label maps: <case>_labels.nii.gz (from `segment`) or <case>.nii.gz")
+    parser.add_argument("truth", metavar="TRUTH_DIR",
+                        help="folder of cases with ground truth, in any layout `segment` reads")
+    parser.add_argument("--output", "-o", metavar="CSV", help="CSV to write (default: PRED_DIR/metrics.csv)")
+    parser.add_argument("--prediction-scheme", choices=PREDICTION_SCHEMES, default="internal",
+                        help="label values of the predictions: internal = 0/1/2/4 or 0-4 as written by "
+                             "`segment` (default); or a file scheme to convert from")
+    parser.add_argument("--truth-scheme", choices=tuple(label_table.SCHEMES),
+                        help="label scheme of the truth files (default: guessed from the layout)")
+    parser.add_argument("--missing", choices=("skip", "penalize"), default="skip",
+                        help="a case without a prediction: leave it out (exit status 1), or score it as an "
+                             "empty prediction (Dice 0, HD95 373 mm where the truth has the region)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import io
+
+    pred_dir, truth_dir = Path(args.predictions), Path(args.truth)
+    if not pred_dir.is_dir():
+        print(f"error: {pred_dir}: no such folder of predictions", file=sys.stderr)
+        return 2
+    try:
+        cases = io.find_cases(truth_dir)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not cases:
+        print(f"error: {truth_dir}: no cases found (a case is a folder with T1, T1c, T2, FLAIR and a "
+              "ground-truth file, or an MSD 4-D image)", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else pred_dir / "metrics.csv"
+
+    rows: List[dict] = []
+    missing: List[str] = []
+    failed: List[str] = []
+    matched = set()
+    for path in cases:
+        name = io.image_stem(path) if path.is_file() else path.name
+        prediction_path = find_prediction(pred_dir, name)
+        matched.add(prediction_path)
+        if prediction_path is None:
+            missing.append(name)
+            if args.missing == "skip":
+                continue
+        try:
+            case = io.read_case(path, label_scheme=args.truth_scheme)
+            if case.truth is None:
+                raise ValueError(f"{path}: no ground-truth file (e.g. <case>_seg.nii.gz) found")
+            if prediction_path is None:
+                predicted = np.zeros_like(case.truth)
+            else:
+                predicted, geometry = read_prediction(prediction_path, args.prediction_scheme)
+                differences = geometry.differences(case.geometry)
+                if differences:
+                    raise ValueError(f"{prediction_path}: not on the grid of case {name} "
+                                     f"({'; '.join(differences)}); write label maps on the input grid")
+            scores = evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
+        except (ValueError, OSError) as exc:
+            failed.append(name)
+            print(f"{name}: FAILED: {exc}", file=sys.stderr)
+            continue
+        rows.append({"case": name, **scores.as_row()})
+
+    if missing:
+        what = "scored as empty predictions" if args.missing == "penalize" else "left out"
+        print(f"{len(missing)} case(s) without a prediction in {pred_dir} ({what}): {', '.join(missing)}",
+              file=sys.stderr)
+    unmatched = sorted(p.name for p in pred_dir.iterdir() if io.is_image(p) and p not in matched)
+    if unmatched:
+        print(f"note: {len(unmatched)} file(s) in {pred_dir} match no case of {truth_dir}: "
+              f"{', '.join(unmatched[:10])}{' ...' if len(unmatched) > 10 else ''}", file=sys.stderr)
+    if not rows:
+        print("error: nothing was scored", file=sys.stderr)
+        return 1
+    write_csv(output, rows)
+    print(format_table(rows))
+    print(f"{len(rows)} case(s) scored, {len(failed)} failed; metrics written to {output}")
+    return 1 if failed or (missing and args.missing == "skip") else 0
