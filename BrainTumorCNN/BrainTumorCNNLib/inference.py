@@ -1,0 +1,320 @@
+"""Dense whole-slice inference of any registry model on a (4, Z, Y, X) volume.
+
+Every network is fully convolutional (valid convolutions, stride-1 pooling),
+so a slice padded by the model's margins goes through it at once and yields
+the class probabilities of every pixel: the output at pixel (y, x) is exactly
+what the patch network gives for the `rf x rf` patch centred there (the
+cascades included: their first network sees the slice padded by the larger
+margin and feeds the second at every pixel).
+
+Margins: `left = (rf - 1) // 2` before and `right = rf - 1 - left` after, per
+axis (a 33 patch is centred; the even 56 patch of LocalCascadeCNN has its
+centre pixel at index 27).  Padding, like the outside of the brain after
+preprocessing, is `preprocessing.BACKGROUND_VALUE`.
+
+A volume is processed in groups of consecutive brain slices, each cropped to
+the in-plane bounding box of its brain pixels plus the margins; slices without
+brain are skipped and stay background (probability 1).  Groups run in batches
+of slices whose activations fit a memory budget; a slice too large for the
+budget runs in bands of rows.  On CUDA an out-of-memory error shrinks the
+batch, then the band, then moves the rest of the work to the CPU with a
+warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import fastconv, labels
+from .preprocessing import BACKGROUND_VALUE
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+#: Memory the activations of one batch may take (bytes); the volume, the
+#: output and the cached FFT spectra of the kernels come on top.
+DEFAULT_MEMORY_BUDGET = 1 << 30
+#: Most slices per batch on CPU (larger batches gain nothing there, measured).
+CPU_MAX_BATCH = 2
+#: Most slices per batch on CUDA.
+CUDA_MAX_BATCH = 32
+#: Consecutive brain slices cropped together to their union bounding box.
+GROUP_SLICES = 16
+#: Fewest output rows of a band before giving up on a device after OOM.
+MIN_BAND_ROWS = 8
+
+
+class Cancelled(Exception):
+    """Raised when the caller's `cancel()` returns true; nothing is returned."""
+
+
+@dataclass
+class InferenceResult:
+    """Dense inference output for one volume."""
+
+    probabilities: np.ndarray  # float32 (C, Z, Y, X); background = 1 outside the processed region
+    labels: np.ndarray  # uint8 (Z, Y, X), internal label values (labels.class_values)
+    slices: np.ndarray  # int (n,), the slices processed (those with brain)
+    device: str  # where the work ran ("cpu" after a CUDA fallback)
+    seconds: float  # wall time of the inference proper
+
+    @property
+    def num_classes(self) -> int:
+        return self.probabilities.shape[0]
+
+
+def margins(receptive_field: int) -> Tuple[int, int]:
+    """Pixels of context before and after an output pixel: (left, right)."""
+    left = (receptive_field - 1) // 2
+    return left, receptive_field - 1 - left
+
+
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA raises."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {str(device)!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device 'cuda' was requested but CUDA is not available (no NVIDIA GPU, or this PyTorch "
+            f"{torch.__version__} was built without CUDA); use device 'cpu' or 'auto'")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {str(device)!r}")
+    return device
+
+
+def brain_mask(volume: np.ndarray) -> np.ndarray:
+    """Voxels where any modality differs from BACKGROUND_VALUE, bool (Z, Y, X)."""
+    return np.any(volume != BACKGROUND_VALUE, axis=0)
+
+
+def activation_bytes_per_pixel(model: nn.Module) -> int:
+    """A conservative bound on the activation memory of one input pixel (bytes):
+    every convolution's output counted as live at once, times two for FFT
+    spectra and the layout copies around them."""
+    channels = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    return 4 * 2 * channels + 4 * getattr(model, "in_channels", 4)
+
+
+def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarray] = None, *,
+                   device: Union[str, torch.device] = "auto", fast: Union[bool, str] = True,
+                   memory_budget: int = DEFAULT_MEMORY_BUDGET, max_batch: Optional[int] = None,
+                   group_slices: int = GROUP_SLICES, progress: Optional[Progress] = None,
+                   cancel: Optional[Callable[[], bool]] = None) -> InferenceResult:
+    """Class probabilities and labels of every voxel of a preprocessed volume.
+
+    model: a registry network (`num_classes`, `receptive_field`); it is not
+        modified (the work runs on a copy prepared for `device`).
+    volume: float32 (4, Z, Y, X), preprocessed (background = BACKGROUND_VALUE).
+    mask: bool (Z, Y, X) brain mask; default: voxels not equal to
+        BACKGROUND_VALUE in some modality.
+    device: "auto" (CUDA if available), "cpu" or "cuda".
+    fast: True/"auto" = exact speed-ups (fastconv.prepare: FFT for large kernels
+        where timed faster, fused Maxout and pooling, channels-last on CPU);
+        "fft" = FFT for every large kernel; False = the plain model, direct.
+    memory_budget: bytes the activations of one batch may take.
+    progress(fraction, message) is called after every batch; `cancel()` is
+        checked before every batch and raises Cancelled when true.
+    """
+    start = time.perf_counter()
+    volume = np.asarray(volume)
+    if volume.ndim != 4:
+        raise ValueError(f"volume must be (channels, Z, Y, X), got shape {volume.shape}")
+    in_channels = getattr(model, "in_channels", volume.shape[0])
+    if volume.shape[0] != in_channels:
+        raise ValueError(f"the model takes {in_channels} modalities, the volume has {volume.shape[0]}")
+    mask = brain_mask(volume) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != volume.shape[1:]:
+        raise ValueError(f"brain mask shape {mask.shape} does not match the volume {volume.shape[1:]}")
+    num_classes = int(model.num_classes)
+    _, Z, Y, X = volume.shape
+    probabilities = np.zeros((num_classes, Z, Y, X), dtype=np.float32)
+    probabilities[0] = 1.0
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    report = progress or (lambda fraction, message: None)
+
+    runner = _Runner(model, resolve_device(device), fast, memory_budget, max_batch)
+    groups = list(_groups(mask, slices, group_slices))
+    done = 0
+    with _exact_float32(runner.device):
+        if groups:
+            rf = runner.receptive_field
+            largest = max(groups, key=lambda g: (g[1][1] - g[1][0]) * (g[1][3] - g[1][2]))
+            y0, y1, x0, x1 = largest[1]
+            shape = (len(largest[0]), volume.shape[0], y1 - y0 + rf - 1, x1 - x0 + rf - 1)
+            runner.prepare((runner.batch_for(shape),) + shape[1:])
+        for zs, (y0, y1, x0, x1) in groups:
+            for b0 in range(0, len(zs), runner.max_batch):
+                batch = zs[b0:b0 + runner.max_batch]
+                _check(cancel)
+                crop = _padded_crop(volume, batch, y0, y1, x0, x1, runner.receptive_field)
+                probabilities[:, batch, y0:y1, x0:x1] = runner.run(crop, cancel).transpose(1, 0, 2, 3)
+                done += len(batch)
+                report(done / len(slices), f"slice {done}/{len(slices)} ({runner.device.type})")
+    if not len(slices):
+        report(1.0, "no brain voxels: nothing to segment")
+    values = labels.class_values(num_classes)
+    return InferenceResult(probabilities, values[probabilities.argmax(axis=0)], slices,
+                           runner.device.type, time.perf_counter() - start)
+
+
+def _check(cancel: Optional[Callable[[], bool]]) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("inference cancelled")
+
+
+def _groups(mask: np.ndarray, slices: np.ndarray, size: int) -> Iterator[Tuple[np.ndarray, Tuple[int, int, int, int]]]:
+    """Runs of up to `size` consecutive brain slices with the (y0, y1, x0, x1)
+    bounding box of their brain pixels (end-exclusive)."""
+    for i in range(0, len(slices), size):
+        zs = slices[i:i + size]
+        plane = mask[zs].any(axis=0)
+        rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+        yield zs, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+
+def _padded_crop(volume: np.ndarray, zs: Sequence[int], y0: int, y1: int, x0: int, x1: int,
+                 receptive_field: int) -> np.ndarray:
+    """float32 (len(zs), C, y1-y0+rf-1, x1-x0+rf-1): the slices' output region
+    plus margins, BACKGROUND_VALUE beyond the volume's edges."""
+    left, right = margins(receptive_field)
+    C, _, Y, X = volume.shape
+    out = np.full((len(zs), C, y1 - y0 + left + right, x1 - x0 + left + right), BACKGROUND_VALUE, np.float32)
+    sy0, sy1, sx0, sx1 = max(0, y0 - left), min(Y, y1 + right), max(0, x0 - left), min(X, x1 + right)
+    src = volume[:, zs, sy0:sy1, sx0:sx1]
+    out[:, :, sy0 - (y0 - left):sy1 - (y0 - left), sx0 - (x0 - left):sx1 - (x0 - left)] = src.transpose(1, 0, 2, 3)
+    return out
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device):
+    """No TF32 on CUDA while inferring: results stay float32-accurate."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
+
+
+class _Runner:
+    """Runs padded slice batches through a model prepared for one device,
+    shrinking batches / row bands on out-of-memory and falling back from CUDA
+    to the CPU when even one band does not fit."""
+
+    def __init__(self, model: nn.Module, device: torch.device, fast: Union[bool, str],
+                 memory_budget: int, max_batch: Optional[int]):
+        if fast not in (True, False, "auto", "fft"):
+            raise ValueError(f"fast must be True, False, 'auto' or 'fft', not {fast!r}")
+        self.model, self.fast, self.memory_budget = model, fast, int(memory_budget)
+        self.receptive_field = int(model.receptive_field)
+        self.bytes_per_pixel = activation_bytes_per_pixel(model)
+        self.user_max_batch = max_batch
+        self._set_device(device)
+
+    def _set_device(self, device: torch.device) -> None:
+        self.device = device
+        default = CUDA_MAX_BATCH if device.type == "cuda" else CPU_MAX_BATCH
+        self.max_batch = max(1, self.user_max_batch or default)
+        self.band_rows: Optional[int] = None  # output rows per band after an OOM
+        self.prepared: Optional[nn.Module] = None
+
+    def prepare(self, shape: Tuple[int, ...]) -> None:
+        """Set up the model for this device; FFT-or-direct choices are timed
+        at `shape` (the largest crop of the volume) and kept for every size."""
+        if self.fast is False:
+            self.prepared = copy.deepcopy(self.model).to(self.device).eval()
+        else:
+            conv = "fft" if self.fast == "fft" else "auto"
+            self.prepared = fastconv.prepare(self.model, shape, self.device, conv=conv)
+
+    def batch_for(self, shape: Tuple[int, ...]) -> int:
+        """Slices per batch for padded crops of `shape` (n, C, H, W)."""
+        fit = self.memory_budget // max(self.bytes_per_pixel * shape[-2] * shape[-1], 1)
+        return int(max(1, min(shape[0], self.max_batch, fit)))
+
+    def rows_per_band(self, batch: int, height: int, width: int) -> int:
+        """Output rows per band so that the batch's activations fit the budget."""
+        rf = self.receptive_field
+        per_row = self.bytes_per_pixel * batch * (width + rf - 1)
+        rows = self.memory_budget // max(per_row, 1) - (rf - 1)
+        if self.band_rows is not None:
+            rows = min(rows, self.band_rows)
+        return int(max(1, min(height, rows)))
+
+    def run(self, crop: np.ndarray, cancel: Optional[Callable[[], bool]] = None) -> np.ndarray:
+        """Probabilities float32 (n, C, h, w) of a padded crop (n, 4, h+rf-1, w+rf-1)."""
+        rf = self.receptive_field
+        n, _, hp, wp = crop.shape
+        h, w = hp - rf + 1, wp - rf + 1
+        batch = self.batch_for(crop.shape)
+        out = np.empty((n, self.model.num_classes, h, w), dtype=np.float32)
+        i = 0
+        while i < n:
+            try:
+                rows = self.rows_per_band(batch, h, w)
+                for r0 in range(0, h, rows):
+                    _check(cancel)
+                    r1 = min(h, r0 + rows)
+                    out[i:i + batch, :, r0:r1] = self._forward(crop[i:i + batch, :, r0:r1 + rf - 1])
+                i += batch
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+                if not _is_oom(exc):
+                    raise
+                batch = self._shrink(batch, h, w, exc)
+        return out
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self.prepared is None:
+            self.prepare(x.shape)
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            return self.prepared(fastconv.prepared_input(self.prepared, t)).exp().float().cpu().numpy()
+
+    def _shrink(self, batch: int, h: int, w: int, exc: BaseException) -> int:
+        """After an out-of-memory error: halve the batch, then the band, then
+        leave CUDA for the CPU.  Returns the batch to retry with."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch > 1:
+            self.max_batch = max(1, batch // 2)
+            log.info("out of memory on %s with %d slices per batch; retrying with %d",
+                     self.device, batch, self.max_batch)
+            return self.max_batch
+        rows = self.rows_per_band(1, h, w)
+        if rows > MIN_BAND_ROWS:
+            self.band_rows = max(MIN_BAND_ROWS, rows // 2)
+            log.info("out of memory on %s with bands of %d rows; retrying with %d", self.device, rows,
+                     self.band_rows)
+            return 1
+        if self.device.type == "cuda":
+            message = (f"CUDA ran out of memory even for one slice in bands of {rows} rows ({exc}); "
+                       "continuing on the CPU, which is slower")
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            log.warning(message)
+            self._set_device(torch.device("cpu"))
+            return 1
+        raise MemoryError(f"out of memory on the CPU even for one slice in bands of {rows} rows; "
+                          "close other programs or use a machine with more memory") from exc

@@ -1,0 +1,343 @@
+"""Dense inference: equal to the patch networks, independent of chunking and
+devices, cropped to the brain; FFT convolution equal to direct convolution."""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from BrainTumorCNNLib import fastconv, inference, labels, networks, registry
+from BrainTumorCNNLib.preprocessing import BACKGROUND_VALUE
+
+SIZE = 240  # a real BraTS slice is 240 x 240
+
+
+def lively(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights larger than the paper's U(-0.005, 0.005), so every class
+    gets non-trivial, pixel-dependent probabilities."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                bound = 2.0 / math.sqrt(m.in_channels * m.kernel_size[0] * m.kernel_size[1])
+                m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1) * bound)
+                m.bias.copy_((torch.rand(m.bias.shape, generator=gen) * 2 - 1) * 0.1)
+    return model.eval()
+
+
+def ellipse_mask(shape, centre, radii) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return ((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2 <= 1.0
+
+
+def brain_volume(slices=2, seed=0, centre=(30, 150), radii=(24, 34)):
+    """(4, slices, 240, 240) float32: z-scored-like values in an ellipse near the
+    top edge (so the margins run off the slice), BACKGROUND_VALUE elsewhere."""
+    rng = np.random.default_rng(seed)
+    mask = np.broadcast_to(ellipse_mask((SIZE, SIZE), centre, radii), (slices, SIZE, SIZE)).copy()
+    volume = np.full((4, slices, SIZE, SIZE), BACKGROUND_VALUE, np.float32)
+    smooth = rng.normal(size=(4, slices, SIZE // 8, SIZE // 8)).repeat(8, axis=2).repeat(8, axis=3)
+    volume[:, mask] = (smooth + 0.5 * rng.normal(size=smooth.shape))[:, mask]
+    return volume, mask
+
+
+def patch_probabilities(model, volume, z, pixels):
+    """Probabilities (n, C) of the patch network on the rf x rf patches centred
+    at `pixels` of slice z, the slice padded with BACKGROUND_VALUE."""
+    left, right = inference.margins(model.receptive_field)
+    padded = np.pad(volume[:, z], ((0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
+    rf = model.receptive_field
+    patches = np.stack([padded[:, y:y + rf, x:x + rf] for y, x in pixels])
+    with torch.inference_mode():
+        return model(torch.from_numpy(patches)).exp()[:, :, 0, 0].numpy()
+
+
+@pytest.mark.parametrize("name", list(registry.MODELS))
+def test_dense_equals_patch_network_at_random_pixels(name):
+    model = lively(registry.get(name).build(5))
+    volume, mask = brain_volume(slices=1)
+    result = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    rng = np.random.default_rng(1)
+    inside = np.argwhere(mask[0])
+    rows, cols = np.flatnonzero(mask[0].any(1)), np.flatnonzero(mask[0].any(0))
+    corners = [(rows[0], cols[0]), (rows[-1], cols[-1]), (rows[0], cols[-1])]  # bounding box, outside the brain
+    pixels = [tuple(p) for p in inside[rng.choice(len(inside), 12, replace=False)]] + corners
+    expected = patch_probabilities(model, volume, 0, pixels)
+    dense = np.stack([result.probabilities[:, 0, y, x] for y, x in pixels])
+    assert expected.std(axis=0).max() > 0.02, "degenerate test model: probabilities do not vary"
+    np.testing.assert_allclose(dense, expected, atol=1e-4, rtol=0)
+
+
+def test_fast_dense_equals_patch_network():
+    model = lively(networks.InputCascadeCNN(num_classes=4))
+    volume, mask = brain_volume(slices=1, radii=(14, 20))
+    result = inference.segment_volume(model, volume, mask, device="cpu", fast=True)
+    pixels = [tuple(p) for p in np.argwhere(mask[0])[::41]]
+    expected = patch_probabilities(model, volume, 0, pixels)
+    np.testing.assert_allclose(np.stack([result.probabilities[:, 0, y, x] for y, x in pixels]), expected,
+                               atol=1e-3, rtol=0)
+
+
+def test_result_is_cropped_to_the_brain_and_skips_empty_slices(monkeypatch):
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=3)
+    volume[:, 0] = BACKGROUND_VALUE  # no brain in slice 0
+    mask[0] = False
+    crops = []
+    run = inference._Runner.run
+    monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
+                        or run(self, crop, cancel))
+    result = inference.segment_volume(model, volume, device="cpu")  # mask from BACKGROUND_VALUE
+    rows, cols = np.flatnonzero(mask.any((0, 2))), np.flatnonzero(mask.any((0, 1)))
+    assert list(result.slices) == [1, 2]
+    assert sum(c[0] for c in crops) == 2
+    assert {c[2:] for c in crops} == {(len(rows) + 32, len(cols) + 32)}
+    assert result.probabilities.shape == (4, 3, SIZE, SIZE) and result.probabilities.dtype == np.float32
+    assert result.labels.shape == (3, SIZE, SIZE) and result.labels.dtype == np.uint8
+    box = np.zeros(mask.shape, bool)
+    box[1:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = True
+    assert np.all(result.probabilities[0][~box] == 1.0) and np.all(result.probabilities[1:][:, ~box] == 0.0)
+    assert np.all(result.labels[~box] == 0)
+    np.testing.assert_allclose(result.probabilities[:, box].sum(axis=0), 1.0, atol=1e-5)
+    assert set(np.unique(result.labels[box])) <= set(labels.class_values(4).tolist())
+    assert len(np.unique(result.labels[box])) > 1
+
+
+def test_labels_are_internal_values_of_the_most_probable_class():
+    model = lively(networks.TwoPathCNN(num_classes=5), seed=3)
+    volume, mask = brain_volume(slices=1)
+    result = inference.segment_volume(model, volume, mask, device="cpu")
+    np.testing.assert_array_equal(result.labels, labels.class_values(5)[result.probabilities.argmax(0)])
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_chunking_gives_the_same_result(fast):
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2, radii=(30, 40), centre=(120, 120))
+    whole = inference.segment_volume(model, volume, mask, device="cpu", fast=fast)
+    # a budget far below one slice's activations forces single slices in bands of a few rows
+    budget = inference.activation_bytes_per_pixel(model) * (81 + 32) * (32 + 12)
+    chunked = inference.segment_volume(model, volume, mask, device="cpu", fast=fast, memory_budget=budget,
+                                       group_slices=1)
+    np.testing.assert_allclose(chunked.probabilities, whole.probabilities, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+
+
+def test_rows_per_band_respects_the_budget():
+    model = networks.TwoPathCNN(num_classes=4)
+    budget = 64 << 20
+    runner = inference._Runner(model, torch.device("cpu"), False, memory_budget=budget, max_batch=None)
+    rows = runner.rows_per_band(1, 200, 150)
+    assert 1 <= rows < 200
+    assert inference.activation_bytes_per_pixel(model) * (rows + 32) * (150 + 32) <= budget
+    assert inference.activation_bytes_per_pixel(model) * (rows + 33) * (150 + 32) > budget
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Wraps a model; raises torch.OutOfMemoryError for inputs above a size."""
+
+    def __init__(self, model, max_batch, max_rows):
+        super().__init__()
+        self.inner, self.max_batch, self.max_rows = model, max_batch, max_rows
+        self.num_classes, self.receptive_field, self.in_channels = (
+            model.num_classes, model.receptive_field, model.in_channels)
+
+    def forward(self, x):
+        if x.shape[0] > self.max_batch or x.shape[2] > self.max_rows + self.receptive_field - 1:
+            raise torch.OutOfMemoryError("simulated: out of memory")
+        return self.inner(x)
+
+
+def test_out_of_memory_shrinks_batches_then_bands():
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2)
+    expected = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    limited = OutOfMemoryAbove(model, max_batch=1, max_rows=20)
+    got = inference.segment_volume(limited, volume, mask, device="cpu", fast=False, max_batch=4)
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-5, rtol=0)
+
+
+def test_out_of_memory_everywhere_on_cpu_says_so():
+    model = OutOfMemoryAbove(lively(networks.TwoPathCNN(num_classes=4)), max_batch=0, max_rows=0)
+    volume, mask = brain_volume(slices=1)
+    with pytest.raises(MemoryError, match="out of memory on the CPU"):
+        inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_out_of_memory_falls_back_to_cpu_with_a_warning():
+    class CudaOOM(OutOfMemoryAbove):
+        def forward(self, x):
+            if x.is_cuda:
+                raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+            return self.inner(x)
+
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2)
+    expected = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    with pytest.warns(RuntimeWarning, match="continuing on the CPU"):
+        got = inference.segment_volume(CudaOOM(model, 0, 0), volume, mask, device="cuda", fast=False)
+    assert got.device == "cpu"
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_equals_cpu():
+    model = lively(networks.LocalCascadeCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2)
+    cpu = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    gpu = inference.segment_volume(model, volume, mask, device="cuda", fast=True)
+    assert gpu.device == "cuda"
+    np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=1e-3, rtol=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_clear_error():
+    volume, mask = brain_volume(slices=1)
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        inference.segment_volume(networks.TwoPathCNN(num_classes=4), volume, mask, device="cuda")
+    assert inference.resolve_device("auto") == torch.device("cpu")
+
+
+def test_unknown_device_and_bad_shapes_are_errors():
+    volume, mask = brain_volume(slices=1)
+    model = networks.TwoPathCNN(num_classes=4)
+    with pytest.raises(ValueError, match="device"):
+        inference.resolve_device("tpu")
+    with pytest.raises(ValueError, match="modalities"):
+        inference.segment_volume(model, volume[:3], mask, device="cpu")
+    with pytest.raises(ValueError, match="mask"):
+        inference.segment_volume(model, volume, mask[:, :10], device="cpu")
+
+
+def test_cancel_raises_cancelled_and_progress_is_reported():
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=3, radii=(10, 10))
+    seen = []
+    with pytest.raises(inference.Cancelled):
+        inference.segment_volume(model, volume, mask, device="cpu", max_batch=1, group_slices=1,
+                                 progress=lambda f, m: seen.append(f), cancel=lambda: len(seen) >= 1)
+    assert seen == [pytest.approx(1 / 3)]
+    fractions = []
+    inference.segment_volume(model, volume, mask, device="cpu", max_batch=1,
+                             progress=lambda f, m: fractions.append(f))
+    assert fractions == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_empty_volume_is_all_background():
+    volume = np.full((4, 2, 40, 40), BACKGROUND_VALUE, np.float32)
+    result = inference.segment_volume(networks.TwoPathCNN(num_classes=4), volume, device="cpu")
+    assert len(result.slices) == 0 and np.all(result.labels == 0) and np.all(result.probabilities[0] == 1)
+
+
+def test_margins():
+    assert inference.margins(33) == (16, 16)
+    assert inference.margins(56) == (27, 28)
+    assert inference.margins(65) == (32, 32)
+    assert inference.margins(53) == (26, 26)
+
+
+# --- FFT convolution ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cascade_and_activations():
+    """A lively InputCascadeCNN and the input of each of its convolutions on a brain crop."""
+    model = lively(networks.InputCascadeCNN(num_classes=5))
+    volume, _ = brain_volume(slices=1, centre=(45, 150), radii=(40, 50))
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: seen.__setitem__(name, a[0].clone()))
+             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    left, right = inference.margins(model.receptive_field)
+    x = np.pad(volume[:, 0, 10:70, 110:180], ((0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
+    with torch.inference_mode():
+        model(torch.from_numpy(x)[None])
+    for h in hooks:
+        h.remove()
+    return model, seen
+
+
+@pytest.mark.parametrize("layer", ["first.global_.layer1.conv", "second.global_.layer1.conv",
+                                   "first.output", "second.output"])
+def test_fft_convolution_equals_direct_on_real_range_activations(cascade_and_activations, layer):
+    model, inputs = cascade_and_activations
+    x = inputs[layer]
+    conv = model.get_submodule(layer)
+    assert conv.kernel_size[0] in (13, 21)
+    assert x.abs().max() > 1.0  # activations of a real range, not tiny
+    fft = fastconv.FFTConv2d(conv)
+    with torch.inference_mode():
+        direct, by_fft = conv(x), fft(x)
+        again = fft(x)  # from the cached spectrum
+    assert by_fft.shape == direct.shape and by_fft.dtype == torch.float32
+    assert (by_fft - direct).abs().max().item() <= 1e-3
+    assert torch.equal(again, by_fft)
+
+
+def test_fft_convolution_odd_sizes_batches_and_no_bias():
+    conv = nn.Conv2d(6, 7, (13, 13), bias=False)
+    x = torch.randn(3, 6, 37, 29)
+    with torch.inference_mode():
+        np.testing.assert_allclose(fastconv.FFTConv2d(conv)(x).numpy(), conv(x).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="valid, stride-1"):
+        fastconv.FFTConv2d(nn.Conv2d(2, 2, 13, stride=2))
+
+
+@pytest.mark.parametrize("name", ["TwoPathCNN", "InputCascadeCNN", "LocalCascadeCNN", "AverageCNN"])
+def test_fast_model_equals_direct_model(name):
+    model = lively(registry.get(name).build(5))
+    before = copy.deepcopy(model.state_dict())
+    rf = model.receptive_field
+    x = torch.randn(2, 4, rf + 40, rf + 31)
+    report = []
+    fast = fastconv.prepare(model, x.shape, "cpu", conv="fft", report=report)
+    assert any(isinstance(m, fastconv.FFTConv2d) for m in fast.modules())
+    assert {r.kernel for r in report if r.use_fft} == {13, 21}
+    with torch.inference_mode():
+        np.testing.assert_allclose(fast(fastconv.prepared_input(fast, x)).exp().numpy(), model(x).exp().numpy(),
+                                   atol=1e-3, rtol=0)
+    # the original model is untouched
+    assert not any(isinstance(m, (fastconv.FFTConv2d, fastconv.FastMaxoutConv)) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_auto_choice_is_timed_and_recorded():
+    model = networks.TwoPathCNN(num_classes=4)
+    report = []
+    fast = fastconv.prepare(model, (1, 4, 100, 90), "cpu", conv="auto", report=report)
+    large = [r for r in report if r.kernel >= fastconv.MIN_FFT_KERNEL]
+    assert {r.kernel for r in large} == {13, 21}
+    assert all(r.direct_s > 0 and r.fft_s > 0 and r.use_fft == (r.fft_s < r.direct_s) for r in large)
+    assert all(r.direct_s is None and not r.use_fft for r in report if r.kernel < fastconv.MIN_FFT_KERNEL)
+    assert sum(isinstance(m, fastconv.FFTConv2d) for m in fast.modules()) == sum(r.use_fft for r in report)
+
+
+def test_fft_segment_volume_equals_direct():
+    model = lively(networks.LocalCascadeCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2)
+    direct = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    fft = inference.segment_volume(model, volume, mask, device="cpu", fast="fft")
+    np.testing.assert_allclose(fft.probabilities, direct.probabilities, atol=1e-3, rtol=0)
+
+
+def test_fast_maxout_and_pooling_are_exact():
+    layer = lively(networks.MaxoutConv(9, 16, 5, pool=4, pieces=3))
+    x = torch.randn(2, 9, 31, 27)
+    with torch.inference_mode():
+        expected = layer(x)
+        fast = fastconv.FastMaxoutConv(layer)
+        np.testing.assert_allclose(fast(x).numpy(), expected.numpy(), atol=1e-5)
+        cl = fastconv.FastMaxoutConv(layer).to(memory_format=torch.channels_last)
+        np.testing.assert_allclose(cl(x.contiguous(memory_format=torch.channels_last)).numpy(), expected.numpy(),
+                                   atol=1e-5)
+    for size in (2, 3, 4, 5):
+        assert torch.equal(fastconv.max_pool_stride1(x, size), F.max_pool2d(x, size, stride=1))
+
+
+def test_fft_length():
+    assert fastconv.fft_length(194) == 196 and fastconv.fft_length(128) == 128 and fastconv.fft_length(97) == 98
