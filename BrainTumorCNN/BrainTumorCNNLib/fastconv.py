@@ -40,8 +40,13 @@ from . import networks
 MIN_FFT_KERNEL = 9
 #: Output rows of the band on which direct and FFT forms are timed.
 TIMING_ROWS = 32
-#: Spectra kept per layer (one per input size; a volume uses one or two sizes).
-SPECTRUM_CACHE = 2
+#: Spectra kept per layer (one per input size): a volume is processed group by
+#: group, each group at one size, so one is enough and keeps memory low.
+SPECTRUM_CACHE = 1
+#: FFT is chosen only when it takes at most this fraction of the direct time:
+#: its cached spectra cost memory (up to a few hundred MB per layer), so a
+#: marginal gain is not worth it.
+FFT_ADVANTAGE = 0.85
 
 
 def fft_length(n: int) -> int:
@@ -112,7 +117,14 @@ class FFTConv2d(nn.Module):
         freqs = spec.shape[0]
         # Correlation theorem: valid cross-correlation = irfft(X * conj(K)), read at [0:oh, 0:ow]
         # (indices below fh - kh + 1 never wrap around).
-        xs = torch.fft.rfft2(x.float(), s=(fh, fw))  # (n, c, fh, fw//2+1)
+        # One copy pads to the transform size and makes the layout contiguous
+        # (rfft2's own padding would copy twice for a channels-last input).
+        padded = torch.empty((n, c, fh, fw), dtype=torch.float32, device=x.device)
+        padded[..., :h, :w] = x
+        padded[..., h:, :] = 0
+        padded[..., :h, w:] = 0
+        xs = torch.fft.rfft2(padded)  # (n, c, fh, fw//2+1)
+        del padded
         xs = xs.reshape(n * c, freqs).t().contiguous().view(freqs, n, c)
         ys = torch.bmm(xs, spec)  # (freqs, n, out)
         del xs
@@ -239,7 +251,7 @@ def choose(conv: nn.Conv2d, input_shape: Sequence[int], device="cpu",
             with torch.inference_mode():
                 direct_s = _time(lambda: direct(x), device)
                 fft_s = _time(lambda: fft(x), device)
-            _DECISIONS[key] = (fft_s < direct_s, direct_s, fft_s)
+            _DECISIONS[key] = (fft_s < FFT_ADVANTAGE * direct_s, direct_s, fft_s)
     return _DECISIONS[key]
 
 

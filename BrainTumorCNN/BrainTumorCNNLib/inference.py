@@ -44,8 +44,9 @@ Progress = Callable[[float, str], None]
 #: Memory the activations of one batch may take (bytes); the volume, the
 #: output and the cached FFT spectra of the kernels come on top.
 DEFAULT_MEMORY_BUDGET = 1 << 30
-#: Most slices per batch on CPU (larger batches gain nothing there, measured).
-CPU_MAX_BATCH = 2
+#: Most slices per batch on CPU (larger batches gain nothing there, measured,
+#: and cost memory).
+CPU_MAX_BATCH = 1
 #: Most slices per batch on CUDA.
 CUDA_MAX_BATCH = 32
 #: Consecutive brain slices cropped together to their union bounding box.
@@ -67,6 +68,7 @@ class InferenceResult:
     slices: np.ndarray  # int (n,), the slices processed (those with brain)
     device: str  # where the work ran ("cpu" after a CUDA fallback)
     seconds: float  # wall time of the inference proper
+    prepare_seconds: float = 0.0  # part of `seconds` spent preparing the model (copy, FFT-or-direct timing)
 
     @property
     def num_classes(self) -> int:
@@ -112,7 +114,8 @@ def activation_bytes_per_pixel(model: nn.Module) -> int:
 def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarray] = None, *,
                    device: Union[str, torch.device] = "auto", fast: Union[bool, str] = True,
                    memory_budget: int = DEFAULT_MEMORY_BUDGET, max_batch: Optional[int] = None,
-                   group_slices: int = GROUP_SLICES, progress: Optional[Progress] = None,
+                   group_slices: int = GROUP_SLICES, only_slices: Optional[Sequence[int]] = None,
+                   progress: Optional[Progress] = None,
                    cancel: Optional[Callable[[], bool]] = None) -> InferenceResult:
     """Class probabilities and labels of every voxel of a preprocessed volume.
 
@@ -126,6 +129,8 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
         where timed faster, fused Maxout and pooling, channels-last on CPU);
         "fft" = FFT for every large kernel; False = the plain model, direct.
     memory_budget: bytes the activations of one batch may take.
+    only_slices: process only these slices (each cropped as in a whole run;
+        the others stay background), e.g. to time a sample of slices.
     progress(fraction, message) is called after every batch; `cancel()` is
         checked before every batch and raises Cancelled when true.
     """
@@ -148,14 +153,20 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
 
     runner = _Runner(model, resolve_device(device), fast, memory_budget, max_batch)
     groups = list(_groups(mask, slices, group_slices))
-    done = 0
+    if only_slices is not None:
+        slices = np.intersect1d(slices, np.asarray(only_slices, dtype=int))
+        groups = [(np.intersect1d(zs, slices), box) for zs, box in groups]
+        groups = [(zs, box) for zs, box in groups if len(zs)]
+    done, prepare_seconds = 0, 0.0
     with _exact_float32(runner.device):
         if groups:
             rf = runner.receptive_field
             largest = max(groups, key=lambda g: (g[1][1] - g[1][0]) * (g[1][3] - g[1][2]))
             y0, y1, x0, x1 = largest[1]
             shape = (len(largest[0]), volume.shape[0], y1 - y0 + rf - 1, x1 - x0 + rf - 1)
+            prepare_start = time.perf_counter()
             runner.prepare((runner.batch_for(shape),) + shape[1:])
+            prepare_seconds = time.perf_counter() - prepare_start
         for zs, (y0, y1, x0, x1) in groups:
             for b0 in range(0, len(zs), runner.max_batch):
                 batch = zs[b0:b0 + runner.max_batch]
@@ -168,7 +179,7 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
         report(1.0, "no brain voxels: nothing to segment")
     values = labels.class_values(num_classes)
     return InferenceResult(probabilities, values[probabilities.argmax(axis=0)], slices,
-                           runner.device.type, time.perf_counter() - start)
+                           runner.device.type, time.perf_counter() - start, prepare_seconds)
 
 
 def _check(cancel: Optional[Callable[[], bool]]) -> None:

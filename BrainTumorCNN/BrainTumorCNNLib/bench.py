@@ -1,0 +1,246 @@
+"""`braintumorcnn bench`: seconds per brain of dense and patch-by-patch inference.
+
+For each model, on one 240 x 240 x 155 four-channel volume with a realistic
+brain mask (a real case from ../shared/data when present, else a synthetic
+ellipsoid brain of the size of a real one):
+
+- dense-direct: `inference.segment_volume(fast=False)`, the plain model run on
+  whole slices cropped to the brain (direct convolutions);
+- dense-fast: `segment_volume(fast=True)`, with the exact speed-ups of
+  `fastconv` (FFT for large kernels where timed faster, fused Maxout and
+  pooling, channels-last on CPU), model preparation included;
+- patch-by-patch: the model on one rf x rf patch per brain pixel (batches of
+  patches), timed on a random sample of brain pixels and extrapolated to all;
+- dense/patch: patch-by-patch time over dense-fast time;
+- peak resident memory of the process that ran the model (each model runs in
+  its own process, so peaks are per model).
+
+Times are medians over --repeats runs.  With --slices N the dense methods run
+on N brain slices spread over the volume (each cropped as in a whole run) and
+are extrapolated to all brain slices; the output says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import inference, registry
+from .preprocessing import BACKGROUND_VALUE
+
+SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+SHAPE = (155, 240, 240)  # Z, Y, X
+PATCH_BATCH = 128
+
+
+def find_real_case() -> Optional[Path]:
+    """The first BraTS 2021 case folder under ../shared/data, if any."""
+    folder = SHARED_DATA / "brats2021"
+    cases = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return cases[0] if cases else None
+
+
+def synthetic_volume(seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """(4, 155, 240, 240) float32 and its bool brain mask: an ellipsoid of a real
+    brain's extent (about 136 slices, 174 x 134 pixels, 1.6 million voxels)."""
+    z, y, x = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
+    mask = ((z - 75) / 68.0) ** 2 + ((y - 120) / 87.0) ** 2 + ((x - 120) / 67.0) ** 2 <= 1.0
+    rng = np.random.default_rng(seed)
+    volume = np.full((4,) + SHAPE, BACKGROUND_VALUE, np.float32)
+    volume[:, mask] = rng.standard_normal((4, int(mask.sum())), dtype=np.float32)
+    return volume, mask
+
+
+def load_volume(case: Optional[str]) -> Tuple[np.ndarray, np.ndarray, str]:
+    """A preprocessed (4, Z, Y, X) volume, its brain mask and a description."""
+    path = Path(case) if case else find_real_case()
+    if path is None:
+        volume, mask = synthetic_volume()
+        return volume, mask, "synthetic ellipsoid brain (no real case in ../shared/data)"
+    from . import io, preprocessing  # noqa: PLC0415 - only when a real case is used
+
+    data = io.read_case(path)
+    # N4 is skipped: it changes intensities, not the time inference takes.
+    pre = preprocessing.preprocess(data.images, preprocessing.PreprocessingConfig(n4=False),
+                                   spacing=data.geometry.spacing)
+    return pre.images, pre.brain_mask, f"{data.name} ({path})"
+
+
+def time_dense(model, volume, mask, fast, device, only_slices, repeats) -> Tuple[float, float, str]:
+    """Median seconds of segment_volume, and of its model preparation."""
+    runs = []
+    for _ in range(repeats):
+        result = inference.segment_volume(model, volume, mask, device=device, fast=fast, only_slices=only_slices)
+        runs.append((result.seconds, result.prepare_seconds))
+    runs.sort()
+    seconds, prepare = runs[len(runs) // 2]
+    return seconds, prepare, result.device
+
+
+def time_patches(model, volume, mask, pixels: int, device, repeats: int, seed: int = 0) -> float:
+    """Median seconds to classify `pixels` random brain pixels one patch each
+    (batches of PATCH_BATCH patches, direct convolutions)."""
+    rf = model.receptive_field
+    left, right = inference.margins(rf)
+    rng = np.random.default_rng(seed)
+    brain = np.argwhere(mask)
+    chosen = brain[rng.choice(len(brain), size=min(pixels, len(brain)), replace=False)]
+    padded = np.pad(volume, ((0, 0), (0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
+    device = inference.resolve_device(device)
+    net = model.to(device).eval()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(chosen), PATCH_BATCH):
+                batch = np.stack([padded[:, z, y:y + rf, x:x + rf] for z, y, x in chosen[i:i + PATCH_BATCH]])
+                net(torch.from_numpy(batch).to(device)).exp().cpu()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def spread_slices(mask: np.ndarray, n: int) -> np.ndarray:
+    """`n` brain slices evenly spread from the lowest to the highest."""
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    if n >= len(slices):
+        return slices
+    return slices[np.round(np.linspace(0, len(slices) - 1, n)).astype(int)]
+
+
+def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
+    """Every figure of one model (run in this process)."""
+    model = registry.get(name).build(args.num_classes).eval()
+    brain_slices = int(mask.any(axis=(1, 2)).sum())
+    only = spread_slices(mask, args.slices) if args.slices else None
+    timed = len(only) if only is not None else brain_slices
+    row: Dict[str, object] = {"receptive_field": model.receptive_field, "slices_timed": timed}
+    for key, fast in (("dense_direct_s", False), ("dense_fast_s", True)):
+        if key == "dense_direct_s" and args.skip_direct:
+            row[key] = None
+            continue
+        seconds, prepare, device = time_dense(model, volume, mask, fast, args.device, only, args.repeats)
+        # per brain: preparation once, slices extrapolated to all brain slices
+        row[key] = prepare + (seconds - prepare) * brain_slices / timed
+        row[key.replace("_s", "_prepare_s")] = prepare
+        row["device"] = device
+    seconds = time_patches(model, volume, mask, args.patch_pixels, args.device, args.repeats)
+    row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))
+    row["patch_pixels_timed"] = min(args.patch_pixels, int(mask.sum()))
+    row["dense_over_patch"] = row["patch_s"] / row["dense_fast_s"]
+    if args.training:
+        from . import training  # noqa: PLC0415 - hook: phase-1 training throughput, where training provides it
+
+        measure = getattr(training, "measure_throughput", None)
+        row["train_patches_per_s"] = float(measure(name, num_classes=args.num_classes)) if measure else None
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    return row
+
+
+def run_child(name: str, argv: List[str]) -> Dict[str, object]:
+    """bench_model in a fresh process, so its peak memory is its own."""
+    command = [sys.executable, "-m", "BrainTumorCNNLib.bench", "--in-process", "--json", "--models", name] + argv
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark of {name} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout)["models"][name]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", default=list(registry.MODELS), metavar="MODEL",
+                        help=f"models to time (default: all of {', '.join(registry.MODELS)})")
+    parser.add_argument("--case", help="case folder to use (default: the first BraTS 2021 case in ../shared/data, "
+                                       "else a synthetic ellipsoid brain)")
+    parser.add_argument("--slices", type=int, default=0,
+                        help="time N brain slices spread over the volume and extrapolate to the whole brain")
+    parser.add_argument("--patch-pixels", type=int, default=1024,
+                        help="brain pixels timed patch by patch (extrapolated to all brain pixels)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per figure; the median is reported")
+    parser.add_argument("--num-classes", type=int, default=4, choices=(4, 5))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--skip-direct", action="store_true", help="do not time dense-direct (the slowest)")
+    parser.add_argument("--training", action="store_true",
+                        help="also measure phase-1 training throughput (patches/s, training.measure_throughput)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every model in this process (peak memory is then the maximum so far)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _child_argv(args: argparse.Namespace) -> List[str]:
+    argv = ["--slices", str(args.slices), "--patch-pixels", str(args.patch_pixels), "--repeats", str(args.repeats),
+            "--num-classes", str(args.num_classes), "--device", args.device]
+    argv += ["--case", args.case] if args.case else []
+    argv += ["--skip-direct"] if args.skip_direct else []
+    argv += ["--training"] if args.training else []
+    return argv
+
+
+def main(args: argparse.Namespace) -> int:
+    for name in args.models:
+        registry.get(name)  # unknown names fail before any work
+    volume, mask, source = load_volume(args.case)
+    brain_slices = int(mask.any(axis=(1, 2)).sum())
+    report = {
+        "volume": {"source": source, "shape": list(volume.shape), "brain_slices": brain_slices,
+                   "brain_voxels": int(mask.sum())},
+        "device": str(inference.resolve_device(args.device)),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "extrapolated_from_slices": args.slices if 0 < args.slices < brain_slices else None,
+        "repeats": args.repeats,
+        "models": {},
+    }
+    for name in args.models:
+        if args.in_process:
+            report["models"][name] = bench_model(name, volume, mask, args)
+        else:
+            if not args.json:
+                print(f"timing {name} ...", file=sys.stderr, flush=True)
+            report["models"][name] = run_child(name, _child_argv(args))
+    report["load_average"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def format_table(report: dict) -> str:
+    v = report["volume"]
+    lines = [f"volume: {v['source']}, {v['brain_slices']} brain slices, {v['brain_voxels']} brain voxels; "
+             f"device {report['device']}, {report['cpu_threads']} threads, torch {report['torch']}"]
+    if report["extrapolated_from_slices"]:
+        lines.append(f"dense times extrapolated from {report['extrapolated_from_slices']} slices spread over the "
+                     "brain (model preparation counted once)")
+    lines.append("patch-by-patch extrapolated from a timed sample of brain pixels; "
+                 f"medians of {report['repeats']} run(s); load average at the end "
+                 + " ".join(f"{x:.1f}" for x in report["load_average"]))
+    header = f"| {'model':<18} | dense-direct s | dense-fast s | patch-by-patch s | dense/patch | peak RSS GiB |"
+    lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
+
+    def fmt(value, spec):
+        return format(value, spec) if value is not None else "-"
+
+    for name, r in report["models"].items():
+        lines.append(f"| {name:<18} | {fmt(r['dense_direct_s'], '14.1f')} | {fmt(r['dense_fast_s'], '12.1f')} | "
+                     f"{fmt(r['patch_s'], '16.0f')} | {fmt(r['dense_over_patch'], '10.0f')}x | "
+                     f"{fmt(r['peak_rss_gib'], '12.2f')} |")
+    if any("train_patches_per_s" in r for r in report["models"].values()):
+        lines.append("")
+        lines += [f"{name}: phase-1 training {fmt(r.get('train_patches_per_s'), '.0f')} patches/s"
+                  for name, r in report["models"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m BrainTumorCNNLib.bench", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    sys.exit(main(parser.parse_args()))
