@@ -120,13 +120,15 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     """Every figure of one model (run in this process)."""
     model = registry.get(name).build(args.num_classes).eval()
     brain_slices = int(mask.any(axis=(1, 2)).sum())
-    only = spread_slices(mask, args.slices) if args.slices else None
-    timed = len(only) if only is not None else brain_slices
-    row: Dict[str, object] = {"receptive_field": model.receptive_field, "slices_timed": timed}
-    for key, fast in (("dense_direct_s", False), ("dense_fast_s", True)):
+    row: Dict[str, object] = {"receptive_field": model.receptive_field}
+    for key, fast, sample in (("dense_direct_s", False, args.direct_slices or args.slices),
+                              ("dense_fast_s", True, args.slices)):
         if key == "dense_direct_s" and args.skip_direct:
             row[key] = None
             continue
+        only = spread_slices(mask, sample) if sample else None
+        timed = len(only) if only is not None else brain_slices
+        row[key.replace("_s", "_slices_timed")] = timed
         seconds, prepare, device = time_dense(model, volume, mask, fast, args.device, only, args.repeats)
         # per brain: preparation once, slices extrapolated to all brain slices
         row[key] = prepare + (seconds - prepare) * brain_slices / timed
@@ -161,6 +163,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                                        "else a synthetic ellipsoid brain)")
     parser.add_argument("--slices", type=int, default=0,
                         help="time N brain slices spread over the volume and extrapolate to the whole brain")
+    parser.add_argument("--direct-slices", type=int, default=0,
+                        help="like --slices, for dense-direct alone (the slowest; default: as --slices)")
     parser.add_argument("--patch-pixels", type=int, default=1024,
                         help="brain pixels timed patch by patch (extrapolated to all brain pixels)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per figure; the median is reported")
@@ -175,7 +179,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _child_argv(args: argparse.Namespace) -> List[str]:
-    argv = ["--slices", str(args.slices), "--patch-pixels", str(args.patch_pixels), "--repeats", str(args.repeats),
+    argv = ["--slices", str(args.slices), "--direct-slices", str(args.direct_slices), "--patch-pixels", str(args.patch_pixels), "--repeats", str(args.repeats),
             "--num-classes", str(args.num_classes), "--device", args.device]
     argv += ["--case", args.case] if args.case else []
     argv += ["--skip-direct"] if args.skip_direct else []
@@ -194,7 +198,10 @@ def main(args: argparse.Namespace) -> int:
         "device": str(inference.resolve_device(args.device)),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "extrapolated_from_slices": args.slices if 0 < args.slices < brain_slices else None,
+        "extrapolated_from_slices": {
+            "dense_direct": (args.direct_slices or args.slices) if 0 < (args.direct_slices or args.slices) < brain_slices
+            else None,
+            "dense_fast": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
         "models": {},
     }
@@ -217,9 +224,10 @@ def format_table(report: dict) -> str:
     v = report["volume"]
     lines = [f"volume: {v['source']}, {v['brain_slices']} brain slices, {v['brain_voxels']} brain voxels; "
              f"device {report['device']}, {report['cpu_threads']} threads, torch {report['torch']}"]
-    if report["extrapolated_from_slices"]:
-        lines.append(f"dense times extrapolated from {report['extrapolated_from_slices']} slices spread over the "
-                     "brain (model preparation counted once)")
+    for method, n in report["extrapolated_from_slices"].items():
+        if n:
+            lines.append(f"{method.replace('_', '-')} extrapolated from {n} slices spread over the brain "
+                         "(model preparation counted once); otherwise whole-brain runs")
     lines.append("patch-by-patch extrapolated from a timed sample of brain pixels; "
                  f"medians of {report['repeats']} run(s); load average at the end "
                  + " ".join(f"{x:.1f}" for x in report["load_average"]))

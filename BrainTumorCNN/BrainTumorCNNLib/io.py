@@ -9,9 +9,18 @@ Layouts, recognised by file names:
 - Medical Segmentation Decathlon Task01: one 4-D image (FLAIR, T1w, T1gd, T2w)
   in `imagesTr/`, its label map in `labelsTr/` (labels 1 edema, 2 non-enhancing,
   3 enhancing).
+
+Bad input gets a CaseError / GeometryError naming the file and the fix, before
+any large allocation: unreadable, truncated or non-3-D files, volumes over
+MAX_VOXELS (checked from the header), NaN/Inf voxels (refused with their
+count, not replaced), empty or constant volumes, one image in two slots,
+grids that differ, unknown label values.  Contrasts that contradict the slots
+(a FLAIR file in the T1 slot) give warnings in Case.warnings (also logged).
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as label_table
+from . import sanity
 from .atomic import atomic_path
 from .geometry import Geometry, GeometryError, check_same, to_image
 
@@ -36,6 +46,17 @@ _TOKENS = {
     "seg": "truth", "truth": "truth", "ot": "truth", "label": "truth", "labels": "truth",
 }
 MSD_CHANNELS = ("FLAIR", "T1", "T1c", "T2")  # channel order of Task01 images
+
+#: Largest volume read, in voxels per modality (BraTS: 240 x 240 x 155 = 8.9 M);
+#: larger ones are refused from their header.  Override with the environment
+#: variable BRAINTUMORCNN_MAX_VOXELS or read_case(max_voxels=...).
+MAX_VOXELS = int(os.environ.get("BRAINTUMORCNN_MAX_VOXELS", 50_000_000))
+#: Bytes per voxel of the whole-volume arrays one segmentation holds: four
+#: float32 modalities raw and preprocessed (32), class probabilities (up to
+#: 20), labels and masks; network activations come on top.
+BYTES_PER_VOXEL = 56
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -54,6 +75,7 @@ class Case:
     truth: Optional[np.ndarray] = None  # uint8 (Z, Y, X), internal label values
     scheme: Optional[label_table.LabelScheme] = None  # scheme the truth file used
     files: Dict[str, Path] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
 
 
 def image_stem(path: PathLike) -> str:
@@ -62,6 +84,11 @@ def image_stem(path: PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def common_stem(paths) -> str:
+    """The shared start of the files' names (a case name for explicit files)."""
+    return os.path.commonprefix([image_stem(p) for p in paths]).rstrip("_-. ")
 
 
 def is_image(path: Path) -> bool:
@@ -121,24 +148,59 @@ def _modality_files(folder: Path, strict: bool = True) -> Dict[str, Path]:
     return found
 
 
-def read_image(path: PathLike) -> Tuple[np.ndarray, Geometry]:
+def read_image(path: PathLike, max_voxels: Optional[int] = None) -> Tuple[np.ndarray, Geometry]:
     """A 3-D image as a (Z, Y, X) array and its geometry; clear errors for other inputs."""
     path = Path(path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise CaseError(f"{path}: cannot be read as an image ({str(exc).strip().splitlines()[-1]}); "
-                        "the file may be truncated or corrupt") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(f"{path}: expected a 3-D single-channel volume, got a {image.GetDimension()}-D image "
-                        f"with {image.GetNumberOfComponentsPerPixel()} component(s) and size {image.GetSize()}")
+    image = _read(path, 3, max_voxels)
     return sitk.GetArrayFromImage(image), Geometry.from_image(image)
 
 
-def _read_msd(image_path: Path) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Optional[Path]]:
-    image = sitk.ReadImage(str(image_path))
-    if image.GetDimension() != 4 or image.GetSize()[3] != 4:
-        raise CaseError(f"{image_path}: an MSD Task01 image must be 4-D with 4 channels, got size {image.GetSize()}")
+def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int = 1) -> sitk.Image:
+    """Read a single-component image of `dimension` (3, or 4 with `channels`
+    along the 4th axis) after checking its header: readable, the expected
+    shape, at most `max_voxels` voxels per channel, not truncated."""
+    if not path.is_file():
+        raise CaseError(f"{path}: no such file")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise CaseError(f"{path}: cannot be read as an image ({_reason(exc)}); "
+                        "the file may be truncated, corrupt or not an image") from None
+    size = reader.GetSize()
+    if len(size) != dimension or reader.GetNumberOfComponents() != 1 or (dimension == 4 and size[3] != channels):
+        expected = ("a 3-D single-channel volume" if dimension == 3
+                    else f"a 4-D image with {channels} channels (MSD Task01: {', '.join(MSD_CHANNELS)})")
+        raise CaseError(f"{path}: expected {expected}, got a {len(size)}-D image of size {size} with "
+                        f"{reader.GetNumberOfComponents()} component(s) per voxel")
+    voxels = int(np.prod(size[:3], dtype=np.int64))
+    limit = MAX_VOXELS if max_voxels is None else max_voxels
+    if voxels > limit:
+        raise CaseError(
+            f"{path}: {' x '.join(map(str, size[:3]))} = {voxels / 1e6:.0f} million voxels, far larger than a "
+            f"BraTS volume (240 x 240 x 155 = 8.9 million); segmenting it would need about "
+            f"{voxels * BYTES_PER_VOXEL / 2 ** 30:.1f} GiB of memory (limit {limit / 1e6:.0f} million voxels). "
+            "Crop it to the head or resample it to about 1 mm, or raise the limit with "
+            "BRAINTUMORCNN_MAX_VOXELS / read_case(max_voxels=...)")
+    shortfall = sanity.nifti_shortfall(path)
+    if shortfall:
+        raise CaseError(f"{path}: truncated: {shortfall[0]} of the {shortfall[1]} bytes its header announces "
+                        "(an interrupted download or copy?); copy or export the file again")
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise CaseError(f"{path}: cannot be read ({_reason(exc)}); the file may be truncated or corrupt") from None
+
+
+def _reason(exc: RuntimeError) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _read_msd(image_path: Path, max_voxels: Optional[int]
+              ) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Optional[Path]]:
+    image = _read(image_path, 4, max_voxels, channels=len(MSD_CHANNELS))
     array = sitk.GetArrayFromImage(image)  # (4, Z, Y, X)
     d = image.GetDirection()
     geometry = Geometry(tuple(image.GetSize()[:3]), tuple(image.GetSpacing()[:3]), tuple(image.GetOrigin()[:3]),
@@ -181,7 +243,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
         if duplicates:
             raise CaseError(f"the same file is given for several modalities: {', '.join(map(str, duplicates))}")
         volumes = {m: read_image(p) for m, p in files.items()}
-        case_name = name or _common_prefix([image_stem(p) for p in files.values()]) or "case"
+        case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
         if is_image(path):
@@ -234,14 +296,6 @@ def _resample(array: np.ndarray, source: Geometry, target: Geometry, interpolato
     moving = to_image(array, source)
     reference = to_image(np.zeros(target.shape, dtype=array.dtype), target)
     return sitk.GetArrayFromImage(sitk.Resample(moving, reference, sitk.Transform(), interpolator, 0.0))
-
-
-def _common_prefix(names: List[str]) -> str:
-    prefix = names[0]
-    for n in names[1:]:
-        while not n.startswith(prefix):
-            prefix = prefix[:-1]
-    return prefix.rstrip("_-. ")
 
 
 def write_labels(labels: np.ndarray, geometry: Geometry, path: PathLike) -> Path:

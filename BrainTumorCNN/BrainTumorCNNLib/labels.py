@@ -44,6 +44,17 @@ TISSUES: Dict[str, Tissue] = {
     )
 }
 
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def terminology_entry(tissue: Tissue) -> str:
+    """Slicer's terminology tag of a tissue (category and type as DICOM codes),
+    so the Segment Editor and DICOM SEG export recognise the segment."""
+    code = lambda c: f"{c[1]}^{c[0]}^{c[2]}"  # noqa: E731 - scheme^value^meaning
+    return f"{TERMINOLOGY_CONTEXT}~{code(tissue.category)}~{code(tissue.type)}~^^~{ANATOMIC_CONTEXT}~^^~^^"
+
+
 #: Output classes of a network, by number of classes: class index -> tissue key
 #: (index 0 is always background).
 CLASS_TISSUES: Dict[int, Tuple[str, ...]] = {

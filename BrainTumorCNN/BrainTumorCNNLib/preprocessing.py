@@ -69,6 +69,9 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
     return Preprocessed(out, mask)
 
 
+N4_MIN_SHRUNK_SIZE = 4  # voxels per axis left after shrinking for N4
+
+
 def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfig,
                spacing: Tuple[float, float, float]) -> np.ndarray:
     """N4ITK bias-field correction of one (Z, Y, X) modality, fitted on a shrunken copy.
@@ -80,7 +83,8 @@ def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfi
     image.SetSpacing(spacing)
     mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
     mask_image.CopyInformation(image)
-    shrink = [config.n4_shrink] * 3
+    # shrink less along short axes: the B-spline fit needs a few voxels on each
+    shrink = [max(1, min(config.n4_shrink, size // N4_MIN_SHRUNK_SIZE)) for size in image.GetSize()]
     small = sitk.Shrink(image, shrink)
     small_mask = sitk.Shrink(mask_image, shrink)
     n4 = sitk.N4BiasFieldCorrectionImageFilter()

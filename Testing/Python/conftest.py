@@ -56,3 +56,24 @@ def write_synthetic_case(folder: Path, name: str = "Synth_001", shape=(6, 48, 48
 def synthetic_cases(tmp_path) -> list:
     """Three small synthetic cases in BraTS 2021 layout."""
     return [write_synthetic_case(tmp_path / "cases", f"Synth_{i:03d}", seed=i) for i in range(3)]
+
+
+@pytest.fixture
+def untrained_models(tmp_path, monkeypatch) -> Path:
+    """A models folder holding an untrained 4-class TwoPathCNN and a 5-class
+    LocalPathCNN with their cards, made the registry's folder (TwoPathCNN the default): for tests of the
+    plumbing, not of the quality of shipped weights."""
+    import torch
+
+    from BrainTumorCNNLib import registry, weights
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    for name, classes, scheme, dice in (("TwoPathCNN", 4, "brats2021", 0.5), ("LocalPathCNN", 5, "brats2013", 0.2)):
+        model = registry.get(name).build(num_classes=classes)
+        weights.save(model, name, folder / f"{name}.safetensors",
+                     {"label_scheme": scheme,
+                      "validation": {"dice": {"complete": dice, "core": dice, "enhancing": dice}}})
+    monkeypatch.setattr(registry, "MODELS_DIR", folder)
+    return folder

@@ -34,7 +34,7 @@ def test_bench_reports_every_figure(capsys, monkeypatch):
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     row = report["models"]["TwoPathCNN"]
-    assert report["extrapolated_from_slices"] == 1 and report["volume"]["shape"] == [4, 155, 240, 240]
+    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1} and report["volume"]["shape"] == [4, 155, 240, 240]
     for key in ("dense_direct_s", "dense_fast_s", "patch_s", "dense_over_patch", "peak_rss_gib"):
         assert row[key] > 0
     assert "TwoPathCNN" in bench.format_table(report)

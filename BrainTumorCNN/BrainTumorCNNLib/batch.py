@@ -1,0 +1,148 @@
+"""Headless segmentation of many cases: `braintumorcnn segment`.
+
+Per case it writes `<case>.seg.nrrd` (a Slicer segmentation), `<case>_labels.nii.gz`
+on the input grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for
+5-class models) and `<case>_preview.png`; `metrics.csv` when ground truth is
+found.  A failing case is reported and skipped; a rerun skips finished cases;
+every file is written atomically, so a killed run leaves no partial output.
+The same code runs under `Slicer --no-main-window --python-script
+BrainTumorCNN/BrainTumorCNNBatch.py -- ARGS`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from . import evaluation, io, mrml, pipeline, preview, registry
+from .atomic import atomic_path
+from .postprocessing import CleanupConfig
+from .preprocessing import PreprocessingConfig
+
+Source = Union[Path, Dict[str, Path]]
+
+
+def output_paths(output: Path, case: str) -> Dict[str, Path]:
+    return {"segmentation": output / f"{case}.seg.nrrd", "labels": output / f"{case}_labels.nii.gz",
+            "preview": output / f"{case}_preview.png"}
+
+
+def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
+    explicit = {m: getattr(args, m.lower()) for m in io.MODALITIES}
+    if any(explicit.values()):
+        if args.inputs:
+            raise SystemExit("give either case folders or --t1/--t1c/--t2/--flair, not both")
+        missing = [m for m, f in explicit.items() if not f]
+        if missing:
+            raise SystemExit(f"missing {', '.join('--' + m.lower() for m in missing)}")
+        files = {m: Path(f) for m, f in explicit.items()}
+        name = args.name or io.common_stem(files.values())
+        return [(name or "case", files)]
+    if not args.inputs:
+        raise SystemExit("nothing to segment: give case folders or --t1/--t1c/--t2/--flair files")
+    jobs = []
+    for item in args.inputs:
+        for path in io.find_cases(item):
+            jobs.append((io.image_stem(path) if path.is_file() else path.name, path))
+    names = [n for n, _ in jobs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SystemExit(f"several cases are named {', '.join(duplicates)}; their outputs would collide")
+    return jobs
+
+
+def run_case(name: str, source: Source, output: Path, options: pipeline.SegmentationOptions,
+             truth: Optional[Path], resample: bool) -> Optional[dict]:
+    """Segment one case and write its outputs; returns its metrics row when truth is known."""
+    case = io.read_case(source, truth=truth, resample=resample, name=name)
+    started = time.time()
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"\r  [{fraction:4.0%}] {message:<60}", end="", flush=True)
+
+    result = pipeline.segment(case.images, case.geometry, options, progress=progress)
+    print(f"\r  segmented in {time.time() - started:.1f} s with {result.model_name}{' ' * 40}")
+    paths = output_paths(output, name)
+    # The label map is written last: its presence marks the case as finished.
+    mrml.write_segmentation_file(result.labels, case.geometry, result.num_classes, paths["segmentation"])
+    preview.write_preview(case.images, result.labels, paths["preview"], result.num_classes,
+                          title=f"{name}: {result.model_name}")
+    io.write_labels(result.labels, case.geometry, paths["labels"])
+    return _metrics_row(name, result.labels, case) if case.truth is not None else None
+
+
+def _metrics_row(name: str, predicted, case: io.Case) -> dict:
+    scores = evaluation.evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
+    return {"case": name, **scores.as_row()}
+
+
+def _finished(paths: Dict[str, Path]) -> bool:
+    return all(p.is_file() for p in paths.values())
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", help="case folders, folders of cases, or MSD 4-D images")
+    for modality in io.MODALITIES:
+        parser.add_argument(f"--{modality.lower()}", metavar="FILE", help=f"{modality} volume (instead of INPUT)")
+    parser.add_argument("--truth", metavar="FILE", help="ground truth for --t1/--t1c/--t2/--flair input")
+    parser.add_argument("--name", help="case name for --t1/--t1c/--t2/--flair input")
+    parser.add_argument("--output", "-o", required=True, help="output folder")
+    parser.add_argument("--model", choices=list(registry.MODELS), help="model (default: best shipped model)")
+    parser.add_argument("--weights", help="weights file for --model (its model card beside it)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--no-cleanup", action="store_true", help="keep all connected components")
+    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
+    parser.add_argument("--resample", action="store_true",
+                        help="resample volumes that are not on the T1c grid instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
+
+
+def main(args: argparse.Namespace) -> int:
+    jobs = collect_jobs(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    options = pipeline.SegmentationOptions(
+        model=args.model, weights_path=args.weights, device=args.device,
+        preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
+    truth = Path(args.truth) if args.truth else None
+    rows, failed, skipped = [], [], 0
+    for i, (name, source) in enumerate(jobs, 1):
+        paths = output_paths(output, name)
+        print(f"[{i}/{len(jobs)}] {name}", flush=True)
+        try:
+            if _finished(paths) and not args.overwrite:
+                skipped += 1
+                print("  already done (use --overwrite to redo)")
+                case = io.read_case(source, truth=truth, resample=args.resample, name=name)
+                if case.truth is not None:
+                    predicted, _ = io.read_image(paths["labels"])
+                    rows.append(_metrics_row(name, predicted, case))
+                continue
+            row = run_case(name, source, output, options, truth, args.resample)
+            if row:
+                rows.append(row)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # a bad case must not stop the batch
+            failed.append(name)
+            print(f"\n  FAILED: {exc}", file=sys.stderr)
+            if not isinstance(exc, (ValueError, OSError)):
+                traceback.print_exc()
+    if rows:
+        _write_metrics(output / "metrics.csv", rows)
+        print(evaluation.format_table(rows))
+    print(f"{len(jobs) - len(failed) - skipped} segmented, {skipped} already done, {len(failed)} failed"
+          + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def _write_metrics(path: Path, rows: List[dict]) -> None:
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)

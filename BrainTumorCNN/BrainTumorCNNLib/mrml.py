@@ -1,0 +1,265 @@
+"""Slicer's MRML side of the engine (no Qt): volume nodes in, segmentation node out.
+
+Works on Slicer's own classes, from the Slicer application or from the
+`slicer-core` package, so the same code serves the module's logic, the batch
+command (which writes `.seg.nrrd` files with Slicer's segmentation storage
+node) and the tests.  Geometry crosses between ITK's LPS and Slicer's RAS here
+and nowhere else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import labels as label_table
+from . import pipeline
+from .atomic import atomic_path
+from .geometry import Geometry, check_same
+from .io import MODALITIES
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _slicer():
+    import slicer  # the application's module in Slicer, slicer-core's elsewhere
+    import vtk  # noqa: F401 - loads VTK's classes before MRML's
+    return slicer
+
+
+def ijk_to_ras(geometry: Geometry) -> np.ndarray:
+    """4x4 IJK-to-RAS matrix of an ITK (LPS) grid."""
+    matrix = np.eye(4)
+    direction = np.array(geometry.direction).reshape(3, 3)
+    matrix[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(geometry.spacing)
+    matrix[:3, 3] = _LPS_TO_RAS @ np.array(geometry.origin)
+    return matrix
+
+
+def geometry_of(volume_node) -> Geometry:
+    """The ITK (LPS) grid of a volume node, from its IJK-to-RAS matrix."""
+    import vtk
+    image = volume_node.GetImageData()
+    if image is None:
+        raise ValueError(f"volume {volume_node.GetName()!r} holds no image data")
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    spacing = np.linalg.norm(ras[:3, :3], axis=0)
+    direction = _LPS_TO_RAS @ ras[:3, :3] / spacing
+    origin = _LPS_TO_RAS @ ras[:3, 3]
+    return Geometry(tuple(int(d) for d in image.GetDimensions()), tuple(float(s) for s in spacing),
+                    tuple(float(o) for o in origin), tuple(float(d) for d in direction.ravel()))
+
+
+def array_of(volume_node) -> Tuple[np.ndarray, Geometry]:
+    """A scalar volume node's voxels as a (Z, Y, X) array (a copy) and its grid."""
+    from vtk.util import numpy_support
+    name = volume_node.GetName()
+    transform = volume_node.GetParentTransformNode()
+    if transform is not None:
+        raise ValueError(f"volume {name!r} is under the transform {transform.GetName()!r}: "
+                         "harden the transform (Data module) before segmenting")
+    geometry = geometry_of(volume_node)
+    image = volume_node.GetImageData()
+    if image.GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"volume {name!r} has {image.GetNumberOfScalarComponents()} components per voxel; "
+                         "a scalar (grey-level) MRI volume is needed")
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    return scalars.reshape(geometry.shape).copy(), geometry
+
+
+def add_volume_node(scene, array: np.ndarray, geometry: Geometry, name: str, labelmap: bool = False):
+    """A new scalar (or labelmap) volume node in `scene` holding `array` on `geometry`'s grid."""
+    import vtk
+    from vtk.util import numpy_support
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape} (Z, Y, X)")
+    image = vtk.vtkImageData()
+    image.SetDimensions(*geometry.size)
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras(geometry)))
+    node.SetAndObserveImageData(image)
+    return node
+
+
+def _vtk_matrix(matrix: np.ndarray):
+    import vtk
+    out = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            out.SetElement(r, c, float(matrix[r, c]))
+    return out
+
+
+def fill_segmentation_node(node, label_map: np.ndarray, geometry: Geometry, num_classes: int) -> None:
+    """Replace the segments of `node` by one segment per tissue of a
+    `num_classes` model (present or not, so each can be edited), named,
+    coloured and coded from the label table, on `geometry`'s grid."""
+    slicer = _slicer()
+    scene = node.GetScene()
+    labelmap = add_volume_node(scene, label_map.astype(np.uint8), geometry, "BrainTumorCNN labels", labelmap=True)
+    try:
+        segmentation = node.GetSegmentation()
+        segmentation.RemoveAllSegments()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
+        if label_map.any() and not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+                labelmap, node):
+            raise RuntimeError("Slicer could not import the label map into the segmentation")
+        by_value = {}
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            by_value[segment.GetLabelValue()] = segmentation.GetNthSegmentID(index)
+        for index, tissue in enumerate(label_table.class_tissues(num_classes)):
+            segment_id = by_value.get(tissue.value) or segmentation.AddEmptySegment(tissue.key)
+            segment = segmentation.GetSegment(segment_id)
+            segment.SetName(tissue.name)
+            segment.SetColor(*tissue.color)
+            segment.SetTerminology(label_table.terminology_entry(tissue))
+            segmentation.SetSegmentIndex(segment_id, index)
+    finally:
+        scene.RemoveNode(labelmap)
+
+
+def add_segmentation_node(scene, label_map: np.ndarray, geometry: Geometry, num_classes: int, name: str):
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    fill_segmentation_node(node, label_map, geometry, num_classes)
+    return node
+
+
+def labels_of(segmentation_node, reference_volume) -> np.ndarray:
+    """Internal label map (Z, Y, X) of a segmentation on a reference volume's
+    grid, read back by segment name; for reading edited segmentations."""
+    slicer = _slicer()
+    scene = segmentation_node.GetScene()
+    names = {t.name: t.value for t in label_table.TISSUES.values()}
+    segmentation = segmentation_node.GetSegmentation()
+    out = np.zeros(geometry_of(reference_volume).shape, dtype=np.uint8)
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        name = segmentation.GetSegment(segment_id).GetName()
+        if name not in names:
+            raise ValueError(f"segment {name!r} is not one of the tumor tissues {sorted(names)}")
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        try:
+            ids = _string_array([segment_id])
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                    segmentation_node, ids, labelmap, reference_volume):
+                raise RuntimeError(f"Slicer could not export segment {name!r}")
+            mask, _ = array_of(labelmap)
+        finally:
+            scene.RemoveNode(labelmap)
+        out[mask > 0] = names[name]
+    return out
+
+
+def _string_array(items: Sequence[str]):
+    import vtk
+    array = vtk.vtkStringArray()
+    for item in items:
+        array.InsertNextValue(item)
+    return array
+
+
+def write_segmentation_file(label_map: np.ndarray, geometry: Geometry, num_classes: int,
+                            path: Union[str, Path]) -> Path:
+    """Write a `.seg.nrrd` Slicer segmentation of an internal label map with
+    Slicer's segmentation storage node, atomically."""
+    slicer = _slicer()
+    scene = slicer.vtkMRMLScene()
+    node = add_segmentation_node(scene, label_map, geometry, num_classes, Path(path).name.split(".")[0])
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        scene.AddNode(storage)
+        storage.SetFileName(str(tmp))
+        storage.SetUseCompression(True)
+        if not storage.WriteData(node):
+            raise OSError(f"could not write the segmentation {path} (disk full or not writable?)")
+    return path
+
+
+def read_segmentation_file(path: Union[str, Path], scene):
+    """A segmentation node read from a `.seg.nrrd` file by Slicer's storage node."""
+    slicer = _slicer()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", Path(path).name.split(".")[0])
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        raise OSError(f"could not read the segmentation {path}")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node
+
+
+def read_volume_file(path: Union[str, Path], scene, name: Optional[str] = None):
+    """A scalar volume node read by Slicer's volume storage node (NIfTI, NRRD, MetaImage)."""
+    slicer = _slicer()
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or Path(path).name.split(".")[0])
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        raise OSError(f"could not read the volume {path}")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node
+
+
+def tumor_volumes_ml(label_map: np.ndarray, geometry: Geometry, num_classes: int) -> Dict[str, float]:
+    """Volume in mL of each segment (by name) and of the evaluation regions."""
+    voxel_ml = geometry.voxel_volume_ml
+    counts = np.bincount(label_map.ravel(), minlength=256)
+    out = {t.name: float(counts[t.value] * voxel_ml) for t in label_table.class_tissues(num_classes)}
+    for region, values in label_table.REGIONS.items():
+        out[f"{region} tumor"] = float(counts[list(values)].sum() * voxel_ml)
+    return out
+
+
+def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry]:
+    """The four volume nodes (T1, T1c, T2, FLAIR) as a (4, Z, Y, X) float32
+    array on their common grid; clear errors for a missing, repeated or
+    misaligned volume.  Main thread (touches MRML)."""
+    if len(volumes) != 4:
+        raise ValueError(f"expected four volumes (T1, T1c, T2, FLAIR), got {len(volumes)}")
+    missing = [m for m, v in zip(MODALITIES, volumes) if v is None]
+    if missing:
+        raise ValueError(f"select all four volumes (T1, T1c, T2, FLAIR); missing: {', '.join(missing)}")
+    ids = [v.GetID() for v in volumes]
+    repeated = [m for m, i in zip(MODALITIES, ids) if ids.count(i) > 1]
+    if repeated:
+        raise ValueError(f"the same volume is selected for {', '.join(repeated)}: each slot needs its own volume")
+    arrays, geometries = {}, {}
+    for modality, volume in zip(MODALITIES, volumes):
+        arrays[modality], geometries[modality] = array_of(volume)
+    check_same({f"{m} ({v.GetName()})": geometries[m] for m, v in zip(MODALITIES, volumes)},
+               f"T1c ({volumes[1].GetName()})")
+    return np.stack([arrays[m].astype(np.float32) for m in MODALITIES]), geometries["T1c"]
+
+
+def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name: str, output_node=None):
+    """Put a finished segmentation into the scene: a new node, or `output_node`
+    (an existing segmentation the user chose to replace) refilled.  Main thread."""
+    if output_node is None:
+        return add_segmentation_node(scene, result.labels, geometry, result.num_classes, name)
+    fill_segmentation_node(output_node, result.labels, geometry, result.num_classes)
+    return output_node
+
+
+def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pipeline.SegmentationOptions(),
+                  output_node=None, name: Optional[str] = None,
+                  progress: Optional[pipeline.Progress] = None,
+                  cancel: Optional[Callable[[], bool]] = None):
+    """Segment four volume nodes (T1, T1c, T2, FLAIR); returns (segmentation
+    node on their grid, pipeline result).  Nothing enters the scene before the
+    result is complete, so a cancel or an error leaves the scene as it was."""
+    images, geometry = read_volumes(volumes)
+    result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel)
+    node = store_result(volumes[1].GetScene(), result, geometry, name or f"{volumes[1].GetName()} tumor",
+                        output_node)
+    return node, result

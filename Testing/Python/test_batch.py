@@ -1,0 +1,89 @@
+"""`braintumorcnn segment` (and BrainTumorCNNBatch.py): many cases, bad ones skipped, reruns resume."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from BrainTumorCNNLib import cli, io, labels, mrml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _outputs(output: Path, name: str):
+    return [output / f"{name}.seg.nrrd", output / f"{name}_labels.nii.gz", output / f"{name}_preview.png"]
+
+
+def test_folder_of_cases_with_a_bad_one(untrained_models, synthetic_cases, tmp_path, capsys):
+    cases = synthetic_cases[0].parent
+    bad = cases / "Broken_001"
+    bad.mkdir()
+    for modality in ("t1", "t1ce", "t2", "flair"):
+        (bad / f"Broken_001_{modality}.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    output = tmp_path / "out"
+
+    status = cli.main(["segment", str(cases), "--output", str(output), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert status == 1, "a failed case must show in the exit status"
+    assert "Broken_001" in captured.err and "3 segmented, 0 already done, 1 failed" in captured.out
+    for case in synthetic_cases:
+        for path in _outputs(output, case.name):
+            assert path.stat().st_size > 0, path
+        written = sitk.ReadImage(str(output / f"{case.name}_labels.nii.gz"))
+        source = sitk.ReadImage(str(io.read_case(case).files["T1c"]))
+        assert written.GetOrigin() == source.GetOrigin() and written.GetSpacing() == source.GetSpacing()
+        assert written.GetDirection() == source.GetDirection() and written.GetSize() == source.GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(written))) <= {0, 1, 2, 4}  # BraTS 2017-2021 values
+    assert not list(output.glob("Broken_001*")) and not list(output.glob(".*part*"))
+
+    with open(output / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == [c.name for c in synthetic_cases]
+    assert all(0.0 <= float(r["dice_complete"]) <= 1.0 for r in rows)
+
+    # a rerun skips the finished cases (their files untouched) and still reports their metrics
+    stamps = {p: p.stat().st_mtime_ns for c in synthetic_cases for p in _outputs(output, c.name)}
+    (output / "metrics.csv").unlink()
+    assert cli.main(["segment", str(cases), "--output", str(output), "--device", "cpu"]) == 1
+    assert "0 segmented, 3 already done, 1 failed" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    with open(output / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+def test_explicit_files_and_a_five_class_model(untrained_models, synthetic_cases, tmp_path, capsys):
+    files = io.read_case(synthetic_cases[0]).files
+    output = tmp_path / "out"
+    argv = ["segment", "--output", str(output), "--model", "LocalPathCNN", "--device", "cpu", "--no-cleanup",
+            "--name", "patient7"] + [x for m in io.MODALITIES for x in (f"--{m.lower()}", str(files[m]))]
+    assert cli.main(argv) == 0
+    label_map, geometry = io.read_image(output / "patient7_labels.nii.gz")
+    assert set(np.unique(label_map)) <= {0, 1, 2, 3, 4}
+    node = mrml.read_segmentation_file(output / "patient7.seg.nrrd", __import__("slicer").vtkMRMLScene())
+    names = [node.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    assert names == [t.name for t in labels.class_tissues(5)]
+    assert not (output / "metrics.csv").exists()  # no truth given for explicit files
+
+
+def test_bad_command_lines_say_what_is_wrong(untrained_models, synthetic_cases, tmp_path, capsys):
+    import pytest
+    with pytest.raises(SystemExit, match="missing --t2, --flair"):
+        cli.main(["segment", "--output", str(tmp_path), "--t1", "a.nii", "--t1c", "b.nii"])
+    with pytest.raises(SystemExit, match="nothing to segment"):
+        cli.main(["segment", "--output", str(tmp_path)])
+
+
+def test_batch_script_runs_as_plain_python(untrained_models, synthetic_cases, tmp_path):
+    """The file Slicer runs with --python-script works from plain Python too."""
+    output = tmp_path / "out"
+    env = {"BRAINTUMORCNN_MODELS": str(untrained_models), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, str(REPO / "BrainTumorCNN" / "BrainTumorCNNBatch.py"), "--",
+                           str(synthetic_cases[1]), "--output", str(output), "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert all(p.is_file() for p in _outputs(output, synthetic_cases[1].name))

@@ -1,0 +1,179 @@
+"""The Slicer side on Slicer's real classes (slicer-core): volumes read by
+Slicer's storage nodes -> logic -> segmentation node -> .seg.nrrd written by
+vtkMRMLSegmentationStorageNode and read back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from BrainTumorCNNLib import inference, io, labels, mrml, pipeline  # noqa: E402
+from BrainTumorCNNLib.geometry import Geometry, GeometryError  # noqa: E402
+
+# An oblique grid: axes permuted and tilted, origin far from zero.
+_c, _s = np.cos(0.3), np.sin(0.3)
+OBLIQUE = Geometry(size=(24, 20, 8), spacing=(0.9, 1.1, 2.5), origin=(-31.5, 47.25, -12.0),
+                   direction=(_c, -_s, 0.0, 0.0, 0.0, -1.0, _s, _c, 0.0))
+
+
+def planted_labels(geometry: Geometry, values=(1, 2, 4)) -> np.ndarray:
+    out = np.zeros(geometry.shape, np.uint8)
+    for i, v in enumerate(values):
+        out[2 + i:5 + i, 3 + 4 * i:7 + 4 * i, 2 + 5 * i:8 + 5 * i] = v
+    return out
+
+
+def write_nifti(array: np.ndarray, geometry: Geometry, path) -> None:
+    image = sitk.GetImageFromArray(array)
+    geometry.apply(image)
+    sitk.WriteImage(image, str(path))
+
+
+def test_geometry_read_by_slicer_equals_the_files(tmp_path):
+    path = tmp_path / "t1c.nii.gz"
+    array = np.arange(np.prod(OBLIQUE.shape), dtype=np.int16).reshape(OBLIQUE.shape)
+    write_nifti(array, OBLIQUE, path)
+    node = mrml.read_volume_file(path, slicer.vtkMRMLScene())
+    voxels, geometry = mrml.array_of(node)
+    assert not geometry.differences(OBLIQUE), geometry.differences(OBLIQUE)
+    np.testing.assert_array_equal(voxels, array)
+
+
+@pytest.mark.parametrize("num_classes", [4, 5])
+def test_seg_nrrd_round_trip_keeps_grid_names_colours_terminology(tmp_path, num_classes):
+    values = (1, 2, 4) if num_classes == 4 else (1, 2, 3, 4)
+    label_map = planted_labels(OBLIQUE, values)
+    path = mrml.write_segmentation_file(label_map, OBLIQUE, num_classes, tmp_path / "case.seg.nrrd")
+    assert not list(tmp_path.glob(".*part*")), "temporary file left behind"
+
+    # read back by Slicer's storage node, exported onto a volume Slicer read from a file on the same grid
+    scene = slicer.vtkMRMLScene()
+    write_nifti(np.zeros(OBLIQUE.shape, np.int16), OBLIQUE, tmp_path / "reference.nii.gz")
+    reference = mrml.read_volume_file(tmp_path / "reference.nii.gz", scene)
+    node = mrml.read_segmentation_file(path, scene)
+    np.testing.assert_array_equal(mrml.labels_of(node, reference), label_map)
+
+    segmentation = node.GetSegmentation()
+    tissues = labels.class_tissues(num_classes)
+    assert segmentation.GetNumberOfSegments() == len(tissues)
+    for index, tissue in enumerate(tissues):
+        segment = segmentation.GetNthSegment(index)
+        assert segment.GetName() == tissue.name
+        assert segment.GetColor() == pytest.approx(tissue.color)
+        entry = segment.GetTerminology()
+        assert entry == labels.terminology_entry(tissue)
+        assert f"SCT^{tissue.type[0]}^{tissue.type[2]}" in entry
+
+    # the file itself, read by an independent reader (SimpleITK's NRRD), sits on the input's physical grid
+    stored = sitk.ReadImage(str(path))
+    first_voxel = np.array(stored.TransformIndexToPhysicalPoint((0, 0, 0)))
+    expected = np.array(OBLIQUE.origin) + np.array(OBLIQUE.direction).reshape(3, 3) @ (
+        np.array(OBLIQUE.spacing) * _index_of_first_voxel(stored, OBLIQUE))
+    np.testing.assert_allclose(first_voxel, expected, atol=1e-4)
+    np.testing.assert_allclose(stored.GetSpacing()[:3], OBLIQUE.spacing, rtol=1e-6)
+    np.testing.assert_allclose(stored.GetDirection()[:9] if stored.GetDimension() == 3
+                               else _direction3(stored), OBLIQUE.direction, atol=1e-6)
+
+
+def _index_of_first_voxel(stored: sitk.Image, grid: Geometry) -> np.ndarray:
+    """Index on `grid` of the stored image's first voxel (Slicer may crop the extent to the segments)."""
+    point = np.array(stored.TransformIndexToPhysicalPoint((0, 0, 0)))
+    direction = np.array(grid.direction).reshape(3, 3)
+    index = np.linalg.solve(direction, point - np.array(grid.origin)) / np.array(grid.spacing)
+    assert np.allclose(index, np.round(index), atol=1e-4), "segmentation voxels are off the input grid"
+    return np.round(index)
+
+
+def _direction3(stored: sitk.Image):
+    d = np.array(stored.GetDirection()).reshape(stored.GetDimension(), stored.GetDimension())
+    return d[:3, :3].ravel()
+
+
+def test_volumes_in_ml_are_voxel_counts_times_voxel_volume():
+    label_map = planted_labels(OBLIQUE)
+    volumes = mrml.tumor_volumes_ml(label_map, OBLIQUE, 4)
+    voxel_ml = 0.9 * 1.1 * 2.5 / 1000
+    assert volumes["Edema"] == pytest.approx((label_map == 2).sum() * voxel_ml)
+    assert volumes["Enhancing tumor"] == pytest.approx((label_map == 4).sum() * voxel_ml)
+    assert volumes["complete tumor"] == pytest.approx((label_map > 0).sum() * voxel_ml)
+    assert volumes["core tumor"] == pytest.approx(np.isin(label_map, (1, 4)).sum() * voxel_ml)
+
+
+def _scene_with_case(case_folder, oblique: bool = True):
+    """A scene holding the four volumes of a case, each read by Slicer's storage node,
+    after moving the case onto an oblique grid with a non-zero origin."""
+    scene = slicer.vtkMRMLScene()
+    nodes = []
+    files = io.read_case(case_folder).files
+    for path in files.values() if oblique else ():  # the four volumes and the truth
+        image = sitk.ReadImage(str(path))
+        image.SetDirection(OBLIQUE.direction)
+        image.SetOrigin(OBLIQUE.origin)
+        sitk.WriteImage(image, str(path))
+    for modality in io.MODALITIES:
+        nodes.append(mrml.read_volume_file(files[modality], scene, name=f"case_{modality.lower()}"))
+    return scene, nodes
+
+
+def test_logic_segments_volume_nodes_onto_their_grid(untrained_models, tmp_path, synthetic_cases):
+    scene, volumes = _scene_with_case(synthetic_cases[0])
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", cleanup=None)
+    before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    node, result = mrml.segment_nodes(volumes, options, name="tumor")
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before + 1
+    assert node.GetName() == "tumor" and result.model_name == "TwoPathCNN"
+    assert result.labels.any(), "an untrained model still labels some voxels: nothing to compare otherwise"
+
+    # same labels as the engine run on the files directly, and back from the node on the T1c grid
+    case = io.read_case(synthetic_cases[0])
+    direct = pipeline.segment(case.images, case.geometry, options)
+    np.testing.assert_array_equal(result.labels, direct.labels)
+    np.testing.assert_array_equal(mrml.labels_of(node, volumes[1]), result.labels)
+
+    path = tmp_path / "out.seg.nrrd"
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    again = mrml.read_segmentation_file(path, slicer.vtkMRMLScene())
+    assert again.GetSegmentation().GetNumberOfSegments() == 3
+
+
+def test_logic_refills_the_output_the_user_chose(untrained_models, synthetic_cases):
+    scene, volumes = _scene_with_case(synthetic_cases[1], oblique=False)
+    existing = mrml.add_segmentation_node(scene, planted_labels(mrml.geometry_of(volumes[1])),
+                                          mrml.geometry_of(volumes[1]), 5, "old")
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", cleanup=None)
+    node, result = mrml.segment_nodes(volumes, options, output_node=existing)
+    assert node is existing and scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    names = [node.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    assert names == [t.name for t in labels.class_tissues(4)]
+    np.testing.assert_array_equal(mrml.labels_of(node, volumes[1]), result.labels)
+
+
+def test_cancel_and_errors_leave_the_scene_unchanged(untrained_models, synthetic_cases):
+    scene, volumes = _scene_with_case(synthetic_cases[2], oblique=False)
+    count = scene.GetNumberOfNodes()
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
+    with pytest.raises(inference.Cancelled):
+        mrml.segment_nodes(volumes, options, cancel=lambda: True)
+    assert scene.GetNumberOfNodes() == count
+
+    with pytest.raises(ValueError, match="T1c.*T2"):
+        mrml.segment_nodes([volumes[0], volumes[1], volumes[1], volumes[3]], options)
+    with pytest.raises(ValueError, match="missing: FLAIR"):
+        mrml.segment_nodes([volumes[0], volumes[1], volumes[2], None], options)
+
+    moved = volumes[2]
+    moved.SetOrigin(*(np.array(moved.GetOrigin()) + [0.0, 0.0, 5.0]))
+    with pytest.raises(GeometryError, match="T2 \\(case_t2\\).*origin"):
+        mrml.segment_nodes(volumes, options)
+
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    volumes[0].SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(ValueError, match="harden the transform"):
+        mrml.segment_nodes(volumes, options)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
