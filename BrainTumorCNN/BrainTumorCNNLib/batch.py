@@ -11,7 +11,6 @@ BrainTumorCNN/BrainTumorCNNBatch.py -- ARGS`.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import traceback
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from . import evaluation, io, mrml, pipeline, preview, registry
-from .atomic import atomic_path
 from .postprocessing import CleanupConfig
 from .preprocessing import PreprocessingConfig
 
@@ -105,6 +103,8 @@ def main(args: argparse.Namespace) -> int:
     jobs = collect_jobs(args)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
+        stale.unlink()
     options = pipeline.SegmentationOptions(
         model=args.model, weights_path=args.weights, device=args.device,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
@@ -133,16 +133,9 @@ def main(args: argparse.Namespace) -> int:
             if not isinstance(exc, (ValueError, OSError)):
                 traceback.print_exc()
     if rows:
-        _write_metrics(output / "metrics.csv", rows)
+        evaluation.write_csv(output / "metrics.csv", rows)
         print(evaluation.format_table(rows))
     print(f"{len(jobs) - len(failed) - skipped} segmented, {skipped} already done, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
-
-def _write_metrics(path: Path, rows: List[dict]) -> None:
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -210,26 +210,32 @@ def _read_msd(image_path: Path, max_voxels: Optional[int]
     return volumes, (label if label.is_file() else None)
 
 
-def _truth_scheme(path: Path, values: np.ndarray) -> label_table.LabelScheme:
+def _truth_scheme(path: Path, values: np.ndarray) -> Tuple[label_table.LabelScheme, Optional[str]]:
+    """The label scheme a truth file's name and values imply, and a warning when that is a guess."""
     stem = image_stem(path).lower()
     if path.parent.name == "labelsTr":
-        return label_table.scheme("msd")
+        return label_table.scheme("msd"), None
     if re.search(r"-seg$", stem):
-        return label_table.scheme("brats2023")
+        return label_table.scheme("brats2023"), None
     if stem.endswith("_truth") and path.suffix.lower() in (".mha", ".mhd"):
-        return label_table.scheme("brats2012")
-    if 3 in values:  # 0-4 labels (BRATS 2013/2015, VSD OT files)
-        return label_table.scheme("brats2013")
-    return label_table.scheme("brats2021")
+        return label_table.scheme("brats2012"), None
+    if ".ot." in path.name.lower() or 3 in values:  # 0-4 labels (BRATS 2013/2015, VSD OT files)
+        warning = None if (4 in values or ".ot." in path.name.lower()) else (
+            f"{path.name}: labels {values.tolist()} read as BRATS 2013 (3 = non-enhancing tumor); if the file "
+            "uses BraTS 2023 labels (3 = enhancing tumor), read it with label_scheme='brats2023'")
+        return label_table.scheme("brats2013"), warning
+    return label_table.scheme("brats2021"), None
 
 
 def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
-              label_scheme: Optional[str] = None, resample: bool = False, name: Optional[str] = None) -> Case:
+              label_scheme: Optional[str] = None, resample: bool = False, name: Optional[str] = None,
+              max_voxels: Optional[int] = None) -> Case:
     """Read a case folder, an MSD 4-D image, or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}.
 
     `resample=True` resamples volumes not on the T1c grid onto it (linear for
     images, nearest for labels) instead of raising GeometryError.
     `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES).
+    `max_voxels` overrides MAX_VOXELS, the largest volume read.
     """
     truth_path: Optional[Path] = Path(truth) if truth else None
     if isinstance(source, Mapping):
@@ -239,15 +245,17 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             raise CaseError(f"explicit files need exactly {', '.join(MODALITIES)}; "
                             f"missing {missing or 'none'}, unknown {sorted(unknown) or 'none'}")
         files = {m: Path(source[m]) for m in MODALITIES}
-        duplicates = {p for p in files.values() if list(files.values()).count(p) > 1}
-        if duplicates:
-            raise CaseError(f"the same file is given for several modalities: {', '.join(map(str, duplicates))}")
-        volumes = {m: read_image(p) for m, p in files.items()}
+        resolved = [p.resolve() for p in files.values()]
+        repeated = [m for m, p in zip(MODALITIES, resolved) if resolved.count(p) > 1]
+        if repeated:
+            raise CaseError(f"the same file is given for {' and '.join(repeated)} "
+                            f"({files[repeated[0]]}): each modality needs its own file")
+        volumes = {m: read_image(p, max_voxels) for m, p in files.items()}
         case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
         if is_image(path):
-            volumes, found_truth = _read_msd(path)
+            volumes, found_truth = _read_msd(path, max_voxels)
             files = {m: path for m in MODALITIES}
             truth_path = truth_path or found_truth
             case_name = name or image_stem(path)
@@ -255,40 +263,67 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             found = _modality_files(path)
             files = {m: found[m] for m in MODALITIES}
             truth_path = truth_path or found.get("truth")
-            volumes = {m: read_image(p) for m, p in files.items()}
+            volumes = {m: read_image(p, max_voxels) for m, p in files.items()}
             case_name = name or path.name
         else:
             raise CaseError(f"{path}: no such case folder or image file")
 
+    labelled = {m: f"{m} ({files[m].name})" for m in MODALITIES}
     geometries = {m: g for m, (_, g) in volumes.items()}
     reference = geometries["T1c"]
     try:
-        check_same(geometries, reference="T1c")
+        check_same({labelled[m]: g for m, g in geometries.items()}, reference=labelled["T1c"])
     except GeometryError:
         if not resample:
             raise
         volumes = {m: (v if g == reference else _resample(v, g, reference, sitk.sitkLinear), reference)
                    for m, (v, g) in volumes.items()}
     images = np.stack([_as_float(volumes[m][0], files[m], m) for m in MODALITIES])
+    same = [f"{labelled[MODALITIES[i]]} and {labelled[MODALITIES[j]]}" for i, j in sanity.identical_pairs(images)]
+    if same:
+        raise CaseError(f"{'; '.join(same)} hold identical voxels: one image was given for two modalities; "
+                        "each slot needs its own")
 
     case = Case(case_name, images, reference, files=dict(files))
+    case.warnings = sanity.modality_warnings(images, np.any(images != 0, axis=0), [labelled[m] for m in MODALITIES])
     if truth_path is not None:
-        raw, truth_geometry = read_image(truth_path)
+        raw, truth_geometry = read_image(truth_path, max_voxels)
         if truth_geometry.differences(reference):
             if not resample:
-                check_same({"T1c": reference, "truth": truth_geometry}, reference="T1c")
+                check_same({labelled["T1c"]: reference, f"truth ({truth_path.name})": truth_geometry},
+                           reference=labelled["T1c"])
             raw = _resample(raw, truth_geometry, reference, sitk.sitkNearestNeighbor)
-        case.scheme = label_table.scheme(label_scheme) if label_scheme else _truth_scheme(truth_path, np.unique(raw))
-        case.truth = case.scheme.convert(raw, source=str(truth_path))
+        if label_scheme:
+            case.scheme = label_table.scheme(label_scheme)
+        else:
+            case.scheme, warning = _truth_scheme(truth_path, np.unique(raw))
+            case.warnings += [warning] if warning else []
+        try:
+            case.truth = case.scheme.convert(raw, source=str(truth_path))
+        except ValueError as exc:
+            raise CaseError(f"{exc}, or name it with label_scheme= (one of {', '.join(label_table.SCHEMES)})"
+                            ) from None
         case.files["truth"] = truth_path
+    for warning in case.warnings:
+        log.warning("%s: %s", case_name, warning)
     return case
 
 
 def _as_float(array: np.ndarray, path: Path, modality: str) -> np.ndarray:
+    """A modality as float32; refuses NaN/Inf voxels, values beyond float32 and volumes without contrast."""
+    where = f"{modality} ({path})"
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise CaseError(f"{where}: {bad} voxels are NaN or infinite; replace them (with 0 outside the brain) "
+                        "and save the file again")
     out = array.astype(np.float32)
     if not np.all(np.isfinite(out)):
-        bad = int(np.count_nonzero(~np.isfinite(out)))
-        raise CaseError(f"{modality} ({path}): {bad} voxels are NaN or infinite; fix or replace the file")
+        raise CaseError(f"{where}: values up to {float(np.abs(array).max()):.3g} do not fit in float32; "
+                        "rescale the intensities")
+    low, high = float(out.min()), float(out.max())
+    if low == high:
+        what = "empty (every voxel is 0)" if low == 0 else f"constant (every voxel is {low:g})"
+        raise CaseError(f"{where}: the volume is {what}, so it holds no image; check the export or the file chosen")
     return out
 
 
@@ -301,6 +336,15 @@ def _resample(array: np.ndarray, source: Geometry, target: Geometry, interpolato
 def write_labels(labels: np.ndarray, geometry: Geometry, path: PathLike) -> Path:
     """Write a uint8 (Z, Y, X) label map on `geometry`'s grid, atomically."""
     path = Path(path)
+    labels = labels.astype(np.uint8)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(to_image(labels.astype(np.uint8), geometry), str(tmp), useCompression=True)
+        sitk.WriteImage(to_image(labels, geometry), str(tmp), useCompression=True)
+        # ITK's compressed writers do not report every failed write (a full disk): read it back
+        try:
+            written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp)))
+        except RuntimeError:
+            written = None
+        if written is None or not np.array_equal(written, labels):
+            raise OSError(f"could not write {path} completely (disk full or not writable?); "
+                          "the previous file, if any, is unchanged")
     return path

@@ -24,7 +24,6 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 def _slicer():
     import slicer  # the application's module in Slicer, slicer-core's elsewhere
-    import vtk  # noqa: F401 - loads VTK's classes before MRML's
     return slicer
 
 

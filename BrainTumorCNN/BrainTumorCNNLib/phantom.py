@@ -415,7 +415,6 @@ def make_phantom(seed: int = 0, size: str = "full", name: Optional[str] = None) 
     """Make a phantom; the same seed and size give the same phantom, bit for bit."""
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
-    stats = load_statistics()
     rng = np.random.default_rng(seed)
     template = load_template()
     params = draw_tumor_parameters(rng, size)

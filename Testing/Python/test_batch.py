@@ -42,7 +42,7 @@ def test_folder_of_cases_with_a_bad_one(untrained_models, synthetic_cases, tmp_p
 
     with open(output / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["case"] for r in rows] == [c.name for c in synthetic_cases]
+    assert [r["case"] for r in rows] == [c.name for c in synthetic_cases] + ["mean"]
     assert all(0.0 <= float(r["dice_complete"]) <= 1.0 for r in rows)
 
     # a rerun skips the finished cases (their files untouched) and still reports their metrics
@@ -52,7 +52,7 @@ def test_folder_of_cases_with_a_bad_one(untrained_models, synthetic_cases, tmp_p
     assert "0 segmented, 3 already done, 1 failed" in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     with open(output / "metrics.csv") as f:
-        assert len(list(csv.DictReader(f))) == 3
+        assert len(list(csv.DictReader(f))) == 4  # three cases and the mean
 
 
 def test_explicit_files_and_a_five_class_model(untrained_models, synthetic_cases, tmp_path, capsys):

@@ -1,0 +1,94 @@
+"""Ship trained weights: score them on whole validation volumes and write
+`<models>/<NAME>.safetensors` + `<NAME>.json` (the model card).
+
+    python Testing/Tools/ship_model.py RUN_DIR NAME --validation CASE... [--weights best|phase1]
+        [--extra CASE...] [--models Resources/Models]
+
+The card gets what a user needs to trust the model: architecture, label
+scheme, training cases and settings, epochs and wall time (from the run), and
+Dice / sensitivity / specificity / HD95 per region, per validation case and
+averaged, measured here by the same pipeline `braintumorcnn segment` runs
+(preprocessing, dense inference, cleanup).  `--extra` cases (e.g. a BRATS 2012
+case with complete/core truth only) are scored and reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from BrainTumorCNNLib import evaluation, io, pipeline, registry, weights
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def score(name: str, weights_path: Path, cases: list) -> list:
+    rows = []
+    options = pipeline.SegmentationOptions(model=name, weights_path=str(weights_path), device="cpu")
+    for folder in cases:
+        case = io.read_case(folder)
+        started = time.time()
+        result = pipeline.segment(case.images, case.geometry, options)
+        seconds = time.time() - started
+        metrics = evaluation.evaluate_case(result.labels, case.truth, case.geometry.spacing, case.scheme.regions)
+        rows.append({"case": case.name, **metrics.as_row(), "seconds": round(seconds, 1)})
+        print(evaluation.format_table(rows[-1:]), f"\n({seconds:.0f} s)", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name", choices=list(registry.MODELS))
+    parser.add_argument("--weights", choices=("best", "phase1"), default="best",
+                        help="best: the two-phase result; phase1: the one-phase model")
+    parser.add_argument("--validation", nargs="+", required=True)
+    parser.add_argument("--extra", nargs="*", default=[])
+    parser.add_argument("--models", type=Path, default=REPO / "Resources" / "Models")
+    args = parser.parse_args(argv)
+
+    source = args.run_dir / f"{args.weights}.safetensors"
+    model, run_card = weights.load(args.name, source)
+    summary = json.loads((args.run_dir / "summary.json").read_text()) if (
+        args.run_dir / "summary.json").is_file() else {}
+    validation = score(args.name, source, args.validation)
+    extra = score(args.name, source, args.extra) if args.extra else []
+    mean = evaluation.summarize(validation)
+    card = {
+        "description": registry.get(args.name).description,
+        "paper": "Havaei et al., Brain Tumor Segmentation with Deep Neural Networks, Medical Image Analysis 35 (2017)",
+        "label_scheme": run_card["label_scheme"],
+        "classes": run_card["classes"],
+        "receptive_field": run_card["receptive_field"],
+        "training": {
+            "cases": run_card["train_cases"],
+            "validation_cases_for_early_stopping": run_card["validation_cases"],
+            "phase": "one phase (phase 1 only)" if args.weights == "phase1" else "two phases",
+            "epochs_run": summary.get("epoch", run_card["epochs"]),
+            "best_epoch": run_card["best_epoch"],
+            "wall_s": summary.get("wall_s", run_card["training_wall_s"]),
+            "machine": "2 CPU cores (no GPU)",
+            "config": run_card["config"],
+        },
+        "validation": {
+            "protocol": "whole volumes through `braintumorcnn segment`'s pipeline (preprocessing, dense inference, "
+                        "cleanup) on the validation cases; BraTS regions; mean over cases",
+            "cases": [r["case"] for r in validation],
+            **{metric: {region: round(mean[f"{metric}_{region}"], 4)
+                        for region in ("complete", "core", "enhancing") if f"{metric}_{region}" in mean}
+               for metric in ("dice", "sensitivity", "specificity", "hd95")},
+            "per_case": validation,
+        },
+        "other_cases": extra,
+        "shipped": time.strftime("%Y-%m-%d"),
+    }
+    args.models.mkdir(parents=True, exist_ok=True)
+    weights.save(model, args.name, args.models / f"{args.name}.safetensors", card)
+    print(f"shipped {args.name} to {args.models}: validation Dice {card['validation']['dice']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
