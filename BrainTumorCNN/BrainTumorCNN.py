@@ -1,0 +1,479 @@
+"""3D Slicer module: brain tumor segmentation in T1, T1c, T2 and FLAIR MRI with
+the convolutional networks of Havaei et al. (2017).
+
+The widget only wires the GUI to a parameter node; the logic runs the engine
+(BrainTumorCNNLib, beside this file, also usable without Slicer).  PyTorch is
+imported only once a segmentation is asked for, so the module loads in a
+Slicer without it and offers to install it.
+"""
+import dataclasses
+import importlib.util
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Annotated, Dict, List, Optional, Tuple
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # BrainTumorCNNLib beside this file (a source checkout)
+    sys.path.insert(0, _HERE)
+
+from BrainTumorCNNLib import volume_names  # noqa: E402
+from BrainTumorCNNLib.io import MODALITIES  # noqa: E402
+from BrainTumorCNNLib.postprocessing import CleanupConfig  # noqa: E402
+
+#: What the engine needs beyond Slicer's own Python (numpy, scipy, SimpleITK), pinned as in pyproject.toml.
+REQUIREMENTS = {"torch": "torch>=2.2,<2.14", "safetensors": "safetensors>=0.4"}
+#: What the self-test needs beyond REQUIREMENTS (the phantom's brain template).
+TEST_REQUIREMENTS = {"nilearn": "nilearn>=0.10"}
+#: Parameter node field of each input sequence.
+INPUT_FIELDS = dict(zip(MODALITIES, ("t1Volume", "t1cVolume", "t2Volume", "flairVolume")))
+
+
+class BrainTumorCNN(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Brain Tumor CNN"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["BrainTumorCNN developers"]
+        self.parent.helpText = """
+Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four co-registered,
+skull-stripped MRI volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Inputs are pre-selected from volume
+names (BraTS t1 / t1ce / t2 / flair, t1n / t1c / t2w / t2f, ...). The result is a segmentation with one segment
+per tissue, coded with standard terminology, on the T1c volume's grid, and the tumor volumes in millilitres.
+For research use only, not for clinical decisions.
+See <a href="https://github.com/braintumorcnn/SlicerBrainTumorCNN">the extension's page</a>.
+"""
+        self.parent.acknowledgementText = """
+Networks (TwoPathCNN and its cascades) from M. Havaei, A. Davy, D. Warde-Farley, A. Biard, A. Courville,
+Y. Bengio, C. Pal, P.-M. Jodoin, H. Larochelle: "Brain Tumor Segmentation with Deep Neural Networks",
+Medical Image Analysis 35 (2017) 18-31. Models trained on BraTS challenge data.
+"""
+
+
+@parameterNodeWrapper
+class BrainTumorCNNParameterNode:
+    """The user's choices; saved with the scene."""
+
+    t1Volume: vtkMRMLScalarVolumeNode
+    t1cVolume: vtkMRMLScalarVolumeNode
+    t2Volume: vtkMRMLScalarVolumeNode
+    flairVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode  # None: a new segmentation node per run
+    model: str = ""  # registry name; "" until a model with weights is known
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    cleanup: bool = True
+    minimumVolumeMl: Annotated[float, WithinRange(0.0, 100.0)] = CleanupConfig.min_volume_ml
+    removeFlat: bool = CleanupConfig.drop_flat
+    largestOnly: bool = CleanupConfig.keep_largest_only
+    probabilities: bool = False
+    labelmap: bool = False
+
+
+class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._task = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BrainTumorCNN.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = BrainTumorCNNLogic()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.connect("timeout()", self.onPoll)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.fillModelSelector()
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        if self._task:
+            self._task.cancel()
+        self._timer.stop()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+
+    def onSceneStartClose(self, caller, event):
+        if self._task:
+            self._task.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeAdded(self, caller, event, node):
+        if node.IsA("vtkMRMLScalarVolumeNode"):
+            qt.QTimer.singleShot(0, self.autoSelectInputs)  # once the loader has named the node
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        self.autoSelectInputs()
+        if not self._parameterNode.model:
+            self._parameterNode.model = self.logic.defaultModel()
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            # widgets with a SlicerParameterName property in the .ui follow the parameter node
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self.updateGui()
+
+    def autoSelectInputs(self):
+        """Fill empty input selectors from the volume names in the scene."""
+        if self._parameterNode is None:
+            return
+        volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                   if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+        byName = {n.GetName(): n for n in volumes}
+        for modality, name in volume_names.assign(list(byName)).items():
+            if getattr(self._parameterNode, INPUT_FIELDS[modality]) is None:
+                setattr(self._parameterNode, INPUT_FIELDS[modality], byName[name])
+
+    def fillModelSelector(self):
+        """One entry per registry model with its validation Dice; models without weights cannot be chosen."""
+        selector = self.ui.modelSelector
+        wasBlocked = selector.blockSignals(True)
+        selector.clear()
+        if self.logic.missingPackages():
+            self.ui.statusLabel.text = "PyTorch is not installed yet: Segment installs it first."
+        else:
+            for name, label, hasWeights in self.logic.modelChoices():
+                selector.addItem(label, name)
+                selector.model().item(selector.count - 1).setEnabled(hasWeights)
+        selector.blockSignals(wasBlocked)
+
+    def onModelSelected(self, index):
+        if self._parameterNode and index >= 0:
+            self._parameterNode.model = self.ui.modelSelector.itemData(index)
+
+    def updateGui(self, caller=None, event=None):
+        p = self._parameterNode
+        selector = self.ui.modelSelector
+        if p:
+            wasBlocked = selector.blockSignals(True)
+            selector.currentIndex = selector.findData(p.model)
+            selector.blockSignals(wasBlocked)
+        running = self._task is not None
+        ready = bool(p and all(getattr(p, f) for f in INPUT_FIELDS.values())
+                     and (p.model or self.logic.missingPackages()))
+        self.ui.segmentButton.enabled = ready and not running
+        self.ui.segmentButton.toolTip = ("Segment the tumor in the four input volumes." if ready else
+                                         "Select the four input volumes and a model with weights.")
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.visible = running
+        for section in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
+                        self.ui.cleanupCollapsibleButton, self.ui.outputsCollapsibleButton):
+            section.enabled = not running
+
+    def onSegment(self):
+        self._task = None
+        with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
+            if self.logic.missingPackages():
+                if not slicer.util.confirmOkCancelDisplay(
+                        "BrainTumorCNN needs PyTorch and safetensors, which are not installed. Install them now? "
+                        "This downloads about 1 GB and can take several minutes."):
+                    return
+                self.ui.statusLabel.text = "Installing PyTorch..."
+                slicer.app.processEvents()
+                self.logic.installPackages()
+                self.fillModelSelector()
+                self._parameterNode.model = self._parameterNode.model or self.logic.defaultModel()
+            self.ui.volumesTable.setRowCount(0)
+            self._task = self.logic.startSegmentation(self._parameterNode)
+            self._timer.start()
+        self.updateGui()
+
+    def onCancel(self):
+        if self._task:
+            self._task.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+
+    def onPoll(self):
+        task = self._task
+        fraction, message = task.progress
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        if not task.finished:
+            return
+        self._timer.stop()
+        self._task = None
+        self.updateGui()
+        if task.cancelled or self._parameterNode is None:
+            self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
+        elif task.error is not None:
+            self.ui.statusLabel.text = f"Failed: {task.error}"
+            slicer.util.errorDisplay(f"Segmentation failed: {task.error}", detailedText="".join(
+                traceback.format_exception(type(task.error), task.error, task.error.__traceback__)))
+        else:
+            with slicer.util.tryWithErrorDisplay("Could not add the segmentation to the scene.", waitCursor=True):
+                segmentation = self.logic.storeResult(task, self._parameterNode)
+                self.showResult(segmentation, task)
+
+    def showResult(self, segmentation, task):
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.CreateClosedSurfaceRepresentation()
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.t1cVolume, fit=True)
+        volumes = self.logic.tumorVolumes(task)
+        self.ui.volumesTable.setRowCount(len(volumes))
+        for row, (region, millilitres) in enumerate(volumes.items()):
+            self.ui.volumesTable.setItem(row, 0, qt.QTableWidgetItem(region))
+            self.ui.volumesTable.setItem(row, 1, qt.QTableWidgetItem(f"{millilitres:.2f}"))
+        report = task.result.cleanup_report
+        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (f"; {report}" if report else ".")
+
+
+class SegmentationTask:
+    """`pipeline.segment` on a worker thread, so the GUI stays responsive.
+
+    MRML is not thread-safe: the arrays are read from the scene before the
+    thread starts and the result is put into it after the thread ends, both on
+    the main thread; the worker touches neither the scene nor Qt."""
+
+    def __init__(self, images, geometry, options):
+        from BrainTumorCNNLib import pipeline
+        self.geometry = geometry
+        self.progress: Tuple[float, str] = (0.0, "starting")  # replaced whole, so read without a lock
+        self.result = None
+        self.error: Optional[BaseException] = None
+        self._cancel = threading.Event()
+
+        def run():
+            try:
+                self.result = pipeline.segment(images, geometry, options, progress=self._report,
+                                               cancel=self._cancel.is_set)
+            except BaseException as exc:  # noqa: B036 - handed to the main thread, which reports it
+                self.error = exc
+
+        self._thread = threading.Thread(target=run, name="BrainTumorCNN segmentation", daemon=True)
+        self._thread.start()
+
+    def _report(self, fraction: float, message: str) -> None:
+        self.progress = (fraction, message)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return not self._thread.is_alive()
+
+    @property
+    def cancelled(self) -> bool:
+        from BrainTumorCNNLib import inference
+        return isinstance(self.error, inference.Cancelled)
+
+
+class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
+    """Segmentation of volume nodes; no GUI, so scripts and tests use it as the widget does."""
+
+    def getParameterNode(self):
+        return BrainTumorCNNParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def missingPackages(requirements: Dict[str, str] = REQUIREMENTS) -> List[str]:
+        """pip requirements of `requirements` whose module cannot be imported."""
+        return [requirement for module, requirement in requirements.items() if importlib.util.find_spec(module) is None]
+
+    def installPackages(self, requirements: Dict[str, str] = REQUIREMENTS) -> None:
+        missing = self.missingPackages(requirements)
+        if missing:
+            slicer.util.pip_install(missing)
+
+    @staticmethod
+    def modelChoices() -> List[Tuple[str, str, bool]]:
+        """(registry name, label with the validation Dice from the model card, has weights) per model."""
+        from BrainTumorCNNLib import labels, registry
+        shipped = registry.shipped()
+        choices = []
+        for name, spec in registry.MODELS.items():
+            if name not in shipped:
+                choices.append((name, f"{name} (no weights)", False))
+                continue
+            dice = (spec.card() or {}).get("validation", {}).get("dice", {})
+            score = ", ".join(f"{region} {dice[region]:.2f}" for region in labels.REGIONS if region in dice)
+            choices.append((name, f"{name} (validation Dice {score})" if score else f"{name} (not validated)", True))
+        return choices
+
+    def defaultModel(self) -> str:
+        """The best shipped model, or "" when PyTorch or every model's weights are missing."""
+        if self.missingPackages():
+            return ""
+        from BrainTumorCNNLib import registry
+        try:
+            return registry.default_model()
+        except FileNotFoundError:
+            return ""
+
+    @staticmethod
+    def options(parameters: BrainTumorCNNParameterNode):
+        """The engine's options from the user's choices."""
+        from BrainTumorCNNLib import pipeline
+        cleanup = CleanupConfig(min_volume_ml=parameters.minimumVolumeMl, drop_flat=parameters.removeFlat,
+                                keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
+        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup)
+
+    def process(self, t1, t1c, t2, flair, model: Optional[str] = None, options=None, output=None):
+        """Segment four volume nodes and return the segmentation node: `output`
+        refilled, or a new node on T1c's grid.  Blocks until done."""
+        from BrainTumorCNNLib import mrml, pipeline
+        options = options or pipeline.SegmentationOptions()
+        if model is not None:
+            options = dataclasses.replace(options, model=model)
+        node, _ = mrml.segment_nodes([t1, t1c, t2, flair], options, output_node=output)
+        return node
+
+    def startSegmentation(self, parameters: BrainTumorCNNParameterNode) -> SegmentationTask:
+        """Read the input volumes (main thread) and segment them on a worker thread."""
+        from BrainTumorCNNLib import mrml
+        images, geometry = mrml.read_volumes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
+        return SegmentationTask(images, geometry, self.options(parameters))
+
+    def storeResult(self, task: SegmentationTask, parameters: BrainTumorCNNParameterNode):
+        """Put a finished task's result into the scene (main thread): the chosen
+        output segmentation refilled or a new one, and the optional probability
+        and label map volumes.  On an error the nodes added here are removed."""
+        from BrainTumorCNNLib import labels, mrml
+        scene, result, geometry = slicer.mrmlScene, task.result, task.geometry
+        name = f"{parameters.t1cVolume.GetName()} tumor"
+        output = parameters.outputSegmentation
+        added = []
+        try:
+            segmentation = mrml.store_result(scene, result, geometry, name, output)
+            if output is None:
+                added.append(segmentation)
+            if parameters.probabilities:
+                for index, tissue in enumerate(result.tissues, start=1):
+                    added.append(mrml.add_volume_node(scene, result.probabilities[index], geometry,
+                                                      f"{name} {tissue.name} probability"))
+            if parameters.labelmap:
+                fileLabels = labels.output_scheme(result.num_classes).from_internal(result.labels)
+                added.append(mrml.add_volume_node(scene, fileLabels, geometry, f"{name} labels", labelmap=True))
+        except Exception:
+            for node in added:
+                for display in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]:
+                    scene.RemoveNode(display)
+                scene.RemoveNode(node)
+            raise
+        for node in added:
+            node.CreateDefaultDisplayNodes()
+        return segmentation
+
+    @staticmethod
+    def tumorVolumes(task: SegmentationTask) -> Dict[str, float]:
+        from BrainTumorCNNLib import mrml
+        return mrml.tumor_volumes_ml(task.result.labels, task.geometry, task.result.num_classes)
+
+
+class BrainTumorCNNTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: a small synthetic case (phantom) through the logic."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_inputs_selected_by_name_and_segmented()
+        self.setUp()
+        self.test_cancel_leaves_the_scene_unchanged()
+
+    def _phantomVolumes(self):
+        logic = BrainTumorCNNLogic()
+        logic.installPackages({**REQUIREMENTS, **TEST_REQUIREMENTS})
+        from BrainTumorCNNLib import mrml, phantom
+        self.delayDisplay("Building a small phantom case")
+        case = phantom.make_phantom(0, "small")
+        return logic, [mrml.add_volume_node(slicer.mrmlScene, image, case.geometry,
+                                            f"{case.name}_{phantom.FILE_SUFFIXES[modality]}")
+                       for modality, image in zip(MODALITIES, case.images)]
+
+    def test_inputs_selected_by_name_and_segmented(self):
+        logic, volumes = self._phantomVolumes()
+        names = volume_names.assign([v.GetName() for v in volumes])
+        self.assertEqual(names, {m: v.GetName() for m, v in zip(MODALITIES, volumes)})
+
+        model = logic.defaultModel()
+        if not model:
+            self.delayDisplay("No trained weights shipped: segmentation not tested")
+            return
+        from BrainTumorCNNLib import labels, registry
+        segmentation = logic.process(*volumes, model=model)
+        tissues = labels.class_tissues(registry.get(model).card()["num_classes"])
+        segments = segmentation.GetSegmentation()
+        self.assertEqual([segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments())],
+                         [t.name for t in tissues])
+
+        # the widget's path (worker thread) refills a chosen output and adds the optional volumes
+        parameters = logic.getParameterNode()
+        for field, volume in zip(INPUT_FIELDS.values(), volumes):
+            setattr(parameters, field, volume)
+        parameters.model, parameters.outputSegmentation = model, segmentation
+        parameters.probabilities = parameters.labelmap = True
+        task = logic.startSegmentation(parameters)
+        task.wait()
+        self.assertIsNone(task.error)
+        self.assertEqual(logic.storeResult(task, parameters).GetID(), segmentation.GetID())
+        self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLSegmentationNode")), 1)
+        self.assertEqual(len(slicer.util.getNodes("* probability")), len(tissues))
+        self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLLabelMapVolumeNode")), 1)
+        self.assertGreater(logic.tumorVolumes(task)["complete tumor"], 0.0)
+        self.delayDisplay("Segmentation test passed")
+
+    def test_cancel_leaves_the_scene_unchanged(self):
+        logic, volumes = self._phantomVolumes()
+        parameters = logic.getParameterNode()
+        for field, volume in zip(INPUT_FIELDS.values(), volumes):
+            setattr(parameters, field, volume)
+        parameters.model = logic.defaultModel()
+        if not parameters.model:
+            self.delayDisplay("No trained weights shipped: cancellation not tested")
+            return
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        task = logic.startSegmentation(parameters)
+        task.cancel()
+        started = time.time()
+        task.wait(timeout=600)
+        self.assertTrue(task.finished, f"not cancelled after {time.time() - started:.0f} s")
+        self.assertTrue(task.cancelled, f"task ended with {task.error!r} instead of being cancelled")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.delayDisplay("Cancellation test passed")
