@@ -13,6 +13,8 @@ from typing import Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from .io import MODALITIES
+
 #: Value of every voxel outside the brain after preprocessing, and of the
 #: padding around a slice in dense inference: below any normalised brain
 #: intensity, so the networks can tell "outside" from tissue.
@@ -46,12 +48,16 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
                mask: Optional[np.ndarray] = None) -> Preprocessed:
     """Normalise a (4, Z, Y, X) volume (T1, T1c, T2, FLAIR; spacing in mm, x y z).
 
-    Raises ValueError for an empty brain or a constant modality, naming it."""
+    Raises ValueError for NaN/Inf voxels, an empty brain or a constant modality, naming it."""
+    for name, channel in zip(MODALITIES, images):
+        bad = int(np.count_nonzero(~np.isfinite(channel)))
+        if bad:
+            raise ValueError(f"{name}: {bad} voxels are NaN or infinite; replace them (with 0 outside the brain)")
     mask = brain_mask(images) if mask is None else mask.astype(bool)
     if not mask.any():
         raise ValueError("the volume is empty: no non-zero voxel in any modality")
     out = np.empty(images.shape, dtype=np.float32)
-    for c, name in enumerate(("T1", "T1c", "T2", "FLAIR")):
+    for c, name in enumerate(MODALITIES):
         channel = images[c].astype(np.float32)
         if config.clip:
             low, high = np.percentile(channel[mask], config.clip_percentiles)
@@ -59,7 +65,7 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
         if config.n4 and c in N4_MODALITIES:
             channel = n4_correct(channel, mask, config, spacing)
         if config.zscore:
-            values = channel[mask]
+            values = channel[mask].astype(np.float64)  # float32 sums of squares overflow near 1e19
             std = float(values.std())
             if std == 0.0 or not np.isfinite(std):
                 raise ValueError(f"{name} is constant inside the brain; it carries no image information")
@@ -77,11 +83,17 @@ def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfi
     """N4ITK bias-field correction of one (Z, Y, X) modality, fitted on a shrunken copy.
 
     The bias field is estimated at low resolution and applied at full resolution."""
-    shift = float(channel[mask].min())
-    positive = np.where(mask, channel - shift + 1.0, 0.0).astype(np.float32)  # N4 needs intensities > 0
-    image = sitk.GetImageFromArray(positive)
-    image.SetSpacing(spacing)
-    mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    # N4 needs intensities >= 1; shift only when they are not, since a shift
+    # turns the multiplicative bias N4 models into a different one.
+    shift = min(float(channel[mask].min()) - 1.0, 0.0)
+    positive = np.where(mask, channel - shift, 0.0).astype(np.float32)
+    # A B-spline field has no extent along an axis of one voxel: fit a single slice in 2-D.
+    flat = tuple(axis for axis, n in enumerate(channel.shape) if n == 1)
+    if len(flat) > 1:
+        return channel  # a line of voxels: no field to fit
+    image = sitk.GetImageFromArray(positive.squeeze(flat))
+    image.SetSpacing([s for axis, s in zip((2, 1, 0), spacing) if axis not in flat])
+    mask_image = sitk.GetImageFromArray(mask.squeeze(flat).astype(np.uint8))
     mask_image.CopyInformation(image)
     # shrink less along short axes: the B-spline fit needs a few voxels on each
     shrink = [max(1, min(config.n4_shrink, size // N4_MIN_SHRUNK_SIZE)) for size in image.GetSize()]
@@ -90,6 +102,6 @@ def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfi
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations(list(config.n4_iterations))
     n4.Execute(small, small_mask)
-    log_bias = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).astype(np.float32)
+    log_bias = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).astype(np.float32).reshape(channel.shape)
     corrected = positive / np.exp(log_bias)
-    return np.where(mask, corrected + shift - 1.0, channel).astype(np.float32)
+    return np.where(mask, corrected + shift, channel).astype(np.float32)
