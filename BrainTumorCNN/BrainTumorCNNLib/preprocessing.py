@@ -15,6 +15,10 @@ import SimpleITK as sitk
 
 from .io import MODALITIES
 
+#: Bumped whenever preprocessing gives other numbers for the same config, so
+#: training caches made by older code are not reused.
+PREPROCESSING_VERSION = 2
+
 #: Value of every voxel outside the brain after preprocessing, and of the
 #: padding around a slice in dense inference: below any normalised brain
 #: intensity, so the networks can tell "outside" from tissue.

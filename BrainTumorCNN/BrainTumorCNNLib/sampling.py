@@ -18,7 +18,7 @@ import numpy as np
 
 from . import io, labels
 from .atomic import atomic_path
-from .preprocessing import BACKGROUND_VALUE, PreprocessingConfig, preprocess
+from .preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig, preprocess
 
 
 @dataclass
@@ -48,7 +48,8 @@ def load_cases(paths: Sequence[Path], num_classes: int, config: PreprocessingCon
 
 
 def _preprocessed(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path]):
-    key = hashlib.sha256(json.dumps([str(path.resolve()), asdict(config)], sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([str(path.resolve()), asdict(config), PREPROCESSING_VERSION],
+                                    sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_dir / f"{path.name}-{key}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
