@@ -10,7 +10,6 @@ import dataclasses
 import importlib.util
 import os
 import sys
-import threading
 import time
 import traceback
 from typing import Annotated, Dict, List, Optional, Tuple
@@ -260,50 +259,6 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (f"; {report}" if report else ".")
 
 
-class SegmentationTask:
-    """`pipeline.segment` on a worker thread, so the GUI stays responsive.
-
-    MRML is not thread-safe: the arrays are read from the scene before the
-    thread starts and the result is put into it after the thread ends, both on
-    the main thread; the worker touches neither the scene nor Qt."""
-
-    def __init__(self, images, geometry, options):
-        from BrainTumorCNNLib import pipeline
-        self.geometry = geometry
-        self.progress: Tuple[float, str] = (0.0, "starting")  # replaced whole, so read without a lock
-        self.result = None
-        self.error: Optional[BaseException] = None
-        self._cancel = threading.Event()
-
-        def run():
-            try:
-                self.result = pipeline.segment(images, geometry, options, progress=self._report,
-                                               cancel=self._cancel.is_set)
-            except BaseException as exc:  # noqa: B036 - handed to the main thread, which reports it
-                self.error = exc
-
-        self._thread = threading.Thread(target=run, name="BrainTumorCNN segmentation", daemon=True)
-        self._thread.start()
-
-    def _report(self, fraction: float, message: str) -> None:
-        self.progress = (fraction, message)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def wait(self, timeout: Optional[float] = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return not self._thread.is_alive()
-
-    @property
-    def cancelled(self) -> bool:
-        from BrainTumorCNNLib import inference
-        return isinstance(self.error, inference.Cancelled)
-
-
 class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
     """Segmentation of volume nodes; no GUI, so scripts and tests use it as the widget does."""
 
@@ -363,13 +318,14 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         node, _ = mrml.segment_nodes([t1, t1c, t2, flair], options, output_node=output)
         return node
 
-    def startSegmentation(self, parameters: BrainTumorCNNParameterNode) -> SegmentationTask:
+    def startSegmentation(self, parameters: BrainTumorCNNParameterNode):
         """Read the input volumes (main thread) and segment them on a worker thread."""
         from BrainTumorCNNLib import mrml
+        from BrainTumorCNNLib.task import SegmentationTask
         images, geometry = mrml.read_volumes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
         return SegmentationTask(images, geometry, self.options(parameters))
 
-    def storeResult(self, task: SegmentationTask, parameters: BrainTumorCNNParameterNode):
+    def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene (main thread): the chosen
         output segmentation refilled or a new one, and the optional probability
         and label map volumes.  On an error the nodes added here are removed."""
@@ -400,7 +356,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         return segmentation
 
     @staticmethod
-    def tumorVolumes(task: SegmentationTask) -> Dict[str, float]:
+    def tumorVolumes(task) -> Dict[str, float]:
         from BrainTumorCNNLib import mrml
         return mrml.tumor_volumes_ml(task.result.labels, task.geometry, task.result.num_classes)
 

@@ -1,0 +1,47 @@
+"""The GUI's worker thread (BrainTumorCNNLib.task) with a real thread and the real pipeline."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from BrainTumorCNNLib import io, pipeline
+from BrainTumorCNNLib.task import SegmentationTask
+
+
+def _wait(task: SegmentationTask, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not task.finished and time.time() < deadline:
+        time.sleep(0.01)
+    assert task.finished, "the worker did not finish"
+
+
+def test_task_runs_in_the_background_and_reports_progress(untrained_models, synthetic_cases):
+    case = io.read_case(synthetic_cases[0])
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
+    task = SegmentationTask(case.images, case.geometry, options)
+    seen = set()
+    while not task.finished:  # the caller's thread is free while the worker runs
+        seen.add(task.progress[1])
+        time.sleep(0.001)
+    assert task.error is None and not task.cancelled
+    assert task.progress == (1.0, "done") and len(seen) >= 2
+    np.testing.assert_array_equal(task.result.labels, pipeline.segment(case.images, case.geometry, options).labels)
+
+
+def test_cancel_stops_the_worker_without_a_result(untrained_models, synthetic_cases):
+    case = io.read_case(synthetic_cases[1])
+    task = SegmentationTask(case.images, case.geometry,
+                            pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu"))
+    task.cancel()
+    _wait(task)
+    assert task.cancelled and task.result is None
+
+
+def test_errors_are_handed_to_the_caller(untrained_models, synthetic_cases):
+    case = io.read_case(synthetic_cases[2])
+    task = SegmentationTask(np.zeros_like(case.images), case.geometry,
+                            pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu"))
+    _wait(task)
+    assert isinstance(task.error, ValueError) and "empty" in str(task.error)
+    assert not task.cancelled and task.result is None
