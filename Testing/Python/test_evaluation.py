@@ -15,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from BrainTumorCNNLib import cli, evaluation, io, labels
 from BrainTumorCNNLib.evaluation import EMPTY_HD95_MM, evaluate_case, hausdorff95, region_metrics, summarize
+from real_truth import read_truth, truth_files
 
 try:  # the HD95 function of panoptica, the engine of the organisers' brats-evaluation package
     from panoptica.metrics.hausdorff_distance import _compute_hausdorff_distance95 as panoptica_hd95
@@ -188,22 +189,6 @@ def _assert_matches_simpleitk(predicted, truth, spacing):
     return scores
 
 
-def _truth_files(shared_data: Path):
-    """One ground-truth file of each release (BraTS 2021, BraTS 2023, BRATS 2012), to keep it fast."""
-    found = [files[0] for files in (sorted(shared_data.glob(pattern)) for pattern in
-                                    ("brats2021/*/*_seg.nii.gz", "brats2023/*/*-seg.nii.gz", "brats2012/*/*_truth.mha"))
-             if files]
-    if not found:
-        pytest.skip(f"no ground-truth files under {shared_data}")
-    return found
-
-
-def _read_truth(path: Path):
-    raw, geometry = io.read_image(path)
-    name = "brats2023" if path.name.endswith("-seg.nii.gz") else "brats2012" if path.suffix == ".mha" else "brats2021"
-    return labels.scheme(name).convert(raw, str(path)), geometry, labels.scheme(name)
-
-
 def _crop(*maps, margin=3):
     """Crop label maps to the bounding box of their union plus a margin (saves time; the
     scores do not change while nothing touches the crop's border)."""
@@ -222,8 +207,8 @@ def test_real_labels_against_the_organisers_package_and_simpleitk(shared_data, o
     """Real truth against itself, shifted by (1, 2, 0) voxels, and eroded by one voxel
     (the organisers' package on the eroded truth of the smallest case only, for time)."""
     checked = 0
-    for path in _truth_files(shared_data):
-        truth, geometry, scheme = _read_truth(path)
+    for path in truth_files(shared_data, one_per_release=True):
+        truth, geometry, scheme = read_truth(path)
         assert geometry.spacing == pytest.approx(ONE_MM)  # the organisers' global HD95 is in voxels
         identical = evaluate_case(truth, truth, geometry.spacing, scheme.regions)
         assert all(s.dice == 1.0 and s.hd95 == 0.0 and s.sensitivity == 1.0 and s.specificity == 1.0

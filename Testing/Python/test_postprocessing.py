@@ -1,14 +1,13 @@
 """Connected-component cleanup: each rule removes what it should and keeps what it should;
 properties on random label maps, checked against scipy.ndimage's components."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.postprocessing import CleanupConfig, CleanupReport, cleanup
+from real_truth import read_truth, truth_files
 
 try:
     from scipy import ndimage  # an independent connected-component labelling
@@ -147,26 +146,10 @@ def test_input_is_not_modified():
 
 # --- Real expert labels ---------------------------------------------------------
 
-def _truth_files(shared_data: Path):
-    found = [path for pattern in ("brats2021/*/*_seg.nii.gz", "brats2023/*/*-seg.nii.gz", "brats2012/*/*_truth.mha")
-             for path in sorted(shared_data.glob(pattern))]
-    if not found:
-        pytest.skip(f"no ground-truth files under {shared_data}")
-    return found
-
-
-def _read_truth(path: Path):
-    from BrainTumorCNNLib import io
-
-    raw, geometry = io.read_image(path)
-    name = "brats2023" if path.name.endswith("-seg.nii.gz") else "brats2012" if path.suffix == ".mha" else "brats2021"
-    return labels.scheme(name).convert(raw, str(path)), geometry
-
-
 def test_default_cleanup_keeps_real_tumors(shared_data):
     """On expert labels the defaults remove only specks: at most 40 voxels per case, Dice > 0.9995."""
-    for path in _truth_files(shared_data):
-        truth, geometry = _read_truth(path)
+    for path in truth_files(shared_data):
+        truth, geometry, _ = read_truth(path)
         out, report = cleanup(truth, geometry.spacing)
         assert report.voxels_removed <= 40, (path.name, report.summary())
         assert all(c.volume_ml < 0.1 or c.slices <= 2 for c in report.removed)
@@ -178,7 +161,7 @@ def test_keep_largest_would_drop_the_second_focus_of_a_multifocal_tumor(shared_d
     path = shared_data / "brats2021" / "BraTS2021_00009" / "BraTS2021_00009_seg.nii.gz"
     if not path.is_file():
         pytest.skip(f"{path} is absent")
-    truth, geometry = _read_truth(path)
+    truth, geometry, _ = read_truth(path)
     _, default = cleanup(truth, geometry.spacing)
     assert [c.voxels for c in default.kept] == [14867, 12586]
     _, largest = cleanup(truth, geometry.spacing, ONLY_LARGEST)
