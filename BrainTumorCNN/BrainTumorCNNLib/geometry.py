@@ -55,12 +55,17 @@ class Geometry:
         if self.size != other.size:
             out.append(f"size {self.size} vs {other.size}")
         if not np.allclose(self.spacing, other.spacing, rtol=SPACING_TOLERANCE, atol=0):
-            out.append(f"spacing {self.spacing} vs {other.spacing} mm")
+            out.append(f"spacing {_numbers(self.spacing)} vs {_numbers(other.spacing)} mm")
         if not np.allclose(self.origin, other.origin, atol=ORIGIN_TOLERANCE, rtol=0):
-            out.append(f"origin {self.origin} vs {other.origin} mm")
+            out.append(f"origin {_numbers(self.origin)} vs {_numbers(other.origin)} mm")
         if not np.allclose(self.direction, other.direction, atol=DIRECTION_TOLERANCE, rtol=0):
-            out.append(f"direction {self.direction} vs {other.direction}")
+            out.append(f"direction {_numbers(self.direction)} vs {_numbers(other.direction)}")
         return out
+
+
+def _numbers(values) -> str:
+    """Values as a message shows them: float32 header noise (1.100000023841858) rounded away."""
+    return "(" + ", ".join(f"{round(float(v), 4):g}" for v in values) + ")"
 
 
 def to_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:

@@ -12,10 +12,12 @@ Layouts, recognised by file names:
 
 Bad input gets a CaseError / GeometryError naming the file and the fix, before
 any large allocation: unreadable, truncated or non-3-D files, volumes over
-MAX_VOXELS (checked from the header), NaN/Inf voxels (refused with their
-count, not replaced), empty or constant volumes, one image in two slots,
-grids that differ, unknown label values.  Contrasts that contradict the slots
-(a FLAIR file in the T1 slot) give warnings in Case.warnings (also logged).
+MAX_VOXELS (checked from the header), empty or constant volumes, one image in
+two slots, grids that differ, unknown label values.  NaN/Inf voxels are read
+as 0 (as SimpleITK's NIfTI reader does anyway: they mostly mark background
+outside a registration's field of view) with a warning giving their count;
+contrasts that contradict the slots (a FLAIR file in the T1 slot) also give
+warnings.  Warnings are logged and kept in Case.warnings.
 """
 from __future__ import annotations
 
@@ -150,15 +152,15 @@ def _modality_files(folder: Path, strict: bool = True) -> Dict[str, Path]:
 
 def read_image(path: PathLike, max_voxels: Optional[int] = None) -> Tuple[np.ndarray, Geometry]:
     """A 3-D image as a (Z, Y, X) array and its geometry; clear errors for other inputs."""
-    path = Path(path)
-    image = _read(path, 3, max_voxels)
-    return sitk.GetArrayFromImage(image), Geometry.from_image(image)
+    array, image = _read(Path(path), 3, max_voxels)
+    return array, Geometry.from_image(image)
 
 
-def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int = 1) -> sitk.Image:
+def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int = 1) -> Tuple[np.ndarray, sitk.Image]:
     """Read a single-component image of `dimension` (3, or 4 with `channels`
     along the 4th axis) after checking its header: readable, the expected
-    shape, at most `max_voxels` voxels per channel, not truncated."""
+    shape, at most `max_voxels` voxels per channel, not truncated.  Returns
+    its voxels as stored, NaN/Inf included, and the image (for its geometry)."""
     if not path.is_file():
         raise CaseError(f"{path}: no such file")
     reader = sitk.ImageFileReader()
@@ -188,9 +190,14 @@ def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int =
         raise CaseError(f"{path}: truncated: {shortfall[0]} of the {shortfall[1]} bytes its header announces "
                         "(an interrupted download or copy?); copy or export the file again")
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise CaseError(f"{path}: cannot be read ({_reason(exc)}); the file may be truncated or corrupt") from None
+    array = sitk.GetArrayFromImage(image)
+    hidden = sanity.nifti_non_finite(path)
+    if hidden is not None:  # the NIfTI reader turned them into 0: give them back
+        array.reshape(-1)[hidden[0]] = hidden[1]
+    return array, image
 
 
 def _reason(exc: RuntimeError) -> str:
@@ -200,8 +207,7 @@ def _reason(exc: RuntimeError) -> str:
 
 def _read_msd(image_path: Path, max_voxels: Optional[int]
               ) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Optional[Path]]:
-    image = _read(image_path, 4, max_voxels, channels=len(MSD_CHANNELS))
-    array = sitk.GetArrayFromImage(image)  # (4, Z, Y, X)
+    array, image = _read(image_path, 4, max_voxels, channels=len(MSD_CHANNELS))  # (4, Z, Y, X)
     d = image.GetDirection()
     geometry = Geometry(tuple(image.GetSize()[:3]), tuple(image.GetSpacing()[:3]), tuple(image.GetOrigin()[:3]),
                         (d[0], d[1], d[2], d[4], d[5], d[6], d[8], d[9], d[10]))
@@ -278,14 +284,16 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             raise
         volumes = {m: (v if g == reference else _resample(v, g, reference, sitk.sitkLinear), reference)
                    for m, (v, g) in volumes.items()}
-    images = np.stack([_as_float(volumes[m][0], files[m], m) for m in MODALITIES])
+    converted = {m: _as_float(volumes[m][0], files[m], m) for m in MODALITIES}
+    images = np.stack([converted[m][0] for m in MODALITIES])
     same = [f"{labelled[MODALITIES[i]]} and {labelled[MODALITIES[j]]}" for i, j in sanity.identical_pairs(images)]
     if same:
         raise CaseError(f"{'; '.join(same)} hold identical voxels: one image was given for two modalities; "
                         "each slot needs its own")
 
     case = Case(case_name, images, reference, files=dict(files))
-    case.warnings = sanity.modality_warnings(images, np.any(images != 0, axis=0), [labelled[m] for m in MODALITIES])
+    case.warnings = [w for _, w in converted.values() if w]
+    case.warnings += sanity.modality_warnings(images, np.any(images != 0, axis=0), [labelled[m] for m in MODALITIES])
     if truth_path is not None:
         raw, truth_geometry = read_image(truth_path, max_voxels)
         if truth_geometry.differences(reference):
@@ -309,22 +317,27 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     return case
 
 
-def _as_float(array: np.ndarray, path: Path, modality: str) -> np.ndarray:
-    """A modality as float32; refuses NaN/Inf voxels, values beyond float32 and volumes without contrast."""
+def _as_float(array: np.ndarray, path: Path, modality: str) -> Tuple[np.ndarray, Optional[str]]:
+    """A modality as float32, and a warning when NaN/Inf voxels were set to 0.
+    Refuses values beyond float32 and volumes without contrast."""
     where = f"{modality} ({path})"
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        out = array.astype(np.float32)
+    warning = None
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise CaseError(f"{where}: {bad} voxels are NaN or infinite; replace them (with 0 outside the brain) "
-                        "and save the file again")
-    out = array.astype(np.float32)
+        bad = ~np.isfinite(array)
+        count = int(np.count_nonzero(bad))
+        out[bad] = 0.0
+        warning = (f"{where}: {count} voxels ({count / bad.size:.2%}) are NaN or infinite and were read as 0; "
+                   "inside the brain that makes the segmentation there unreliable: fix the file if they are")
     if not np.all(np.isfinite(out)):
-        raise CaseError(f"{where}: values up to {float(np.abs(array).max()):.3g} do not fit in float32; "
+        raise CaseError(f"{where}: values up to {float(np.abs(array[np.isinf(out)]).max()):.3g} do not fit in float32; "
                         "rescale the intensities")
     low, high = float(out.min()), float(out.max())
     if low == high:
         what = "empty (every voxel is 0)" if low == 0 else f"constant (every voxel is {low:g})"
         raise CaseError(f"{where}: the volume is {what}, so it holds no image; check the export or the file chosen")
-    return out
+    return out, warning
 
 
 def _resample(array: np.ndarray, source: Geometry, target: Geometry, interpolator: int) -> np.ndarray:

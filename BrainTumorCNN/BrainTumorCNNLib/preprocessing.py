@@ -69,11 +69,12 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
         if config.n4 and c in N4_MODALITIES:
             channel = n4_correct(channel, mask, config, spacing)
         if config.zscore:
-            values = channel[mask].astype(np.float64)  # float32 sums of squares overflow near 1e19
+            # in float64: float32 sums of squares overflow near 1e19 and a tiny std underflows
+            values = channel[mask].astype(np.float64)
             std = float(values.std())
             if std == 0.0 or not np.isfinite(std):
                 raise ValueError(f"{name} is constant inside the brain; it carries no image information")
-            channel = (channel - float(values.mean())) / std
+            channel = ((channel - values.mean()) / std).astype(np.float32)
         channel[~mask] = BACKGROUND_VALUE
         out[c] = channel
     return Preprocessed(out, mask)

@@ -14,7 +14,7 @@ SIZE = SHAPE[::-1]
 SPACING = (0.9, 1.1, 1.25)
 ORIGIN = (-101.5, 87.25, -12.0)
 _c, _s = np.cos(np.pi / 6), np.sin(np.pi / 6)
-DIRECTION = tuple((np.array([[_c, -_s, 0], [_s, _c, 0], [0, 0, 1]]) @ np.diag([1.0, -1.0, 1.0])).ravel())  # 30 deg, flip
+DIRECTION = tuple((np.array([[_c, -_s, 0], [_s, _c, 0], [0, 0, 1]]) @ np.diag([1, -1, 1])).ravel())  # 30 deg, flip
 #: A distinct value per modality, so the order of the stacked volumes is visible.
 BASE = {"T1": 100.0, "T1c": 200.0, "T2": 300.0, "FLAIR": 400.0}
 
