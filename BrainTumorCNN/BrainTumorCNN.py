@@ -257,6 +257,9 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.volumesTable.setItem(row, 1, qt.QTableWidgetItem(f"{millilitres:.2f}"))
         report = task.result.cleanup_report
         self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (f"; {report}" if report else ".")
+        if task.warnings:
+            slicer.util.warningDisplay("Check the input volumes:\n\n" + "\n\n".join(task.warnings),
+                                       windowTitle="Brain Tumor CNN")
 
 
 class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
@@ -322,8 +325,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         """Read the input volumes (main thread) and segment them on a worker thread."""
         from BrainTumorCNNLib import mrml
         from BrainTumorCNNLib.task import SegmentationTask
-        images, geometry = mrml.read_volumes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
-        return SegmentationTask(images, geometry, self.options(parameters))
+        images, geometry, warnings = mrml.read_volumes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
+        return SegmentationTask(images, geometry, self.options(parameters), warnings)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene (main thread): the chosen

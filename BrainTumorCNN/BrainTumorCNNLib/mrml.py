@@ -8,17 +8,19 @@ and nowhere else.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import labels as label_table
-from . import pipeline
+from . import pipeline, sanity
 from .atomic import atomic_path
 from .geometry import Geometry, check_same
 from .io import MODALITIES
 
+logger = logging.getLogger(__name__)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -220,10 +222,11 @@ def tumor_volumes_ml(label_map: np.ndarray, geometry: Geometry, num_classes: int
     return out
 
 
-def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry]:
+def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry, List[str]]:
     """The four volume nodes (T1, T1c, T2, FLAIR) as a (4, Z, Y, X) float32
-    array on their common grid; clear errors for a missing, repeated or
-    misaligned volume.  Main thread (touches MRML)."""
+    array on their common grid, and warnings when their contrasts contradict
+    their slots; clear errors for a missing, repeated or misaligned volume.
+    Main thread (touches MRML)."""
     if len(volumes) != 4:
         raise ValueError(f"expected four volumes (T1, T1c, T2, FLAIR), got {len(volumes)}")
     missing = [m for m, v in zip(MODALITIES, volumes) if v is None]
@@ -238,7 +241,16 @@ def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry]:
         arrays[modality], geometries[modality] = array_of(volume)
     check_same({f"{m} ({v.GetName()})": geometries[m] for m, v in zip(MODALITIES, volumes)},
                f"T1c ({volumes[1].GetName()})")
-    return np.stack([arrays[m].astype(np.float32) for m in MODALITIES]), geometries["T1c"]
+    images = np.stack([arrays[m].astype(np.float32) for m in MODALITIES])
+    names = [f"{m} ({v.GetName()})" for m, v in zip(MODALITIES, volumes)]
+    same = [f"{names[i]} and {names[j]}" for i, j in sanity.identical_pairs(images)]
+    if same:
+        raise ValueError(f"{'; '.join(same)} hold identical voxels: one image is loaded twice; "
+                         "each slot needs its own sequence")
+    warnings = sanity.modality_warnings(images, np.any(images != 0, axis=0), names)
+    for warning in warnings:
+        logger.warning(warning)
+    return images, geometries["T1c"], warnings
 
 
 def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name: str, output_node=None):
@@ -257,7 +269,7 @@ def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pip
     """Segment four volume nodes (T1, T1c, T2, FLAIR); returns (segmentation
     node on their grid, pipeline result).  Nothing enters the scene before the
     result is complete, so a cancel or an error leaves the scene as it was."""
-    images, geometry = read_volumes(volumes)
+    images, geometry, _ = read_volumes(volumes)
     result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel)
     node = store_result(volumes[1].GetScene(), result, geometry, name or f"{volumes[1].GetName()} tumor",
                         output_node)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from . import inference, pipeline
 
@@ -14,8 +14,9 @@ class SegmentationTask:
     thread starts and the result is put into it after the thread ends, both on
     the main thread; the worker touches neither the scene nor Qt."""
 
-    def __init__(self, images, geometry, options):
+    def __init__(self, images, geometry, options, warnings=()):
         self.geometry = geometry
+        self.warnings: List[str] = list(warnings)  # about the inputs, for the user to see with the result
         self.progress: Tuple[float, str] = (0.0, "starting")  # replaced whole, so read without a lock
         self.result = None
         self.error: Optional[BaseException] = None

@@ -177,3 +177,20 @@ def test_cancel_and_errors_leave_the_scene_unchanged(untrained_models, synthetic
     with pytest.raises(ValueError, match="harden the transform"):
         mrml.segment_nodes(volumes, options)
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_one_image_in_two_slots_is_refused(synthetic_cases):
+    scene, volumes = _scene_with_case(synthetic_cases[0], oblique=False)
+    t2, geometry = mrml.array_of(volumes[2])
+    copy = mrml.add_volume_node(scene, t2, geometry, "copy of t2")
+    with pytest.raises(ValueError, match="T2 \\(case_t2\\) and FLAIR \\(copy of t2\\) hold identical voxels"):
+        mrml.read_volumes([volumes[0], volumes[1], volumes[2], copy])
+
+
+def test_swapped_slots_warn_on_a_real_case(shared_data):
+    files = io.read_case(shared_data / "brats2021" / "BraTS2021_00002").files
+    scene = slicer.vtkMRMLScene()
+    volumes = [mrml.read_volume_file(files[m], scene) for m in io.MODALITIES]
+    assert mrml.read_volumes(volumes)[2] == []
+    _, _, warnings = mrml.read_volumes([volumes[0], volumes[1], volumes[3], volumes[2]])  # T2 and FLAIR swapped
+    assert any("T2 and FLAIR are probably swapped" in w for w in warnings), warnings
