@@ -102,6 +102,16 @@ class FFTConv2d(nn.Module):
             self._spectra.popitem(last=False)
         return spec
 
+    def _transform_size(self, h: int, w: int, device: torch.device) -> Tuple[int, int]:
+        """A cached transform size that holds an h x w input (more zero padding
+        leaves the valid outputs unchanged), else the smallest fast one: the
+        slices of a volume come in crops of several sizes, and recomputing the
+        kernel spectra for each would cost more than the larger transforms."""
+        for fh, fw, where in self._spectra:
+            if fh >= h and fw >= w and where == str(device):
+                return fh, fw
+        return fft_length(h), fft_length(w)
+
     def clear_cache(self) -> None:
         self._spectra.clear()
 
@@ -112,7 +122,7 @@ class FFTConv2d(nn.Module):
         oh, ow = h - self.kh + 1, w - self.kw + 1
         if oh < 1 or ow < 1:
             raise ValueError(f"input {h}x{w} is smaller than the {self.kh}x{self.kw} kernel")
-        fh, fw = fft_length(h), fft_length(w)
+        fh, fw = self._transform_size(h, w, x.device)
         spec = self.spectrum(fh, fw, x.device)
         freqs = spec.shape[0]
         # Correlation theorem: valid cross-correlation = irfft(X * conj(K)), read at [0:oh, 0:ow]
@@ -320,7 +330,10 @@ def prepare(model: nn.Module, input_shape: Sequence[int], device="cpu", conv: st
             report.append(LayerChoice(name, module.kernel_size[0], module.in_channels, module.out_channels,
                                       tuple(shapes[name][-2:]), direct_s, fft_s, use_fft))
         if use_fft:
-            _set_submodule(fast, name, FFTConv2d(module).to(device))
+            layer = FFTConv2d(module).to(device)
+            height, width = shapes[name][-2:]
+            layer.spectrum(fft_length(height), fft_length(width), device)  # the largest input's: all smaller fit
+            _set_submodule(fast, name, layer)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     fast.channels_last = channels_last

@@ -178,8 +178,21 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     if not len(slices):
         report(1.0, "no brain voxels: nothing to segment")
     values = labels.class_values(num_classes)
-    return InferenceResult(probabilities, values[probabilities.argmax(axis=0)], slices,
+    best = _argmax_classes(probabilities)
+    return InferenceResult(probabilities, values[best], slices,
                            runner.device.type, time.perf_counter() - start, prepare_seconds)
+
+
+def _argmax_classes(probabilities: np.ndarray) -> np.ndarray:
+    """argmax over axis 0 of (C, Z, Y, X), first class on ties, as C-1 whole-volume
+    comparisons (argmax along a strided first axis is several times slower)."""
+    best = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+    highest = probabilities[0].copy()
+    for c in range(1, probabilities.shape[0]):
+        better = probabilities[c] > highest
+        best[better] = c
+        np.maximum(highest, probabilities[c], out=highest)
+    return best
 
 
 def _check(cancel: Optional[Callable[[], bool]]) -> None:

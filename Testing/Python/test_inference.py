@@ -341,3 +341,17 @@ def test_fast_maxout_and_pooling_are_exact():
 
 def test_fft_length():
     assert fastconv.fft_length(194) == 196 and fastconv.fft_length(128) == 128 and fastconv.fft_length(97) == 98
+
+
+def test_fft_convolution_reuses_a_larger_spectrum_exactly():
+    """Crops of a volume differ in size: a smaller input reuses the spectrum of a larger one."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 3, 13)
+    fft = fastconv.FFTConv2d(conv)
+    with torch.no_grad():
+        fft(torch.randn(1, 6, 90, 70))
+        small = torch.randn(2, 6, 40, 33)
+        out = fft(small)
+        expected = conv(small)
+    assert len(fft._spectra) == 1 and next(iter(fft._spectra))[:2] == (fastconv.fft_length(90), fastconv.fft_length(70))
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
