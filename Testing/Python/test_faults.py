@@ -87,3 +87,13 @@ def test_repeated_runs_give_identical_labels(untrained_models, synthetic_cases):
         np.testing.assert_array_equal(first.labels, second.labels)
         np.testing.assert_array_equal(first.probabilities, second.probabilities)
 
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    from BrainTumorCNNLib import atomic
+    previous = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "metrics.csv", "case\n")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.csv").stat().st_mode & 0o777 == 0o644
