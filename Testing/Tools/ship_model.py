@@ -14,7 +14,7 @@ case with complete/core truth only) are scored and reported separately.
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import sys
 import time
 from pathlib import Path
@@ -51,8 +51,8 @@ def main(argv=None) -> int:
 
     source = args.run_dir / f"{args.weights}.safetensors"
     model, run_card = weights.load(args.name, source)
-    summary = json.loads((args.run_dir / "summary.json").read_text()) if (
-        args.run_dir / "summary.json").is_file() else {}
+    with open(args.run_dir / "log.csv") as f:  # the epochs that made these weights
+        epochs = [row for row in csv.DictReader(f) if args.weights == "best" or row["phase"] == "1"]
     validation = score(args.name, source, args.validation)
     extra = score(args.name, source, args.extra) if args.extra else []
     mean = evaluation.summarize(validation)
@@ -66,9 +66,9 @@ def main(argv=None) -> int:
             "cases": run_card["train_cases"],
             "validation_cases_for_early_stopping": run_card["validation_cases"],
             "phase": "one phase (phase 1 only)" if args.weights == "phase1" else "two phases",
-            "epochs_run": summary.get("epoch", run_card["epochs"]),
+            "epochs_run": len(epochs),
             "best_epoch": run_card["best_epoch"],
-            "wall_s": summary.get("wall_s", run_card["training_wall_s"]),
+            "wall_s": round(sum(float(row["seconds"]) for row in epochs), 1),
             "machine": "2 CPU cores (no GPU)",
             "config": run_card["config"],
         },
