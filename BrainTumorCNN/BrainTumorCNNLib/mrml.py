@@ -186,28 +186,24 @@ def write_segmentation_file(label_map: np.ndarray, geometry: Geometry, num_class
 
 def read_segmentation_file(path: Union[str, Path], scene):
     """A segmentation node read from a `.seg.nrrd` file by Slicer's storage node."""
-    slicer = _slicer()
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", Path(path).name.split(".")[0])
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    if not storage.ReadData(node):
-        scene.RemoveNode(node)
-        raise OSError(f"could not read the segmentation {path}")
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    return node
+    return _read_node(path, scene, "vtkMRMLSegmentationNode", _slicer().vtkMRMLSegmentationStorageNode(),
+                      Path(path).name.split(".")[0])
 
 
 def read_volume_file(path: Union[str, Path], scene, name: Optional[str] = None):
     """A scalar volume node read by Slicer's volume storage node (NIfTI, NRRD, MetaImage)."""
-    slicer = _slicer()
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or Path(path).name.split(".")[0])
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    return _read_node(path, scene, "vtkMRMLScalarVolumeNode", _slicer().vtkMRMLVolumeArchetypeStorageNode(),
+                      name or Path(path).name.split(".")[0])
+
+
+def _read_node(path: Union[str, Path], scene, node_class: str, storage, name: str):
+    node = scene.AddNewNodeByClass(node_class, name)
     scene.AddNode(storage)
     storage.SetFileName(str(path))
     if not storage.ReadData(node):
         scene.RemoveNode(node)
-        raise OSError(f"could not read the volume {path}")
+        scene.RemoveNode(storage)
+        raise OSError(f"Slicer could not read {path}")
     node.SetAndObserveStorageNodeID(storage.GetID())
     return node
 

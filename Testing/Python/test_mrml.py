@@ -194,3 +194,11 @@ def test_swapped_slots_warn_on_a_real_case(shared_data):
     assert mrml.read_volumes(volumes)[2] == []
     _, _, warnings = mrml.read_volumes([volumes[0], volumes[1], volumes[3], volumes[2]])  # T2 and FLAIR swapped
     assert any("T2 and FLAIR are probably swapped" in w for w in warnings), warnings
+
+
+def test_an_unreadable_file_is_an_error_and_adds_nothing(tmp_path):
+    (tmp_path / "broken.nii.gz").write_bytes(b"not an image")
+    scene = slicer.vtkMRMLScene()
+    with pytest.raises(OSError, match="could not read .*broken.nii.gz"):
+        mrml.read_volume_file(tmp_path / "broken.nii.gz", scene)
+    assert scene.GetNumberOfNodes() == 0
