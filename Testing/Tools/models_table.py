@@ -9,7 +9,8 @@ from BrainTumorCNNLib import registry
 REGIONS = ("complete", "core", "enhancing")
 #: Havaei et al. (2017), BRATS 2013 test set (Dice) -- for comparison only, other data.
 PAPER_DICE = {"TwoPathCNN": (0.85, 0.78, 0.73), "InputCascadeCNN": (0.88, 0.79, 0.73),
-              "TwoPathCNN-1phase": (0.78, 0.63, 0.68)}
+              "TwoPathCNN-1phase": (0.78, 0.63, 0.68), "LocalPathCNN": (0.85, 0.74, 0.71),
+              "GlobalPathCNN": (0.82, 0.73, 0.68)}
 
 
 def main() -> None:
