@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from . import registry
+from . import labels, registry
 
 DEFAULT_OUTPUT = Path("braintumorcnn-demo")
 
@@ -55,6 +55,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"{kind:>12}: {path}")
     print(f"\n{model} against the phantom's truth:")
     print(evaluation.format_table([row]))
-    dice = ", ".join(f"{region} {row[f'dice_{region}']:.3f}" for region in ("complete", "core", "enhancing"))
+    dice = ", ".join(f"{region} {row[f'dice_{region}']:.3f}" for region in labels.REGIONS)
     print(f"\nDice: {dice}")
     return 0

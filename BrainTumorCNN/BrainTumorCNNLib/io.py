@@ -286,14 +286,11 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
                    for m, (v, g) in volumes.items()}
     converted = {m: _as_float(volumes[m][0], files[m], m) for m in MODALITIES}
     images = np.stack([converted[m][0] for m in MODALITIES])
-    same = [f"{labelled[MODALITIES[i]]} and {labelled[MODALITIES[j]]}" for i, j in sanity.identical_pairs(images)]
-    if same:
-        raise CaseError(f"{'; '.join(same)} hold identical voxels: one image was given for two modalities; "
-                        "each slot needs its own")
+    slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
     case = Case(case_name, images, reference, files=dict(files))
     case.warnings = [w for _, w in converted.values() if w]
-    case.warnings += sanity.modality_warnings(images, np.any(images != 0, axis=0), [labelled[m] for m in MODALITIES])
+    case.warnings += slot_warnings
     if truth_path is not None:
         raw, truth_geometry = read_image(truth_path, max_voxels)
         if truth_geometry.differences(reference):

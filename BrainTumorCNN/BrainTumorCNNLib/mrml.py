@@ -239,11 +239,7 @@ def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry, List[str]]:
                f"T1c ({volumes[1].GetName()})")
     images = np.stack([arrays[m].astype(np.float32) for m in MODALITIES])
     names = [f"{m} ({v.GetName()})" for m, v in zip(MODALITIES, volumes)]
-    same = [f"{names[i]} and {names[j]}" for i, j in sanity.identical_pairs(images)]
-    if same:
-        raise ValueError(f"{'; '.join(same)} hold identical voxels: one image is loaded twice; "
-                         "each slot needs its own sequence")
-    warnings = sanity.modality_warnings(images, np.any(images != 0, axis=0), names)
+    warnings = sanity.check_slots(images, names)
     for warning in warnings:
         logger.warning(warning)
     return images, geometries["T1c"], warnings

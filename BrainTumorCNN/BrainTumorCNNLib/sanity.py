@@ -139,6 +139,17 @@ def identical_pairs(images: np.ndarray) -> List[Tuple[int, int]]:
             if np.array_equal(images[i], images[j])]
 
 
+def check_slots(images: np.ndarray, names: Sequence[str], error: type = ValueError) -> List[str]:
+    """Raise `error` when one image fills two slots of the (4, Z, Y, X) raw
+    images (T1, T1c, T2, FLAIR); otherwise the warnings of modality_warnings.
+    `names` describe the slots ("T1 (file or volume name)")."""
+    same = [f"{names[i]} and {names[j]}" for i, j in identical_pairs(images)]
+    if same:
+        raise error(f"{'; '.join(same)} hold identical voxels: one image was given for two modalities; "
+                    "each slot needs its own")
+    return modality_warnings(images, np.any(images != 0, axis=0), names)
+
+
 def modality_warnings(images: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> List[str]:
     """Warnings when the contrasts of (4, Z, Y, X) raw images (T1, T1c, T2, FLAIR)
     contradict their slots; `mask` (Z, Y, X) marks the brain, `names` describe the slots."""
