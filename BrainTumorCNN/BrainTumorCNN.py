@@ -28,7 +28,7 @@ if _HERE not in sys.path:  # BrainTumorCNNLib beside this file (a source checkou
     sys.path.insert(0, _HERE)
 
 from BrainTumorCNNLib import volume_names  # noqa: E402
-from BrainTumorCNNLib.io import MODALITIES  # noqa: E402
+from BrainTumorCNNLib.modalities import MODALITIES  # noqa: E402
 from BrainTumorCNNLib.postprocessing import CleanupConfig  # noqa: E402
 
 #: What the engine needs beyond Slicer's own Python (numpy, scipy, SimpleITK), pinned as in pyproject.toml.

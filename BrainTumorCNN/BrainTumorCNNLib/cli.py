@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "segment": ("batch", "segment cases (folders or four files) and write segmentations"),
     "evaluate": ("evaluation", "score predicted label maps against ground truth (BraTS metrics)"),
     "train": ("training", "train a model of the registry on BraTS-style cases"),
+    "crossval": ("crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
+    "cache": ("sampling", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
     "bench": ("bench", "time dense and patch-by-patch inference of every model"),
     "phantom": ("phantom", "write a synthetic four-modality case with ground truth"),
     "demo": ("demo", "make a phantom, segment it with the default model, report Dice"),

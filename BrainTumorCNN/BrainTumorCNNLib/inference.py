@@ -178,12 +178,12 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     if not len(slices):
         report(1.0, "no brain voxels: nothing to segment")
     values = labels.class_values(num_classes)
-    best = _argmax_classes(probabilities)
+    best = argmax_classes(probabilities)
     return InferenceResult(probabilities, values[best], slices,
                            runner.device.type, time.perf_counter() - start, prepare_seconds)
 
 
-def _argmax_classes(probabilities: np.ndarray) -> np.ndarray:
+def argmax_classes(probabilities: np.ndarray) -> np.ndarray:
     """argmax over axis 0 of (C, Z, Y, X), first class on ties, as C-1 whole-volume
     comparisons (argmax along a strided first axis is several times slower)."""
     best = np.zeros(probabilities.shape[1:], dtype=np.uint8)

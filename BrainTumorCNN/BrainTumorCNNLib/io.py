@@ -36,7 +36,7 @@ from . import sanity
 from .atomic import atomic_path
 from .geometry import Geometry, GeometryError, check_same, to_image
 
-MODALITIES = ("T1", "T1c", "T2", "FLAIR")
+from .modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 #: File-name token -> modality (or "truth").

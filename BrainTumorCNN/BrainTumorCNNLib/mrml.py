@@ -18,7 +18,7 @@ from . import labels as label_table
 from . import pipeline, sanity
 from .atomic import atomic_path
 from .geometry import Geometry, check_same
-from .io import MODALITIES
+from .modalities import MODALITIES
 
 logger = logging.getLogger(__name__)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])

@@ -24,6 +24,7 @@ class SegmentationOptions:
     weights_path: Optional[str] = None  # other weights for `model` (with their model card beside them)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     fast: bool = True  # FFT convolutions where they are faster
+    flips: bool = False  # test-time augmentation: probabilities averaged with a left-right flipped pass
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
 
@@ -54,15 +55,37 @@ def segment(images: np.ndarray, geometry: Geometry, options: SegmentationOptions
     report(0.02, "preprocessing (clipping, N4 bias correction, normalisation)")
     pre = preprocess(images, options.preprocessing, spacing=geometry.spacing)
     _check_cancel(cancel)
-    result = inference.segment_volume(
-        model, pre.images, pre.brain_mask, device=options.device, fast=options.fast,
-        progress=lambda f, m: report(0.1 + 0.85 * f, m), cancel=cancel)
-    out_labels, cleanup_report = result.labels, None
+    return segment_preprocessed(model, name, card, pre.images, pre.brain_mask, geometry.spacing, options,
+                                progress=lambda f, m: report(0.1 + 0.9 * f, m), cancel=cancel)
+
+
+def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
+                         spacing: Tuple[float, float, float], options: SegmentationOptions,
+                         progress: Optional[Progress] = None,
+                         cancel: Optional[Callable[[], bool]] = None) -> Segmentation:
+    """Dense inference (averaged over a left-right flip when `options.flips`) and cleanup of a
+    preprocessed volume; `segment` and cross-validation share it."""
+    report = progress or (lambda fraction, message: None)
+    passes = 2 if options.flips else 1
+    probabilities = None
+    for flip in range(passes):
+        view = (lambda a: a[..., ::-1]) if flip else (lambda a: a)
+        result = inference.segment_volume(
+            model, np.ascontiguousarray(view(volume)), np.ascontiguousarray(view(brain)), device=options.device,
+            fast=options.fast, cancel=cancel,
+            progress=lambda f, m, flip=flip: report(0.95 * (flip + f) / passes, m + (" (flipped)" if flip else "")))
+        if probabilities is None:
+            probabilities = result.probabilities
+        else:
+            probabilities += view(result.probabilities)
+    probabilities /= passes
+    out_labels = labels.class_values(model.num_classes)[inference.argmax_classes(probabilities)]
+    cleanup_report = None
     if options.cleanup is not None:
         report(0.96, "removing small and flat components")
-        out_labels, cleanup_report = cleanup(out_labels, geometry.spacing, options.cleanup)
+        out_labels, cleanup_report = cleanup(out_labels, spacing, options.cleanup)
     report(1.0, "done")
-    return Segmentation(out_labels, result.probabilities, model.num_classes, name, card, cleanup_report)
+    return Segmentation(out_labels, probabilities, model.num_classes, name, card, cleanup_report)
 
 
 def _check_cancel(cancel: Optional[Callable[[], bool]]) -> None:

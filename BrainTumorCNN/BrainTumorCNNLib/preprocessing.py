@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-import SimpleITK as sitk
 
-from .io import MODALITIES
+from .modalities import MODALITIES
 
 #: Bumped whenever preprocessing gives other numbers for the same config, so
 #: training caches made by older code are not reused.
@@ -88,6 +87,7 @@ def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfi
     """N4ITK bias-field correction of one (Z, Y, X) modality, fitted on a shrunken copy.
 
     The bias field is estimated at low resolution and applied at full resolution."""
+    import SimpleITK as sitk  # here only: training from a cache runs without SimpleITK
     # N4 needs intensities >= 1; shift only when they are not, since a shift
     # turns the multiplicative bias N4 models into a different one.
     shift = min(float(channel[mask].min()) - 1.0, 0.0)

@@ -1,13 +1,20 @@
-"""Training data: preprocessed cases (cached once) and patch sampling.
+"""Training data: a compact cache of preprocessed cases, and vectorised window sampling.
 
 A sample is an input patch of `receptive_field + output_size - 1` pixels a
 side from one axial slice, with the labels of its `output_size x output_size`
 centre window (output_size = 1 is the paper's one centre label per patch;
 larger windows train the same fully convolutional network on many centre
 labels at once, which is what makes CPU training practical).
+
+The cache holds each case preprocessed, cropped to the brain's bounding box,
+as float16 in one compressed `.npz` (about 4-8 MB a case): training and
+cross-validation run from it with numpy and torch only, so the cache can be
+built where the image files are (SimpleITK, N4) and carried to a GPU machine
+that has neither.  SimpleITK is imported only when a case is read from files.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -15,110 +22,258 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from . import io, labels
-from .atomic import atomic_path
-from .preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig, preprocess
+from . import labels
+from .preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig
+
+CACHE_SUFFIX = ".npz"
 
 
 @dataclass
-class TrainingCase:
+class CachedCase:
+    """One preprocessed case, cropped to its brain's bounding box."""
+
     name: str
-    images: np.ndarray  # float32 (4, Z, Y, X) preprocessed, padded in-plane by `pad`
-    classes: np.ndarray  # uint8 (Z, Y, X) class indices, padded like images (padding = background)
-    brain: np.ndarray  # bool (Z, Y, X), padded
-    pad: int
+    images: np.ndarray  # float16 (4, Z, Y, X) preprocessed, background = BACKGROUND_VALUE
+    brain: np.ndarray  # bool (Z, Y, X)
+    truth: np.ndarray  # uint8 (Z, Y, X) internal label values
+    regions: Tuple[str, ...]  # regions the truth separates (BRATS 2012: complete, core)
+    spacing: Tuple[float, float, float]  # mm, x y z
+    box: Tuple[int, ...]  # z0, z1, y0, y1, x0, x1 of the crop in the full volume
+    full_shape: Tuple[int, int, int]
+
+    @property
+    def trainable(self) -> bool:
+        """Truth that separates every tumor class a network learns."""
+        return "enhancing" in self.regions
+
+    def uncrop(self, volume: np.ndarray) -> np.ndarray:
+        """A (Z, Y, X) array of the crop put back on the full grid (zeros outside)."""
+        full = np.zeros(self.full_shape, dtype=volume.dtype)
+        z0, z1, y0, y1, x0, x1 = self.box
+        full[z0:z1, y0:y1, x0:x1] = volume
+        return full
 
 
-def load_cases(paths: Sequence[Path], num_classes: int, config: PreprocessingConfig, pad: int,
-               cache_dir: Optional[Path] = None, progress=None) -> List[TrainingCase]:
-    """Read, preprocess (cached in `cache_dir`) and pad every training case."""
+def cache_path(path: Path, config: PreprocessingConfig, cache_dir: Path) -> Path:
+    key = hashlib.sha256(json.dumps([str(path.resolve()), asdict(config), PREPROCESSING_VERSION],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir / f"{path.name}-{key}{CACHE_SUFFIX}"
+
+
+def load_case(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path] = None) -> CachedCase:
+    """A case from its cache file (`path` ending in .npz), or read, preprocessed and cached."""
+    path = Path(path)
+    if path.name.endswith(CACHE_SUFFIX):
+        return _read_cache(path)
+    cached = cache_path(path, config, cache_dir) if cache_dir else None
+    if cached is not None and cached.is_file():
+        return _read_cache(cached)
+    case = _preprocess_files(path, config)
+    if cached is not None:
+        write_cache(case, cached)
+    return case
+
+
+def _preprocess_files(path: Path, config: PreprocessingConfig) -> CachedCase:
+    from . import io  # SimpleITK: only where files are read
+    from .preprocessing import preprocess
+    case = io.read_case(path)
+    if case.truth is None:
+        raise ValueError(f"{path}: training and cross-validation need a ground-truth label map "
+                         "(seg/truth file) in the case folder")
+    pre = preprocess(case.images, config, spacing=case.geometry.spacing)
+    where = np.nonzero(pre.brain_mask)
+    box = tuple(int(v) for axis in where for v in (axis.min(), axis.max() + 1))
+    crop = tuple(slice(box[2 * a], box[2 * a + 1]) for a in range(3))
+    outside = int(np.count_nonzero(case.truth)) - int(np.count_nonzero(case.truth[crop]))
+    if outside:
+        raise ValueError(f"{path}: {outside} tumor voxels of the truth lie outside the brain's bounding box")
+    return CachedCase(case.name, pre.images[(slice(None),) + crop].astype(np.float16), pre.brain_mask[crop],
+                      case.truth[crop].astype(np.uint8), tuple(case.scheme.regions),
+                      tuple(float(s) for s in case.geometry.spacing), box, tuple(pre.brain_mask.shape))
+
+
+def write_cache(case: CachedCase, path: Path) -> Path:
+    from .atomic import atomic_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, images=case.images, brain=case.brain, truth=case.truth,
+                            meta=json.dumps({"name": case.name, "regions": list(case.regions),
+                                             "spacing": list(case.spacing), "box": list(case.box),
+                                             "full_shape": list(case.full_shape),
+                                             "preprocessing_version": PREPROCESSING_VERSION}))
+    return path
+
+
+def _read_cache(path: Path) -> CachedCase:
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        if meta.get("preprocessing_version") != PREPROCESSING_VERSION:
+            raise ValueError(f"{path} was made by preprocessing version {meta.get('preprocessing_version')}, "
+                             f"this code is version {PREPROCESSING_VERSION}: rebuild the cache")
+        return CachedCase(meta["name"], data["images"], data["brain"].astype(bool), data["truth"],
+                          tuple(meta["regions"]), tuple(meta["spacing"]), tuple(meta["box"]),
+                          tuple(meta["full_shape"]))
+
+
+def case_sources(path) -> List[Path]:
+    """Cases named by a command-line argument: a cache file, a folder of cache files, or a case folder /
+    folder of case folders in any layout the reader knows."""
+    path = Path(path)
+    if path.name.endswith(CACHE_SUFFIX):
+        return [path]
+    cached = sorted(path.glob(f"*{CACHE_SUFFIX}")) if path.is_dir() else []
+    if cached:
+        return cached
+    from .io import find_cases  # SimpleITK: only where files are read
+    return list(find_cases(path))
+
+
+def load_cases(paths: Sequence[Path], config: PreprocessingConfig, cache_dir: Optional[Path] = None,
+               progress=None) -> List[CachedCase]:
     out = []
     for i, path in enumerate(paths):
         if progress:
             progress(i / len(paths), f"preprocessing {Path(path).name}")
-        images, brain, truth, name = _preprocessed(Path(path), config, cache_dir)
-        classes = labels.labels_to_classes(truth, num_classes)
-        widths = ((0, 0), (pad, pad), (pad, pad))
-        out.append(TrainingCase(
-            name,
-            np.pad(images, ((0, 0),) + widths, constant_values=BACKGROUND_VALUE),
-            np.pad(classes, widths), np.pad(brain, widths), pad))
+        out.append(load_case(Path(path), config, cache_dir))
     return out
 
 
-def _preprocessed(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path]):
-    key = hashlib.sha256(json.dumps([str(path.resolve()), asdict(config), PREPROCESSING_VERSION],
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    cached = cache_dir / f"{path.name}-{key}.npz" if cache_dir else None
-    if cached is not None and cached.is_file():
-        with np.load(cached, allow_pickle=False) as data:
-            return data["images"].astype(np.float32), data["brain"], data["truth"], str(data["name"])
-    case = io.read_case(path)
-    if case.truth is None:
-        raise ValueError(f"{path}: training needs a ground-truth label map (seg/truth file) in the case folder")
-    if "enhancing" not in case.scheme.regions:
-        raise ValueError(f"{path}: its labels ({case.scheme.name}) do not separate the tumor classes a network "
-                         "learns; use it for evaluation only")
-    pre = preprocess(case.images, config, spacing=case.geometry.spacing)
-    if cached is not None:
-        with atomic_path(cached) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, images=pre.images.astype(np.float16), brain=pre.brain_mask, truth=case.truth,
-                         name=case.name)
-    return pre.images, pre.brain_mask, case.truth, case.name
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Where phase-1 window centres come from, besides the classes drawn equally (paper).
+
+    The two extra sources aim at the failures measured on unseen sites:
+    under-segmented edema / core (their borders) and distant false positives
+    (healthy tissue as bright as tumor on FLAIR or T2)."""
+
+    border_fraction: float = 0.0  # centres within `border_width` voxels of a tumor boundary
+    border_width: int = 3
+    hard_negative_fraction: float = 0.0  # healthy voxels with FLAIR or T2 z-score above the threshold
+    hard_negative_z: float = 1.5
 
 
 class PatchSampler:
-    """Draws (patches, window labels) batches from padded training cases.
+    """Draws (patches, window labels) batches from cached cases, vectorised per case.
 
     `balanced=True` (phase 1) picks the centre class uniformly among the classes
-    present, then a voxel of that class; otherwise (phase 2) centres are drawn
-    uniformly from brain voxels, i.e. with the natural label frequencies.
+    present, then a voxel of that class (with `SamplingConfig`'s shares from
+    tumor borders and bright healthy tissue); otherwise (phase 2) centres are
+    drawn uniformly from brain voxels, i.e. with the natural label frequencies.
+    `margin` extra pixels on each side are returned for augmentation's warps
+    (labels then cover the whole patch; `augmentation.crop` takes the centre).
     """
 
-    def __init__(self, cases: List[TrainingCase], receptive_field: int, output_size: int, num_classes: int,
-                 rng: np.random.Generator):
-        self.cases, self.rf, self.k, self.rng = cases, receptive_field, output_size, rng
+    def __init__(self, cases: List[CachedCase], receptive_field: int, output_size: int, num_classes: int,
+                 rng: np.random.Generator, sampling: SamplingConfig = SamplingConfig(), margin: int = 0):
+        self.rng, self.k, self.margin, self.config = rng, output_size, margin, sampling
         self.size = receptive_field + output_size - 1
-        self.before = (receptive_field - 1) // 2 + (output_size - 1) // 2  # input pixels before the centre
-        self.k_before = (output_size - 1) // 2
-        if cases and cases[0].pad < self.before + 1:
-            raise ValueError(f"cases padded by {cases[0].pad}, need at least {self.before + 1}")
-        # Voxel indices per case and class (flat, in the padded volume), and of the brain.
-        self.by_class = [[np.flatnonzero((c.classes == k) & c.brain) for k in range(num_classes)] for c in cases]
-        self.brain = [np.flatnonzero(c.brain) for c in cases]
-        present = [k for k in range(num_classes) if any(len(per[k]) for per in self.by_class)]
-        self.classes_present = np.array(present)
+        self.before = (receptive_field - 1) // 2 + (output_size - 1) // 2 + margin  # pixels before the centre
+        self.pad = self.before + 1
+        self.images = [np.pad(c.images, ((0, 0), (0, 0), (self.pad,) * 2, (self.pad,) * 2),
+                              constant_values=BACKGROUND_VALUE) for c in cases]
+        self.classes = [np.pad(labels.labels_to_classes(c.truth, num_classes), ((0, 0), (self.pad,) * 2,
+                                                                                 (self.pad,) * 2)) for c in cases]
+        self.shapes = [c.shape for c in self.classes]
+        brains = [np.pad(c.brain, ((0, 0), (self.pad,) * 2, (self.pad,) * 2)) for c in cases]
+        pools = {f"class{k}": [np.flatnonzero((cl == k) & b) for cl, b in zip(self.classes, brains)]
+                 for k in range(num_classes)}
+        pools["brain"] = [np.flatnonzero(b) for b in brains]
+        pools["border"] = [np.flatnonzero(_borders(cl, b, sampling.border_width))
+                           for cl, b in zip(self.classes, brains)]
+        pools["hard"] = [np.flatnonzero(b & (cl == 0) & (np.maximum(im[2], im[3]) > sampling.hard_negative_z))
+                         for im, cl, b in zip(self.images, self.classes, brains)]
+        self.pools = {name: _Pool(per_case) for name, per_case in pools.items()}
+        self.classes_present = [k for k in range(num_classes) if self.pools[f"class{k}"].total]
+        self.num_classes = num_classes
 
-    def class_frequencies(self, num_classes: int) -> np.ndarray:
-        counts = np.array([sum(len(per[k]) for per in self.by_class) for k in range(num_classes)], dtype=np.float64)
+    def class_frequencies(self) -> np.ndarray:
+        counts = np.array([self.pools[f"class{k}"].total for k in range(self.num_classes)], dtype=np.float64)
         return counts / counts.sum()
 
-    def centres(self, n: int, balanced: bool) -> List[Tuple[int, int]]:
-        """(case index, flat voxel index) of n sample centres."""
-        out = []
-        for _ in range(n):
-            if balanced:
-                k = self.rng.choice(self.classes_present)
-                holders = [i for i, per in enumerate(self.by_class) if len(per[k])]
-                i = holders[self.rng.integers(len(holders))]
-                pool = self.by_class[i][k]
-            else:
-                i = int(self.rng.integers(len(self.cases)))
-                pool = self.brain[i]
-            out.append((i, int(pool[self.rng.integers(len(pool))])))
-        return out
+    def centres(self, n: int, balanced: bool) -> Tuple[np.ndarray, np.ndarray]:
+        """(case index, flat voxel index in the padded case) of n sample centres."""
+        if not balanced:
+            return self.pools["brain"].draw(n, self.rng)
+        source = self.rng.random(n)
+        borders = source < self.config.border_fraction
+        hard = ~borders & (source < self.config.border_fraction + self.config.hard_negative_fraction)
+        chosen = self.rng.choice(self.classes_present, size=n)
+        case = np.empty(n, dtype=np.int64)
+        flat = np.empty(n, dtype=np.int64)
+        for pick, pool in [(borders, self.pools["border"]), (hard, self.pools["hard"])] + [
+                (~borders & ~hard & (chosen == k), self.pools[f"class{k}"]) for k in self.classes_present]:
+            if pool.total == 0:
+                pool = self.pools[f"class{self.classes_present[0]}"]
+            case[pick], flat[pick] = pool.draw(int(pick.sum()), self.rng)
+        return case, flat
 
     def batch(self, n: int, balanced: bool) -> Tuple[np.ndarray, np.ndarray]:
-        """Patches float32 (n, 4, S, S) and window class labels int64 (n, k, k)."""
-        x = np.empty((n, 4, self.size, self.size), dtype=np.float32)
-        y = np.empty((n, self.k, self.k), dtype=np.int64)
-        for j, (i, flat) in enumerate(self.centres(n, balanced)):
-            case = self.cases[i]
-            z, r, c = np.unravel_index(flat, case.classes.shape)
-            r0, c0 = r - self.before, c - self.before
-            x[j] = case.images[:, z, r0:r0 + self.size, c0:c0 + self.size]
-            y[j] = case.classes[z, r - self.k_before:r - self.k_before + self.k,
-                                c - self.k_before:c - self.k_before + self.k]
+        """Patches float32 (n, 4, S + 2m, S + 2m) and class labels int64: (n, k, k) windows, or
+        (n, S + 2m, S + 2m) over the whole patch when `margin` m > 0."""
+        cases, flats = self.centres(n, balanced)
+        size = self.size + 2 * self.margin
+        offsets = np.arange(size) - self.before
+        label_size = size if self.margin else self.k
+        label_offsets = offsets if self.margin else np.arange(self.k) - (self.k - 1) // 2
+        x = np.empty((n, 4, size, size), dtype=np.float32)
+        y = np.empty((n, label_size, label_size), dtype=np.int64)
+        for i in np.unique(cases):
+            rows = np.flatnonzero(cases == i)
+            z, r, c = np.unravel_index(flats[rows], self.shapes[i])
+            zz = z[:, None, None]
+            x[rows] = self.images[i][:, zz, r[:, None, None] + offsets[None, :, None],
+                                     c[:, None, None] + offsets[None, None, :]].transpose(1, 0, 2, 3)
+            y[rows] = self.classes[i][zz, r[:, None, None] + label_offsets[None, :, None],
+                                      c[:, None, None] + label_offsets[None, None, :]]
         return x, y
+
+
+class _Pool:
+    """Flat voxel indices of one kind over all cases, drawn uniformly over voxels."""
+
+    def __init__(self, per_case: List[np.ndarray]):
+        self.per_case = per_case
+        self.starts = np.cumsum([0] + [len(p) for p in per_case])
+        self.total = int(self.starts[-1])
+
+    def draw(self, n: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        picks = rng.integers(self.total, size=n)
+        case = np.searchsorted(self.starts, picks, side="right") - 1
+        flat = np.array([self.per_case[c][p - self.starts[c]] for c, p in zip(case, picks)], dtype=np.int64)
+        return case, flat
+
+
+def _borders(classes: np.ndarray, brain: np.ndarray, width: int) -> np.ndarray:
+    """Brain voxels with two classes (so some tumor) within `width` voxels in-plane: tumor edges and
+    the boundaries between tumor classes."""
+    if width <= 0:
+        return np.zeros_like(brain)
+    onehot = F.one_hot(torch.from_numpy(classes.astype(np.int64))).permute(3, 0, 1, 2).float()  # (C, Z, Y, X)
+    near = F.max_pool2d(onehot, 2 * width + 1, stride=1, padding=width)  # classes in each neighbourhood
+    return (near.sum(0).numpy() > 1) & brain
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cases", nargs="+", help="case folders (or folders of cases) with a seg/truth file")
+    parser.add_argument("--output", required=True, help="cache folder (give it to train / crossval as cases, "
+                        "or as --cache-dir)")
+    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = PreprocessingConfig(n4=not args.no_n4)
+    paths = [c for p in args.cases for c in case_sources(p)]
+    total = 0
+    for i, path in enumerate(paths):
+        case = load_case(path, config, Path(args.output))
+        size = cache_path(path, config, Path(args.output)).stat().st_size
+        total += size
+        print(f"[{i + 1}/{len(paths)}] {case.name}: {size / 1e6:.1f} MB", flush=True)
+    print(f"{len(paths)} cases, {total / 1e6:.1f} MB in {args.output}")
+    return 0

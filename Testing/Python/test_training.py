@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from BrainTumorCNNLib import networks, sampling, training, weights
+from BrainTumorCNNLib import labels, networks, sampling, training, weights
 from BrainTumorCNNLib.preprocessing import PreprocessingConfig
 
 NO_N4 = PreprocessingConfig(n4=False)
@@ -25,7 +25,7 @@ def tiny_config(cases, **overrides):
 
 
 def test_balanced_sampling_draws_every_class_about_equally(synthetic_cases):
-    cases = sampling.load_cases(synthetic_cases, 4, NO_N4, pad=40)
+    cases = sampling.load_cases(synthetic_cases, NO_N4)
     sampler = sampling.PatchSampler(cases, 33, 1, 4, np.random.default_rng(0))
     _, y = sampler.batch(2000, balanced=True)
     share = np.bincount(y.ravel(), minlength=4) / y.size
@@ -35,16 +35,20 @@ def test_balanced_sampling_draws_every_class_about_equally(synthetic_cases):
     assert natural[0] > 0.6  # mostly healthy brain: the natural frequencies
 
 
-def test_patch_is_centred_on_its_label(synthetic_cases):
-    cases = sampling.load_cases(synthetic_cases[:1], 4, NO_N4, pad=40)
-    sampler = sampling.PatchSampler(cases, 33, 1, 4, np.random.default_rng(1))
-    (i, flat), = sampler.centres(1, balanced=True)
-    case = cases[i]
-    z, r, c = np.unravel_index(flat, case.classes.shape)
-    sampler.centres = lambda n, balanced: [(i, flat)]
+@pytest.mark.parametrize("output_size, margin", [(1, 0), (4, 0), (4, 3)])
+def test_patch_is_centred_on_its_label(synthetic_cases, output_size, margin):
+    cases = sampling.load_cases(synthetic_cases[:1], NO_N4)
+    sampler = sampling.PatchSampler(cases, 33, output_size, 4, np.random.default_rng(1), margin=margin)
+    (i,), (flat,) = sampler.centres(1, balanced=True)
+    z, r, c = np.unravel_index(flat, sampler.shapes[i])
+    r, c = r - sampler.pad, c - sampler.pad  # in the cached (unpadded) case
+    sampler.centres = lambda n, balanced: (np.array([i]), np.array([flat]))
     x, y = sampler.batch(1, balanced=True)
-    assert y[0, 0, 0] == case.classes[z, r, c]
-    assert np.array_equal(x[0, :, 16, 16], case.images[:, z, r, c])
+    centre = 16 + (output_size - 1) // 2 + margin  # the patch pixel over the centre voxel
+    label_centre = centre if margin else (output_size - 1) // 2  # labels cover the patch when margin > 0
+    truth = labels.labels_to_classes(cases[i].truth, 4)
+    assert y[0, label_centre, label_centre] == truth[z, r, c]
+    assert np.array_equal(x[0, :, centre, centre], cases[i].images[:, z, r, c].astype(np.float32))
 
 
 def test_balanced_loss_weighs_each_present_class_equally():
@@ -108,8 +112,12 @@ def test_cascade_without_first_weights_is_a_clear_error(synthetic_cases, tmp_pat
         training.train(tiny_config(synthetic_cases, model="InputCascadeCNN"), tmp_path / "r", progress=False)
 
 
-def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path):
-    config = tiny_config(synthetic_cases, phase1_epochs=1, phase2_epochs=1)
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path, early_stop):
+    """With early stopping (a rate too small to change the validation score, patience 1), rank 0
+    ends phase 1 after epoch 2 of 4; every process must follow it instead of hanging in a collective."""
+    config = tiny_config(synthetic_cases, phase1_epochs=4 if early_stop else 1, phase2_epochs=1,
+                         patience=1 if early_stop else 0, learning_rate=1e-12 if early_stop else 0.005)
     config_path = tmp_path / "config.json"
     data = {k: v for k, v in json.loads(json.dumps(config, default=vars)).items()}
     config_path.write_text(json.dumps(data))
@@ -118,7 +126,8 @@ def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          "-m", "BrainTumorCNNLib.cli", "train", "--config", str(config_path), "--run-dir", str(run), "--quiet"],
-        capture_output=True, text=True, timeout=600, env=env)
+        capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((run / "summary.json").read_text())["epoch"] == 2
-    assert len(list(csv.DictReader((run / "log.csv").open()))) == 2
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [r["phase"] for r in rows] == ["1", "1", "2"] if early_stop else ["1", "2"]
+    assert json.loads((run / "summary.json").read_text())["epoch"] == (5 if early_stop else 2)

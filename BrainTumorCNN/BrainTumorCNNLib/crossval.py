@@ -1,0 +1,258 @@
+"""Cross-validation by case: K folds fixed by a seed and mixing releases (sites), one training per fold,
+every held-out case segmented whole through the pipeline `segment` runs, per-case and mean +- sd scores.
+
+Layout of a run folder (each step resumes where a previous run stopped):
+
+    cache/            preprocessed cases (sampling's cache; portable to a machine without SimpleITK)
+    folds.json        the fold of every case (kept: a rerun with other cases or seed is refused)
+    fold-K/           the training run of fold K (training.train) and
+    fold-K/predictions/<case>.npz   its held-out cases' labels before cleanup (cropped, uint8)
+    per_case.csv      scores of every held-out case, with its fold and release
+    summary.json      mean and sd of every score, the cleanup rules compared, the settings
+
+Cases whose truth lacks the enhancing / non-enhancing split (BRATS 2012) are
+never trained on; they are held out in their fold and scored on the regions
+their truth has.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import evaluation, labels, training, weights
+from .atomic import write_text
+from .pipeline import SegmentationOptions, segment_preprocessed
+from .postprocessing import CleanupConfig, cleanup
+from .sampling import CachedCase, case_sources, load_case
+
+#: Cleanup rules compared on the held-out predictions (cheap: the network runs once per case).
+CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
+    "none": None,
+    "small+flat (default)": CleanupConfig(),
+    "small+flat+largest only": CleanupConfig(keep_largest_only=True),
+}
+
+RELEASES = ((r"^BraTS-GLI-", "BraTS 2023"), (r"^BraTS2021_", "BraTS 2021"), (r"^BraTS20_", "BraTS 2020"),
+            (r"^Brats18_", "BraTS 2018"), (r"^BRATS_|^HG|^LG", "BRATS 2012/2013"))
+
+
+def release(name: str) -> str:
+    """The release (and so the site pool) a case comes from, from its BraTS name; "other" otherwise."""
+    return next((label for pattern, label in RELEASES if re.search(pattern, name)), "other")
+
+
+def assign_folds(names: Sequence[str], folds: int, seed: int) -> Dict[str, int]:
+    """Fold of every case: cases shuffled within their release, then dealt round-robin over the folds
+    (the deal continues from release to release), so every fold mixes releases and sizes differ by one."""
+    if folds < 2 or folds > len(names):
+        raise ValueError(f"--folds must be between 2 and the number of cases ({len(names)}), not {folds}")
+    rng = np.random.default_rng(seed)
+    out, turn = {}, 0
+    for group in sorted({release(n) for n in names}):
+        members = sorted(n for n in names if release(n) == group)
+        for name in rng.permutation(members):
+            out[str(name)] = turn % folds
+            turn += 1
+    return out
+
+
+def _std(values: List[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_sd(rows: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+    """{score: {"mean", "sd", "n"}} over the rows that have it."""
+    out = {}
+    for key in evaluation.summarize(rows):
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "") and not np.isnan(float(r[key]))]
+        out[key] = {"mean": float(np.mean(values)), "sd": _std(values), "n": len(values)}
+    return out
+
+
+def score(case: CachedCase, predicted: np.ndarray, rule: Optional[CleanupConfig]) -> dict:
+    """BraTS scores of a cropped prediction (before cleanup) after `rule`, on the case's full grid."""
+    cleaned = predicted if rule is None else cleanup(predicted, case.spacing, rule)[0]
+    metrics = evaluation.evaluate_case(case.uncrop(cleaned), case.uncrop(case.truth), case.spacing, case.regions)
+    return metrics.as_row()
+
+
+def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.TrainingConfig,
+        options: SegmentationOptions, seed: int = 0, inner_validation: int = 0,
+        only_folds: Optional[Sequence[int]] = None, progress: bool = True) -> dict:
+    """Train and evaluate every fold (resuming), then write per_case.csv and summary.json."""
+    say = print if progress else (lambda *a, **k: None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+    loaded = []
+    for i, path in enumerate(cases):
+        say(f"[{i + 1}/{len(cases)}] preparing {Path(path).name}", flush=True)
+        loaded.append(load_case(Path(path), config.preprocessing, cache))
+    by_name = {c.name: c for c in loaded}
+    if len(by_name) != len(loaded):
+        raise ValueError("two cases share a name; cross-validation needs one name per case")
+    sources = {c.name: str(p) for c, p in zip(loaded, cases)}
+    fold_of = _folds(run_dir / "folds.json", sorted(by_name), folds, seed)
+    all_rows = []
+    for fold in range(folds):
+        held_out = sorted(n for n, f in fold_of.items() if f == fold)
+        if only_folds is not None and fold not in only_folds:
+            all_rows += _read_rows(run_dir / f"fold-{fold}" / "per_case.csv")
+            continue
+        trainable = sorted(n for n, f in fold_of.items() if f != fold and by_name[n].trainable)
+        rng = np.random.default_rng([seed, fold])
+        validation = sorted(rng.choice(trainable, size=inner_validation, replace=False)) if inner_validation else []
+        fold_dir = run_dir / f"fold-{fold}"
+        fold_config = replace(config, train_cases=[sources[n] for n in trainable if n not in validation],
+                              validation_cases=[sources[n] for n in validation], cache_dir=str(cache),
+                              seed=config.seed + fold)
+        say(f"fold {fold + 1}/{folds}: training on {len(fold_config.train_cases)} cases, "
+            f"holding out {', '.join(held_out)}", flush=True)
+        summary = _train(fold_config, fold_dir, progress)
+        all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, summary, say)
+    result = _summarise(run_dir, all_rows, by_name, fold_of, config, options, folds, seed)
+    say(format_summary(result), flush=True)
+    return result
+
+
+def _folds(path: Path, names: List[str], folds: int, seed: int) -> Dict[str, int]:
+    wanted = assign_folds(names, folds, seed)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != {"folds": folds, "seed": seed, "cases": wanted}:
+            raise ValueError(f"{path.parent} holds a cross-validation of other cases, folds or seed; "
+                             "use a new --run-dir")
+    else:
+        write_text(path, json.dumps({"folds": folds, "seed": seed, "cases": wanted}, indent=2))
+    return wanted
+
+
+def _train(config: training.TrainingConfig, fold_dir: Path, progress: bool) -> dict:
+    summary_path = fold_dir / "summary.json"
+    total = config.phase1_epochs + config.phase2_epochs
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("epoch") == total:
+            return summary  # trained: a rerun goes straight to evaluation
+    return training.train(config, fold_dir, progress=progress)
+
+
+def _evaluate(fold: int, fold_dir: Path, cases: List[CachedCase], model_name: str,
+              options: SegmentationOptions, summary: dict, say) -> List[dict]:
+    """Segment every held-out case (kept in predictions/, so a rerun only scores) and score it."""
+    path = fold_dir / "per_case.csv"
+    done = {r["case"]: r for r in _read_rows(path)}
+    model, card = weights.load(model_name, fold_dir / "best.safetensors", device="cpu")
+    predictions = fold_dir / "predictions"
+    predictions.mkdir(exist_ok=True)
+    rows = []
+    for i, case in enumerate(cases):
+        if case.name in done:
+            rows.append(done[case.name])
+            continue
+        stored = predictions / f"{case.name}.npz"
+        started = time.time()
+        if stored.is_file():
+            with np.load(stored, allow_pickle=False) as data:
+                predicted = data["labels"]
+        else:
+            result = segment_preprocessed(model, model_name, card, case.images.astype(np.float32), case.brain,
+                                          case.spacing, replace(options, cleanup=None))
+            predicted = result.labels
+            _save_npz(stored, labels=predicted)
+        row = {"fold": fold, "case": case.name, "release": release(case.name),
+               **score(case, predicted, options.cleanup), "seconds": round(time.time() - started, 1)}
+        rows.append(row)
+        _write_rows(path, rows + [r for n, r in done.items() if n not in {x["case"] for x in rows}])
+        say(f"  fold {fold + 1}: {case.name} ({i + 1}/{len(cases)}) Dice "
+            + " / ".join(f"{row.get('dice_' + r, float('nan')):.3f}" for r in labels.REGIONS), flush=True)
+    return rows
+
+
+def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], fold_of: Dict[str, int],
+               config: training.TrainingConfig, options: SegmentationOptions, folds: int, seed: int) -> dict:
+    rows = sorted(rows, key=lambda r: (int(r["fold"]), r["case"]))
+    _write_rows(run_dir / "per_case.csv", rows)
+    rules = {}
+    for name, rule in CLEANUP_RULES.items():
+        scored = []
+        for row in rows:
+            stored = run_dir / f"fold-{row['fold']}" / "predictions" / f"{row['case']}.npz"
+            with np.load(stored, allow_pickle=False) as data:
+                scored.append(score(by_name[row["case"]], data["labels"], rule))
+        rules[name] = {k: v for k, v in mean_sd(scored).items() if k.startswith("dice_")}
+    missing = sorted(set(fold_of) - {r["case"] for r in rows})
+    result = {
+        "model": config.model, "folds": folds, "seed": seed, "cases": len(rows), "missing": missing,
+        "scores": mean_sd(rows), "cleanup_rules": rules,
+        "training": {k: v for k, v in asdict(config).items() if k not in ("train_cases", "validation_cases")},
+        "inference": {"flips": options.flips, "cleanup": asdict(options.cleanup) if options.cleanup else None},
+        "train_seconds_per_fold": [_wall(run_dir / f"fold-{f}") for f in range(folds)],
+    }
+    write_text(run_dir / "summary.json", json.dumps(result, indent=2))
+    return result
+
+
+def _wall(fold_dir: Path) -> Optional[float]:
+    path = fold_dir / "summary.json"
+    return round(json.loads(path.read_text())["wall_s"], 1) if path.is_file() else None
+
+
+def format_summary(result: dict) -> str:
+    scores = result["scores"]
+    lines = [f"{result['model']}: {result['cases']} held-out cases, {result['folds']} folds (seed {result['seed']})"]
+    for metric in ("dice", "sensitivity", "specificity", "hd95"):
+        cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
+                 if (k := f"{metric}_{r}") in scores]
+        lines.append(f"  {metric:12s} " + " / ".join(cells) + "   (complete / core / enhancing)")
+    for name, dice in result["cleanup_rules"].items():
+        lines.append(f"  cleanup {name:26s} Dice " + " / ".join(f"{v['mean']:.3f}" for v in dice.values()))
+    return "\n".join(lines)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    from .atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def _read_rows(path: Path) -> List[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: List[dict]) -> None:
+    evaluation.write_csv(path, rows, mean=False)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    training.configure_parser(parser)
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (cases split by a seeded shuffle)")
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the split into folds")
+    parser.add_argument("--inner-validation", type=int, default=0,
+                        help="training cases of each fold set aside for early stopping (0: fixed schedule)")
+    parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds now (0-based); the others "
+                        "are read from earlier runs")
+    parser.add_argument("--flips", action="store_true", help="test-time left-right flips (probabilities averaged)")
+    parser.add_argument("--no-cleanup", action="store_true", help="score the predictions without cleanup")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = training.config_from_args(args)
+    cases = [c for p in args.cases for c in case_sources(p)]
+    if not cases:
+        raise SystemExit("no cases: pass case folders (with a seg/truth file) or cache files")
+    options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips,
+                                  cleanup=None if args.no_cleanup else CleanupConfig())
+    run(cases, args.folds, Path(args.run_dir), config, options, seed=args.fold_seed,
+        inner_validation=args.inner_validation, only_folds=args.only_folds, progress=not args.quiet)
+    return 0
