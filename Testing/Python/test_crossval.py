@@ -1,0 +1,237 @@
+"""Cross-validation by case, the preprocessed-case cache, augmentation, sampling shares, test-time flips."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from BrainTumorCNNLib import augmentation, crossval, inference, labels, pipeline, sampling, training, weights
+from BrainTumorCNNLib.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
+
+NO_N4 = PreprocessingConfig(n4=False)
+
+NAMES = ["BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_00005", "BraTS2021_00006",
+         "BraTS20_Training_001", "Brats18_TCIA01_231_1", "Brats18_TCIA02_151_1", "BraTS-GLI-00000-000",
+         "BRATS_HG0015"]
+
+
+def test_folds_are_fixed_by_the_seed_balanced_and_mix_releases():
+    folds = crossval.assign_folds(NAMES, 3, seed=0)
+    assert set(folds) == set(NAMES) and set(folds.values()) == {0, 1, 2}
+    sizes = np.bincount(list(folds.values()))
+    assert sizes.max() - sizes.min() <= 1
+    assert crossval.assign_folds(list(reversed(NAMES)), 3, seed=0) == folds  # order of the arguments is irrelevant
+    assert any(crossval.assign_folds(NAMES, 3, seed=s) != folds for s in range(1, 5))
+    # the two BraTS 2018 cases (one site pool) never share a fold with 3 folds and 10 cases dealt in turn
+    assert folds["Brats18_TCIA01_231_1"] != folds["Brats18_TCIA02_151_1"]
+    for fold in range(3):
+        releases = {crossval.release(n) for n, f in folds.items() if f == fold}
+        assert len(releases) >= 2, (fold, releases)
+
+
+def test_release_names_every_layout():
+    assert [crossval.release(n) for n in ("BraTS2021_00000", "BraTS20_Training_001", "Brats18_TCIA01_231_1",
+                                          "BraTS-GLI-00000-000", "BRATS_HG0015", "my_case")] == [
+        "BraTS 2021", "BraTS 2020", "BraTS 2018", "BraTS 2023", "BRATS 2012/2013", "other"]
+
+
+def test_bad_number_of_folds_is_refused():
+    with pytest.raises(ValueError, match="--folds"):
+        crossval.assign_folds(NAMES[:3], 4, seed=0)
+
+
+def tiny(cases, **overrides):
+    base = dict(model="TwoPathCNN", num_classes=4, phase1_epochs=1, phase2_epochs=1, batches_per_epoch=2,
+                batch_size=4, output_size=4, preprocessing=NO_N4, threads=1, device="cpu", patience=0)
+    base.update(overrides)
+    return training.TrainingConfig(**base)
+
+
+def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
+    from conftest import write_synthetic_case
+    cases = [write_synthetic_case(tmp_path / "cases", f"Synth_{i:03d}", seed=i) for i in range(4)]
+    run = tmp_path / "cv"
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
+    result = crossval.run(cases, 2, run, tiny(cases), options, seed=0, progress=False)
+    rows = list(csv.DictReader((run / "per_case.csv").open()))
+    folds = json.loads((run / "folds.json").read_text())["cases"]
+    assert sorted(r["case"] for r in rows) == sorted(folds) == [f"Synth_{i:03d}" for i in range(4)]
+    for row in rows:  # each case scored by the model of the fold that held it out, and trained on by the other
+        assert int(row["fold"]) == folds[row["case"]]
+        config = json.loads((run / f"fold-{row['fold']}" / "config.json").read_text())
+        assert all(not c.endswith(row["case"]) for c in config["train_cases"])
+        other = json.loads((run / f"fold-{1 - int(row['fold'])}" / "config.json").read_text())
+        assert any(c.endswith(row["case"]) for c in other["train_cases"])
+        assert 0 <= float(row["dice_complete"]) <= 1
+    dice = [float(r["dice_complete"]) for r in rows]
+    assert result["scores"]["dice_complete"]["mean"] == pytest.approx(np.mean(dice))
+    assert result["scores"]["dice_complete"]["sd"] == pytest.approx(np.std(dice, ddof=1))
+    assert set(result["cleanup_rules"]) == set(crossval.CLEANUP_RULES)
+    # the default rule's figures are those of the per-case table
+    assert result["cleanup_rules"]["small+flat (default)"]["dice_complete"]["mean"] == pytest.approx(np.mean(dice))
+
+    weights_before = {p: p.stat().st_mtime_ns for p in run.glob("fold-*/best.safetensors")}
+    again = crossval.run(cases, 2, run, tiny(cases), options, seed=0, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in run.glob("fold-*/best.safetensors")} == weights_before  # not retrained
+    for key, value in result["scores"].items():  # the rerun reads the rows back (CSV, 6 digits)
+        assert again["scores"][key]["mean"] == pytest.approx(value["mean"], rel=1e-5), key
+    with pytest.raises(ValueError, match="new --run-dir"):
+        crossval.run(cases, 2, run, tiny(cases), options, seed=1, progress=False)
+
+
+def test_cache_is_compact_exact_and_trains_without_simpleitk(tmp_path, synthetic_cases):
+    case = sampling.load_case(synthetic_cases[0], NO_N4, tmp_path / "cache")
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1 and case.images.dtype == np.float16
+    from BrainTumorCNNLib import io
+    from BrainTumorCNNLib.preprocessing import preprocess
+    raw = io.read_case(synthetic_cases[0])
+    pre = preprocess(raw.images, NO_N4)
+    np.testing.assert_array_equal(case.uncrop(case.truth), raw.truth)
+    z0, z1, y0, y1, x0, x1 = case.box
+    np.testing.assert_allclose(case.images.astype(np.float32), pre.images[:, z0:z1, y0:y1, x0:x1], atol=4e-3)
+    assert pre.brain_mask.sum() == case.brain.sum()  # the crop holds the whole brain
+
+    script = f"""
+import sys
+sys.modules["SimpleITK"] = None  # any import of SimpleITK now fails
+from pathlib import Path
+from BrainTumorCNNLib import training
+config = training.TrainingConfig(train_cases={[str(f) for f in files]!r}, phase1_epochs=1, phase2_epochs=0,
+                                 batches_per_epoch=1, batch_size=2, output_size=2, threads=1, device="cpu")
+training.train(config, Path({str(tmp_path / 'run')!r}), progress=False)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_cache_of_older_preprocessing_is_refused(tmp_path, synthetic_cases, monkeypatch):
+    case = sampling.load_case(synthetic_cases[0], NO_N4)
+    path = sampling.write_cache(case, tmp_path / "old.npz")
+    monkeypatch.setattr(sampling, "PREPROCESSING_VERSION", sampling.PREPROCESSING_VERSION + 1)
+    with pytest.raises(ValueError, match="rebuild the cache"):
+        sampling.load_case(path, NO_N4)
+
+
+def _sampler(cases, **config):
+    loaded = sampling.load_cases(cases, NO_N4)
+    return sampling.PatchSampler(loaded, 33, 1, 4, np.random.default_rng(0), sampling.SamplingConfig(**config))
+
+
+def test_border_share_draws_centres_next_to_a_change_of_class(synthetic_cases):
+    sampler = _sampler(synthetic_cases, border_fraction=1.0, border_width=2)
+    cases, flats = sampler.centres(400, balanced=True)
+    for i, flat in zip(cases, flats):
+        z, r, c = np.unravel_index(flat, sampler.shapes[i])
+        around = sampler.classes[i][z, r - 2:r + 3, c - 2:c + 3]
+        assert len(np.unique(around)) > 1
+
+
+def test_hard_negative_share_draws_bright_healthy_tissue(synthetic_cases):
+    probe = _sampler(synthetic_cases[:1])
+    healthy = (probe.classes[0] == 0) & (probe.images[0][0] != BACKGROUND_VALUE)
+    brightest = np.maximum(probe.images[0][2], probe.images[0][3])[healthy].astype(np.float32)
+    threshold = float(np.percentile(brightest, 95))  # the brightest 5 % of healthy tissue
+    sampler = _sampler(synthetic_cases, hard_negative_fraction=1.0, hard_negative_z=threshold)
+    cases, flats = sampler.centres(300, balanced=True)
+    for i, flat in zip(cases, flats):
+        z, r, c = np.unravel_index(flat, sampler.shapes[i])
+        assert sampler.classes[i][z, r, c] == 0
+        assert max(sampler.images[i][2, z, r, c], sampler.images[i][3, z, r, c]) > threshold
+
+
+def _labelled_patches(n=8, size=41, seed=0):
+    """Patches whose first channel equals their label map (blocks of classes) inside a disc of brain."""
+    rng = np.random.default_rng(seed)
+    y = np.kron(rng.integers(0, 4, (n, 5, 5)), np.ones((9, 9), dtype=np.int64))[:, :size, :size]
+    yy, xx = np.mgrid[:size, :size]
+    brain = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 < (size // 2 - 1) ** 2
+    x = np.repeat(y[:, None].astype(np.float32), 4, axis=1)
+    x[:, :, ~brain] = BACKGROUND_VALUE
+    return torch.from_numpy(x), torch.from_numpy(y), brain
+
+
+def test_warps_move_labels_with_the_image():
+    x, y, _ = _labelled_patches()
+    config = augmentation.AugmentationConfig(enabled=True, rotation_deg=15, zoom=0.1)
+    gen = torch.Generator().manual_seed(0)
+    wx, wy = augmentation._warp(x, y, config, gen)
+    # pixels interpolated inside one block of one class (not mixed at block edges or the brain's edge)
+    pure = (wx[:, 0] != BACKGROUND_VALUE) & ((wx[:, 0] - wx[:, 0].round()).abs() < 1e-3)
+    assert pure.float().mean() > 0.4
+    agree = (wx[:, 0].round().long() == wy)[pure].float().mean()
+    assert agree > 0.97, agree
+    assert not torch.equal(wy, y)  # something moved
+
+
+def test_flip_reverses_the_columns_of_image_and_labels():
+    x, y, _ = _labelled_patches()
+    config = augmentation.AugmentationConfig(enabled=True, rotation_deg=0, zoom=0, flip=True)
+    wx, wy = augmentation._warp(x, y, config, torch.Generator().manual_seed(3))
+    for i in range(len(x)):
+        flipped = torch.equal(wy[i], y[i].flip(-1))
+        assert flipped or torch.equal(wy[i], y[i])
+        assert torch.allclose(wx[i], x[i].flip(-1) if flipped else x[i], atol=1e-4)
+
+
+def test_intensity_augmentation_keeps_background_and_changes_brain():
+    x, y, brain = _labelled_patches()
+    x = x + 0.1 * torch.randn(x.shape) * torch.from_numpy(brain)
+    config = augmentation.AugmentationConfig(enabled=True)
+    out = augmentation._intensities(x.clone(), config, torch.Generator().manual_seed(1))
+    assert torch.all(out[:, :, ~torch.from_numpy(brain)] == BACKGROUND_VALUE)
+    change = (out - x)[:, :, torch.from_numpy(brain)].abs().mean()
+    assert 0.01 < change < 2.0, change
+    again = augmentation._intensities(x.clone(), config, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)  # the generator decides everything
+
+
+def test_augment_returns_the_network_sizes():
+    config = augmentation.AugmentationConfig(enabled=True)
+    size, window = 36, 4
+    margin = config.margin(size)
+    x = torch.randn(3, 4, size + 2 * margin, size + 2 * margin)
+    y = torch.randint(0, 4, (3, size + 2 * margin, size + 2 * margin))
+    ox, oy = augmentation.augment(x, y, config, size, window, torch.Generator().manual_seed(0))
+    assert ox.shape == (3, 4, size, size) and oy.shape == (3, window, window)
+
+
+def test_lr_range_test_suggests_a_rate_below_divergence(synthetic_cases):
+    config = tiny(synthetic_cases)
+    loaded = sampling.load_cases(synthetic_cases, NO_N4)
+    sampler = sampling.PatchSampler(loaded, 33, 4, 4, np.random.default_rng(0))
+    model = training.build_model(config)
+
+    def batch():
+        x, y = sampler.batch(8, balanced=True)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rate, curve = training.lr_range_test(model, config, batch, steps=12)
+    rates = [r for r, _ in curve]
+    assert rates == sorted(rates) and len(curve) >= 2
+    assert rates[0] / 10 <= rate <= rates[-1] / 10
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model itself is untouched
+
+
+def test_test_time_flips_average_the_two_passes(synthetic_cases, untrained_models):
+    from BrainTumorCNNLib import io
+    from BrainTumorCNNLib.preprocessing import preprocess
+    case = io.read_case(synthetic_cases[0])
+    pre = preprocess(case.images, NO_N4)
+    model, card = weights.load("TwoPathCNN")
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", flips=True, cleanup=None,
+                                           preprocessing=NO_N4)
+    result = pipeline.segment(case.images, case.geometry, options)
+    direct = inference.segment_volume(model, pre.images, pre.brain_mask, device="cpu").probabilities
+    flipped = inference.segment_volume(model, np.ascontiguousarray(pre.images[..., ::-1]),
+                                       np.ascontiguousarray(pre.brain_mask[..., ::-1]), device="cpu").probabilities
+    np.testing.assert_allclose(result.probabilities, (direct + flipped[..., ::-1]) / 2, atol=1e-5)
+    values = labels.class_values(4)
+    np.testing.assert_array_equal(result.labels, values[np.argmax(result.probabilities, axis=0)])
