@@ -10,13 +10,17 @@ import re
 import struct
 import subprocess
 import sys
-import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Slicer 5.6-5.8 ship Python 3.9
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "BrainTumorCNN"
@@ -276,17 +280,24 @@ def test_module_cmakelists_ships_the_models_where_the_registry_reads_them():
     shipped = {p.name.split(".")[0] for p in models_dir.glob("*") if p.suffix in (".safetensors", ".json")} \
         if models_dir.is_dir() else set()
     assert shipped - set(models) == set(), "weights in Resources/Models that the extension would not ship"
+    # source: the checkout's Resources/Models, as the registry finds it in a checkout
     assert cmake_set(path, "_models_source_dir") == ["${CMAKE_CURRENT_SOURCE_DIR}/../Resources/Models"]
-    # registry.MODELS_DIR is <BrainTumorCNNLib>/../../Resources/Models: the folder the CMakeLists
-    # copies the weights to, beside qt-scripted-modules/ (the module's folder once built)
-    registry_dir = Path(registry.__file__).resolve().parent
-    assert registry_dir.parents[1] / "Resources" / "Models" == models_dir
-    if "BRAINTUMORCNN_MODELS" not in os.environ:
+    assert registry.SOURCE_MODELS_DIR == models_dir
+    if "BRAINTUMORCNN_MODELS" not in os.environ and not registry.INSTALLED_MODELS_DIR.is_dir():
         assert registry.MODELS_DIR == models_dir
-    text = path.read_text()
-    assert "${CMAKE_BINARY_DIR}/${_models_lib_dir}/Resources/Models/" in text
-    assert "DESTINATION ${_models_install_lib_dir}/Resources/Models" in text
-    assert "get_filename_component(_models_lib_dir ${Slicer_QTSCRIPTEDMODULES_LIB_DIR} DIRECTORY)" in text
+    # build tree and extension package: inside the package, where the registry looks first
+    package = Path(registry.__file__).resolve().parent
+    inside = registry.INSTALLED_MODELS_DIR.relative_to(package.parent).as_posix()
+    assert inside == "BrainTumorCNNLib/models"
+    assert cmake_set(path, "_models_build_dir") == ["${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/" + inside]
+    assert cmake_set(path, "_models_install_dir") == ["${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/" + inside]
+    text = re.sub(r"#[^\n]*", "", path.read_text())
+    assert "configure_file(${_models_source_dir}/${_file} ${_models_build_dir}/${_file} COPYONLY)" in text
+    assert "install(FILES ${_models_source_dir}/${_file} DESTINATION ${_models_install_dir}" in text
+    # a wheel puts them in the same place (Testing/Python/test_packaging.py installs one)
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"]["BrainTumorCNNLib.models"] == "Resources/Models"
+    assert "BrainTumorCNNLib.models" in setuptools["packages"]
 
 
 def test_shipped_model_cards_carry_the_dice_the_selector_shows():
