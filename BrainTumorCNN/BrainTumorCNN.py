@@ -32,7 +32,7 @@ from BrainTumorCNNLib.io import MODALITIES  # noqa: E402
 from BrainTumorCNNLib.postprocessing import CleanupConfig  # noqa: E402
 
 #: What the engine needs beyond Slicer's own Python (numpy, scipy, SimpleITK), pinned as in pyproject.toml.
-REQUIREMENTS = {"torch": "torch>=2.2,<2.14", "safetensors": "safetensors>=0.4"}
+REQUIREMENTS = {"torch": "torch>=2.3,<2.14", "safetensors": "safetensors>=0.4"}
 #: What the self-test needs beyond REQUIREMENTS (the phantom's brain template).
 TEST_REQUIREMENTS = {"nilearn": "nilearn>=0.10"}
 #: Parameter node field of each input sequence.

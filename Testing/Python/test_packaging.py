@@ -1,12 +1,15 @@
-"""What `pip install .` installs, checked on a real wheel: built from a copy of
-the source tree, installed with `pip install --target`, and run from a folder
-outside the source tree so nothing can fall back on the checkout.
+"""What pyproject.toml promises.
 
-Slow for this suite (about a minute: a wheel build and a small phantom
-segmented on the CPU), so everything shares one module-scoped install.
+- What `pip install .` installs, checked on a real wheel: built from a copy of the source tree,
+  installed with `pip install --target`, and run from a folder outside the source tree so nothing
+  can fall back on the checkout.  Slow for this suite (about a minute: a wheel build and a small
+  phantom segmented on the CPU), so those tests share one module-scoped install.
+- The declared minimum torch and Python: only torch API that the lower bound has (an audit table
+  that every new torch name must enter), and syntax that Python 3.9 parses.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -16,6 +19,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Slicer 5.6-5.8 ship Python 3.9
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "BrainTumorCNN" / "BrainTumorCNNLib"
@@ -94,3 +102,140 @@ def test_installed_command_segments_the_phantom_with_a_shipped_model(installed, 
     assert any(name.endswith("_labels.nii.gz") for name in outputs), outputs
     assert any(name.endswith(".seg.nrrd") for name in outputs), outputs
     assert "metrics.csv" in outputs, "the phantom's truth was not found or not scored"
+
+
+# --------------------------------------------------------------------------- the declared torch minimum
+#: Every torch name the engine uses, with the torch release by which it existed (from PyTorch's release
+#: notes; "1.0" = 1.0 or earlier).  A name missing here fails the test below: look up when torch added
+#: it before using it, or raise the lower bound in pyproject.toml.  Keyword arguments are not seen by the
+#: scan; the one that matters, torch.load(weights_only=True), exists since 1.13.
+TORCH_API_SINCE = {
+    **dict.fromkeys([
+        "torch", "torch.Size", "torch.Tensor", "torch.__version__", "torch.arange", "torch.bincount", "torch.bmm",
+        "torch.cat", "torch.cuda.empty_cache", "torch.cuda.is_available", "torch.cuda.synchronize", "torch.device",
+        "torch.distributed", "torch.distributed.broadcast", "torch.distributed.destroy_process_group",
+        "torch.distributed.get_rank", "torch.distributed.get_world_size", "torch.distributed.init_process_group",
+        "torch.distributed.is_available", "torch.distributed.is_initialized", "torch.empty", "torch.float32",
+        "torch.from_numpy", "torch.get_num_threads", "torch.load", "torch.logsumexp", "torch.manual_seed",
+        "torch.nn", "torch.nn.Conv2d", "torch.nn.Dropout", "torch.nn.Module", "torch.nn.Parameter",
+        "torch.nn.functional", "torch.nn.functional.log_softmax", "torch.nn.functional.max_pool2d",
+        "torch.nn.functional.nll_loss", "torch.nn.init.uniform_", "torch.nn.init.zeros_",
+        "torch.nn.parallel.DistributedDataParallel", "torch.no_grad", "torch.optim.SGD", "torch.randint",
+        "torch.randn", "torch.save", "torch.set_num_threads", "torch.stack", "torch.tensor", "torch.where",
+        "torch.zeros", "torch.zeros_like"], "1.0"),
+    "torch.channels_last": "1.5",
+    "torch.backends.cuda.matmul.allow_tf32": "1.7",
+    "torch.backends.cudnn.allow_tf32": "1.7",
+    "torch.fft.fft": "1.7",
+    "torch.fft.rfft": "1.7",
+    "torch.fft.rfft2": "1.7",
+    "torch.fft.irfft2": "1.7",
+    "torch.maximum": "1.7",
+    "torch.inference_mode": "1.9",
+    "torch.cuda.OutOfMemoryError": "1.13",
+}
+
+
+def version_tuple(text: str) -> tuple:
+    return tuple(int(part) for part in text.split("."))
+
+
+def project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def declared_torch_minimum() -> tuple:
+    dependencies = project()["dependencies"]
+    (torch_requirement,) = [d for d in dependencies if d.startswith("torch")]
+    return version_tuple(torch_requirement.split(">=")[1].split(",")[0])
+
+
+def torch_names_used() -> dict:
+    """Dotted torch name -> engine modules using it: `torch.x.y` chains and names reached through
+    `from torch import nn` / `import torch.nn.functional as F` aliases."""
+    used = {}
+    for path in sorted(LIB.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == "torch":
+                        aliases[a.asname or "torch"] = a.name if a.asname else "torch"
+                        used.setdefault(a.name, set()).add(path.name)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch":
+                for a in node.names:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                    used.setdefault(f"{node.module}.{a.name}", set()).add(path.name)
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and not isinstance(parents.get(node), ast.Attribute):
+                parts, root = [], node
+                while isinstance(root, ast.Attribute):
+                    parts.append(root.attr)
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in aliases:
+                    used.setdefault(".".join([aliases[root.id]] + parts[::-1]), set()).add(path.name)
+    return used
+
+
+def test_engine_uses_only_torch_api_of_the_declared_minimum():
+    used = torch_names_used()
+    assert "torch.nn.Conv2d" in used and "torch.fft.rfft2" in used, "the scan misses the engine's torch use"
+    unaudited = {name: sorted(files) for name, files in used.items() if name not in TORCH_API_SINCE}
+    assert unaudited == {}, "torch names not checked against pyproject's lower bound (see TORCH_API_SINCE)"
+    minimum = declared_torch_minimum()
+    newer = {name: TORCH_API_SINCE[name] for name in used if version_tuple(TORCH_API_SINCE[name]) > minimum}
+    assert newer == {}, f"torch names newer than the declared torch>={'.'.join(map(str, minimum))}"
+
+
+def test_runner_handles_out_of_memory_and_cancel_on_torch_without_toplevel_OutOfMemoryError(monkeypatch):
+    """torch 2.2 and 2.3 have torch.cuda.OutOfMemoryError (1.13+) but no torch.OutOfMemoryError: there,
+    every exception passing through the runner's out-of-memory check (a cancel too) must keep its meaning."""
+    import itertools
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from BrainTumorCNNLib import inference, networks
+
+    class OutOfMemoryAbove(nn.Module):
+        def __init__(self, model, max_rows):
+            super().__init__()
+            self.inner, self.max_rows = model, max_rows
+            self.num_classes, self.receptive_field, self.in_channels = (
+                model.num_classes, model.receptive_field, model.in_channels)
+
+        def forward(self, x):
+            if x.shape[0] > 1 or x.shape[2] > self.max_rows + self.receptive_field - 1:
+                raise torch.cuda.OutOfMemoryError("simulated: out of memory")
+            return self.inner(x)
+
+    torch.manual_seed(0)
+    model = networks.LocalPathCNN(num_classes=4).eval()
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(4, 2, 24, 24)).astype(np.float32)
+    mask = np.ones(volume.shape[1:], dtype=bool)
+    expected = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    monkeypatch.delattr(torch, "OutOfMemoryError")  # the API of torch < 2.5
+
+    limited = OutOfMemoryAbove(model, max_rows=inference.MIN_BAND_ROWS)
+    got = inference.segment_volume(limited, volume, mask, device="cpu", fast=False, max_batch=2)
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-5, rtol=0)
+
+    checks = itertools.chain([False], itertools.repeat(True))  # the cancel lands inside the runner's bands
+    with pytest.raises(inference.Cancelled):
+        inference.segment_volume(model, volume, mask, device="cpu", fast=False, cancel=lambda: next(checks))
+
+
+def test_sources_parse_as_the_declared_minimum_python():
+    """pyproject.toml promises Python 3.9 (the Python of Slicer 5.6-5.8): no newer syntax (`match`,
+    parenthesised context managers, ...) in the engine, the Slicer module or the tests.  ast's
+    feature_version is best effort: it catches syntax, not newer library calls."""
+    minimum = version_tuple(project()["requires-python"].removeprefix(">="))
+    assert minimum == (3, 9)
+    sources = sorted((REPO / "BrainTumorCNN").rglob("*.py")) + sorted((REPO / "Testing").rglob("*.py"))
+    assert len(sources) > 30
+    for path in sources:
+        ast.parse(path.read_text(), filename=str(path), feature_version=minimum)
