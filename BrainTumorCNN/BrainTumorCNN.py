@@ -52,7 +52,7 @@ skull-stripped MRI volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Inputs ar
 names (BraTS t1 / t1ce / t2 / flair, t1n / t1c / t2w / t2f, ...). The result is a segmentation with one segment
 per tissue, coded with standard terminology, on the T1c volume's grid, and the tumor volumes in millilitres.
 For research use only, not for clinical decisions.
-See <a href="https://github.com/braintumorcnn/SlicerBrainTumorCNN">the extension's page</a>.
+The README.md of the extension's source describes the models, their validation and the limitations.
 """
         self.parent.acknowledgementText = """
 Networks (TwoPathCNN and its cascades) from M. Havaei, A. Davy, D. Warde-Farley, A. Biard, A. Courville,
