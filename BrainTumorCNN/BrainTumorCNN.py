@@ -329,34 +329,11 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         return SegmentationTask(images, geometry, self.options(parameters), warnings)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
-        """Put a finished task's result into the scene (main thread): the chosen
-        output segmentation refilled or a new one, and the optional probability
-        and label map volumes.  On an error the nodes added here are removed."""
-        from BrainTumorCNNLib import labels, mrml
-        scene, result, geometry = slicer.mrmlScene, task.result, task.geometry
+        """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""
+        from BrainTumorCNNLib import mrml
         name = f"{parameters.t1cVolume.GetName()} tumor"
-        output = parameters.outputSegmentation
-        added = []
-        try:
-            segmentation = mrml.store_result(scene, result, geometry, name, output)
-            if output is None:
-                added.append(segmentation)
-            if parameters.probabilities:
-                for index, tissue in enumerate(result.tissues, start=1):
-                    added.append(mrml.add_volume_node(scene, result.probabilities[index], geometry,
-                                                      f"{name} {tissue.name} probability"))
-            if parameters.labelmap:
-                fileLabels = labels.output_scheme(result.num_classes).from_internal(result.labels)
-                added.append(mrml.add_volume_node(scene, fileLabels, geometry, f"{name} labels", labelmap=True))
-        except Exception:
-            for node in added:
-                for display in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]:
-                    scene.RemoveNode(display)
-                scene.RemoveNode(node)
-            raise
-        for node in added:
-            node.CreateDefaultDisplayNodes()
-        return segmentation
+        return mrml.store_result(slicer.mrmlScene, task.result, task.geometry, name, parameters.outputSegmentation,
+                                 probabilities=parameters.probabilities, labelmap=parameters.labelmap)
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:
