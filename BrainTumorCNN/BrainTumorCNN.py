@@ -32,7 +32,7 @@ from BrainTumorCNNLib.modalities import MODALITIES  # noqa: E402
 from BrainTumorCNNLib.postprocessing import CleanupConfig  # noqa: E402
 
 #: What the engine needs beyond Slicer's own Python (numpy, scipy, SimpleITK), pinned as in pyproject.toml.
-REQUIREMENTS = {"torch": "torch>=2.2,<2.14", "safetensors": "safetensors>=0.4"}
+REQUIREMENTS = {"torch": "torch>=2.3,<2.14", "safetensors": "safetensors>=0.4"}
 #: What the self-test needs beyond REQUIREMENTS (the phantom's brain template).
 TEST_REQUIREMENTS = {"nilearn": "nilearn>=0.10"}
 #: Parameter node field of each input sequence.
@@ -52,7 +52,7 @@ skull-stripped MRI volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Inputs ar
 names (BraTS t1 / t1ce / t2 / flair, t1n / t1c / t2w / t2f, ...). The result is a segmentation with one segment
 per tissue, coded with standard terminology, on the T1c volume's grid, and the tumor volumes in millilitres.
 For research use only, not for clinical decisions.
-See <a href="https://github.com/braintumorcnn/SlicerBrainTumorCNN">the extension's page</a>.
+The README.md of the extension's source describes the models, their validation and the limitations.
 """
         self.parent.acknowledgementText = """
 Networks (TwoPathCNN and its cascades) from M. Havaei, A. Davy, D. Warde-Farley, A. Biard, A. Courville,
@@ -329,34 +329,11 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         return SegmentationTask(images, geometry, self.options(parameters), warnings)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
-        """Put a finished task's result into the scene (main thread): the chosen
-        output segmentation refilled or a new one, and the optional probability
-        and label map volumes.  On an error the nodes added here are removed."""
-        from BrainTumorCNNLib import labels, mrml
-        scene, result, geometry = slicer.mrmlScene, task.result, task.geometry
+        """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""
+        from BrainTumorCNNLib import mrml
         name = f"{parameters.t1cVolume.GetName()} tumor"
-        output = parameters.outputSegmentation
-        added = []
-        try:
-            segmentation = mrml.store_result(scene, result, geometry, name, output)
-            if output is None:
-                added.append(segmentation)
-            if parameters.probabilities:
-                for index, tissue in enumerate(result.tissues, start=1):
-                    added.append(mrml.add_volume_node(scene, result.probabilities[index], geometry,
-                                                      f"{name} {tissue.name} probability"))
-            if parameters.labelmap:
-                fileLabels = labels.output_scheme(result.num_classes).from_internal(result.labels)
-                added.append(mrml.add_volume_node(scene, fileLabels, geometry, f"{name} labels", labelmap=True))
-        except Exception:
-            for node in added:
-                for display in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]:
-                    scene.RemoveNode(display)
-                scene.RemoveNode(node)
-            raise
-        for node in added:
-            node.CreateDefaultDisplayNodes()
-        return segmentation
+        return mrml.store_result(slicer.mrmlScene, task.result, task.geometry, name, parameters.outputSegmentation,
+                                 probabilities=parameters.probabilities, labelmap=parameters.labelmap)
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:

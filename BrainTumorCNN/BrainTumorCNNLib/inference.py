@@ -238,7 +238,8 @@ def _exact_float32(device: torch.device):
 
 
 def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
+    # torch.cuda.OutOfMemoryError (torch 1.13+), not torch.OutOfMemoryError, which torch < 2.5 lacks
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
 

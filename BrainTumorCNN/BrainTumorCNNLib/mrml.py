@@ -126,10 +126,22 @@ def fill_segmentation_node(node, label_map: np.ndarray, geometry: Geometry, num_
 
 
 def add_segmentation_node(scene, label_map: np.ndarray, geometry: Geometry, num_classes: int, name: str):
+    """A new segmentation node filled as by fill_segmentation_node; none is left when that fails."""
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.CreateDefaultDisplayNodes()
-    fill_segmentation_node(node, label_map, geometry, num_classes)
+    try:
+        node.CreateDefaultDisplayNodes()
+        fill_segmentation_node(node, label_map, geometry, num_classes)
+    except Exception:
+        remove_node(scene, node)
+        raise
     return node
+
+
+def remove_node(scene, node) -> None:
+    """Remove a node and its display nodes from the scene."""
+    for display in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]:
+        scene.RemoveNode(display)
+    scene.RemoveNode(node)
 
 
 def labels_of(segmentation_node, reference_volume) -> np.ndarray:
@@ -245,13 +257,35 @@ def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry, List[str]]:
     return images, geometries["T1c"], warnings
 
 
-def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name: str, output_node=None):
-    """Put a finished segmentation into the scene: a new node, or `output_node`
-    (an existing segmentation the user chose to replace) refilled.  Main thread."""
-    if output_node is None:
-        return add_segmentation_node(scene, result.labels, geometry, result.num_classes, name)
-    fill_segmentation_node(output_node, result.labels, geometry, result.num_classes)
-    return output_node
+def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name: str, output_node=None,
+                 probabilities: bool = False, labelmap: bool = False):
+    """Put a finished segmentation into the scene (main thread) and return its node: a new node named
+    `name`, or `output_node` (an existing segmentation the user chose to replace) refilled.  Optionally
+    also one volume per tissue holding the network's probability (`probabilities`) and a label map
+    volume in the label values files use (`labelmap`).  All or nothing: on an error every node added
+    here is removed again (a refilled `output_node` stays, being the user's)."""
+    added = []
+    try:
+        if output_node is None:
+            segmentation = add_segmentation_node(scene, result.labels, geometry, result.num_classes, name)
+            added.append(segmentation)
+        else:
+            fill_segmentation_node(output_node, result.labels, geometry, result.num_classes)
+            segmentation = output_node
+        if probabilities:
+            for index, tissue in enumerate(result.tissues, start=1):
+                added.append(add_volume_node(scene, result.probabilities[index], geometry,
+                                             f"{name} {tissue.name} probability"))
+                added[-1].CreateDefaultDisplayNodes()
+        if labelmap:
+            file_labels = label_table.output_scheme(result.num_classes).from_internal(result.labels)
+            added.append(add_volume_node(scene, file_labels, geometry, f"{name} labels", labelmap=True))
+            added[-1].CreateDefaultDisplayNodes()
+    except Exception:
+        for node in reversed(added):
+            remove_node(scene, node)
+        raise
+    return segmentation
 
 
 def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pipeline.SegmentationOptions(),

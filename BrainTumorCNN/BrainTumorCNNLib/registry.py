@@ -11,10 +11,15 @@ from torch import nn
 
 from . import networks
 
-#: Where shipped weights and their model cards live (`<name>.safetensors` + `<name>.json`).
-#: BRAINTUMORCNN_MODELS overrides it (a user's own trained models).
-MODELS_DIR = Path(os.environ.get("BRAINTUMORCNN_MODELS",
-                                 Path(__file__).resolve().parents[2] / "Resources" / "Models"))
+#: The shipped weights and model cards (`<name>.safetensors` + `<name>.json`) inside the package, where
+#: a wheel (pyproject.toml) and the Slicer extension (BrainTumorCNN/CMakeLists.txt) install them.
+INSTALLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The same files in a source checkout (also an editable install), where ship_model.py writes them.
+SOURCE_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+#: Where the registry reads weights: BRAINTUMORCNN_MODELS (a user's own trained models), else the
+#: installed folder when there is one, else the checkout's.
+MODELS_DIR = Path(os.environ.get("BRAINTUMORCNN_MODELS")
+                  or (INSTALLED_MODELS_DIR if INSTALLED_MODELS_DIR.is_dir() else SOURCE_MODELS_DIR))
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,17 @@ import re
 import struct
 import subprocess
 import sys
-import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Slicer 5.6-5.8 ship Python 3.9
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "BrainTumorCNN"
@@ -223,15 +227,13 @@ def test_top_cmakelists_describes_the_extension():
     assert names[0] == "cmake_minimum_required"
     assert ("project", ["BrainTumorCNN"]) in commands
     fields = {args[0]: args[1:] for c, args in commands if c == "set" and args[0].startswith("EXTENSION_")}
-    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+    for field in ("CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "DEPENDS"):
         assert fields.get(f"EXTENSION_{field}", [""])[0].strip(), f"EXTENSION_{field} missing or empty"
     assert fields["EXTENSION_CATEGORY"] == ["Segmentation"]
     assert fields["EXTENSION_DEPENDS"] == ["NA"]
-    homepage = fields["EXTENSION_HOMEPAGE"][0]
-    assert homepage == "https://github.com/braintumorcnn/SlicerBrainTumorCNN"
-    icon = fields["EXTENSION_ICONURL"][0]
-    assert icon.startswith(homepage.replace("github.com", "raw.githubusercontent.com") + "/")
-    assert (REPO / icon.split("/", 6)[-1]).is_file(), f"{icon} names no file of the repository"
+    # no public address yet: set, and empty (test_no_invented_web_address checks every file)
+    for field in ("HOMEPAGE", "ICONURL", "SCREENSHOTURLS"):
+        assert fields[f"EXTENSION_{field}"] == [""], f"EXTENSION_{field}"
     assert ("find_package", ["Slicer", "REQUIRED"]) in commands
     order = [c + "(" + " ".join(a) + ")" for c, a in commands if c in ("include", "add_subdirectory")]
     assert order == ["include(${Slicer_USE_FILE})", "add_subdirectory(BrainTumorCNN)",
@@ -276,17 +278,24 @@ def test_module_cmakelists_ships_the_models_where_the_registry_reads_them():
     shipped = {p.name.split(".")[0] for p in models_dir.glob("*") if p.suffix in (".safetensors", ".json")} \
         if models_dir.is_dir() else set()
     assert shipped - set(models) == set(), "weights in Resources/Models that the extension would not ship"
+    # source: the checkout's Resources/Models, as the registry finds it in a checkout
     assert cmake_set(path, "_models_source_dir") == ["${CMAKE_CURRENT_SOURCE_DIR}/../Resources/Models"]
-    # registry.MODELS_DIR is <BrainTumorCNNLib>/../../Resources/Models: the folder the CMakeLists
-    # copies the weights to, beside qt-scripted-modules/ (the module's folder once built)
-    registry_dir = Path(registry.__file__).resolve().parent
-    assert registry_dir.parents[1] / "Resources" / "Models" == models_dir
-    if "BRAINTUMORCNN_MODELS" not in os.environ:
+    assert registry.SOURCE_MODELS_DIR == models_dir
+    if "BRAINTUMORCNN_MODELS" not in os.environ and not registry.INSTALLED_MODELS_DIR.is_dir():
         assert registry.MODELS_DIR == models_dir
-    text = path.read_text()
-    assert "${CMAKE_BINARY_DIR}/${_models_lib_dir}/Resources/Models/" in text
-    assert "DESTINATION ${_models_install_lib_dir}/Resources/Models" in text
-    assert "get_filename_component(_models_lib_dir ${Slicer_QTSCRIPTEDMODULES_LIB_DIR} DIRECTORY)" in text
+    # build tree and extension package: inside the package, where the registry looks first
+    package = Path(registry.__file__).resolve().parent
+    inside = registry.INSTALLED_MODELS_DIR.relative_to(package.parent).as_posix()
+    assert inside == "BrainTumorCNNLib/models"
+    assert cmake_set(path, "_models_build_dir") == ["${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/" + inside]
+    assert cmake_set(path, "_models_install_dir") == ["${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/" + inside]
+    text = re.sub(r"#[^\n]*", "", path.read_text())
+    assert "configure_file(${_models_source_dir}/${_file} ${_models_build_dir}/${_file} COPYONLY)" in text
+    assert "install(FILES ${_models_source_dir}/${_file} DESTINATION ${_models_install_dir}" in text
+    # a wheel puts them in the same place (Testing/Python/test_packaging.py installs one)
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"]["BrainTumorCNNLib.models"] == "Resources/Models"
+    assert "BrainTumorCNNLib.models" in setuptools["packages"]
 
 
 def test_shipped_model_cards_carry_the_dice_the_selector_shows():
@@ -295,6 +304,32 @@ def test_shipped_model_cards_carry_the_dice_the_selector_shows():
     for name, spec in registry.shipped().items():
         dice = json.loads(spec.card_path.read_text()).get("validation", {}).get("dice", {})
         assert set(dice) <= set(labels.REGIONS) and dice, f"{spec.card_path}: no validation Dice per region"
+
+
+# --------------------------------------------------------------------------- web addresses
+#: Web addresses the project may name: only ones that exist.  It has no public home yet, so none
+#: (an address of its own enters here once it is published).
+KNOWN_ADDRESSES: set = set()
+TEXT_SUFFIXES = {".py", ".md", ".txt", ".ui", ".toml", ".cfg", ".json", ".cmake", ""}
+NOT_SOURCE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis", "runs", ".cache",
+              ".whl", "braintumorcnn-demo"}
+
+
+def test_no_invented_web_address():
+    found = {}
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [d for d in subfolders if d not in NOT_SOURCE and not d.endswith(".egg-info")]
+        for path in (Path(folder) / f for f in files):
+            if path.suffix not in TEXT_SUFFIXES:
+                continue
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                continue
+            for address in re.findall(r"https?://[^\s\"'<>)]+", text):
+                if address not in KNOWN_ADDRESSES:
+                    found.setdefault(address, []).append(path.relative_to(REPO).as_posix())
+    assert found == {}, "web addresses that are not known to exist"
 
 
 # --------------------------------------------------------------------------- icons

@@ -202,3 +202,61 @@ def test_an_unreadable_file_is_an_error_and_adds_nothing(tmp_path):
     with pytest.raises(OSError, match="could not read .*broken.nii.gz"):
         mrml.read_volume_file(tmp_path / "broken.nii.gz", scene)
     assert scene.GetNumberOfNodes() == 0
+
+
+def _finished(geometry: Geometry, num_classes: int = 4) -> pipeline.Segmentation:
+    """A finished run's result on `geometry`: planted labels, probabilities peaked on them."""
+    label_map = planted_labels(geometry)
+    values = labels.class_values(num_classes)
+    probabilities = np.stack([np.where(label_map == v, 0.7, 0.1) for v in values]).astype(np.float32)
+    return pipeline.Segmentation(label_map, probabilities, num_classes, "TwoPathCNN", {})
+
+
+def _volume_nodes(scene) -> dict:
+    nodes = (scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+    return {node.GetName(): node for node in nodes}
+
+
+def test_store_result_adds_the_segmentation_and_the_optional_volumes():
+    """What the Slicer widget puts into the scene when a run finishes (storeResult)."""
+    scene = slicer.vtkMRMLScene()
+    result = _finished(OBLIQUE)
+    node = mrml.store_result(scene, result, OBLIQUE, "case tumor", probabilities=True, labelmap=True)
+    assert node.GetName() == "case tumor" and scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    volumes = _volume_nodes(scene)
+    tissues = labels.class_tissues(4)
+    assert set(volumes) == {f"case tumor {t.name} probability" for t in tissues} | {"case tumor labels"}
+    for index, tissue in enumerate(tissues, start=1):
+        volume = volumes[f"case tumor {tissue.name} probability"]
+        array, geometry = mrml.array_of(volume)
+        np.testing.assert_array_equal(array, result.probabilities[index])
+        assert geometry == OBLIQUE and not volume.IsA("vtkMRMLLabelMapVolumeNode")
+        assert volume.GetDisplayNode() is not None
+    label_volume = volumes["case tumor labels"]
+    assert label_volume.IsA("vtkMRMLLabelMapVolumeNode") and label_volume.GetDisplayNode() is not None
+    np.testing.assert_array_equal(mrml.array_of(label_volume)[0],
+                                  labels.output_scheme(4).from_internal(result.labels))
+
+    # the output the user chose is refilled; no volume unless asked for
+    again = mrml.store_result(scene, _finished(OBLIQUE, 5), OBLIQUE, "other", output_node=node)
+    assert again is node and scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    assert node.GetSegmentation().GetNumberOfSegments() == len(labels.class_tissues(5))
+    assert set(_volume_nodes(scene)) == set(volumes)
+
+
+@pytest.mark.parametrize("output", [False, True], ids=["new segmentation", "chosen output"])
+def test_store_result_failing_half_way_adds_nothing(output):
+    """A result whose probabilities lack a class fails on the third probability volume: the two
+    volumes and the new segmentation added before are removed, display nodes too."""
+    scene = slicer.vtkMRMLScene()
+    chosen = mrml.add_segmentation_node(scene, planted_labels(OBLIQUE), OBLIQUE, 4, "chosen") if output else None
+    before = scene.GetNumberOfNodes()
+    result = _finished(OBLIQUE)
+    result.probabilities = result.probabilities[:3]
+    with pytest.raises(IndexError):
+        mrml.store_result(scene, result, OBLIQUE, "case tumor", output_node=chosen, probabilities=True,
+                          labelmap=True)
+    assert scene.GetNumberOfNodes() == before
+    assert _volume_nodes(scene) == {}
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == (1 if output else 0)
