@@ -139,7 +139,7 @@ def test_rows_per_band_respects_the_budget():
 
 
 class OutOfMemoryAbove(nn.Module):
-    """Wraps a model; raises torch.OutOfMemoryError for inputs above a size."""
+    """Wraps a model; raises torch.cuda.OutOfMemoryError for inputs above a size."""
 
     def __init__(self, model, max_batch, max_rows):
         super().__init__()
@@ -149,7 +149,7 @@ class OutOfMemoryAbove(nn.Module):
 
     def forward(self, x):
         if x.shape[0] > self.max_batch or x.shape[2] > self.max_rows + self.receptive_field - 1:
-            raise torch.OutOfMemoryError("simulated: out of memory")
+            raise torch.cuda.OutOfMemoryError("simulated: out of memory")
         return self.inner(x)
 
 
@@ -174,7 +174,7 @@ def test_cuda_out_of_memory_falls_back_to_cpu_with_a_warning():
     class CudaOOM(OutOfMemoryAbove):
         def forward(self, x):
             if x.is_cuda:
-                raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+                raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
             return self.inner(x)
 
     model = lively(networks.TwoPathCNN(num_classes=4))
