@@ -171,6 +171,9 @@ def test_case_names_and_find_cases(tmp_path):
     ("BRATS_HG0015_T1C.mha", "T1c"), ("BRATS_HG0015_truth.mha", "truth"),
     ("VSD.Brain.XX.O.MR_Flair.54515.mha", "FLAIR"), ("VSD.Brain_3more.XX.O.OT.54517.mha", "truth"),
     ("case_seg.nii.gz", "truth"), ("patient7_0.nrrd", None), ("t1_localizer_notes.nii.gz", None),
+    ("Brats18_TCIA01_231_1_t1.nii.gz", "T1"), ("Brats18_TCIA01_231_1_t1ce.nii.gz", "T1c"),
+    ("Brats18_TCIA02_151_1_seg.nii.gz", "truth"), ("BraTS20_Training_001_t1.nii.gz", "T1"),
+    ("BraTS20_Training_001_flair.nii.gz", "FLAIR"), ("BraTS20_Training_001_t2.nii.gz", "T2"),
 ])
 def test_modality_from_file_name(name, modality):
     assert io.modality_of(name) == modality
@@ -270,17 +273,19 @@ def test_truth_on_another_grid_is_resampled_with_nearest_neighbour(tmp_path):
 
 # --- Real cases ------------------------------------------------------------------------------
 
-RELEASES = {  # folder: (scheme, size x y z, internal labels the truth may hold)
-    "brats2021": ("brats2021", (240, 240, 155), {0, 1, 2, 4}),
-    "brats2023": ("brats2023", (240, 240, 155), {0, 1, 2, 4}),
-    "brats2012": ("brats2012", (160, 216, 176), {0, 2, 3}),
+RELEASES = {  # folder: (scheme, size x y z, internal labels the truth may hold, cases)
+    "brats2021": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 13),
+    "brats2020": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 1),  # BraTS20_Training_001_t1.nii.gz
+    "brats2018": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 2),  # Brats18_<site>_<n>_1_t1.nii.gz
+    "brats2023": ("brats2023", (240, 240, 155), {0, 1, 2, 4}, 1),
+    "brats2012": ("brats2012", (160, 216, 176), {0, 2, 3}, 1),
 }
 
 
 def test_every_real_case_is_found_with_its_files_and_header(shared_data):
-    """All eleven cases: five files each, every header readable and on the release's grid."""
+    """All eighteen cases: five files each, every header readable and on the release's grid."""
     cases = {release: io.find_cases(shared_data / release) for release in RELEASES}
-    assert [len(cases[r]) for r in RELEASES] == [9, 1, 1]
+    assert [len(cases[r]) for r in RELEASES] == [spec[3] for spec in RELEASES.values()]
     for release, folders in cases.items():
         for folder in folders:
             files = io._modality_files(folder)
@@ -295,7 +300,7 @@ def test_every_real_case_is_found_with_its_files_and_header(shared_data):
 
 @pytest.mark.parametrize("release", sorted(RELEASES))
 def test_one_real_case_per_release_reads_fully(shared_data, release):
-    scheme, size, internal = RELEASES[release]
+    scheme, size, internal, _ = RELEASES[release]
     folder = io.find_cases(shared_data / release)[0]
     case = io.read_case(folder)
     assert case.images.shape == (4,) + size[::-1] and case.images.dtype == np.float32
