@@ -37,6 +37,8 @@ from .sampling import CachedCase, case_sources, load_case
 CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
     "none": None,
     "small+flat (default)": CleanupConfig(),
+    "small+flat+within 10 mm of largest": CleanupConfig(max_distance_mm=10.0),
+    "small+flat+within 20 mm of largest": CleanupConfig(max_distance_mm=20.0),
     "small+flat+largest only": CleanupConfig(keep_largest_only=True),
 }
 

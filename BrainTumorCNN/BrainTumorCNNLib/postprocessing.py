@@ -9,7 +9,10 @@ off in `CleanupConfig`:
 - small: fewer than `min_volume_ml` millilitres (from the voxel spacing);
 - flat: spanning at most `flat_max_slices` slices along the array's slice axis
   (axis 0, Z: the axial slices the 2-D networks are run on);
-- not largest: every component but the largest, when `keep_largest_only`.
+- not largest: every component but the largest, when `keep_largest_only`;
+- distant: farther than `max_distance_mm` from the largest component (a gentler
+  form of the previous rule: satellites next to the main tumor stay, blobs in
+  another lobe go).
 
 A removed component becomes background (0); the voxels of kept components keep
 their label values, so the sub-regions (core, enhancing) of the kept tumor are
@@ -24,7 +27,7 @@ second focus, so it is off by default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,6 +48,8 @@ class CleanupConfig:
     flat_max_slices: int = 2
     #: Keep only the largest component (removes the other foci of multifocal tumors).
     keep_largest_only: bool = False
+    #: Remove components whose nearest voxel is farther than this (mm) from the largest one.
+    max_distance_mm: Optional[float] = None
     #: 26-connectivity (True) or 6-connectivity (False).  26 never splits a tumor at a
     #: diagonal contact, so it removes less.
     fully_connected: bool = True
@@ -148,20 +153,35 @@ def cleanup(labels: np.ndarray, spacing: Sequence[float],
     voxel_ml = float(np.prod(spacing)) / 1000.0
 
     report = CleanupReport()
-    remove = np.zeros(max(shape.GetLabels()) + 1, dtype=bool)
-    for label in sorted(shape.GetLabels()):
+    labels_found = sorted(shape.GetLabels())
+    reasons = {}
+    for label in labels_found:
+        voxels = int(shape.GetNumberOfPixels(label))
+        found = []
+        if config.keep_largest_only and label != 1:
+            found.append("not largest")
+        if config.drop_small and voxels * voxel_ml < config.min_volume_ml:
+            found.append("small")
+        if config.drop_flat and shape.GetBoundingBox(label)[5] <= config.flat_max_slices:
+            found.append("flat")
+        reasons[label] = found
+    # distances to the largest component the other rules keep (so cleaning twice changes nothing)
+    reference = next((label for label in labels_found if not reasons[label]), None)
+    if config.max_distance_mm is not None and reference is not None and len(labels_found) > 1:
+        to_reference = sitk.SignedMaurerDistanceMap(components == reference, insideIsPositive=False,
+                                                    squaredDistance=False, useImageSpacing=True)
+        distance = sitk.LabelStatisticsImageFilter()
+        distance.Execute(to_reference, components)
+        for label in labels_found:
+            if label != reference and distance.GetMinimum(label) > config.max_distance_mm:
+                reasons[label].append("distant")
+    remove = np.zeros(max(labels_found) + 1, dtype=bool)
+    for label in labels_found:
         voxels = int(shape.GetNumberOfPixels(label))
         x0, y0, z0, sx, sy, sz = shape.GetBoundingBox(label)
-        reasons = []
-        if config.keep_largest_only and label != 1:
-            reasons.append("not largest")
-        if config.drop_small and voxels * voxel_ml < config.min_volume_ml:
-            reasons.append("small")
-        if config.drop_flat and sz <= config.flat_max_slices:
-            reasons.append("flat")
-        remove[label] = bool(reasons)
+        remove[label] = bool(reasons[label])
         report.components.append(Component(voxels, voxels * voxel_ml, int(sz),
-                                           ((z0, z0 + sz), (y0, y0 + sy), (x0, x0 + sx)), tuple(reasons)))
+                                           ((z0, z0 + sz), (y0, y0 + sy), (x0, x0 + sx)), tuple(reasons[label])))
     if remove.any():
         out[remove[sitk.GetArrayViewFromImage(components)]] = 0
     return out, report

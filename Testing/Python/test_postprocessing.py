@@ -90,6 +90,22 @@ def test_keep_largest_removes_every_other_component_and_is_off_by_default():
     assert np.array_equal(cleanup(labels_in, ONE_MM)[0], labels_in)  # default: multifocal tumors stay
 
 
+def test_distant_rule_keeps_satellites_near_the_main_tumor_and_removes_far_blobs():
+    labels_in = np.zeros((20, 60, 24), np.uint8)
+    labels_in[5:15, 2:12, 2:12] = 2  # main tumor (1000 voxels), y 2..11
+    labels_in[6:10, 16:20, 4:8] = 2  # satellite: nearest voxel 5 voxels from the main one (y 16 vs 11)
+    labels_in[6:10, 50:54, 4:8] = 4  # far blob: 39 voxels away
+    spacing = (1.0, 2.0, 1.0)  # x y z: along y a voxel is 2 mm, so the satellite is 10 mm away, the blob 78 mm
+    only_distance = CleanupConfig(drop_small=False, drop_flat=False, max_distance_mm=12.0)
+    out, report = cleanup(labels_in, spacing, only_distance)
+    assert out[6:10, 16:20, 4:8].all() and not out[6:10, 50:54, 4:8].any()
+    assert sorted(c.reasons for c in report.components) == [(), (), ("distant",)]
+    out, _ = cleanup(labels_in, spacing, CleanupConfig(drop_small=False, drop_flat=False, max_distance_mm=8.0))
+    assert not out[6:10, 16:20, 4:8].any()  # 10 mm > 8 mm
+    assert np.array_equal(cleanup(labels_in, spacing, CleanupConfig(drop_small=False, drop_flat=False))[0],
+                          labels_in)  # off by default
+
+
 def test_each_rule_can_be_switched_off():
     labels_in = tumor((20, 40, 40))
     labels_in[0, 30:32, 30:32] = 2  # small, flat, and not the largest
@@ -179,7 +195,7 @@ def label_maps(max_side=7):
 
 configs = st.builds(CleanupConfig, drop_small=st.booleans(), min_volume_ml=st.sampled_from([0.0, 0.002, 0.01, 0.05]),
                     drop_flat=st.booleans(), flat_max_slices=st.integers(0, 3), keep_largest_only=st.booleans(),
-                    fully_connected=st.booleans())
+                    max_distance_mm=st.sampled_from([None, 0.0, 1.5, 4.0]), fully_connected=st.booleans())
 spacings = st.tuples(*[st.sampled_from([0.5, 1.0, 2.5])] * 3)
 
 
@@ -210,8 +226,23 @@ def test_cleanup_only_removes_whole_components_by_its_rules(labels_in, config, s
                             or (config.keep_largest_only and sizes[index - 1] < sizes[largest - 1]))
         removed = not kept[member].any()
         assert removed or kept[member].all()  # whole components only
-        if config.keep_largest_only and sizes[index - 1] == sizes[largest - 1] and n > 1:
-            continue  # ties for the largest: which one is kept is the implementation's choice
+        if (config.keep_largest_only or config.max_distance_mm is not None) and n > 1 and \
+                np.count_nonzero(sizes == sizes[index - 1]) > 1:
+            continue  # ties in size: which one is "the largest" is the implementation's choice
+        if config.max_distance_mm is not None and not expected_removed:
+            # distant: farther than the limit from the largest component that the other rules keep
+            others_keep = [i for i in np.argsort(-sizes, kind="stable") + 1
+                           if not ((config.drop_small and sizes[i - 1] * voxel_ml < config.min_volume_ml)
+                                   or (config.drop_flat and np.ptp(np.nonzero((components == i).any(axis=(1, 2)))[0])
+                                       + 1 <= config.flat_max_slices)
+                                   or (config.keep_largest_only and i != largest))]
+            if others_keep and others_keep[0] != index:
+                if np.count_nonzero(sizes == sizes[others_keep[0] - 1]) > 1:
+                    continue
+                gap = ndimage.distance_transform_edt(components != others_keep[0], sampling=spacing[::-1])
+                expected_removed = gap[member].min() > config.max_distance_mm + 1e-3
+                if abs(gap[member].min() - config.max_distance_mm) < 1e-3:
+                    continue  # on the limit: float rounding decides
         assert removed == expected_removed, (index, sizes[index - 1], z)
 
     again, second = cleanup(out, spacing, config)
