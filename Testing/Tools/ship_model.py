@@ -3,6 +3,7 @@
 
     python Testing/Tools/ship_model.py RUN_DIR NAME --validation CASE... [--weights best|phase1]
         [--extra CASE...] [--models Resources/Models]
+    python Testing/Tools/ship_model.py RUN_DIR NAME --crossval CV_DIR [--extra CASE...]
 
 The card gets what a user needs to trust the model: architecture, label
 scheme, training cases and settings, epochs and wall time (from the run), and
@@ -10,11 +11,17 @@ Dice / sensitivity / specificity / HD95 per region, per validation case and
 averaged, measured here by the same pipeline `braintumorcnn segment` runs
 (preprocessing, dense inference, cleanup).  `--extra` cases (e.g. a BRATS 2012
 case with complete/core truth only) are scored and reported separately.
+With `--crossval`, the weights were trained on every labelled case with the
+recipe that cross-validation run measured: the card's figures are that run's
+held-out per-case scores and mean / sd (`braintumorcnn crossval`), not a
+re-scoring of these weights (which saw every case).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,13 +45,32 @@ def score(name: str, weights_path: Path, cases: list) -> list:
     return rows
 
 
+def machine(run: Path) -> str:
+    """Where the run trained: its summary records the device; this machine's cores for a CPU run."""
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    if summary.get("device") == "cuda":
+        return "GPU (CUDA)"
+    return f"{os.cpu_count()} CPU cores (no GPU)"
+
+
+def crossval_rows(run: Path) -> list:
+    """Held-out per-case rows of a cross-validation run, numbers as numbers."""
+    with (run / "per_case.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["case"] != "mean"]
+    return [{k: (v if k in ("case", "release") else (float(v) if v not in ("", None) else None))
+             for k, v in r.items()} for r in rows]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name", choices=list(registry.MODELS))
     parser.add_argument("--weights", choices=("best", "phase1"), default="best",
                         help="best: the two-phase result; phase1: the one-phase model")
-    parser.add_argument("--validation", nargs="+", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--validation", nargs="+")
+    source.add_argument("--crossval", type=Path, help="cross-validation run of the recipe these weights were "
+                        "trained with")
     parser.add_argument("--extra", nargs="*", default=[])
     parser.add_argument("--models", type=Path, default=REPO / "Resources" / "Models")
     args = parser.parse_args(argv)
@@ -53,8 +79,23 @@ def main(argv=None) -> int:
     model, run_card = weights.load(args.name, source)
     with open(args.run_dir / "log.csv") as f:  # the epochs that made these weights
         epochs = [row for row in csv.DictReader(f) if args.weights == "best" or row["phase"] == "1"]
-    validation = score(args.name, source, args.validation)
     extra = score(args.name, source, args.extra) if args.extra else []
+    if args.crossval:
+        validation = crossval_rows(args.crossval)
+        summary = json.loads((args.crossval / "summary.json").read_text())
+        protocol = (f"{summary['folds']}-fold cross-validation by case (fold seed {summary['seed']}) of the "
+                    f"recipe these weights were trained with: each case segmented whole through "
+                    "`braintumorcnn segment`'s pipeline by the model of the fold that held it out; "
+                    "mean (sd) over the held-out cases")
+        spread = {metric: {region: round(summary["scores"][f"{metric}_{region}"]["sd"], 4)
+                           for region in ("complete", "core", "enhancing")
+                           if f"{metric}_{region}" in summary["scores"]}
+                  for metric in ("dice", "sensitivity", "specificity", "hd95")}
+    else:
+        validation = score(args.name, source, args.validation)
+        protocol = ("whole volumes through `braintumorcnn segment`'s pipeline (preprocessing, dense inference, "
+                    "cleanup) on the validation cases; BraTS regions; mean over cases")
+        spread = None
     mean = evaluation.summarize(validation)
     card = {
         "description": registry.get(args.name).description,
@@ -69,16 +110,16 @@ def main(argv=None) -> int:
             "epochs_run": len(epochs),
             "best_epoch": run_card["best_epoch"],
             "wall_s": round(sum(float(row["seconds"]) for row in epochs), 1),
-            "machine": "2 CPU cores (no GPU)",
+            "machine": machine(args.run_dir),
             "config": run_card["config"],
         },
         "validation": {
-            "protocol": "whole volumes through `braintumorcnn segment`'s pipeline (preprocessing, dense inference, "
-                        "cleanup) on the validation cases; BraTS regions; mean over cases",
+            "protocol": protocol,
             "cases": [r["case"] for r in validation],
             **{metric: {region: round(mean[f"{metric}_{region}"], 4)
                         for region in ("complete", "core", "enhancing") if f"{metric}_{region}" in mean}
                for metric in ("dice", "sensitivity", "specificity", "hd95")},
+            **({"sd": spread} if spread else {}),
             "per_case": validation,
         },
         "other_cases": extra,
