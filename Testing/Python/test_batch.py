@@ -122,7 +122,7 @@ def test_preview_shows_the_truth_and_the_dice_when_truth_is_given(untrained_mode
 
 def test_progress_is_line_based_when_output_is_not_a_terminal(untrained_models, synthetic_cases, tmp_path, capsys):
     """capsys's streams are not terminals: no carriage returns, a bounded number of progress lines."""
-    case = write_synthetic_case(tmp_path / "tall", "Tall_001", shape=(60, 40, 40))
+    case = write_synthetic_case(tmp_path / "tall", "Tall_001", shape=(30, 32, 32))  # 30 slices, 30 updates
     assert cli.main(["segment", str(case), "--output", str(tmp_path / "out"), "--device", "cpu", "--no-n4"]) == 0
     captured = capsys.readouterr()
     assert "\r" not in captured.out + captured.err
