@@ -3,19 +3,25 @@
 Per case it writes `<case>.seg.nrrd` (a Slicer segmentation), `<case>_labels.nii.gz`
 on the input grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for
 5-class models) and `<case>_preview.png`; `metrics.csv` when ground truth is
-found.  A failing case is reported and skipped; a rerun skips finished cases;
-every file is written atomically, so a killed run leaves no partial output.
+found.  Every input is looked at before any work: a missing path, or a folder
+holding no image of any sequence, stops the run with an error.  A case that
+cannot be segmented (a folder lacking a sequence, an unreadable file) is
+reported with its error and skipped, and the exit status is 1; a rerun skips
+finished cases; every file is written atomically, so a killed run leaves no
+partial output.  Progress is one updated line on a terminal, else a line per
+10 % (logs).
 The same code runs under `Slicer --no-main-window --python-script
 BrainTumorCNN/BrainTumorCNNBatch.py -- ARGS`.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, TextIO, Tuple, Union
 
 from . import evaluation, io, mrml, pipeline, preview, registry
 from .postprocessing import CleanupConfig
@@ -30,27 +36,63 @@ def output_paths(output: Path, case: str) -> Dict[str, Path]:
 
 
 def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
+    """(case name, folder / image / four files) of every case given; raises when an input is missing
+    or holds no case, before any work."""
     explicit = {m: getattr(args, m.lower()) for m in io.MODALITIES}
     if any(explicit.values()):
         if args.inputs:
-            raise SystemExit("give either case folders or --t1/--t1c/--t2/--flair, not both")
+            raise ValueError("give either case folders or --t1/--t1c/--t2/--flair, not both")
         missing = [m for m, f in explicit.items() if not f]
         if missing:
-            raise SystemExit(f"missing {', '.join('--' + m.lower() for m in missing)}")
+            raise ValueError(f"missing {', '.join('--' + m.lower() for m in missing)}")
+        for flag, given in [(f"--{m.lower()}", f) for m, f in explicit.items()] + [("--truth", args.truth)]:
+            if given and not Path(given).is_file():
+                raise io.CaseError(f"{given} (given as {flag}): no such file")
         files = {m: Path(f) for m, f in explicit.items()}
         name = args.name or io.common_stem(files.values())
         return [(name or "case", files)]
     if not args.inputs:
-        raise SystemExit("nothing to segment: give case folders or --t1/--t1c/--t2/--flair files")
+        raise ValueError("nothing to segment: give case folders or --t1/--t1c/--t2/--flair files")
     jobs = []
     for item in args.inputs:
-        for path in io.find_cases(item):
-            jobs.append((io.image_stem(path) if path.is_file() else path.name, path))
+        found = io.find_cases(item)
+        if not found:
+            raise io.CaseError(
+                f"{item}: no case found: a case is a folder of T1, T1c, T2 and FLAIR images named like "
+                "<id>_t1/_t1ce/_t2/_flair.nii.gz (or another layout of the README), a folder of such folders, "
+                "or an MSD 4-D image")
+        jobs += [(io.image_stem(path) if path.is_file() else path.name, path) for path in found]
     names = [n for n, _ in jobs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SystemExit(f"several cases are named {', '.join(duplicates)}; their outputs would collide")
+        raise ValueError(f"several cases are named {', '.join(duplicates)}; their outputs would collide")
     return jobs
+
+
+class Progress:
+    """Progress of one case on `stream`: one line updated in place on a terminal; elsewhere (a log, a
+    pipe) a line per `step` of the work, so a log holds a few lines, not hundreds of updates."""
+
+    def __init__(self, stream: Optional[TextIO] = None, step: float = 0.1):
+        self.stream = stream if stream is not None else sys.stdout
+        self.terminal = self.stream.isatty()
+        self.step = step
+        self.next = 0.0  # the fraction that earns the next line
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.terminal:
+            self.stream.write(f"\r  [{fraction:4.0%}] {message:<60}")
+        elif fraction >= self.next - 1e-9:
+            self.stream.write(f"  [{fraction:4.0%}] {message}\n")
+            self.next = (math.floor(fraction / self.step + 1e-9) + 1) * self.step
+        else:
+            return
+        self.stream.flush()
+
+    def finish(self, message: str) -> None:
+        """The case's closing line (ends the updated line on a terminal)."""
+        self.stream.write(f"\r  {message:<70}\n" if self.terminal else f"  {message}\n")
+        self.stream.flush()
 
 
 def run_case(name: str, source: Source, output: Path, options: pipeline.SegmentationOptions,
@@ -58,19 +100,20 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     """Segment one case and write its outputs; returns its metrics row when truth is known."""
     case = io.read_case(source, truth=truth, resample=resample, name=name)
     started = time.time()
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"\r  [{fraction:4.0%}] {message:<60}", end="", flush=True)
-
+    progress = Progress()
     result = pipeline.segment(case.images, case.geometry, options, progress=progress)
-    print(f"\r  segmented in {time.time() - started:.1f} s with {result.model_name}{' ' * 40}")
+    progress.finish(f"segmented in {time.time() - started:.1f} s with {result.model_name}")
     paths = output_paths(output, name)
+    row = _metrics_row(name, result.labels, case) if case.truth is not None else None
+    title = f"{name}: {result.model_name}"
+    if row:
+        title += " - Dice " + ", ".join(f"{region} {row[f'dice_{region}']:.2f}" for region in case.scheme.regions)
     # The label map is written last: its presence marks the case as finished.
     mrml.write_segmentation_file(result.labels, case.geometry, result.num_classes, paths["segmentation"])
-    preview.write_preview(case.images, result.labels, paths["preview"], result.num_classes,
-                          title=f"{name}: {result.model_name}")
+    preview.write_preview(case.images, result.labels, paths["preview"], result.num_classes, title=title,
+                          geometry=case.geometry, truth=case.truth)
     io.write_labels(result.labels, case.geometry, paths["labels"])
-    return _metrics_row(name, result.labels, case) if case.truth is not None else None
+    return row
 
 
 def _metrics_row(name: str, predicted, case: io.Case) -> dict:
@@ -129,7 +172,8 @@ def main(args: argparse.Namespace) -> int:
             raise
         except Exception as exc:  # a bad case must not stop the batch
             failed.append(name)
-            print(f"\n  FAILED: {exc}", file=sys.stderr)
+            ends_progress_line = "\n" if sys.stdout.isatty() else ""
+            print(f"{ends_progress_line}  FAILED: {exc}", file=sys.stderr)
             if not isinstance(exc, (ValueError, OSError)):
                 traceback.print_exc()
     if rows:

@@ -3,11 +3,18 @@
 Each subcommand lives in the module that does the work, which provides
 `configure_parser(parser)` and `main(args) -> int`; modules are imported only
 when their subcommand runs, so `--help` stays fast.
+
+Expected errors -- bad input (ValueError: CaseError, GeometryError, ...),
+files and folders (OSError), refused weights, an absent device or package --
+end as one line `braintumorcnn COMMAND: error: ...` on stderr and exit status 2
+(with BRAINTUMORCNN_DEBUG=1 in the environment they keep their traceback);
+anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -35,7 +42,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name][0]}")
     command = argparse.ArgumentParser(prog=f"braintumorcnn {name}", description=SUBCOMMANDS[name][1])
     module.configure_parser(command)
-    return int(module.main(command.parse_args(argv[1:])) or 0)
+    args = command.parse_args(argv[1:])
+    try:
+        return int(module.main(args) or 0)
+    except EXPECTED_ERRORS as exc:
+        if os.environ.get("BRAINTUMORCNN_DEBUG"):
+            raise
+        print(f"braintumorcnn {name}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nbraintumorcnn {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+#: What bad input, a missing file, refused weights (weights.WeightsError), an absent CUDA device or an
+#: absent package raise; RuntimeError is included for the last three.
+EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, ImportError, MemoryError)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line: an OSError as `path: reason`; of a message of several lines (a
+    child process's stderr), the first and the last."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
 if __name__ == "__main__":

@@ -111,7 +111,11 @@ def modality_of(path: PathLike) -> Optional[str]:
 
 
 def find_cases(folder: PathLike) -> List[Path]:
-    """Case folders (or MSD 4-D image files) under `folder`; `[folder]` if it is one case."""
+    """Case folders (or MSD 4-D image files) under `folder`; `[folder]` if it is one case.
+
+    A folder holding an image of any of the four sequences is a case even when
+    others are missing, so read_case names what is missing instead of the case
+    vanishing from the list; an empty list means no image of any sequence."""
     folder = Path(folder)
     if is_image(folder):
         return [folder]
@@ -120,28 +124,36 @@ def find_cases(folder: PathLike) -> List[Path]:
     if (folder / "imagesTr").is_dir() or (folder / "imagesTs").is_dir():
         return sorted(p for sub in ("imagesTr", "imagesTs") for p in (folder / sub).glob("*")
                       if is_image(p))
-    if _modality_files(folder, strict=False):
+    if _holds_sequence(folder):
         return [folder]
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _modality_files(p, strict=False))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _holds_sequence(p))
 
 
-def _modality_files(folder: Path, strict: bool = True) -> Dict[str, Path]:
-    """Files of one case folder by modality; looks one level down for VSD sub-folders."""
+def _holds_sequence(folder: Path) -> bool:
+    return any(modality_of(p) in MODALITIES for p in _candidate_files(folder))
+
+
+def _candidate_files(folder: Path) -> List[Path]:
+    """The image files of a case folder; those of its VSD sub-folders when it has none of a sequence."""
     candidates = [p for p in folder.iterdir() if is_image(p)]
     if not any(modality_of(p) in MODALITIES for p in candidates):
         candidates = [p for sub in folder.iterdir() if sub.is_dir() for p in sub.iterdir()
                       if is_image(p) and (".mr_" in p.name.lower() or ".ot." in p.name.lower())]
+    return candidates
+
+
+def _modality_files(folder: Path) -> Dict[str, Path]:
+    """Files of one case folder by modality; looks one level down for VSD sub-folders."""
+    candidates = _candidate_files(folder)
     found: Dict[str, Path] = {}
     for path in sorted(candidates):
         modality = modality_of(path)
         if modality is None:
             continue
-        if modality in found and strict:
+        if modality in found:
             raise CaseError(f"{folder}: two files for {modality}: {found[modality].name} and {path.name}; "
                             "keep one or pass the four files explicitly")
-        found.setdefault(modality, path)
-    if not strict:
-        return found if all(m in found for m in MODALITIES) else {}
+        found[modality] = path
     missing = [m for m in MODALITIES if m not in found]
     if missing:
         names = ", ".join(sorted(p.name for p in candidates)) or "no image files"

@@ -1,46 +1,162 @@
-"""A PNG preview of a segmentation: axial slices of T1c and FLAIR with the segment colours."""
+"""A PNG preview of a segmentation: the tumor's largest cross-sections in three planes.
+
+Rows: the axial, coronal and sagittal slice with the most tumor voxels of its
+plane: the tumor's largest cross-sections (of the truth when it is given, as
+the best knowledge of where the tumor is; else of the segmentation; of the
+brain when neither has a voxel).  Columns: T1c and FLAIR with the segments outlined in their colours
+(labels.py), and, when ground truth is given, the same slices with the truth's
+outlines.  Planes follow the image direction, not the array order, in the
+radiological view (patient's right on the left, anterior and superior up), and
+pixels keep the voxel spacing's aspect.  The title and the slices shown are
+also stored as PNG text (Title, Description).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from . import labels as label_table
 from .atomic import atomic_path
+from .geometry import Geometry
+
+PLANES = ("axial", "coronal", "sagittal")
+#: Per plane, the physical LPS axis (0 x: toward the patient's left, 1 y: posterior, 2 z: superior) it
+#: cuts, and those its rows and columns run along.  Rows run posterior-down in axial views and
+#: superior-up in the others; columns toward the patient's left (axial, coronal) or posterior (sagittal).
+_CUT_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+_ROW_AXIS = {"axial": 1, "coronal": 2, "sagittal": 2}
+_ROW_SIGN = {"axial": 1, "coronal": -1, "sagittal": -1}
+#: Outlines drawn outermost first, so each segment's outer edge shows its own colour.
+_DRAW_ORDER = ("edema", "non_enhancing", "enhancing", "ncr_net", "necrosis")
+_CHANNELS = ((1, "T1c"), (3, "FLAIR"))  # of the (T1, T1c, T2, FLAIR) images
+_PANEL_INCHES = 2.8
+_MARGIN = 3  # voxels kept around the brain's bounding box
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A slice of a (Z, Y, X) array: the array axis it cuts (0 Z, 1 Y, 2 X) and its index there."""
+
+    axis: int
+    index: int
+
+
+def _array_axes(geometry: Optional[Geometry]) -> Tuple[List[int], List[int]]:
+    """Per array axis (Z, Y, X): the physical axis it runs along most closely, and the sign."""
+    if geometry is None:
+        return [2, 1, 0], [1, 1, 1]
+    direction = np.asarray(geometry.direction, float).reshape(3, 3)  # column i: index axis i (x, y, z)
+    physical, sign = [], []
+    for array_axis in range(3):
+        column = direction[:, 2 - array_axis]
+        nearest = int(np.abs(column).argmax())
+        physical.append(nearest)
+        sign.append(1 if column[nearest] > 0 else -1)
+    if sorted(physical) != [0, 1, 2]:  # axes at 45 degrees: keep the array order
+        return [2, 1, 0], [1, 1, 1]
+    return physical, sign
+
+
+def choose_slices(label_map: np.ndarray, geometry: Optional[Geometry] = None, truth: Optional[np.ndarray] = None,
+                  brain: Optional[np.ndarray] = None) -> Dict[str, Cut]:
+    """Per plane, the slice with the most tumor voxels (the middle one of equal maxima): of `truth` when
+    it has any, else of `label_map`, else of `brain`."""
+    masks = [m > 0 for m in (truth, label_map, brain) if m is not None]
+    mask = next((m for m in masks if m.any()), masks[-1])
+    physical, _ = _array_axes(geometry)
+    cuts = {}
+    for plane in PLANES:
+        axis = physical.index(_CUT_AXIS[plane])
+        counts = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+        largest = np.flatnonzero(counts == counts.max())
+        cuts[plane] = Cut(axis, int(largest[len(largest) // 2]))
+    return cuts
+
+
+def _view(volume: np.ndarray, plane: str, cut: Cut, box: Tuple[slice, ...], physical: List[int],
+          sign: List[int]) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """The slice of `volume` (Z, Y, X) as displayed (rows top to bottom, columns left to right), cropped
+    to `box`, and the array axes its rows and columns come from."""
+    rows, columns = [a for a in range(3) if a != cut.axis]
+    view = np.take(volume, cut.index, axis=cut.axis)[box[rows], box[columns]]
+    if physical[rows] != _ROW_AXIS[plane]:
+        view, rows, columns = view.T, columns, rows
+    if sign[rows] != _ROW_SIGN[plane]:
+        view = view[::-1]
+    if sign[columns] != 1:
+        view = view[:, ::-1]
+    return view, (rows, columns)
+
+
+def _brain_box(brain: np.ndarray) -> Tuple[slice, ...]:
+    if not brain.any():
+        return tuple(slice(None) for _ in range(3))
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(present[0] - _MARGIN, 0), present[-1] + _MARGIN + 1))
+    return tuple(box)
 
 
 def write_preview(images: np.ndarray, label_map: np.ndarray, path: Union[str, Path], num_classes: int,
-                  columns: int = 6, title: str = "") -> Path:
-    """Write a montage of `columns` axial slices through the tumor (rows: T1c, FLAIR,
-    each with the segment colours at 45% opacity).  images: (4, Z, Y, X) raw; label_map: (Z, Y, X) internal."""
+                  title: str = "", geometry: Optional[Geometry] = None, truth: Optional[np.ndarray] = None) -> Path:
+    """Write the preview PNG atomically.  images: (4, Z, Y, X) raw T1, T1c, T2, FLAIR; label_map and
+    truth: (Z, Y, X) internal label values; geometry: for the planes' orientation and aspect (None: an
+    LPS grid of 1 mm voxels)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    tumor_slices = np.flatnonzero(label_map.any(axis=(1, 2)))
-    brain_slices = np.flatnonzero(images.any(axis=(0, 2, 3)))
-    pool = tumor_slices if tumor_slices.size else (brain_slices if brain_slices.size else np.arange(label_map.shape[0]))
-    picks = pool[np.linspace(0, pool.size - 1, min(columns, pool.size)).round().astype(int)]
-    colours = np.zeros((256, 4))
-    for tissue in label_table.class_tissues(num_classes):
-        colours[tissue.value] = (*tissue.color, 0.45)
+    tissues = label_table.class_tissues(num_classes)
+    brain = images.any(axis=0)
+    cuts = choose_slices(label_map, geometry, truth=truth, brain=brain)
+    physical, sign = _array_axes(geometry)
+    spacing = (1.0, 1.0, 1.0) if geometry is None else tuple(geometry.spacing[::-1])  # per array axis
+    box = _brain_box(brain)
+    outlines = [("", label_map)]
+    if truth is not None:  # in the model's tissues (BRATS 2013 non-enhancing tumor is NCR/NET for 4 classes)
+        outlines.append(("truth", label_table.class_values(num_classes)[label_table.labels_to_classes(truth, num_classes)]))
+    columns = [(channel, name, kind, labels) for kind, labels in outlines for channel, name in _CHANNELS]
 
-    fig, axes = plt.subplots(2, len(picks), figsize=(2.2 * len(picks), 4.8), squeeze=False)
-    for row, (channel, name) in enumerate(((1, "T1c"), (3, "FLAIR"))):
-        for col, z in enumerate(picks):
+    windows = {}
+    for channel, _ in _CHANNELS:
+        shown = np.concatenate([_view(images[channel], p, c, box, physical, sign)[0].ravel() for p, c in cuts.items()])
+        shown = shown[shown != 0] if np.any(shown != 0) else shown
+        windows[channel] = np.percentile(shown, (0.5, 99.5))
+
+    heights = []  # of each row's panels, in panel widths
+    for plane in PLANES:
+        shown, (rows, cols) = _view(brain, plane, cuts[plane], box, physical, sign)
+        heights.append(shown.shape[0] * spacing[rows] / (shown.shape[1] * spacing[cols]))
+    fig, axes = plt.subplots(len(PLANES), len(columns), squeeze=False, gridspec_kw={"height_ratios": heights},
+                             figsize=(_PANEL_INCHES * len(columns), _PANEL_INCHES * sum(heights) + 1.8))
+    for row, plane in enumerate(PLANES):
+        cut = cuts[plane]
+        for col, (channel, name, kind, labels) in enumerate(columns):
             ax = axes[row, col]
-            ax.imshow(images[channel, z], cmap="gray", interpolation="nearest")
-            ax.imshow(colours[label_map[z]], interpolation="nearest")
+            image, (rows, cols) = _view(images[channel], plane, cut, box, physical, sign)
+            ax.imshow(image, cmap="gray", vmin=windows[channel][0], vmax=windows[channel][1],
+                      aspect=spacing[rows] / spacing[cols], interpolation="nearest")
+            segment_view = _view(labels, plane, cut, box, physical, sign)[0]
+            for tissue in sorted(tissues, key=lambda t: _DRAW_ORDER.index(t.key)):
+                inside = segment_view == tissue.value
+                if inside.any():
+                    ax.contour(inside.astype(np.float32), levels=[0.5], colors=[tissue.color], linewidths=1.2)
             ax.set_axis_off()
-            ax.set_title(f"{name} z={z}", fontsize=8)
-    handles = [matplotlib.patches.Patch(color=t.color, label=t.name) for t in label_table.class_tissues(num_classes)]
+            ax.set_title(f"{name}{' ' + kind if kind else ''} - {plane} {'zyx'[cut.axis]}={cut.index}", fontsize=8)
+    handles = [Line2D([0], [0], color=t.color, linewidth=2.5, label=t.name) for t in tissues]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96 if title else 1))
+    description = (", ".join(f"{p} {'zyx'[c.axis]}={c.index}" for p, c in cuts.items()) + "; columns: "
+                   + ", ".join(f"{name}{' ' + kind if kind else ''}" for _, name, kind, _ in columns))
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=90, format="png", metadata={"Title": title, "Description": description})
     plt.close(fig)
     return path

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from BrainTumorCNNLib import cli, io, labels, mrml
+from conftest import write_synthetic_case
+
+from BrainTumorCNNLib import batch, cli, io, labels, mrml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,11 +73,15 @@ def test_explicit_files_and_a_five_class_model(untrained_models, synthetic_cases
 
 
 def test_bad_command_lines_say_what_is_wrong(untrained_models, synthetic_cases, tmp_path, capsys):
-    import pytest
-    with pytest.raises(SystemExit, match="missing --t2, --flair"):
-        cli.main(["segment", "--output", str(tmp_path), "--t1", "a.nii", "--t1c", "b.nii"])
-    with pytest.raises(SystemExit, match="nothing to segment"):
-        cli.main(["segment", "--output", str(tmp_path)])
+    case = str(synthetic_cases[0])
+    for argv, message in (
+            (["--t1", "a.nii", "--t1c", "b.nii"], "missing --t2, --flair"),
+            ([], "nothing to segment: give case folders or --t1/--t1c/--t2/--flair files"),
+            ([case, "--t1", "a.nii"], "give either case folders or --t1/--t1c/--t2/--flair, not both"),
+            ([case, case], "several cases are named Synth_000; their outputs would collide")):
+        assert cli.main(["segment", "--output", str(tmp_path / "out"), *argv]) == 2
+        assert capsys.readouterr().err == f"braintumorcnn segment: error: {message}\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_batch_script_runs_as_plain_python(untrained_models, synthetic_cases, tmp_path):
@@ -87,3 +93,65 @@ def test_batch_script_runs_as_plain_python(untrained_models, synthetic_cases, tm
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert all(p.is_file() for p in _outputs(output, synthetic_cases[1].name))
+
+
+def _preview_text(path: Path) -> dict:
+    from PIL import Image
+    with Image.open(path) as image:
+        return dict(image.text)
+
+
+def test_preview_shows_the_truth_and_the_dice_when_truth_is_given(untrained_models, synthetic_cases, tmp_path,
+                                                                   capsys):
+    files = io.read_case(synthetic_cases[0]).files
+    explicit = [x for m in io.MODALITIES for x in (f"--{m.lower()}", str(files[m]))]
+    runs = {"given": [*explicit, "--name", "given", "--truth", str(files["truth"])],
+            "plain": [*explicit, "--name", "plain"],
+            synthetic_cases[1].name: [str(synthetic_cases[1])]}  # truth found in the case folder
+    for name, argv in runs.items():
+        output = tmp_path / name
+        assert cli.main(["segment", *argv, "--output", str(output), "--device", "cpu", "--no-n4"]) == 0
+        text = _preview_text(output / f"{name}_preview.png")
+        if name == "plain":
+            assert "truth" not in text["Description"] and "Dice" not in text["Title"]
+            continue
+        with open(output / "metrics.csv") as f:
+            dice = float(next(csv.DictReader(f))["dice_complete"])
+        assert "truth" in text["Description"] and f"Dice complete {dice:.2f}" in text["Title"], text
+
+
+def test_progress_is_line_based_when_output_is_not_a_terminal(untrained_models, synthetic_cases, tmp_path, capsys):
+    """capsys's streams are not terminals: no carriage returns, a bounded number of progress lines."""
+    case = write_synthetic_case(tmp_path / "tall", "Tall_001", shape=(30, 32, 32))  # 30 slices, 30 updates
+    assert cli.main(["segment", str(case), "--output", str(tmp_path / "out"), "--device", "cpu", "--no-n4"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err
+    steps = [line for line in captured.out.splitlines() if "%]" in line]
+    assert 3 <= len(steps) <= 12, captured.out
+
+
+def test_progress_lines_per_ten_percent_on_a_stream_and_one_updated_line_on_a_terminal():
+    import io as stdio
+    import os
+    import select
+
+    stream = stdio.StringIO()
+    progress = batch.Progress(stream)
+    for i in range(1001):
+        progress(i / 1000, f"slice {i}/1000")
+    progress.finish("segmented")
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 12  # 0 %, 10 %, ..., 100 % and the closing line
+    assert lines[-1] == "  segmented" and lines[5].startswith("  [ 50%] slice 500/1000")
+
+    leader, follower = os.openpty()  # a real terminal
+    with open(follower, "w") as terminal:
+        progress = batch.Progress(terminal)
+        for i in range(21):
+            progress(i / 20, f"{i}")
+        progress.finish("segmented")
+    written = ""
+    while not written.endswith("\n") and select.select([leader], [], [], 5)[0]:
+        written += os.read(leader, 1 << 16).decode()
+    os.close(leader)
+    assert written.count("\r") >= 21 and written.count("\n") == 1

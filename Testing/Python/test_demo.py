@@ -1,13 +1,16 @@
 """`braintumorcnn demo`: phantom -> segmentation -> files and Dice, end to end on a small phantom."""
 from __future__ import annotations
 
-from BrainTumorCNNLib import cli, registry
+from BrainTumorCNNLib import cli, demo, registry
 
 
-def test_demo_writes_segmentation_and_reports_dice(untrained_models, tmp_path, capsys):
+def test_demo_writes_segmentation_reports_dice_and_fails_an_untrained_model(untrained_models, tmp_path, capsys):
     output = tmp_path / "demo"
-    assert cli.main(["demo", "--output", str(output), "--size", "small", "--seed", "2", "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
+    status = cli.main(["demo", "--output", str(output), "--size", "small", "--seed", "2", "--device", "cpu"])
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert status == 1, "an untrained model must fail the demo"
+    assert "below the floor" in captured.err and f"{demo.MIN_MEAN_DICE}" in captured.err
     name = "Phantom_00002"
     for suffix in ("t1", "t1ce", "t2", "flair", "seg"):
         assert (output / name / f"{name}_{suffix}.nii.gz").is_file()
@@ -20,6 +23,7 @@ def test_demo_writes_segmentation_and_reports_dice(untrained_models, tmp_path, c
 def test_demo_without_weights_says_how_to_get_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path / "empty")
     assert cli.main(["demo", "--output", str(tmp_path / "out"), "--size", "small"]) == 2
-    assert "braintumorcnn train" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "braintumorcnn train" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()  # nothing made before the model is known
 
