@@ -137,7 +137,8 @@ def load_cases(paths: Sequence[Path], config: PreprocessingConfig, cache_dir: Op
     out = []
     for i, path in enumerate(paths):
         if progress:
-            progress(i / len(paths), f"preprocessing {Path(path).name}")
+            verb = "reading" if Path(path).name.endswith(CACHE_SUFFIX) else "preprocessing"
+            progress(i / len(paths), f"{verb} {Path(path).name}")
         out.append(load_case(Path(path), config, cache_dir))
     return out
 

@@ -216,7 +216,7 @@ def test_lr_range_test_suggests_a_rate_below_divergence(synthetic_cases):
     rate, curve = training.lr_range_test(model, config, batch, steps=12)
     rates = [r for r, _ in curve]
     assert rates == sorted(rates) and len(curve) >= 2
-    assert rates[0] / 10 <= rate <= rates[-1] / 10
+    assert rates[0] / 3 <= rate <= rates[-1] / 3
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model itself is untouched
 
 
