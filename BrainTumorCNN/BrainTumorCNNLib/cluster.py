@@ -9,7 +9,8 @@ on disk); the client writes the one `metrics.csv` at the end (batch.main).
 
 `local:N` starts N worker processes of one thread each on this machine.
 Dask's nanny starts workers with OMP_NUM_THREADS=1, so each task gives torch
-its share of its host's cores: the cores over the task slots on that host.
+(and ITK) its share of its host's cores: the cores over the task slots
+(worker threads) on that host.
 """
 from __future__ import annotations
 
@@ -94,15 +95,18 @@ def task_slots(workers: Dict[str, dict]) -> Dict[str, int]:
 
 def segment_task(name: str, source: batch.Source, output: Path, options: SegmentationOptions,
                  truth: Optional[Path], resample: bool, overwrite: bool, slots: Dict[str, int]) -> dict:
-    """One case on a worker: {"status": "segmented" | "done" | "failed", "row", "seconds", "worker", "error"}."""
-    import torch  # noqa: PLC0415 - in the worker
-    from distributed import get_worker  # noqa: PLC0415 - in the worker
+    """One case on a worker: {"status": "segmented" | "done" | "failed", "row", "seconds", "worker", "threads", "error"}."""
+    import SimpleITK as sitk  # noqa: PLC0415 - in the worker
+    import torch  # noqa: PLC0415
+    from distributed import get_worker  # noqa: PLC0415
 
     worker = get_worker()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // slots.get(worker.address, worker.state.nthreads)))
+    share = max(1, cores // slots.get(worker.address, worker.state.nthreads))
+    torch.set_num_threads(share)  # the nanny's OMP_NUM_THREADS=1 would leave torch one core
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(share)  # ITK would take every core (N4)
     started = time.time()
-    result = {"worker": worker.address}
+    result = {"worker": worker.address, "threads": share}
     try:
         paths = batch.output_paths(output, name)
         if batch._finished(paths) and not overwrite:
@@ -125,7 +129,8 @@ def _absolute(source: batch.Source) -> batch.Source:
 def _report(done: int, total: int, name: str, result: dict) -> None:
     where = f" on {result['worker']}" if "worker" in result else ""
     if result["status"] == "segmented":
-        print(f"[{done}/{total}] {name}: segmented in {result['seconds']:.1f} s{where}", flush=True)
+        print(f"[{done}/{total}] {name}: segmented in {result['seconds']:.1f} s{where} "
+              f"({result['threads']} threads)", flush=True)
     elif result["status"] == "done":
         print(f"[{done}/{total}] {name}: already done (use --overwrite to redo)", flush=True)
     else:

@@ -42,8 +42,10 @@ def test_cases_on_a_cluster_with_a_bad_one_and_a_rerun(two_workers, synthetic_ca
     assert cli.main(command) == 1, "a failed case must show in the exit status"
     captured = capsys.readouterr()
     assert "Broken_001: FAILED" in captured.err and "3 segmented, 0 already done, 1 failed" in captured.out
-    workers = {line.rsplit(" on ", 1)[1] for line in captured.out.splitlines() if ": segmented in" in line}
-    assert len(workers) >= 1 and all(w.startswith("tcp://") for w in workers)
+    segmented = [line for line in captured.out.splitlines() if ": segmented in" in line]
+    assert len(segmented) == 3 and all(" on tcp://" in line for line in segmented)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # two one-thread workers share this host's cores
+    assert all(line.endswith(f"({share} threads)") for line in segmented)
     for case in synthetic_cases:
         assert batch._finished(batch.output_paths(output, case.name))
     assert not list(output.glob("Broken_001*")) and not list(output.glob(".*part*"))
@@ -66,7 +68,9 @@ def test_cases_on_a_cluster_with_a_bad_one_and_a_rerun(two_workers, synthetic_ca
 def test_local_workers_started_and_stopped_by_the_command(worker_environment, synthetic_cases, tmp_path, capsys):
     output = tmp_path / "out"
     assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--scheduler", "local:1"]) == 0
-    assert "cluster: local:1, 1 workers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cluster: local:1, 1 workers" in out
+    assert f"({len(os.sched_getaffinity(0))} threads)" in out  # the only worker: every core, not the nanny's 1
     assert batch._finished(batch.output_paths(output, synthetic_cases[0].name))
 
 
