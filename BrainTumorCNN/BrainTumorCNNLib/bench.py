@@ -226,8 +226,8 @@ def main(args: argparse.Namespace) -> int:
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "extrapolated_from_slices": {
-            "dense_direct": (args.direct_slices or args.slices) if 0 < (args.direct_slices or args.slices) < brain_slices
-            else None,
+            "dense_direct": (args.direct_slices or args.slices)
+            if 0 < (args.direct_slices or args.slices) < brain_slices and not args.skip_direct else None,
             "dense_fast": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
         "preprocessing": preprocessing,
@@ -275,7 +275,7 @@ def format_table(report: dict) -> str:
     lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
 
     def fmt(value, spec):
-        return format(value, spec) if value is not None else "-"
+        return format(value, spec) if value is not None else format("-", ">" + spec.split(".")[0])
 
     for name, r in report["models"].items():
         lines.append(f"| {name:<18} | {fmt(r['dense_direct_s'], '14.1f')} | {fmt(r['dense_fast_s'], '12.1f')} | "

@@ -35,7 +35,7 @@ def segment_cases(scheduler: str, jobs: Sequence[Tuple[str, batch.Source]], outp
                   overwrite: bool) -> Tuple[List[dict], List[str], int]:
     """Run every job on the cluster at `scheduler`; returns (metrics rows in job order, failed names, skipped)."""
     try:
-        from distributed import Client, LocalCluster, as_completed  # noqa: PLC0415 - optional extra
+        from distributed import Client, LocalCluster  # noqa: PLC0415 - optional extra
     except ImportError:
         raise SystemExit("--scheduler needs Dask: pip install 'braintumorcnn[cluster]'") from None
     cluster = None
@@ -53,14 +53,16 @@ def segment_cases(scheduler: str, jobs: Sequence[Tuple[str, batch.Source]], outp
     try:
         print(f"cluster: {scheduler}, {len(client.scheduler_info()['workers'])} workers"
               + (f", dashboard {client.dashboard_link}" if client.dashboard_link else ""), flush=True)
-        return _run(client, as_completed, jobs, output, options, truth, resample, overwrite)
+        return _run(client, jobs, output, options, truth, resample, overwrite)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def _run(client, as_completed, jobs, output, options, truth, resample, overwrite):
+def _run(client, jobs, output, options, truth, resample, overwrite):
+    from distributed import as_completed  # noqa: PLC0415 - optional extra
+
     # Workers have their own working folders: send absolute paths.
     output, truth = output.resolve(), truth.resolve() if truth else None
     if options.weights_path:

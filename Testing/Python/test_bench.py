@@ -61,6 +61,10 @@ def test_a_models_own_process_reads_the_volume_preprocessed_once(tmp_path, capsy
     assert report["volume"]["source"] == "the parent's volume" and report["preprocessing"] is None
     assert report["volume"]["brain_voxels"] == int(pre.brain_mask.sum())
     assert report["models"]["LocalPathCNN"]["dense_fast_s"] > 0 and "case_s" not in report["models"]["LocalPathCNN"]
+    assert report["extrapolated_from_slices"]["dense_direct"] is None  # skipped, so not extrapolated either
+    lines = bench.format_table(report).splitlines()
+    header, row = next(line for line in lines if "dense-direct s" in line), lines[-1]
+    assert row.split("|")[2].strip() == "-" and len(row) == len(header)  # a skipped figure keeps its column
 
 
 def test_without_real_cases_the_phantom_is_the_volume(monkeypatch):
