@@ -140,6 +140,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resample", action="store_true",
                         help="resample volumes that are not on the T1c grid instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run every case as a task on the Dask cluster at ADDRESS (tcp://host:8786), or on "
+                             "local:N worker processes of this machine; needs the [cluster] extra (cluster.py)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -153,7 +156,14 @@ def main(args: argparse.Namespace) -> int:
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped = [], [], 0
-    for i, (name, source) in enumerate(jobs, 1):
+    local_jobs = jobs
+    if args.scheduler:  # the cluster runs every case instead of the loop below
+        from . import cluster  # noqa: PLC0415 - imports batch; Dask only when asked for
+
+        rows, failed, skipped = cluster.segment_cases(args.scheduler, jobs, output, options, truth, args.resample,
+                                                      args.overwrite)
+        local_jobs = []
+    for i, (name, source) in enumerate(local_jobs, 1):
         paths = output_paths(output, name)
         print(f"[{i}/{len(jobs)}] {name}", flush=True)
         try:

@@ -1,8 +1,14 @@
-"""`braintumorcnn bench`: seconds per brain of dense and patch-by-patch inference.
+"""`braintumorcnn bench`: seconds per brain of preprocessing and of dense and patch-by-patch inference.
 
-For each model, on one 240 x 240 x 155 four-channel volume with a realistic
-brain mask (a real case from ../shared/data when present, else a synthetic
-ellipsoid brain of the size of a real one):
+On one 240 x 240 x 155 four-channel volume (a real case from ../shared/data
+when present, else the phantom of seed 0, full size):
+
+- preprocessing, once: clipping, N4 and z-scoring (preprocessing.preprocess)
+  timed as the differences of runs with the steps switched on one after the
+  other (clip; clip + N4; all), so each figure is its step's own cost; the
+  preprocessed volume is the one every model then runs on.
+
+For each model:
 
 - dense-direct: `inference.segment_volume(fast=False)`, the plain model run on
   whole slices cropped to the brain (direct convolutions);
@@ -12,6 +18,7 @@ ellipsoid brain of the size of a real one):
 - patch-by-patch: the model on one rf x rf patch per brain pixel (batches of
   patches), timed on a random sample of brain pixels and extrapolated to all;
 - dense/patch: patch-by-patch time over dense-fast time;
+- per case: preprocessing plus dense-fast;
 - peak resident memory of the process that ran the model (each model runs in
   its own process, so peaks are per model).
 
@@ -27,6 +34,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -34,8 +42,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import inference, registry
-from .preprocessing import BACKGROUND_VALUE
+from . import inference, io, phantom, registry
+from .preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SHAPE = (155, 240, 240)  # Z, Y, X
@@ -49,30 +57,41 @@ def find_real_case() -> Optional[Path]:
     return cases[0] if cases else None
 
 
-def synthetic_volume(seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """(4, 155, 240, 240) float32 and its bool brain mask: an ellipsoid of a real
-    brain's extent (about 136 slices, 174 x 134 pixels, 1.6 million voxels)."""
-    z, y, x = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
-    mask = ((z - 75) / 68.0) ** 2 + ((y - 120) / 87.0) ** 2 + ((x - 120) / 67.0) ** 2 <= 1.0
-    rng = np.random.default_rng(seed)
-    volume = np.full((4,) + SHAPE, BACKGROUND_VALUE, np.float32)
-    volume[:, mask] = rng.standard_normal((4, int(mask.sum())), dtype=np.float32)
-    return volume, mask
-
-
-def load_volume(case: Optional[str]) -> Tuple[np.ndarray, np.ndarray, str]:
-    """A preprocessed (4, Z, Y, X) volume, its brain mask and a description."""
+def load_volume(case: Optional[str], phantom_size: str = "full") -> Tuple[np.ndarray, Tuple[float, ...], str]:
+    """A raw (4, Z, Y, X) volume, its spacing (mm, x y z) and a description: `case`, else the
+    first real case, else the phantom of seed 0 (a realistic image for N4 to work on)."""
     path = Path(case) if case else find_real_case()
     if path is None:
-        volume, mask = synthetic_volume()
-        return volume, mask, "synthetic ellipsoid brain (no real case in ../shared/data)"
-    from . import io, preprocessing  # noqa: PLC0415 - only when a real case is used
-
+        made = phantom.make_phantom(seed=0, size=phantom_size)
+        return made.images, made.geometry.spacing, f"phantom seed 0 ({phantom_size}; no real case in ../shared/data)"
     data = io.read_case(path)
-    # N4 is skipped: it changes intensities, not the time inference takes.
-    pre = preprocessing.preprocess(data.images, preprocessing.PreprocessingConfig(n4=False),
-                                   spacing=data.geometry.spacing)
-    return pre.images, pre.brain_mask, f"{data.name} ({path})"
+    return data.images, data.geometry.spacing, f"{data.name} ({path})"
+
+
+#: The preprocessing steps switched on one after the other: each step's time is the difference.
+STEPS = (("none", PreprocessingConfig(clip=False, n4=False, zscore=False)),
+         ("clip", PreprocessingConfig(clip=True, n4=False, zscore=False)),
+         ("n4", PreprocessingConfig(clip=True, n4=True, zscore=False)),
+         ("zscore", PreprocessingConfig()))
+
+
+def time_preprocessing(images: np.ndarray, spacing, repeats: int) -> Tuple[Dict[str, float], Preprocessed]:
+    """Median seconds of clipping, N4 and z-scoring (the default config), their total, and the result."""
+    medians = {}
+    for step, config in STEPS:
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = preprocess(images, config, spacing=spacing)
+            runs.append(time.perf_counter() - start)
+        medians[step] = float(np.median(runs))
+    names = [step for step, _ in STEPS]
+    figures = {f"{step}_s": max(0.0, medians[step] - medians[before]) for before, step in zip(names, names[1:])}
+    figures["total_s"] = medians["zscore"]
+    default = PreprocessingConfig()
+    figures.update(n4_shrink=default.n4_shrink, n4_iterations=list(default.n4_iterations),
+                   n4_convergence=default.n4_convergence)
+    return figures, result
 
 
 def time_dense(model, volume, mask, fast, device, only_slices, repeats) -> Tuple[float, float, str]:
@@ -160,7 +179,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=list(registry.MODELS), metavar="MODEL",
                         help=f"models to time (default: all of {', '.join(registry.MODELS)})")
     parser.add_argument("--case", help="case folder to use (default: the first BraTS 2021 case in ../shared/data, "
-                                       "else a synthetic ellipsoid brain)")
+                                       "else the phantom of seed 0, full size)")
     parser.add_argument("--slices", type=int, default=0,
                         help="time N brain slices spread over the volume and extrapolate to the whole brain")
     parser.add_argument("--direct-slices", type=int, default=0,
@@ -176,21 +195,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="run every model in this process (peak memory is then the maximum so far)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    # a model's own process gets the volume preprocessed once by the parent, not the case
+    parser.add_argument("--preprocessed", help=argparse.SUPPRESS)
 
 
-def _child_argv(args: argparse.Namespace) -> List[str]:
+def _child_argv(args: argparse.Namespace, preprocessed: Path) -> List[str]:
     argv = ["--slices", str(args.slices), "--direct-slices", str(args.direct_slices), "--patch-pixels", str(args.patch_pixels), "--repeats", str(args.repeats),
             "--num-classes", str(args.num_classes), "--device", args.device]
-    argv += ["--case", args.case] if args.case else []
     argv += ["--skip-direct"] if args.skip_direct else []
     argv += ["--training"] if args.training else []
-    return argv
+    return argv + ["--preprocessed", str(preprocessed)]
 
 
 def main(args: argparse.Namespace) -> int:
     for name in args.models:
         registry.get(name)  # unknown names fail before any work
-    volume, mask, source = load_volume(args.case)
+    if args.preprocessed:
+        with np.load(args.preprocessed) as saved:
+            volume, mask, source, preprocessing = saved["volume"], saved["mask"], str(saved["source"]), None
+    else:
+        images, spacing, source = load_volume(args.case)
+        preprocessing, pre = time_preprocessing(images, spacing, args.repeats)
+        volume, mask = pre.images, pre.brain_mask
+        del images
     brain_slices = int(mask.any(axis=(1, 2)).sum())
     report = {
         "volume": {"source": source, "shape": list(volume.shape), "brain_slices": brain_slices,
@@ -199,19 +226,26 @@ def main(args: argparse.Namespace) -> int:
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "extrapolated_from_slices": {
-            "dense_direct": (args.direct_slices or args.slices) if 0 < (args.direct_slices or args.slices) < brain_slices
-            else None,
+            "dense_direct": (args.direct_slices or args.slices)
+            if 0 < (args.direct_slices or args.slices) < brain_slices and not args.skip_direct else None,
             "dense_fast": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
+        "preprocessing": preprocessing,
         "models": {},
     }
-    for name in args.models:
-        if args.in_process:
-            report["models"][name] = bench_model(name, volume, mask, args)
-        else:
-            if not args.json:
-                print(f"timing {name} ...", file=sys.stderr, flush=True)
-            report["models"][name] = run_child(name, _child_argv(args))
+    with tempfile.TemporaryDirectory() as folder:
+        saved = Path(folder) / "preprocessed.npz"
+        if not args.in_process:
+            np.savez(saved, volume=volume, mask=mask, source=source)
+        for name in args.models:
+            if args.in_process:
+                report["models"][name] = bench_model(name, volume, mask, args)
+            else:
+                if not args.json:
+                    print(f"timing {name} ...", file=sys.stderr, flush=True)
+                report["models"][name] = run_child(name, _child_argv(args, saved))
+            if preprocessing:
+                report["models"][name]["case_s"] = preprocessing["total_s"] + report["models"][name]["dense_fast_s"]
     report["load_average"] = os.getloadavg()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -231,14 +265,21 @@ def format_table(report: dict) -> str:
     lines.append("patch-by-patch extrapolated from a timed sample of brain pixels; "
                  f"medians of {report['repeats']} run(s); load average at the end "
                  + " ".join(f"{x:.1f}" for x in report["load_average"]))
-    header = f"| {'model':<18} | dense-direct s | dense-fast s | patch-by-patch s | dense/patch | peak RSS GiB |"
+    p = report["preprocessing"]
+    if p:
+        lines.append(f"preprocessing: clip {p['clip_s']:.1f} s, N4 {p['n4_s']:.1f} s (T1, T1c; shrink {p['n4_shrink']}, "
+                     f"iterations {p['n4_iterations']}, convergence {p['n4_convergence']}), z-score "
+                     f"{p['zscore_s']:.1f} s; total {p['total_s']:.1f} s; per case = preprocessing + dense-fast")
+    header = (f"| {'model':<18} | dense-direct s | dense-fast s | per case s | patch-by-patch s | dense/patch "
+              "| peak RSS GiB |")
     lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
 
     def fmt(value, spec):
-        return format(value, spec) if value is not None else "-"
+        return format(value, spec) if value is not None else format("-", ">" + spec.split(".")[0])
 
     for name, r in report["models"].items():
         lines.append(f"| {name:<18} | {fmt(r['dense_direct_s'], '14.1f')} | {fmt(r['dense_fast_s'], '12.1f')} | "
+                     f"{fmt(r.get('case_s'), '10.1f')} | "
                      f"{fmt(r['patch_s'], '16.0f')} | {fmt(r['dense_over_patch'], '10.0f')}x | "
                      f"{fmt(r['peak_rss_gib'], '12.2f')} |")
     if any("train_patches_per_s" in r for r in report["models"].values()):

@@ -31,7 +31,8 @@ class PreprocessingConfig:
     clip_percentiles: Tuple[float, float] = (1.0, 99.0)
     n4: bool = True
     n4_shrink: int = 4  # N4 runs on the image shrunk by this factor per axis
-    n4_iterations: Tuple[int, ...] = (50, 50, 30)  # per fitting level
+    n4_iterations: Tuple[int, ...] = (50, 50, 30)  # most iterations per fitting level
+    n4_convergence: float = 0.001  # a level stops when the field changes less than this (N4's threshold)
     zscore: bool = True
 
 
@@ -106,6 +107,7 @@ def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfi
     small_mask = sitk.Shrink(mask_image, shrink)
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations(list(config.n4_iterations))
+    n4.SetConvergenceThreshold(config.n4_convergence)
     n4.Execute(small, small_mask)
     log_bias = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).astype(np.float32).reshape(channel.shape)
     corrected = positive / np.exp(log_bias)

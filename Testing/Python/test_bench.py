@@ -1,21 +1,14 @@
-"""`braintumorcnn bench` runs and reports every figure (a smoke test, not a timing)."""
+"""`braintumorcnn bench` runs and reports every figure, preprocessing included (a smoke test, not a timing)."""
 from __future__ import annotations
 
 import argparse
 import json
 
 import numpy as np
+import pytest
 
 from BrainTumorCNNLib import bench
-
-
-def test_synthetic_brain_has_a_real_brains_extent():
-    _, mask = bench.synthetic_volume()
-    assert mask.shape == (155, 240, 240)
-    slices = np.flatnonzero(mask.any(axis=(1, 2)))
-    rows, cols = np.flatnonzero(mask.any(axis=(0, 2))), np.flatnonzero(mask.any(axis=(0, 1)))
-    assert 130 <= len(slices) <= 140 and 160 <= len(rows) <= 180 and 125 <= len(cols) <= 140
-    assert 1.2e6 <= mask.sum() <= 1.8e6
+from BrainTumorCNNLib.preprocessing import PreprocessingConfig, preprocess
 
 
 def test_spread_slices():
@@ -25,16 +18,57 @@ def test_spread_slices():
     assert list(bench.spread_slices(mask, 20)) == [2, 3, 4, 5, 6, 7]
 
 
-def test_bench_reports_every_figure(capsys, monkeypatch):
-    monkeypatch.setattr(bench, "find_real_case", lambda: None)  # the quick synthetic volume
+def _parse(argv):
     parser = argparse.ArgumentParser()
     bench.configure_parser(parser)
-    args = parser.parse_args(["--models", "TwoPathCNN", "--slices", "1", "--patch-pixels", "8", "--in-process",
-                              "--json"])
+    return parser.parse_args(argv)
+
+
+def test_bench_reports_every_figure(tmp_path, capsys):
+    from conftest import write_synthetic_case
+
+    case = write_synthetic_case(tmp_path, shape=(12, 64, 64))
+    args = _parse(["--case", str(case), "--models", "TwoPathCNN", "--slices", "1", "--patch-pixels", "8",
+                   "--in-process", "--json"])
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     row = report["models"]["TwoPathCNN"]
-    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1} and report["volume"]["shape"] == [4, 155, 240, 240]
+    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1}
+    assert report["volume"]["shape"] == [4, 12, 64, 64] and "Synth_001" in report["volume"]["source"]
     for key in ("dense_direct_s", "dense_fast_s", "patch_s", "dense_over_patch", "peak_rss_gib"):
         assert row[key] > 0
-    assert "TwoPathCNN" in bench.format_table(report)
+    pre = report["preprocessing"]
+    assert pre["n4_s"] > 0 and pre["total_s"] > 0 and pre["clip_s"] >= 0 and pre["zscore_s"] >= 0
+    assert pre["clip_s"] + pre["n4_s"] + pre["zscore_s"] <= pre["total_s"]
+    assert pre["n4_shrink"] == PreprocessingConfig().n4_shrink
+    assert row["case_s"] == pytest.approx(pre["total_s"] + row["dense_fast_s"])
+    table = bench.format_table(report)
+    assert "TwoPathCNN" in table and "preprocessing: clip" in table and "N4" in table
+
+
+def test_a_models_own_process_reads_the_volume_preprocessed_once(tmp_path, capsys):
+    """What a child process of `bench` (one per model) gets: the parent's preprocessed volume."""
+    from conftest import write_synthetic_case
+
+    images, spacing, _ = bench.load_volume(str(write_synthetic_case(tmp_path, shape=(8, 48, 48))))
+    pre = preprocess(images, PreprocessingConfig(n4=False), spacing=spacing)
+    saved = tmp_path / "preprocessed.npz"
+    np.savez(saved, volume=pre.images, mask=pre.brain_mask, source="the parent's volume")
+    args = _parse(["--preprocessed", str(saved), "--models", "LocalPathCNN", "--slices", "1", "--patch-pixels", "8",
+                   "--skip-direct", "--in-process", "--json"])
+    assert bench.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["volume"]["source"] == "the parent's volume" and report["preprocessing"] is None
+    assert report["volume"]["brain_voxels"] == int(pre.brain_mask.sum())
+    assert report["models"]["LocalPathCNN"]["dense_fast_s"] > 0 and "case_s" not in report["models"]["LocalPathCNN"]
+    assert report["extrapolated_from_slices"]["dense_direct"] is None  # skipped, so not extrapolated either
+    lines = bench.format_table(report).splitlines()
+    header, row = next(line for line in lines if "dense-direct s" in line), lines[-1]
+    assert row.split("|")[2].strip() == "-" and len(row) == len(header)  # a skipped figure keeps its column
+
+
+def test_without_real_cases_the_phantom_is_the_volume(monkeypatch):
+    monkeypatch.setattr(bench, "find_real_case", lambda: None)  # as on a machine without ../shared/data
+    images, spacing, source = bench.load_volume(None, phantom_size="small")
+    assert images.shape == (4, 64, 128, 128) and spacing == (1.0, 1.0, 1.0) and "phantom" in source
+    assert (images != 0).any(axis=0).mean() > 0.3  # a brain, with intensities for N4 to work on

@@ -116,6 +116,17 @@ def test_n4_also_works_on_negative_intensities_and_single_slices():
     assert coefficient_of_variation(out[0][brain[12:13]]) < coefficient_of_variation(one_slice[0][brain[12:13]]) / 2
 
 
+def test_n4_stops_a_level_at_its_convergence_threshold():
+    """A threshold no field change passes stops every level after one iteration: a weaker correction."""
+    biased, _, brain = biased_tissue()
+    images = np.stack([biased] * 4)
+    residual = {}
+    for threshold in (0.001, 10.0):
+        config = PreprocessingConfig(clip=False, zscore=False, n4_convergence=threshold)
+        residual[threshold] = coefficient_of_variation(preprocess(images, config).images[0][brain])
+    assert residual[0.001] < residual[10.0] < coefficient_of_variation(biased[brain])
+
+
 # --- Switches and determinism ------------------------------------------------------------------
 
 def test_all_steps_off_only_sets_the_background():
