@@ -79,10 +79,12 @@ def shipped() -> Dict[str, ModelSpec]:
 
 
 def default_model() -> str:
-    """The shipped model with the best mean validation Dice (complete, core, enhancing)."""
-    def mean_dice(spec: ModelSpec) -> float:
-        dice = (spec.card() or {}).get("validation", {}).get("dice", {})
-        return sum(dice.values()) / len(dice) if dice else -1.0
+    """The shipped model with the best mean validation Dice (complete, core, enhancing); models whose
+    card holds cross-validated figures rank before those scored on a few validation cases, which flatter."""
+    def mean_dice(spec: ModelSpec) -> tuple:
+        validation = (spec.card() or {}).get("validation", {})
+        dice = validation.get("dice", {})
+        return ("folds" in validation, sum(dice.values()) / len(dice) if dice else -1.0)
 
     available = shipped()
     if not available:

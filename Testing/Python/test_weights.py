@@ -68,3 +68,16 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, saved):
     with pytest.raises(weights.WeightsError, match="not a valid safetensors"):
         weights.load("TwoPathCNN", path)
     assert not marker.exists()
+
+
+def test_default_model_prefers_cross_validated_figures(untrained_models):
+    """Two validation cases flatter: a card with cross-validated Dice outranks a higher few-case Dice."""
+    import torch
+    from BrainTumorCNNLib import registry, weights
+    assert registry.default_model() == "TwoPathCNN"  # 0.5 vs 0.2, neither cross-validated
+    model = registry.get("LocalPathCNN").build(num_classes=5)
+    torch.manual_seed(1)
+    weights.save(model, "LocalPathCNN", untrained_models / "LocalPathCNN.safetensors",
+                 {"label_scheme": "brats2013",
+                  "validation": {"dice": {"complete": 0.2, "core": 0.2, "enhancing": 0.2}, "folds": 3}})
+    assert registry.default_model() == "LocalPathCNN"

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             **{metric: {region: round(mean[f"{metric}_{region}"], 4)
                         for region in ("complete", "core", "enhancing") if f"{metric}_{region}" in mean}
                for metric in ("dice", "sensitivity", "specificity", "hd95")},
-            **({"sd": spread} if spread else {}),
+            **({"sd": spread, "folds": summary["folds"], "fold_seed": summary["seed"]} if spread else {}),
             "per_case": validation,
         },
         "other_cases": extra,
