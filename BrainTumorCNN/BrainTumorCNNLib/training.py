@@ -391,7 +391,11 @@ def _write_rows(path: Path, rows: List[dict]) -> None:
 
 
 def _plot(run_dir: Path) -> None:
-    import matplotlib
+    """curves.png (and lr_range.png) from the logs; skipped where matplotlib is absent (a bare GPU machine)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if (run_dir / "lr_range.csv").is_file():

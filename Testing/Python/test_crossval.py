@@ -83,7 +83,7 @@ def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
         crossval.run(cases, 2, run, tiny(cases), options, seed=1, progress=False)
 
 
-def test_cache_is_compact_exact_and_trains_without_simpleitk(tmp_path, synthetic_cases):
+def test_cache_is_compact_exact_and_trains_with_torch_and_numpy_only(tmp_path, synthetic_cases):
     case = sampling.load_case(synthetic_cases[0], NO_N4, tmp_path / "cache")
     files = list((tmp_path / "cache").glob("*.npz"))
     assert len(files) == 1 and case.images.dtype == np.float16
@@ -98,7 +98,8 @@ def test_cache_is_compact_exact_and_trains_without_simpleitk(tmp_path, synthetic
 
     script = f"""
 import sys
-sys.modules["SimpleITK"] = None  # any import of SimpleITK now fails
+sys.modules["SimpleITK"] = None  # any import of SimpleITK (or matplotlib) now fails
+sys.modules["matplotlib"] = None
 from pathlib import Path
 from BrainTumorCNNLib import training
 config = training.TrainingConfig(train_cases={[str(f) for f in files]!r}, phase1_epochs=1, phase2_epochs=0,
