@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as label_table
-from . import sanity
+from . import registration, sanity
 from .atomic import atomic_path
 from .geometry import Geometry, GeometryError, check_same, to_image
 
@@ -78,6 +78,7 @@ class Case:
     scheme: Optional[label_table.LabelScheme] = None  # scheme the truth file used
     files: Dict[str, Path] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
+    registrations: Dict[str, registration.Registration] = field(default_factory=dict)  # when registered
 
 
 def image_stem(path: PathLike) -> str:
@@ -234,12 +235,15 @@ def _truth_scheme(path: Path, values: np.ndarray) -> Tuple[label_table.LabelSche
 
 
 def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
-              label_scheme: Optional[str] = None, resample: bool = False, name: Optional[str] = None,
-              max_voxels: Optional[int] = None) -> Case:
+              label_scheme: Optional[str] = None, resample: bool = False, register: bool = False,
+              name: Optional[str] = None, max_voxels: Optional[int] = None) -> Case:
     """Read a case folder, an MSD 4-D image, or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}.
 
     `resample=True` resamples volumes not on the T1c grid onto it (linear for
     images, nearest for labels) instead of raising GeometryError.
+    `register=True` registers T1, T2 and FLAIR rigidly onto the T1c first
+    (registration.py; for scans straight from the scanner) and resamples them
+    onto its grid; the registrations' reports are in Case.registrations.
     `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES).
     `max_voxels` overrides MAX_VOXELS, the largest volume read.
     """
@@ -275,6 +279,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             raise CaseError(f"{path}: no such case folder or image file")
 
     labelled = {m: f"{m} ({files[m].name})" for m in MODALITIES}
+    registrations = _register(volumes) if register else {}
     geometries = {m: g for m, (_, g) in volumes.items()}
     reference = geometries["T1c"]
     try:
@@ -288,8 +293,9 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
-    case = Case(case_name, images, reference, files=dict(files))
-    case.warnings = [w for _, w in converted.values() if w]
+    case = Case(case_name, images, reference, files=dict(files), registrations=registrations)
+    case.warnings = [w for r in registrations.values() for w in r.warnings]
+    case.warnings += [w for _, w in converted.values() if w]
     case.warnings += slot_warnings
     if truth_path is not None:
         raw, truth_geometry = read_image(truth_path, max_voxels)
@@ -312,6 +318,14 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     for warning in case.warnings:
         log.warning("%s: %s", case_name, warning)
     return case
+
+
+def _register(volumes: Dict[str, Tuple[np.ndarray, Geometry]]) -> Dict[str, registration.Registration]:
+    """Register T1, T2 and FLAIR onto the T1c and put them on its grid, in place."""
+    moved, results = registration.onto_reference({m: to_image(v, g) for m, (v, g) in volumes.items()})
+    for m in results:
+        volumes[m] = (sitk.GetArrayFromImage(moved[m]), volumes["T1c"][1])
+    return results
 
 
 def _as_float(array: np.ndarray, path: Path, modality: str) -> Tuple[np.ndarray, Optional[str]]:
