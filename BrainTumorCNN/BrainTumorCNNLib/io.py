@@ -123,7 +123,8 @@ def find_cases(folder: PathLike) -> List[Path]:
                       if is_image(p))
     if _modality_files(folder, strict=False):
         return [folder]
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _modality_files(p, strict=False))
+    cases = sorted(p for p in folder.iterdir() if p.is_dir() and _modality_files(p, strict=False))
+    return cases or ([folder] if _dicom().holds_dicom(folder) else [])
 
 
 def _modality_files(folder: Path, strict: bool = True) -> Dict[str, Path]:
@@ -178,7 +179,7 @@ def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int =
         raise CaseError(f"{path}: expected {expected}, got a {len(size)}-D image of size {size} with "
                         f"{reader.GetNumberOfComponents()} component(s) per voxel")
     voxels = int(np.prod(size[:3], dtype=np.int64))
-    limit = MAX_VOXELS if max_voxels is None else max_voxels
+    limit = _limit(max_voxels)
     if voxels > limit:
         raise CaseError(
             f"{path}: {' x '.join(map(str, size[:3]))} = {voxels / 1e6:.0f} million voxels, far larger than a "
@@ -235,7 +236,7 @@ def _truth_scheme(path: Path, values: np.ndarray) -> Tuple[label_table.LabelSche
 
 
 def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
-              label_scheme: Optional[str] = None, resample: bool = False, register: bool = False,
+              label_scheme: Optional[str] = None, resample: bool = False, register: Optional[bool] = None,
               name: Optional[str] = None, max_voxels: Optional[int] = None) -> Case:
     """Read a case folder, an MSD 4-D image, or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}.
 
@@ -244,6 +245,8 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     `register=True` registers T1, T2 and FLAIR rigidly onto the T1c first
     (registration.py; for scans straight from the scanner) and resamples them
     onto its grid; the registrations' reports are in Case.registrations.
+    None (the default) registers DICOM input (a study folder, or series folders
+    or files in the mapping: dicom.py) and not image files.
     `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES).
     `max_voxels` overrides MAX_VOXELS, the largest volume read.
     """
@@ -260,7 +263,10 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
         if repeated:
             raise CaseError(f"the same file is given for {' and '.join(repeated)} "
                             f"({files[repeated[0]]}): each modality needs its own file")
-        volumes = {m: read_image(p, max_voxels) for m, p in files.items()}
+        dicom_series = {m: p.is_dir() or _dicom().is_dicom_file(p) for m, p in files.items()}
+        volumes = {m: _dicom().read_at(p, m, _limit(max_voxels)) if dicom_series[m] else read_image(p, max_voxels)
+                   for m, p in files.items()}
+        register = any(dicom_series.values()) if register is None else register
         case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
@@ -269,6 +275,10 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             files = {m: path for m in MODALITIES}
             truth_path = truth_path or found_truth
             case_name = name or image_stem(path)
+        elif path.is_dir() and not _modality_files(path, strict=False) and _dicom().holds_dicom(path):
+            volumes, files = _dicom().read_study(path, _limit(max_voxels))
+            register = True if register is None else register
+            case_name = name or path.name
         elif path.is_dir():
             found = _modality_files(path)
             files = {m: found[m] for m in MODALITIES}
@@ -318,6 +328,16 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     for warning in case.warnings:
         log.warning("%s: %s", case_name, warning)
     return case
+
+
+def _dicom():
+    """dicom.py, imported when needed (it builds on this module)."""
+    from . import dicom
+    return dicom
+
+
+def _limit(max_voxels: Optional[int]) -> int:
+    return MAX_VOXELS if max_voxels is None else max_voxels
 
 
 def _register(volumes: Dict[str, Tuple[np.ndarray, Geometry]]) -> Dict[str, registration.Registration]:
