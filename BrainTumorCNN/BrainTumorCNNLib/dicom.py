@@ -157,15 +157,16 @@ def choose(series: List[Series], where: PathLike) -> Dict[str, Series]:
 
 
 def check_chosen(chosen: Dict[str, Series]) -> None:
-    """The four series must be usable and of one patient."""
+    """The four series must be usable volumes of one patient and one study (a
+    follow-up's tumor is not the same tumor)."""
     for m, s in chosen.items():
         problem = s.unusable()
         if problem:
             raise DicomError(f"{m}: {s} is {problem}; choose the {m} volume series")
-    patients = {s.patient for s in chosen.values()}
-    if len(patients) > 1:
-        raise DicomError("the series are of different patients: "
-                         + "; ".join(f"{m}: {s} of patient '{s.patient}'" for m, s in chosen.items()))
+    for what, key in (("patients", "patient"), ("studies", "study")):
+        if len({getattr(s, key) for s in chosen.values()}) > 1:
+            raise DicomError(f"the series are of different {what}: "
+                             + "; ".join(f"{m}: {s} of {key} '{getattr(s, key)}'" for m, s in chosen.items()))
 
 
 def read_series(series: Series, max_voxels: int) -> Tuple[np.ndarray, Geometry]:
@@ -198,8 +199,11 @@ def read_at(path: PathLike, modality: str, max_voxels: int) -> Tuple[np.ndarray,
 
 def read_study(folder: PathLike, max_voxels: int) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Dict[str, Path]]:
     """The four sequences of a study folder ({modality: (array, geometry)}) and
-    the first file of each series (what messages name)."""
-    chosen = choose(find_series(folder), folder)
+    where each series is (what messages name): its folder when it is the only
+    series there, else its first file."""
+    series = find_series(folder)
+    chosen = choose(series, folder)
     check_chosen(chosen)
+    shared = {s.folder for s in series if sum(other.folder == s.folder for other in series) > 1}
     return ({m: read_series(s, max_voxels) for m, s in chosen.items()},
-            {m: Path(s.files[0]) for m, s in chosen.items()})
+            {m: Path(s.files[0]) if s.folder in shared else s.folder for m, s in chosen.items()})

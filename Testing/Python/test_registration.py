@@ -1,8 +1,8 @@
 """Rigid registration onto the T1c (registration.py) on a real case whose
 sequences were moved by known motions and sampled on clinical grids.
 
-To keep the tests quick the T1c is taken at 2 mm (the registrations then take
-seconds); the moved sequences keep their clinical resolution."""
+The registrations draw a fixed number of T1c voxels, so they take seconds at
+any resolution; the checks that need no accuracy use the T1c at 2 mm."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +28,9 @@ def t1c(shared_data) -> sitk.Image:
                          sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkInt16)
 
 
-def test_sequences_on_clinical_grids_are_registered_back_within_1_mm_and_1_degree(shared_data, t1c, tmp_path):
-    files = {"T1c": tmp_path / "study_t1c.nii.gz"}
-    sitk.WriteImage(t1c, str(files["T1c"]))
+def test_sequences_on_clinical_grids_are_registered_back_within_1_mm_and_1_degree(shared_data, tmp_path):
+    files = {"T1c": case_file(shared_data, "T1c")}
+    t1c = sitk.ReadImage(str(files["T1c"]))
     motions = {}
     for sequence, (rotation, shift, spacing, tilt) in SCANS.items():
         image = sitk.ReadImage(str(case_file(shared_data, sequence)), sitk.sitkFloat32)
@@ -43,20 +43,24 @@ def test_sequences_on_clinical_grids_are_registered_back_within_1_mm_and_1_degre
     case = io.read_case(files, register=True)
 
     assert case.geometry == io.read_image(files["T1c"])[1]
-    assert case.warnings == []
+    assert [w for r in case.registrations.values() for w in r.warnings] == []
     brain = sitk.GetArrayFromImage(t1c) > 0
     for sequence, motion in motions.items():
         found = case.registrations[sequence]
         expected = motion.GetInverse().Downcast()
         mean_mm, worst_mm = mean_disagreement_mm(found.transform, expected, t1c, brain)
+        print(f"{sequence}: {mean_mm:.2f} mm mean, {worst_mm:.2f} mm largest, "
+              f"{rotation_between_deg(found.transform, expected):.2f}°")
         assert mean_mm < 1.0, (sequence, mean_mm, worst_mm)
         assert rotation_between_deg(found.transform, expected) < 1.0, sequence
         assert found.mutual_information > registration.RegistrationConfig().min_mutual_information
         assert found.mutual_information > found.initial_mutual_information
-    # registered back, the FLAIR looks like the case's own FLAIR on this grid
-    flair = sitk.ReadImage(str(case_file(shared_data, "FLAIR")), sitk.sitkFloat32)
-    original = sitk.GetArrayFromImage(sitk.Resample(flair, t1c, sitk.Transform(), sitk.sitkLinear))
-    assert np.corrcoef(case.images[3][brain], original[brain])[0, 1] > 0.9
+    # registered back, the (5 mm) FLAIR looks like the case's own FLAIR, far more than resampled unregistered
+    original = io.read_image(case_file(shared_data, "FLAIR"))[0][brain]
+    unregistered = io.read_case(files, resample=True).images[3][brain]
+    registered = np.corrcoef(case.images[3][brain], original)[0, 1]
+    assert registered > 0.8
+    assert registered > np.corrcoef(unregistered, original)[0, 1] + 0.3
 
 
 def test_noise_registers_with_a_warning_naming_the_sequence(t1c):
