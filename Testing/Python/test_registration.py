@@ -95,3 +95,20 @@ def test_an_implausible_motion_is_found_and_named(t1c):
     assert result.shift_mm == pytest.approx(np.linalg.norm(shift), abs=1.0)
     assert len(result.warnings) == 1
     assert "T1: registration onto T1c looks wrong: shift 59 mm (more than 50 mm)" in result.warnings[0]
+
+
+def test_the_affine_stage_keeps_a_rigid_motion_rigid(shared_data, t1c):
+    """RegistrationConfig(affine=True) on a rigid motion: the affine found is close to it, scaling under 3 %."""
+    rotation, shift, spacing, tilt = SCANS["FLAIR"]
+    image = sitk.ReadImage(str(case_file(shared_data, "FLAIR")), sitk.sitkFloat32)
+    motion = head_motion(rotation, shift, centre(image))
+
+    result = registration.register(t1c, as_scanned(image, motion, grid(image, spacing, tilt)), "FLAIR",
+                                   registration.RegistrationConfig(affine=True))
+
+    assert result.transform.GetName() == "AffineTransform"
+    assert result.scale_change < 0.03
+    assert result.warnings == []
+    mean_mm, _ = mean_disagreement_mm(result.transform, motion.GetInverse().Downcast(), t1c,
+                                      sitk.GetArrayFromImage(t1c) > 0)
+    assert mean_mm < 1.5  # on the 2 mm T1c
