@@ -96,9 +96,9 @@ class Progress:
 
 
 def run_case(name: str, source: Source, output: Path, options: pipeline.SegmentationOptions,
-             truth: Optional[Path], resample: bool) -> Optional[dict]:
+             truth: Optional[Path], resample: bool, register: Optional[bool] = None) -> Optional[dict]:
     """Segment one case and write its outputs; returns its metrics row when truth is known."""
-    case = io.read_case(source, truth=truth, resample=resample, name=name)
+    case = io.read_case(source, truth=truth, resample=resample, register=register, name=name)
     started = time.time()
     progress = Progress()
     result = pipeline.segment(case.images, case.geometry, options, progress=progress)
@@ -126,9 +126,11 @@ def _finished(paths: Dict[str, Path]) -> bool:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="*", help="case folders, folders of cases, or MSD 4-D images")
+    parser.add_argument("inputs", nargs="*",
+                        help="case folders, folders of cases, MSD 4-D images, or folders of DICOM series (a study)")
     for modality in io.MODALITIES:
-        parser.add_argument(f"--{modality.lower()}", metavar="FILE", help=f"{modality} volume (instead of INPUT)")
+        parser.add_argument(f"--{modality.lower()}", metavar="FILE",
+                            help=f"{modality} volume, DICOM series folder or one file of it (instead of INPUT)")
     parser.add_argument("--truth", metavar="FILE", help="ground truth for --t1/--t1c/--t2/--flair input")
     parser.add_argument("--name", help="case name for --t1/--t1c/--t2/--flair input")
     parser.add_argument("--output", "-o", required=True, help="output folder")
@@ -139,6 +141,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
     parser.add_argument("--resample", action="store_true",
                         help="resample volumes that are not on the T1c grid instead of stopping")
+    parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=None,
+                        help="register T1, T2, FLAIR rigidly onto the T1c (default: for DICOM input only)")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run every case as a task on the Dask cluster at ADDRESS (tcp://host:8786), or on "
@@ -170,12 +174,12 @@ def main(args: argparse.Namespace) -> int:
             if _finished(paths) and not args.overwrite:
                 skipped += 1
                 print("  already done (use --overwrite to redo)")
-                case = io.read_case(source, truth=truth, resample=args.resample, name=name)
+                case = io.read_case(source, truth=truth, resample=args.resample, register=args.register, name=name)
                 if case.truth is not None:
                     predicted, _ = io.read_image(paths["labels"])
                     rows.append(_metrics_row(name, predicted, case))
                 continue
-            row = run_case(name, source, output, options, truth, args.resample)
+            row = run_case(name, source, output, options, truth, args.resample, args.register)
             if row:
                 rows.append(row)
         except KeyboardInterrupt:

@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as label_table
-from . import sanity
+from . import registration, sanity
 from .atomic import atomic_path
 from .geometry import Geometry, GeometryError, check_same, to_image
 
@@ -78,6 +78,7 @@ class Case:
     scheme: Optional[label_table.LabelScheme] = None  # scheme the truth file used
     files: Dict[str, Path] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
+    registrations: Dict[str, registration.Registration] = field(default_factory=dict)  # when registered
 
 
 def image_stem(path: PathLike) -> str:
@@ -126,7 +127,8 @@ def find_cases(folder: PathLike) -> List[Path]:
                       if is_image(p))
     if _holds_sequence(folder):
         return [folder]
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _holds_sequence(p))
+    cases = sorted(p for p in folder.iterdir() if p.is_dir() and _holds_sequence(p))
+    return cases or ([folder] if _dicom().holds_dicom(folder) else [])
 
 
 def _holds_sequence(folder: Path) -> bool:
@@ -189,7 +191,7 @@ def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int =
         raise CaseError(f"{path}: expected {expected}, got a {len(size)}-D image of size {size} with "
                         f"{reader.GetNumberOfComponents()} component(s) per voxel")
     voxels = int(np.prod(size[:3], dtype=np.int64))
-    limit = MAX_VOXELS if max_voxels is None else max_voxels
+    limit = _limit(max_voxels)
     if voxels > limit:
         raise CaseError(
             f"{path}: {' x '.join(map(str, size[:3]))} = {voxels / 1e6:.0f} million voxels, far larger than a "
@@ -246,12 +248,17 @@ def _truth_scheme(path: Path, values: np.ndarray) -> Tuple[label_table.LabelSche
 
 
 def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
-              label_scheme: Optional[str] = None, resample: bool = False, name: Optional[str] = None,
-              max_voxels: Optional[int] = None) -> Case:
+              label_scheme: Optional[str] = None, resample: bool = False, register: Optional[bool] = None,
+              name: Optional[str] = None, max_voxels: Optional[int] = None) -> Case:
     """Read a case folder, an MSD 4-D image, or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}.
 
     `resample=True` resamples volumes not on the T1c grid onto it (linear for
     images, nearest for labels) instead of raising GeometryError.
+    `register=True` registers T1, T2 and FLAIR rigidly onto the T1c first
+    (registration.py; for scans straight from the scanner) and resamples them
+    onto its grid; the registrations' reports are in Case.registrations.
+    None (the default) registers DICOM input (a study folder, or series folders
+    or files in the mapping: dicom.py) and not image files.
     `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES).
     `max_voxels` overrides MAX_VOXELS, the largest volume read.
     """
@@ -268,7 +275,10 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
         if repeated:
             raise CaseError(f"the same file is given for {' and '.join(repeated)} "
                             f"({files[repeated[0]]}): each modality needs its own file")
-        volumes = {m: read_image(p, max_voxels) for m, p in files.items()}
+        dicom_series = {m: p.is_dir() or _dicom().is_dicom_file(p) for m, p in files.items()}
+        volumes = {m: _dicom().read_at(p, m, _limit(max_voxels)) if dicom_series[m] else read_image(p, max_voxels)
+                   for m, p in files.items()}
+        register = any(dicom_series.values()) if register is None else register
         case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
@@ -277,6 +287,10 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             files = {m: path for m in MODALITIES}
             truth_path = truth_path or found_truth
             case_name = name or image_stem(path)
+        elif path.is_dir() and not _holds_sequence(path) and _dicom().holds_dicom(path):
+            volumes, files = _dicom().read_study(path, _limit(max_voxels))
+            register = True if register is None else register
+            case_name = name or path.name
         elif path.is_dir():
             found = _modality_files(path)
             files = {m: found[m] for m in MODALITIES}
@@ -287,6 +301,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             raise CaseError(f"{path}: no such case folder or image file")
 
     labelled = {m: f"{m} ({files[m].name})" for m in MODALITIES}
+    registrations = _register(volumes) if register else {}
     geometries = {m: g for m, (_, g) in volumes.items()}
     reference = geometries["T1c"]
     try:
@@ -300,8 +315,9 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
-    case = Case(case_name, images, reference, files=dict(files))
-    case.warnings = [w for _, w in converted.values() if w]
+    case = Case(case_name, images, reference, files=dict(files), registrations=registrations)
+    case.warnings = [w for r in registrations.values() for w in r.warnings]
+    case.warnings += [w for _, w in converted.values() if w]
     case.warnings += slot_warnings
     if truth_path is not None:
         raw, truth_geometry = read_image(truth_path, max_voxels)
@@ -324,6 +340,24 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     for warning in case.warnings:
         log.warning("%s: %s", case_name, warning)
     return case
+
+
+def _dicom():
+    """dicom.py, imported when needed (it builds on this module)."""
+    from . import dicom
+    return dicom
+
+
+def _limit(max_voxels: Optional[int]) -> int:
+    return MAX_VOXELS if max_voxels is None else max_voxels
+
+
+def _register(volumes: Dict[str, Tuple[np.ndarray, Geometry]]) -> Dict[str, registration.Registration]:
+    """Register T1, T2 and FLAIR onto the T1c and put them on its grid, in place."""
+    moved, results = registration.onto_reference({m: to_image(v, g) for m, (v, g) in volumes.items()})
+    for m in results:
+        volumes[m] = (sitk.GetArrayFromImage(moved[m]), volumes["T1c"][1])
+    return results
 
 
 def _as_float(array: np.ndarray, path: Path, modality: str) -> Tuple[np.ndarray, Optional[str]]:
