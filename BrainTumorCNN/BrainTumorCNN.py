@@ -27,9 +27,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # BrainTumorCNNLib beside this file (a source checkout)
     sys.path.insert(0, _HERE)
 
-from BrainTumorCNNLib import volume_names  # noqa: E402
 from BrainTumorCNNLib.modalities import MODALITIES  # noqa: E402
-from BrainTumorCNNLib.postprocessing import CleanupConfig  # noqa: E402
+from BrainTumorCNNLib.reading import volume_names  # noqa: E402
+from BrainTumorCNNLib.running.postprocessing import CleanupConfig  # noqa: E402
 
 #: What the engine needs beyond Slicer's own Python (numpy, scipy, SimpleITK), pinned as in pyproject.toml.
 REQUIREMENTS = {"torch": "torch>=2.3,<2.14", "safetensors": "safetensors>=0.4"}
@@ -281,7 +281,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def modelChoices() -> List[Tuple[str, str, bool]]:
         """(registry name, label with the validation Dice from the model card, has weights) per model."""
-        from BrainTumorCNNLib import labels, registry
+        from BrainTumorCNNLib import labels
+        from BrainTumorCNNLib.network import registry
         shipped = registry.shipped()
         choices = []
         for name, spec in registry.MODELS.items():
@@ -297,7 +298,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         """The best shipped model, or "" when PyTorch or every model's weights are missing."""
         if self.missingPackages():
             return ""
-        from BrainTumorCNNLib import registry
+        from BrainTumorCNNLib.network import registry
         try:
             return registry.default_model()
         except FileNotFoundError:
@@ -306,7 +307,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def options(parameters: BrainTumorCNNParameterNode):
         """The engine's options from the user's choices."""
-        from BrainTumorCNNLib import pipeline
+        from BrainTumorCNNLib.running import pipeline
         cleanup = CleanupConfig(min_volume_ml=parameters.minimumVolumeMl, drop_flat=parameters.removeFlat,
                                 keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
         return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup)
@@ -314,7 +315,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
     def process(self, t1, t1c, t2, flair, model: Optional[str] = None, options=None, output=None):
         """Segment four volume nodes and return the segmentation node: `output`
         refilled, or a new node on T1c's grid.  Blocks until done."""
-        from BrainTumorCNNLib import mrml, pipeline
+        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.running import pipeline
         options = options or pipeline.SegmentationOptions()
         if model is not None:
             options = dataclasses.replace(options, model=model)
@@ -323,21 +325,21 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, parameters: BrainTumorCNNParameterNode):
         """Read the input volumes (main thread) and segment them on a worker thread."""
-        from BrainTumorCNNLib import mrml
-        from BrainTumorCNNLib.task import SegmentationTask
+        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.running.task import SegmentationTask
         images, geometry, warnings = mrml.read_volumes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
         return SegmentationTask(images, geometry, self.options(parameters), warnings)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""
-        from BrainTumorCNNLib import mrml
+        from BrainTumorCNNLib.frontends import mrml
         name = f"{parameters.t1cVolume.GetName()} tumor"
         return mrml.store_result(slicer.mrmlScene, task.result, task.geometry, name, parameters.outputSegmentation,
                                  probabilities=parameters.probabilities, labelmap=parameters.labelmap)
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:
-        from BrainTumorCNNLib import mrml
+        from BrainTumorCNNLib.frontends import mrml
         return mrml.tumor_volumes_ml(task.result.labels, task.geometry, task.result.num_classes)
 
 
@@ -356,7 +358,7 @@ class BrainTumorCNNTest(ScriptedLoadableModuleTest):
     def _phantomVolumes(self):
         logic = BrainTumorCNNLogic()
         logic.installPackages({**REQUIREMENTS, **TEST_REQUIREMENTS})
-        from BrainTumorCNNLib import mrml, phantom
+        from BrainTumorCNNLib.frontends import mrml, phantom
         self.delayDisplay("Building a small phantom case")
         case = phantom.make_phantom(0, "small")
         return logic, [mrml.add_volume_node(slicer.mrmlScene, image, case.geometry,
@@ -372,7 +374,8 @@ class BrainTumorCNNTest(ScriptedLoadableModuleTest):
         if not model:
             self.delayDisplay("No trained weights shipped: segmentation not tested")
             return
-        from BrainTumorCNNLib import labels, registry
+        from BrainTumorCNNLib import labels
+        from BrainTumorCNNLib.network import registry
         segmentation = logic.process(*volumes, model=model)
         tissues = labels.class_tissues(registry.get(model).card()["num_classes"])
         segments = segmentation.GetSegmentation()

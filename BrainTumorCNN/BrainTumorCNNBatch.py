@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # BrainTumorCNNLib beside this file
 
-from BrainTumorCNNLib import cli  # noqa: E402
+from BrainTumorCNNLib.frontends import cli  # noqa: E402
 
 if __name__ == "__main__":
     argv = [a for a in sys.argv[1:] if a != "--"]

@@ -65,7 +65,7 @@ def untrained_models(tmp_path, monkeypatch) -> Path:
     plumbing, not of the quality of shipped weights."""
     import torch
 
-    from BrainTumorCNNLib import registry, weights
+    from BrainTumorCNNLib.network import registry, weights
 
     folder = tmp_path / "models"
     folder.mkdir()

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from BrainTumorCNNLib import io, labels
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.reading import io
 
 PATTERNS = ("brats2021/*/*_seg.nii.gz", "brats2023/*/*-seg.nii.gz", "brats2012/*/*_truth.mha")
 

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from BrainTumorCNNLib import registration
+from BrainTumorCNNLib.preparing import registration
 
 CASE = "brats2021/BraTS2021_00000"
 FILES = {"T1": "t1", "T1c": "t1ce", "T2": "t2", "FLAIR": "flair", "truth": "seg"}

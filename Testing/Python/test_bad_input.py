@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BrainTumorCNNLib import io, sanity
-from BrainTumorCNNLib.geometry import GeometryError
-from BrainTumorCNNLib.preprocessing import PreprocessingConfig, preprocess
+from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, preprocess
+from BrainTumorCNNLib.reading import io, sanity
+from BrainTumorCNNLib.reading.geometry import GeometryError
 from test_io import DIRECTION, ORIGIN, SHAPE, brain, modality_array, write, write_brats2021
 
 MODALITY_FILES = {"T1": "t1", "T1c": "t1ce", "T2": "t2", "FLAIR": "flair"}
@@ -417,7 +417,7 @@ def test_huge_msd_image_is_refused_from_its_header(tmp_path):
 def test_the_limit_is_configurable(case, tmp_path):
     with pytest.raises(io.CaseError, match=r"12 x 10 x 8 = 0 million voxels.*limit 0 million"):
         io.read_case(case, max_voxels=100)
-    script = "from BrainTumorCNNLib import io; print(io.MAX_VOXELS)"
+    script = "from BrainTumorCNNLib.reading import io; print(io.MAX_VOXELS)"
     env = {**os.environ, "BRAINTUMORCNN_MAX_VOXELS": "123456"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "123456"

@@ -11,7 +11,9 @@ import SimpleITK as sitk
 
 from conftest import write_synthetic_case
 
-from BrainTumorCNNLib import batch, cli, io, labels, mrml
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.frontends import batch, cli, mrml
+from BrainTumorCNNLib.reading import io
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from BrainTumorCNNLib import bench
-from BrainTumorCNNLib.preprocessing import PreprocessingConfig, preprocess
+from BrainTumorCNNLib.frontends import bench
+from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, preprocess
 
 
 def test_spread_slices():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import write_synthetic_case
 
-from BrainTumorCNNLib import cli
+from BrainTumorCNNLib.frontends import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_expected_errors_end_as_one_line_and_a_nonzero_exit(untrained_models, tm
 def test_console_command_prints_one_line_for_a_missing_folder(tmp_path):
     """The installed command's behaviour, in a fresh process: one line, no traceback, exit status 2."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "BrainTumorCNN")}
-    done = subprocess.run([sys.executable, "-m", "BrainTumorCNNLib.cli", "segment", "/no/such/folder",
+    done = subprocess.run([sys.executable, "-m", "BrainTumorCNNLib.frontends.cli", "segment", "/no/such/folder",
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2
     assert _one_line(done.stderr) == "braintumorcnn segment: error: /no/such/folder: no such folder or image file"
@@ -116,7 +116,7 @@ def test_console_command_prints_one_line_for_a_missing_folder(tmp_path):
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path, capsys):
     """A bug is not an input error: it is raised, not hidden behind one line."""
-    from BrainTumorCNNLib import phantom
+    from BrainTumorCNNLib.frontends import phantom
 
     def broken(*args, **kwargs):
         raise TypeError("a bug")

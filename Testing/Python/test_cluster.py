@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from BrainTumorCNNLib import batch, cli, cluster
+from BrainTumorCNNLib.frontends import batch, cli, cluster
 
 pytest.importorskip("distributed", reason="the [cluster] extra (dask[distributed]) is not installed")
 
-LIB_ROOT = Path(batch.__file__).resolve().parents[1]  # the folder holding BrainTumorCNNLib
+LIB_ROOT = Path(batch.__file__).resolve().parents[2]  # the folder holding BrainTumorCNNLib
 
 
 @pytest.fixture

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from BrainTumorCNNLib import augmentation, crossval, inference, labels, pipeline, sampling, training, weights
-from BrainTumorCNNLib.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.learning import augmentation, crossval, sampling, training
+from BrainTumorCNNLib.network import weights
+from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
+from BrainTumorCNNLib.running import inference, pipeline
 
 NO_N4 = PreprocessingConfig(n4=False)
 
@@ -87,8 +90,8 @@ def test_cache_is_compact_exact_and_trains_with_torch_and_numpy_only(tmp_path, s
     case = sampling.load_case(synthetic_cases[0], NO_N4, tmp_path / "cache")
     files = list((tmp_path / "cache").glob("*.npz"))
     assert len(files) == 1 and case.images.dtype == np.float16
-    from BrainTumorCNNLib import io
-    from BrainTumorCNNLib.preprocessing import preprocess
+    from BrainTumorCNNLib.preparing.preprocessing import preprocess
+    from BrainTumorCNNLib.reading import io
     raw = io.read_case(synthetic_cases[0])
     pre = preprocess(raw.images, NO_N4)
     np.testing.assert_array_equal(case.uncrop(case.truth), raw.truth)
@@ -101,7 +104,7 @@ import sys
 sys.modules["SimpleITK"] = None  # any import of SimpleITK (or matplotlib) now fails
 sys.modules["matplotlib"] = None
 from pathlib import Path
-from BrainTumorCNNLib import training
+from BrainTumorCNNLib.learning import training
 config = training.TrainingConfig(train_cases={[str(f) for f in files]!r}, phase1_epochs=1, phase2_epochs=0,
                                  batches_per_epoch=1, batch_size=2, output_size=2, threads=1, device="cpu")
 training.train(config, Path({str(tmp_path / 'run')!r}), progress=False)
@@ -222,8 +225,8 @@ def test_lr_range_test_suggests_a_rate_below_divergence(synthetic_cases):
 
 
 def test_test_time_flips_average_the_two_passes(synthetic_cases, untrained_models):
-    from BrainTumorCNNLib import io
-    from BrainTumorCNNLib.preprocessing import preprocess
+    from BrainTumorCNNLib.preparing.preprocessing import preprocess
+    from BrainTumorCNNLib.reading import io
     case = io.read_case(synthetic_cases[0])
     pre = preprocess(case.images, NO_N4)
     model, card = weights.load("TwoPathCNN")

@@ -1,7 +1,8 @@
 """`braintumorcnn demo`: phantom -> segmentation -> files and Dice, end to end on a small phantom."""
 from __future__ import annotations
 
-from BrainTumorCNNLib import cli, demo, registry
+from BrainTumorCNNLib.frontends import cli, demo
+from BrainTumorCNNLib.network import registry
 
 
 def test_demo_writes_segmentation_reports_dice_and_fails_an_untrained_model(untrained_models, tmp_path, capsys):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BrainTumorCNNLib import cli, dicom, evaluation, io
 from BrainTumorCNNLib import labels as label_table
-from BrainTumorCNNLib.geometry import Geometry
+from BrainTumorCNNLib.frontends import cli
+from BrainTumorCNNLib.reading import dicom, io
+from BrainTumorCNNLib.reading.geometry import Geometry
+from BrainTumorCNNLib.scoring import evaluation
 from scanner_like import UID_ROOT, as_scanned, case_file, centre, grid, head_motion, write_series
 
 STUDY_UID = f"{UID_ROOT}.1"

@@ -13,8 +13,11 @@ import SimpleITK as sitk
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from BrainTumorCNNLib import cli, evaluation, io, labels
-from BrainTumorCNNLib.evaluation import EMPTY_HD95_MM, evaluate_case, hausdorff95, region_metrics, summarize
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.frontends import cli
+from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.scoring import evaluation
+from BrainTumorCNNLib.scoring.evaluation import EMPTY_HD95_MM, evaluate_case, hausdorff95, region_metrics, summarize
 from real_truth import read_truth, truth_files
 
 try:  # the HD95 function of panoptica, the engine of the organisers' brats-evaluation package

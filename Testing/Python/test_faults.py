@@ -10,14 +10,17 @@ import time
 
 import numpy as np
 
-from BrainTumorCNNLib import io, pipeline
+from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running import pipeline
 
 FULL_DISK_SCRIPT = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     import numpy as np
-    from BrainTumorCNNLib import evaluation, io, mrml, preview
-    from BrainTumorCNNLib.geometry import Geometry
+    from BrainTumorCNNLib.frontends import mrml, preview
+    from BrainTumorCNNLib.reading import io
+    from BrainTumorCNNLib.scoring import evaluation
+    from BrainTumorCNNLib.reading.geometry import Geometry
 
     out = Path(sys.argv[1])
     geometry = Geometry((64, 64, 32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -60,7 +63,7 @@ def test_killed_batch_leaves_only_whole_files_and_a_rerun_finishes(untrained_mod
     cases = synthetic_cases[0].parent
     output = tmp_path / "out"
     env = dict(os.environ, BRAINTUMORCNN_MODELS=str(untrained_models), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "BrainTumorCNNLib.cli", "segment", str(cases), "--output", str(output),
+    command = [sys.executable, "-m", "BrainTumorCNNLib.frontends.cli", "segment", str(cases), "--output", str(output),
                "--device", "cpu"]
     run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

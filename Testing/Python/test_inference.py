@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from BrainTumorCNNLib import fastconv, inference, labels, networks, registry
-from BrainTumorCNNLib.preprocessing import BACKGROUND_VALUE
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.network import fastconv, networks, registry
+from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE
+from BrainTumorCNNLib.running import inference
 
 SIZE = 240  # a real BraTS slice is 240 x 240
 

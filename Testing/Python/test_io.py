@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BrainTumorCNNLib import io
+from BrainTumorCNNLib.reading import io
 
 SHAPE = (8, 10, 12)  # (Z, Y, X): 12 x 10 x 8 voxels
 SIZE = SHAPE[::-1]

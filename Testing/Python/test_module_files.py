@@ -269,7 +269,7 @@ def test_module_cmakelists_lists_every_resource():
 
 
 def test_module_cmakelists_ships_the_models_where_the_registry_reads_them():
-    from BrainTumorCNNLib import registry
+    from BrainTumorCNNLib.network import registry
     path = MODULE_DIR / "CMakeLists.txt"
     models = cmake_set(path, "MODULE_MODELS")
     assert set(models) <= set(registry.MODELS), "MODULE_MODELS names a model the registry does not know"
@@ -284,7 +284,7 @@ def test_module_cmakelists_ships_the_models_where_the_registry_reads_them():
     if "BRAINTUMORCNN_MODELS" not in os.environ and not registry.INSTALLED_MODELS_DIR.is_dir():
         assert registry.MODELS_DIR == models_dir
     # build tree and extension package: inside the package, where the registry looks first
-    package = Path(registry.__file__).resolve().parent
+    package = Path(registry.__file__).resolve().parents[1]
     inside = registry.INSTALLED_MODELS_DIR.relative_to(package.parent).as_posix()
     assert inside == "BrainTumorCNNLib/models"
     assert cmake_set(path, "_models_build_dir") == ["${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/" + inside]
@@ -300,7 +300,8 @@ def test_module_cmakelists_ships_the_models_where_the_registry_reads_them():
 
 def test_shipped_model_cards_carry_the_dice_the_selector_shows():
     """Each shipped card has validation Dice per region (shown in the model selector)."""
-    from BrainTumorCNNLib import labels, registry
+    from BrainTumorCNNLib import labels
+    from BrainTumorCNNLib.network import registry
     for name, spec in registry.shipped().items():
         dice = json.loads(spec.card_path.read_text()).get("validation", {}).get("dice", {})
         assert set(dice) <= set(labels.REGIONS) and dice, f"{spec.card_path}: no validation Dice per region"

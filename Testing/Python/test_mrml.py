@@ -9,8 +9,11 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from BrainTumorCNNLib import inference, io, labels, mrml, pipeline  # noqa: E402
-from BrainTumorCNNLib.geometry import Geometry, GeometryError  # noqa: E402
+from BrainTumorCNNLib import labels  # noqa: E402
+from BrainTumorCNNLib.frontends import mrml  # noqa: E402
+from BrainTumorCNNLib.reading import io  # noqa: E402
+from BrainTumorCNNLib.reading.geometry import Geometry, GeometryError  # noqa: E402
+from BrainTumorCNNLib.running import inference, pipeline  # noqa: E402
 
 # An oblique grid: axes permuted and tilted, origin far from zero.
 _c, _s = np.cos(0.3), np.sin(0.3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from BrainTumorCNNLib import networks, registry
+from BrainTumorCNNLib.network import networks, registry
 
 
 def shapes_of(model, input_size, names, pre=()):

@@ -64,8 +64,8 @@ def run_installed(target: Path, args: list, cwd: Path) -> subprocess.CompletedPr
 
 def test_wheel_holds_every_module_its_data_and_the_shipped_models(installed):
     lib = installed / "BrainTumorCNNLib"
-    modules = {p.name for p in LIB.glob("*.py")}
-    assert modules - {p.name for p in lib.glob("*.py")} == set(), "modules missing from the wheel"
+    modules = {p.relative_to(LIB).as_posix() for p in LIB.rglob("*.py") if "__pycache__" not in p.parts}
+    assert modules - {p.relative_to(lib).as_posix() for p in lib.rglob("*.py")} == set(), "modules missing from the wheel"
     assert (lib / "data" / "phantom_intensities.json").is_file()
     assert shipped_model_files(), "no shipped models in Resources/Models to check"
     installed_models = {p.name for p in (lib / "models").glob("*")}
@@ -75,7 +75,7 @@ def test_wheel_holds_every_module_its_data_and_the_shipped_models(installed):
 
 
 def test_installed_registry_finds_the_shipped_models(installed, tmp_path):
-    code = ("import BrainTumorCNNLib, json; from BrainTumorCNNLib import registry; "
+    code = ("import BrainTumorCNNLib, json; from BrainTumorCNNLib.network import registry; "
             "print(json.dumps([BrainTumorCNNLib.__file__, str(registry.MODELS_DIR), sorted(registry.shipped()), "
             "registry.default_model()]))")
     done = run_installed(installed, [sys.executable, "-c", code], cwd=tmp_path)
@@ -154,7 +154,7 @@ def torch_names_used() -> dict:
     """Dotted torch name -> engine modules using it: `torch.x.y` chains and names reached through
     `from torch import nn` / `import torch.nn.functional as F` aliases."""
     used = {}
-    for path in sorted(LIB.glob("*.py")):
+    for path in sorted(LIB.rglob("*.py")):
         tree = ast.parse(path.read_text())
         aliases = {}
         for node in ast.walk(tree):
@@ -198,7 +198,8 @@ def test_runner_handles_out_of_memory_and_cancel_on_torch_without_toplevel_OutOf
     import torch
     from torch import nn
 
-    from BrainTumorCNNLib import inference, networks
+    from BrainTumorCNNLib.network import networks
+    from BrainTumorCNNLib.running import inference
 
     class OutOfMemoryAbove(nn.Module):
         def __init__(self, model, max_rows):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from BrainTumorCNNLib import cli, io, phantom
-from BrainTumorCNNLib.template import BRATS_DIRECTION, BRATS_ORIGIN, BRATS_SIZE, BRATS_SPACING
+from BrainTumorCNNLib.frontends import cli, phantom
+from BrainTumorCNNLib.frontends.template import BRATS_DIRECTION, BRATS_ORIGIN, BRATS_SIZE, BRATS_SPACING
+from BrainTumorCNNLib.reading import io
 
 SEED = 3
 

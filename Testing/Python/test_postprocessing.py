@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from BrainTumorCNNLib.postprocessing import CleanupConfig, CleanupReport, cleanup
+from BrainTumorCNNLib.running.postprocessing import CleanupConfig, CleanupReport, cleanup
 from real_truth import read_truth, truth_files
 
 try:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from BrainTumorCNNLib.preprocessing import BACKGROUND_VALUE, PreprocessingConfig, brain_mask, preprocess
+from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig, brain_mask, preprocess
 
 OFF = PreprocessingConfig(clip=False, n4=False, zscore=False)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from BrainTumorCNNLib import preview
-from BrainTumorCNNLib.geometry import Geometry
+from BrainTumorCNNLib.frontends import preview
+from BrainTumorCNNLib.reading.geometry import Geometry
 
 SHAPE = (40, 56, 64)  # Z, Y, X
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BrainTumorCNNLib import io, registration
+from BrainTumorCNNLib.preparing import registration
+from BrainTumorCNNLib.reading import io
 from scanner_like import as_scanned, case_file, centre, grid, head_motion, mean_disagreement_mm, rotation_between_deg
 
 #: sequence -> (rotation about x, y, z in degrees, shift in mm, its grid's spacing, its grid's tilt)

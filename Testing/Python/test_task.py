@@ -1,12 +1,13 @@
-"""The GUI's worker thread (BrainTumorCNNLib.task) with a real thread and the real pipeline."""
+"""The GUI's worker thread (BrainTumorCNNLib.running.task) with a real thread and the real pipeline."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from BrainTumorCNNLib import io, pipeline
-from BrainTumorCNNLib.task import SegmentationTask
+from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.task import SegmentationTask
 
 
 def _wait(task: SegmentationTask, seconds: float = 300) -> None:

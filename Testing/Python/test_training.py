@@ -10,8 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from BrainTumorCNNLib import labels, networks, sampling, training, weights
-from BrainTumorCNNLib.preprocessing import PreprocessingConfig
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.learning import sampling, training
+from BrainTumorCNNLib.network import networks, weights
+from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
 
 NO_N4 = PreprocessingConfig(n4=False)
 
@@ -125,7 +127,7 @@ def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path, 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "BrainTumorCNNLib.cli", "train", "--config", str(config_path), "--run-dir", str(run), "--quiet"],
+         "-m", "BrainTumorCNNLib.frontends.cli", "train", "--config", str(config_path), "--run-dir", str(run), "--quiet"],
         capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((run / "log.csv").open()))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from BrainTumorCNNLib.volume_names import assign, guess_modality
+from BrainTumorCNNLib.reading.volume_names import assign, guess_modality
 
 
 @pytest.mark.parametrize("name, modality", [

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from BrainTumorCNNLib import networks, weights
+from BrainTumorCNNLib.network import networks, weights
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, saved):
 def test_default_model_prefers_cross_validated_figures(untrained_models):
     """Two validation cases flatter: a card with cross-validated Dice outranks a higher few-case Dice."""
     import torch
-    from BrainTumorCNNLib import registry, weights
+    from BrainTumorCNNLib.network import registry, weights
     assert registry.default_model() == "TwoPathCNN"  # 0.5 vs 0.2, neither cross-validated
     model = registry.get("LocalPathCNN").build(num_classes=5)
     torch.manual_seed(1)

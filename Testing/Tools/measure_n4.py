@@ -22,7 +22,10 @@ from typing import Dict, Iterator, List
 
 import numpy as np
 
-from BrainTumorCNNLib import io, labels, pipeline, preprocessing
+from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.preparing import preprocessing
+from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running import pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CASES = ("brats2021/BraTS2021_00000", "brats2018/Brats18_TCIA01_231_1", "brats2020/BraTS20_Training_001")

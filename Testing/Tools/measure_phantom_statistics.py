@@ -61,8 +61,8 @@ from scipy import ndimage, spatial, stats
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "BrainTumorCNN"))
 
-from BrainTumorCNNLib import io as case_io  # noqa: E402
-from BrainTumorCNNLib.template import load_template  # noqa: E402
+from BrainTumorCNNLib.frontends.template import load_template  # noqa: E402
+from BrainTumorCNNLib.reading import io as case_io  # noqa: E402
 
 MODALITIES = ("T1", "T1c", "T2", "FLAIR")
 QUANTILE_LEVELS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,

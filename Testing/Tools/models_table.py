@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from BrainTumorCNNLib import registry
+from BrainTumorCNNLib.network import registry
 
 REGIONS = ("complete", "core", "enhancing")
 #: Havaei et al. (2017), BRATS 2013 test set (Dice) -- for comparison only, other data.

@@ -26,7 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from BrainTumorCNNLib import evaluation, io, pipeline, registry, weights
+from BrainTumorCNNLib.network import registry, weights
+from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.scoring import evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 

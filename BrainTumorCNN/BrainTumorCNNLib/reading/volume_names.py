@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .modalities import MODALITIES
+from ..modalities import MODALITIES
 
 _T1C_WORD = re.compile(r"t1w?(c|ce|gd|gad|post|postcontrast|contrast|enhanced)+")
 _T1_WORD = re.compile(r"t1w?|t1n|t1native|t1pre")

@@ -16,7 +16,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .preprocessing import BACKGROUND_VALUE
+from ..preparing.preprocessing import BACKGROUND_VALUE
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,12 @@ import SimpleITK as sitk
 from scipy import ndimage, special
 from scipy.spatial.transform import Rotation
 
-from .atomic import atomic_path
-from .geometry import Geometry, to_image
+from ..atomic import atomic_path
+from ..reading.geometry import Geometry, to_image
 from .template import (BRATS_DIRECTION, BRATS_ORIGIN, BRATS_SIZE, BRATS_SPACING, Template,
                        load_template)
 
-STATISTICS_PATH = Path(__file__).resolve().parent / "data" / "phantom_intensities.json"
+STATISTICS_PATH = Path(__file__).resolve().parents[1] / "data" / "phantom_intensities.json"
 MODALITIES = ("T1", "T1c", "T2", "FLAIR")
 FILE_SUFFIXES = {"T1": "t1", "T1c": "t1ce", "T2": "t2", "FLAIR": "flair"}
 HEALTHY_CLASSES = ("csf", "grey_matter", "white_matter")

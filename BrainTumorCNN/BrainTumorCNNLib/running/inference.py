@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import fastconv, labels
-from .preprocessing import BACKGROUND_VALUE
+from .. import labels
+from ..network import fastconv
+from ..preparing.preprocessing import BACKGROUND_VALUE
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ import sys
 from typing import List, Optional
 
 SUBCOMMANDS = {
-    "segment": ("batch", "segment cases (folders or four files) and write segmentations"),
-    "evaluate": ("evaluation", "score predicted label maps against ground truth (BraTS metrics)"),
-    "train": ("training", "train a model of the registry on BraTS-style cases"),
-    "crossval": ("crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
-    "cache": ("sampling", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
-    "bench": ("bench", "time dense and patch-by-patch inference of every model"),
-    "phantom": ("phantom", "write a synthetic four-modality case with ground truth"),
-    "demo": ("demo", "make a phantom, segment it with the default model, report Dice"),
+    "segment": ("frontends.batch", "segment cases (folders or four files) and write segmentations"),
+    "evaluate": ("scoring.evaluation", "score predicted label maps against ground truth (BraTS metrics)"),
+    "train": ("learning.training", "train a model of the registry on BraTS-style cases"),
+    "crossval": ("learning.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
+    "cache": ("learning.sampling", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
+    "bench": ("frontends.bench", "time dense and patch-by-patch inference of every model"),
+    "phantom": ("frontends.phantom", "write a synthetic four-modality case with ground truth"),
+    "demo": ("frontends.demo", "make a phantom, segment it with the default model, report Dice"),
 }
 
 
@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS:
         parser.parse_args(argv)  # prints usage / error and exits
     name = argv[0]
-    module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name][0]}")
+    module = importlib.import_module(f"BrainTumorCNNLib.{SUBCOMMANDS[name][0]}")
     command = argparse.ArgumentParser(prog=f"braintumorcnn {name}", description=SUBCOMMANDS[name][1])
     module.configure_parser(command)
     args = command.parse_args(argv[1:])

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from . import labels, networks, registry, weights
-from .atomic import atomic_path, write_text
+from .. import labels
+from ..atomic import atomic_path, write_text
+from ..network import networks, registry, weights
+from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from .augmentation import AugmentationConfig, augment
-from .preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from .sampling import CachedCase, PatchSampler, SamplingConfig, case_sources, load_cases
 
 
@@ -159,7 +160,7 @@ def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, 
 
 def training_device(name: str) -> torch.device:
     """The device of this process: under torchrun each process takes the GPU of its local rank."""
-    from .inference import resolve_device
+    from ..running.inference import resolve_device
     device = resolve_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

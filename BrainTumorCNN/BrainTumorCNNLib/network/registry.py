@@ -13,9 +13,9 @@ from . import networks
 
 #: The shipped weights and model cards (`<name>.safetensors` + `<name>.json`) inside the package, where
 #: a wheel (pyproject.toml) and the Slicer extension (BrainTumorCNN/CMakeLists.txt) install them.
-INSTALLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+INSTALLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 #: The same files in a source checkout (also an editable install), where ship_model.py writes them.
-SOURCE_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+SOURCE_MODELS_DIR = Path(__file__).resolve().parents[3] / "Resources" / "Models"
 #: Where the registry reads weights: BRAINTUMORCNN_MODELS (a user's own trained models), else the
 #: installed folder when there is one, else the checkout's.
 MODELS_DIR = Path(os.environ.get("BRAINTUMORCNN_MODELS")

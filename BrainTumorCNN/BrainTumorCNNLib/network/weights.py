@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_path, write_text
 from . import registry
-from .atomic import atomic_path, write_text
 
 
 class WeightsError(RuntimeError):

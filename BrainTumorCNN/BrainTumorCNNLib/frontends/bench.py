@@ -42,10 +42,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import inference, io, phantom, registry
-from .preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
+from ..network import registry
+from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
+from ..reading import io
+from ..running import inference
+from . import phantom
 
-SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
 SHAPE = (155, 240, 240)  # Z, Y, X
 PATCH_BATCH = 128
 
@@ -158,7 +161,7 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     row["patch_pixels_timed"] = min(args.patch_pixels, int(mask.sum()))
     row["dense_over_patch"] = row["patch_s"] / row["dense_fast_s"]
     if args.training:
-        from . import training  # noqa: PLC0415 - hook: phase-1 training throughput, where training provides it
+        from ..learning import training  # noqa: PLC0415 - hook: phase-1 training throughput, where training provides it
 
         measure = getattr(training, "measure_throughput", None)
         row["train_patches_per_s"] = float(measure(name, num_classes=args.num_classes)) if measure else None
@@ -168,7 +171,7 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
 
 def run_child(name: str, argv: List[str]) -> Dict[str, object]:
     """bench_model in a fresh process, so its peak memory is its own."""
-    command = [sys.executable, "-m", "BrainTumorCNNLib.bench", "--in-process", "--json", "--models", name] + argv
+    command = [sys.executable, "-m", "BrainTumorCNNLib.frontends.bench", "--in-process", "--json", "--models", name] + argv
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark of {name} failed:\n{done.stderr[-4000:]}")
@@ -290,6 +293,6 @@ def format_table(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m BrainTumorCNNLib.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m BrainTumorCNNLib.frontends.bench", description=__doc__.splitlines()[0])
     configure_parser(parser)
     sys.exit(main(parser.parse_args()))

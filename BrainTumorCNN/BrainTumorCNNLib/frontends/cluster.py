@@ -23,8 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import batch, io
-from .pipeline import SegmentationOptions
+from ..reading import io
+from ..running.pipeline import SegmentationOptions
+from . import batch
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT = "30s"

@@ -10,10 +10,12 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from . import inference, labels, registry, weights
-from .geometry import Geometry
+from .. import labels
+from ..network import registry, weights
+from ..preparing.preprocessing import PreprocessingConfig, preprocess
+from ..reading.geometry import Geometry
+from . import inference
 from .postprocessing import CleanupConfig, cleanup
-from .preprocessing import PreprocessingConfig, preprocess
 
 Progress = Callable[[float, str], None]
 

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .modalities import MODALITIES
+from ..modalities import MODALITIES
 
 #: Bumped whenever preprocessing gives other numbers for the same config, so
 #: training caches made by older code are not reused.

@@ -23,9 +23,13 @@ import traceback
 from pathlib import Path
 from typing import Dict, List, Optional, TextIO, Tuple, Union
 
-from . import evaluation, io, mrml, pipeline, preview, registry
-from .postprocessing import CleanupConfig
-from .preprocessing import PreprocessingConfig
+from ..network import registry
+from ..preparing.preprocessing import PreprocessingConfig
+from ..reading import io
+from ..running import pipeline
+from ..running.postprocessing import CleanupConfig
+from ..scoring import evaluation
+from . import mrml, preview
 
 Source = Union[Path, Dict[str, Path]]
 

@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import labels, registry
+from .. import labels
+from ..network import registry
 
 DEFAULT_OUTPUT = Path("braintumorcnn-demo")
 #: Least mean Dice (complete, core, enhancing) a working model scores on the phantom.  The shipped
@@ -39,7 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import batch, evaluation, phantom, pipeline
+    from ..running import pipeline
+    from ..scoring import evaluation
+    from . import batch, phantom
 
     model = args.model or registry.default_model()
     output = Path(args.output)

@@ -14,11 +14,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import labels as label_table
-from . import pipeline, sanity
-from .atomic import atomic_path
-from .geometry import Geometry, check_same
-from .modalities import MODALITIES
+from .. import labels as label_table
+from ..atomic import atomic_path
+from ..modalities import MODALITIES
+from ..reading import sanity
+from ..reading.geometry import Geometry, check_same
+from ..running import pipeline
 
 logger = logging.getLogger(__name__)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])

@@ -47,8 +47,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import SimpleITK as sitk
 
-from . import labels as label_table
-from .atomic import atomic_path
+from .. import labels as label_table
+from ..atomic import atomic_path
 
 #: HD95 (mm) when a region is empty in exactly one of truth and prediction.
 EMPTY_HD95_MM = 373.0
@@ -301,7 +301,7 @@ PREDICTION_SCHEMES = ("internal",) + tuple(label_table.SCHEMES)
 
 def find_prediction(folder: Path, case: str) -> Optional[Path]:
     """`<case>_labels.<ext>` (as written by `braintumorcnn segment`), else `<case>.<ext>`."""
-    from .io import IMAGE_SUFFIXES
+    from ..reading.io import IMAGE_SUFFIXES
 
     for stem in (f"{case}_labels", case):
         for suffix in IMAGE_SUFFIXES:
@@ -314,7 +314,7 @@ def find_prediction(folder: Path, case: str) -> Optional[Path]:
 def read_prediction(path: Path, scheme: str = "internal") -> Tuple[np.ndarray, "object"]:
     """A predicted label map as internal values (uint8) and its geometry; clear errors
     for unexpected values."""
-    from .io import read_image
+    from ..reading.io import read_image
 
     raw, geometry = read_image(path)
     if scheme == "internal":
@@ -342,7 +342,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import io
+    from ..reading import io
 
     pred_dir, truth_dir = Path(args.predictions), Path(args.truth)
     if not pred_dir.is_dir():

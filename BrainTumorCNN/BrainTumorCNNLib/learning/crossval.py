@@ -27,10 +27,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import evaluation, labels, training, weights
-from .atomic import write_text
-from .pipeline import SegmentationOptions, segment_preprocessed
-from .postprocessing import CleanupConfig, cleanup
+from .. import labels
+from ..atomic import write_text
+from ..network import weights
+from ..running.pipeline import SegmentationOptions, segment_preprocessed
+from ..running.postprocessing import CleanupConfig, cleanup
+from ..scoring import evaluation
+from . import training
 from .sampling import CachedCase, case_sources, load_case
 
 #: Cleanup rules compared on the held-out predictions (cheap: the network runs once per case).
@@ -220,7 +223,7 @@ def format_summary(result: dict) -> str:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import labels
-from .preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig
+from .. import labels
+from ..preparing.preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig
 
 CACHE_SUFFIX = ".npz"
 
@@ -78,8 +78,8 @@ def load_case(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path]
 
 
 def _preprocess_files(path: Path, config: PreprocessingConfig) -> CachedCase:
-    from . import io  # SimpleITK: only where files are read
-    from .preprocessing import preprocess
+    from ..preparing.preprocessing import preprocess
+    from ..reading import io  # SimpleITK: only where files are read
     case = io.read_case(path)
     if case.truth is None:
         raise ValueError(f"{path}: training and cross-validation need a ground-truth label map "
@@ -97,7 +97,7 @@ def _preprocess_files(path: Path, config: PreprocessingConfig) -> CachedCase:
 
 
 def write_cache(case: CachedCase, path: Path) -> Path:
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, images=case.images, brain=case.brain, truth=case.truth,
@@ -128,7 +128,7 @@ def case_sources(path) -> List[Path]:
     cached = sorted(path.glob(f"*{CACHE_SUFFIX}")) if path.is_dir() else []
     if cached:
         return cached
-    from .io import find_cases  # SimpleITK: only where files are read
+    from ..reading.io import find_cases  # SimpleITK: only where files are read
     return list(find_cases(path))
 
 

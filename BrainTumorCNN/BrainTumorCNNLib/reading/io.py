@@ -31,12 +31,13 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from . import labels as label_table
-from . import registration, sanity
-from .atomic import atomic_path
+from .. import labels as label_table
+from ..atomic import atomic_path
+from ..preparing import registration
+from . import sanity
 from .geometry import Geometry, GeometryError, check_same, to_image
 
-from .modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
+from ..modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 #: File-name token -> modality (or "truth").

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import labels as label_table
-from .atomic import atomic_path
-from .geometry import Geometry
+from .. import labels as label_table
+from ..atomic import atomic_path
+from ..reading.geometry import Geometry
 
 PLANES = ("axial", "coronal", "sagittal")
 #: Per plane, the physical LPS axis (0 x: toward the patient's left, 1 y: posterior, 2 z: superior) it

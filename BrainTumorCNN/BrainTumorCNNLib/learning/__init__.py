@@ -1,0 +1,1 @@
+"""Training: the loop, the case cache and window sampling, augmentation, cross-validation."""

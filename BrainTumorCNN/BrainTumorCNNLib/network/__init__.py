@@ -1,0 +1,1 @@
+"""The networks of the paper, the model registry, safe weights files, FFT convolution."""

@@ -1,0 +1,1 @@
+"""Preparing images for the networks: clipping, N4, z-scores; registration."""
