@@ -16,8 +16,8 @@ from hypothesis.extra import numpy as hnp
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.frontends import cli
 from BrainTumorCNNLib.reading import io
-from BrainTumorCNNLib.scoring import evaluation
-from BrainTumorCNNLib.scoring.evaluation import EMPTY_HD95_MM, evaluate_case, hausdorff95, region_metrics, summarize
+from BrainTumorCNNLib.scoring import metrics, tables
+from BrainTumorCNNLib.scoring.metrics import EMPTY_HD95_MM, evaluate_case, hausdorff95, region_metrics, summarize
 from real_truth import read_truth, truth_files
 
 try:  # the HD95 function of panoptica, the engine of the organisers' brats-evaluation package
@@ -108,7 +108,7 @@ def test_summary_averages_over_the_cases_that_have_a_score():
             {"case": "c", "dice_complete": float("nan")}]
     assert summarize(rows) == {"dice_complete": 0.75, "dice_enhancing": 0.25, "hd95_complete": 3.0}
     assert summarize(rows, "median")["hd95_complete"] == 3.0
-    table = evaluation.format_table(rows[:2])
+    table = tables.format_table(rows[:2])
     assert "mean" in table and "0.750" in table and "HD95 (mm)" in table
 
 
@@ -181,9 +181,9 @@ def _assert_matches_simpleitk(predicted, truth, spacing):
         assert scores.dice == pytest.approx(overlap.GetDiceCoefficient(1), abs=1e-12)
         assert scores.sensitivity == pytest.approx(1 - overlap.GetFalseNegativeError(1), abs=1e-12)
         hausdorff = sitk.HausdorffDistanceImageFilter()
-        hausdorff.Execute(_sitk_mask(evaluation.surface(predicted), spacing),
-                          _sitk_mask(evaluation.surface(truth), spacing))
-        d_pt, d_tp = evaluation.surface_distances(predicted, truth, spacing)
+        hausdorff.Execute(_sitk_mask(metrics.surface(predicted), spacing),
+                          _sitk_mask(metrics.surface(truth), spacing))
+        d_pt, d_tp = metrics.surface_distances(predicted, truth, spacing)
         assert max(d_pt.max(), d_tp.max()) == pytest.approx(hausdorff.GetHausdorffDistance(), rel=1e-5)
         assert scores.hd95 <= hausdorff.GetHausdorffDistance() * (1 + 1e-6)
     if (~predicted).any() and (~truth).any():

@@ -19,7 +19,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     import numpy as np
     from BrainTumorCNNLib.frontends import mrml, preview
     from BrainTumorCNNLib.reading import io
-    from BrainTumorCNNLib.scoring import evaluation
+    from BrainTumorCNNLib.scoring import tables
     from BrainTumorCNNLib.reading.geometry import Geometry
 
     out = Path(sys.argv[1])
@@ -31,7 +31,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
         "labels.nii.gz": lambda p: io.write_labels(labels, geometry, p),
         "case.seg.nrrd": lambda p: mrml.write_segmentation_file(labels, geometry, 4, p),
         "preview.png": lambda p: preview.write_preview(images, labels, p, 4),
-        "metrics.csv": lambda p: evaluation.write_csv(p, [{"case": "x" * 200000, "dice_complete": 0.5}]),
+        "metrics.csv": lambda p: tables.write_csv(p, [{"case": "x" * 200000, "dice_complete": 0.5}]),
     }
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

@@ -29,7 +29,7 @@ from pathlib import Path
 from BrainTumorCNNLib.network import registry, weights
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import pipeline
-from BrainTumorCNNLib.scoring import evaluation
+from BrainTumorCNNLib.scoring import metrics, tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,9 +42,9 @@ def score(name: str, weights_path: Path, cases: list) -> list:
         started = time.time()
         result = pipeline.segment(case.images, case.geometry, options)
         seconds = time.time() - started
-        metrics = evaluation.evaluate_case(result.labels, case.truth, case.geometry.spacing, case.scheme.regions)
-        rows.append({"case": case.name, **metrics.as_row(), "seconds": round(seconds, 1)})
-        print(evaluation.format_table(rows[-1:]), f"\n({seconds:.0f} s)", flush=True)
+        scores = metrics.evaluate_case(result.labels, case.truth, case.geometry.spacing, case.scheme.regions)
+        rows.append({"case": case.name, **scores.as_row(), "seconds": round(seconds, 1)})
+        print(tables.format_table(rows[-1:]), f"\n({seconds:.0f} s)", flush=True)
     return rows
 
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         protocol = ("whole volumes through `braintumorcnn segment`'s pipeline (preprocessing, dense inference, "
                     "cleanup) on the validation cases; BraTS regions; mean over cases")
         spread = None
-    mean = evaluation.summarize(validation)
+    mean = metrics.summarize(validation)
     card = {
         "description": registry.get(args.name).description,
         "paper": "Havaei et al., Brain Tumor Segmentation with Deep Neural Networks, Medical Image Analysis 35 (2017)",

@@ -28,7 +28,7 @@ from ..preparing.preprocessing import PreprocessingConfig
 from ..reading import io
 from ..running import pipeline
 from ..running.postprocessing import CleanupConfig
-from ..scoring import evaluation
+from ..scoring import metrics, tables
 from . import mrml, preview
 
 Source = Union[Path, Dict[str, Path]]
@@ -121,7 +121,7 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
 
 
 def _metrics_row(name: str, predicted, case: io.Case) -> dict:
-    scores = evaluation.evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
+    scores = metrics.evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
     return {"case": name, **scores.as_row()}
 
 
@@ -195,8 +195,8 @@ def main(args: argparse.Namespace) -> int:
             if not isinstance(exc, (ValueError, OSError)):
                 traceback.print_exc()
     if rows:
-        evaluation.write_csv(output / "metrics.csv", rows)
-        print(evaluation.format_table(rows))
+        tables.write_csv(output / "metrics.csv", rows)
+        print(tables.format_table(rows))
     print(f"{len(jobs) - len(failed) - skipped} segmented, {skipped} already done, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

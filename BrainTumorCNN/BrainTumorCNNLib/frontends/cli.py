@@ -20,7 +20,7 @@ from typing import List, Optional
 
 SUBCOMMANDS = {
     "segment": ("frontends.batch", "segment cases (folders or four files) and write segmentations"),
-    "evaluate": ("scoring.evaluation", "score predicted label maps against ground truth (BraTS metrics)"),
+    "evaluate": ("frontends.evaluate", "score predicted label maps against ground truth (BraTS metrics)"),
     "train": ("learning.training", "train a model of the registry on BraTS-style cases"),
     "crossval": ("learning.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
     "cache": ("learning.sampling", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),

@@ -41,7 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..running import pipeline
-    from ..scoring import evaluation
+    from ..scoring import tables
     from . import batch, phantom
 
     model = args.model or registry.default_model()
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     for kind, path in batch.output_paths(output, case.name).items():
         print(f"{kind:>12}: {path}")
     print(f"\n{model} against the phantom's truth:")
-    print(evaluation.format_table([row]))
+    print(tables.format_table([row]))
     dice = {region: row[f"dice_{region}"] for region in labels.REGIONS}
     print("\nDice: " + ", ".join(f"{region} {value:.3f}" for region, value in dice.items()))
     mean = sum(dice.values()) / len(dice)

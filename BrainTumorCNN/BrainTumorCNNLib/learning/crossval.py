@@ -32,7 +32,7 @@ from ..atomic import write_text
 from ..network import weights
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..running.postprocessing import CleanupConfig, cleanup
-from ..scoring import evaluation
+from ..scoring import metrics, tables
 from . import training
 from .sampling import CachedCase, case_sources, load_case
 
@@ -76,7 +76,7 @@ def _std(values: List[float]) -> float:
 def mean_sd(rows: Sequence[dict]) -> Dict[str, Dict[str, float]]:
     """{score: {"mean", "sd", "n"}} over the rows that have it."""
     out = {}
-    for key in evaluation.summarize(rows):
+    for key in metrics.summarize(rows):
         values = [float(r[key]) for r in rows if r.get(key) not in (None, "") and not np.isnan(float(r[key]))]
         out[key] = {"mean": float(np.mean(values)), "sd": _std(values), "n": len(values)}
     return out
@@ -85,8 +85,8 @@ def mean_sd(rows: Sequence[dict]) -> Dict[str, Dict[str, float]]:
 def score(case: CachedCase, predicted: np.ndarray, rule: Optional[CleanupConfig]) -> dict:
     """BraTS scores of a cropped prediction (before cleanup) after `rule`, on the case's full grid."""
     cleaned = predicted if rule is None else cleanup(predicted, case.spacing, rule)[0]
-    metrics = evaluation.evaluate_case(case.uncrop(cleaned), case.uncrop(case.truth), case.spacing, case.regions)
-    return metrics.as_row()
+    scores = metrics.evaluate_case(case.uncrop(cleaned), case.uncrop(case.truth), case.spacing, case.regions)
+    return scores.as_row()
 
 
 def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.TrainingConfig,
@@ -236,7 +236,7 @@ def _read_rows(path: Path) -> List[dict]:
 
 
 def _write_rows(path: Path, rows: List[dict]) -> None:
-    evaluation.write_csv(path, rows, mean=False)
+    tables.write_csv(path, rows, mean=False)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The BraTS scores of a segmentation, and `braintumorcnn evaluate`.
+"""The BraTS scores of a segmentation: Dice, sensitivity, specificity, HD95.
 
 Per evaluation region (labels.REGIONS: complete {1,2,3,4}, core {1,3,4},
 enhancing {4}), with P the predicted and T the true region mask and P0, T0
@@ -36,19 +36,14 @@ truth has no enhancing label: `LabelScheme.regions`).
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as label_table
-from ..atomic import atomic_path
 
 #: HD95 (mm) when a region is empty in exactly one of truth and prediction.
 EMPTY_HD95_MM = 373.0
@@ -221,7 +216,7 @@ def summarize(cases: Iterable[Union[CaseMetrics, Mapping[str, object]]], statist
     for item in cases:
         row = item.as_row() if isinstance(item, CaseMetrics) else item
         for key in _score_keys(row):
-            value = _as_float(row[key])
+            value = as_float(row[key])
             if value is not None and not math.isnan(value):
                 values.setdefault(key, []).append(value)
     return {key: float(reduce(v)) for key, v in values.items()}
@@ -231,177 +226,11 @@ def _score_keys(row: Mapping[str, object]) -> List[str]:
     return [f"{m}_{r}" for m in METRICS for r in label_table.REGIONS if f"{m}_{r}" in row]
 
 
-def _as_float(value) -> Optional[float]:
+def as_float(value) -> Optional[float]:
+    """A score read from a row (a float, or its text in a CSV); None when absent or not a number."""
     if value is None or value == "":
         return None
     try:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-# --- Table and CSV ----------------------------------------------------------
-
-_REGION_SHORT = {"complete": "compl.", "core": "core", "enhancing": "enh."}
-
-
-def format_table(rows: Sequence[Mapping[str, object]], mean: bool = True) -> str:
-    """A fixed-width table of per-case rows ({"case": name, "dice_complete": ...}),
-    with a mean row at the bottom when `mean` and there is more than one row."""
-    regions = [r for r in label_table.REGIONS if any(f"dice_{r}" in row for row in rows)]
-    rows = list(rows)
-    if mean and len(rows) > 1:
-        rows.append({"case": "mean", **summarize(rows)})
-    name_width = max([4] + [len(str(row.get("case", ""))) for row in rows])
-    width = max(len(_REGION_SHORT[r]) for r in regions) if regions else 8
-    group = " ".join(f"{_REGION_SHORT[r]:>{width}}" for r in regions)
-    top = " ".join(f"{METRIC_TITLES[m]:<{len(group)}}" for m in METRICS)
-    lines = [f"{'':<{name_width}}  {top}".rstrip(),
-             f"{'case':<{name_width}}  " + " ".join(group for _ in METRICS)]
-    lines.append("-" * len(lines[-1]))
-    for row in rows:
-        if row.get("case") == "mean":
-            lines.append("-" * len(lines[1]))
-        cells = []
-        for metric in METRICS:
-            for region in regions:
-                value = _as_float(row.get(f"{metric}_{region}"))
-                text = "-" if value is None else (f"{value:.1f}" if metric == "hd95" else f"{value:.3f}")
-                cells.append(f"{text:>{width}}")
-        lines.append(f"{str(row.get('case', '')):<{name_width}}  " + " ".join(cells))
-    return "\n".join(lines)
-
-
-def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, object]], mean: bool = True) -> Path:
-    """Write per-case rows (and a final "mean" row) as CSV, atomically."""
-    rows = list(rows)
-    if mean and rows:
-        rows.append({"case": "mean", **summarize(rows)})
-    names = ["case"] + [k for k in dict.fromkeys(k for row in rows for k in row) if k != "case"]
-    score_order = {f"{m}_{r}": i for i, (m, r) in enumerate((m, r) for m in METRICS for r in label_table.REGIONS)}
-    names = ["case"] + sorted(names[1:], key=lambda k: score_order.get(k, len(score_order)))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=names, restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (_format_value(v) if k != "case" else v) for k, v in row.items()})
-    return path
-
-
-def _format_value(value) -> object:
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
-# --- `braintumorcnn evaluate` -------------------------------------------------
-
-PREDICTION_SCHEMES = ("internal",) + tuple(label_table.SCHEMES)
-
-
-def find_prediction(folder: Path, case: str) -> Optional[Path]:
-    """`<case>_labels.<ext>` (as written by `braintumorcnn segment`), else `<case>.<ext>`."""
-    from ..reading.io import IMAGE_SUFFIXES
-
-    for stem in (f"{case}_labels", case):
-        for suffix in IMAGE_SUFFIXES:
-            path = folder / f"{stem}{suffix}"
-            if path.is_file():
-                return path
-    return None
-
-
-def read_prediction(path: Path, scheme: str = "internal") -> Tuple[np.ndarray, "object"]:
-    """A predicted label map as internal values (uint8) and its geometry; clear errors
-    for unexpected values."""
-    from ..reading.io import read_image
-
-    raw, geometry = read_image(path)
-    if scheme == "internal":
-        return check_labels(raw, str(path)), geometry
-    return label_table.scheme(scheme).convert(raw, source=str(path)), geometry
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Score predicted label maps against ground truth: Dice, sensitivity, specificity and HD95 (mm) "
-        "of the complete, core and enhancing regions, per case and averaged (BraTS conventions).")
-    parser.add_argument("predictions", metavar="PRED_DIR",
-                        help="folder of predicted label maps: <case>_labels.nii.gz (from `segment`) or <case>.nii.gz")
-    parser.add_argument("truth", metavar="TRUTH_DIR",
-                        help="folder of cases with ground truth, in any layout `segment` reads")
-    parser.add_argument("--output", "-o", metavar="CSV", help="CSV to write (default: PRED_DIR/metrics.csv)")
-    parser.add_argument("--prediction-scheme", choices=PREDICTION_SCHEMES, default="internal",
-                        help="label values of the predictions: internal = 0/1/2/4 or 0-4 as written by "
-                             "`segment` (default); or a file scheme to convert from")
-    parser.add_argument("--truth-scheme", choices=tuple(label_table.SCHEMES),
-                        help="label scheme of the truth files (default: guessed from the layout)")
-    parser.add_argument("--missing", choices=("skip", "penalize"), default="skip",
-                        help="a case without a prediction: leave it out (exit status 1), or score it as an "
-                             "empty prediction (Dice 0, HD95 373 mm where the truth has the region)")
-
-
-def main(args: argparse.Namespace) -> int:
-    from ..reading import io
-
-    pred_dir, truth_dir = Path(args.predictions), Path(args.truth)
-    if not pred_dir.is_dir():
-        print(f"error: {pred_dir}: no such folder of predictions", file=sys.stderr)
-        return 2
-    try:
-        cases = io.find_cases(truth_dir)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not cases:
-        print(f"error: {truth_dir}: no cases found (a case is a folder with T1, T1c, T2, FLAIR and a "
-              "ground-truth file, or an MSD 4-D image)", file=sys.stderr)
-        return 2
-    output = Path(args.output) if args.output else pred_dir / "metrics.csv"
-
-    rows: List[dict] = []
-    missing: List[str] = []
-    failed: List[str] = []
-    matched = set()
-    for path in cases:
-        name = io.image_stem(path) if path.is_file() else path.name
-        prediction_path = find_prediction(pred_dir, name)
-        matched.add(prediction_path)
-        if prediction_path is None:
-            missing.append(name)
-            if args.missing == "skip":
-                continue
-        try:
-            case = io.read_case(path, label_scheme=args.truth_scheme)
-            if case.truth is None:
-                raise ValueError(f"{path}: no ground-truth file (e.g. <case>_seg.nii.gz) found")
-            if prediction_path is None:
-                predicted = np.zeros_like(case.truth)
-            else:
-                predicted, geometry = read_prediction(prediction_path, args.prediction_scheme)
-                differences = geometry.differences(case.geometry)
-                if differences:
-                    raise ValueError(f"{prediction_path}: not on the grid of case {name} "
-                                     f"({'; '.join(differences)}); write label maps on the input grid")
-            scores = evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
-        except (ValueError, OSError) as exc:
-            failed.append(name)
-            print(f"{name}: FAILED: {exc}", file=sys.stderr)
-            continue
-        rows.append({"case": name, **scores.as_row()})
-
-    if missing:
-        what = "scored as empty predictions" if args.missing == "penalize" else "left out"
-        print(f"{len(missing)} case(s) without a prediction in {pred_dir} ({what}): {', '.join(missing)}",
-              file=sys.stderr)
-    unmatched = sorted(p.name for p in pred_dir.iterdir() if io.is_image(p) and p not in matched)
-    if unmatched:
-        print(f"note: {len(unmatched)} file(s) in {pred_dir} match no case of {truth_dir}: "
-              f"{', '.join(unmatched[:10])}{' ...' if len(unmatched) > 10 else ''}", file=sys.stderr)
-    if not rows:
-        print("error: nothing was scored", file=sys.stderr)
-        return 1
-    write_csv(output, rows)
-    print(format_table(rows))
-    print(f"{len(rows)} case(s) scored, {len(failed)} failed; metrics written to {output}")
-    return 1 if failed or (missing and args.missing == "skip") else 0
