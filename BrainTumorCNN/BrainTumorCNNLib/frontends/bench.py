@@ -161,12 +161,31 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     row["patch_pixels_timed"] = min(args.patch_pixels, int(mask.sum()))
     row["dense_over_patch"] = row["patch_s"] / row["dense_fast_s"]
     if args.training:
-        from ..learning import training  # noqa: PLC0415 - hook: phase-1 training throughput, where training provides it
-
-        measure = getattr(training, "measure_throughput", None)
-        row["train_patches_per_s"] = float(measure(name, num_classes=args.num_classes)) if measure else None
+        row["train_patches_per_s"] = measure_throughput(name, num_classes=args.num_classes)
     row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
     return row
+
+
+def measure_throughput(model_name: str = "TwoPathCNN", batch_size: int = 128, output_size: int = 1,
+                       steps: int = 3, num_classes: int = 4) -> float:
+    """Phase-1 training throughput (patches per second) on random patches."""
+    from ..learning.training import TrainingConfig, window_loss
+
+    config = TrainingConfig(model=model_name, num_classes=num_classes)
+    model = registry.get(model_name).build(num_classes)
+    rf = model.receptive_field
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.5)
+    x = torch.randn(batch_size, 4, rf + output_size - 1, rf + output_size - 1)
+    y = torch.randint(0, num_classes, (batch_size, output_size, output_size))
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        loss = window_loss(model(x), y, True, num_classes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return batch_size / float(np.median(times[1:]))
 
 
 def run_child(name: str, argv: List[str]) -> Dict[str, object]:
@@ -194,7 +213,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--skip-direct", action="store_true", help="do not time dense-direct (the slowest)")
     parser.add_argument("--training", action="store_true",
-                        help="also measure phase-1 training throughput (patches/s, training.measure_throughput)")
+                        help="also measure phase-1 training throughput (patches/s, measure_throughput)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every model in this process (peak memory is then the maximum so far)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -21,8 +21,8 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "segment": ("frontends.batch", "segment cases (folders or four files) and write segmentations"),
     "evaluate": ("frontends.evaluate", "score predicted label maps against ground truth (BraTS metrics)"),
-    "train": ("learning.training", "train a model of the registry on BraTS-style cases"),
-    "crossval": ("learning.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
+    "train": ("frontends.train", "train a model of the registry on BraTS-style cases"),
+    "crossval": ("frontends.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
     "cache": ("learning.sampling", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
     "bench": ("frontends.bench", "time dense and patch-by-patch inference of every model"),
     "phantom": ("frontends.phantom", "write a synthetic four-modality case with ground truth"),

@@ -8,7 +8,6 @@ frozen, trained TwoPathCNN.  Runs under `torchrun` with DistributedDataParallel
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
@@ -17,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -32,8 +31,9 @@ from .. import labels
 from ..atomic import atomic_path, write_text
 from ..network import networks, registry, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
+from . import plots
 from .augmentation import AugmentationConfig, augment
-from .sampling import CachedCase, PatchSampler, SamplingConfig, case_sources, load_cases
+from .sampling import CachedCase, PatchSampler, SamplingConfig, load_cases
 
 
 @dataclass
@@ -315,7 +315,7 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
     summary = dict(state, model=config.model, run_dir=str(run_dir))
     if rank == 0:
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-        _plot(run_dir)
+        plots.plot_run(run_dir)
     return summary
 
 
@@ -391,43 +391,6 @@ def _write_rows(path: Path, rows: List[dict]) -> None:
         writer.writerows(rows)
 
 
-def _plot(run_dir: Path) -> None:
-    """curves.png (and lr_range.png) from the logs; skipped where matplotlib is absent (a bare GPU machine)."""
-    try:
-        import matplotlib
-    except ImportError:
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    if (run_dir / "lr_range.csv").is_file():
-        rows = list(csv.DictReader((run_dir / "lr_range.csv").open()))
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.semilogx([float(r["learning_rate"]) for r in rows], [float(r["smoothed_loss"]) for r in rows], "o-")
-        ax.set(xlabel="learning rate", ylabel="smoothed training loss", title="Learning-rate range test")
-        fig.tight_layout()
-        with atomic_path(run_dir / "lr_range.png") as tmp:
-            fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-    if not (run_dir / "log.csv").is_file():
-        return
-    rows = list(csv.DictReader((run_dir / "log.csv").open()))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(epochs, [float(r["train_loss"]) for r in rows], "o-")
-    a.set(xlabel="epoch", ylabel="training loss (NLL)", title="Training loss")
-    for r in labels.REGIONS:
-        key = f"val_dice_{r}"
-        if rows and key in rows[0] and rows[0][key]:
-            b.plot(epochs, [float(x[key]) for x in rows], "o-", label=r)
-    b.set(xlabel="epoch", ylabel="Dice", title="Validation Dice (sampled slices)", ylim=(0, 1))
-    if b.lines:
-        b.legend()
-    fig.tight_layout()
-    with atomic_path(run_dir / "curves.png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-
-
 def _bar(epoch: int, epochs: int, phase: int, step: int, steps: int, loss: float) -> None:
     """A bar redrawn in place on a terminal; in a log, one line per tenth of an epoch."""
     text = f"epoch {epoch + 1}/{epochs} (phase {phase}) {step}/{steps} loss {loss:.4f}"
@@ -442,87 +405,3 @@ def _printer(rank: int, enabled: bool):
     if rank or not enabled:
         return None
     return lambda fraction, message: print(f"[{fraction:4.0%}] {message}", flush=True)
-
-
-def measure_throughput(model_name: str = "TwoPathCNN", batch_size: int = 128, output_size: int = 1,
-                       steps: int = 3, num_classes: int = 4) -> float:
-    """Phase-1 training throughput (patches per second) on random patches."""
-    config = TrainingConfig(model=model_name, num_classes=num_classes)
-    model = registry.get(model_name).build(num_classes)
-    rf = model.receptive_field
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.5)
-    x = torch.randn(batch_size, 4, rf + output_size - 1, rf + output_size - 1)
-    y = torch.randint(0, num_classes, (batch_size, output_size, output_size))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        loss = window_loss(model(x), y, True, num_classes)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times[1:]))
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cases", nargs="*", help="training case folders (or folders of cases)")
-    parser.add_argument("--validation", nargs="*", default=[], help="validation case folders (early stopping)")
-    parser.add_argument("--run-dir", required=True, help="folder for checkpoints, logs, curves and weights")
-    parser.add_argument("--config", help="JSON file of TrainingConfig fields (command-line options override it)")
-    for f in fields(TrainingConfig):
-        if f.name in NESTED_FIELDS:
-            continue
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
-    parser.add_argument("--augment", action="store_true", default=None,
-                        help="augmentation imitating other scanners (AugmentationConfig's defaults)")
-    for f in fields(SamplingConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=float if f.type == "float" else int, default=None,
-                            help="phase-1 window sampling (SamplingConfig)")
-    parser.add_argument("--find-lr", action="store_true",
-                        help="only run the learning-rate range test (lr_range.csv / .png in --run-dir) and print "
-                             "the rate it suggests")
-    parser.add_argument("--quiet", action="store_true")
-
-
-NESTED_FIELDS = ("train_cases", "validation_cases", "preprocessing", "augmentation", "sampling")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    """TrainingConfig from `--config` (JSON) overridden by the command-line options."""
-    config = TrainingConfig.from_json(Path(args.config).read_text()) if args.config else TrainingConfig()
-    for f in fields(TrainingConfig):
-        value = getattr(args, f.name, None)
-        if value is not None and f.name not in NESTED_FIELDS:
-            setattr(config, f.name, value)
-    if args.no_n4:
-        config.preprocessing = replace(config.preprocessing, n4=False)
-    if args.augment:
-        config.augmentation = replace(config.augmentation, enabled=True)
-    overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
-    config.sampling = replace(config.sampling, **overrides)
-    return config
-
-
-def main(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.cases:
-        config.train_cases = [str(c) for p in args.cases for c in case_sources(p)]
-    if args.validation:
-        config.validation_cases = [str(c) for p in args.validation for c in case_sources(p)]
-    if not config.train_cases:
-        raise SystemExit("no training cases: pass case folders (BraTS layout with a seg/truth file)")
-    if args.find_lr:  # the range test runs before the first epoch when the rate is 0; train no epoch
-        config = replace(config, learning_rate=0.0, phase1_epochs=0, phase2_epochs=0)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        summary = train(config, Path(args.run_dir), progress=not args.quiet)
-    finally:
-        if distributed:
-            dist.destroy_process_group()
-    if _world()[0] == 0:
-        print(json.dumps({k: summary[k] for k in ("model", "learning_rate", "best_epoch", "best_score", "run_dir")}))
-    return 0

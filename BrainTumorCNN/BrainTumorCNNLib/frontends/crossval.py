@@ -1,0 +1,35 @@
+"""`braintumorcnn crossval`: the train options, the folds, and a cross-validation run."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..learning.crossval import run
+from ..learning.sampling import case_sources
+from ..running.pipeline import SegmentationOptions
+from ..running.postprocessing import CleanupConfig
+from . import train
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    train.configure_parser(parser)
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (cases split by a seeded shuffle)")
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the split into folds")
+    parser.add_argument("--inner-validation", type=int, default=0,
+                        help="training cases of each fold set aside for early stopping (0: fixed schedule)")
+    parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds now (0-based); the others "
+                        "are read from earlier runs")
+    parser.add_argument("--flips", action="store_true", help="test-time left-right flips (probabilities averaged)")
+    parser.add_argument("--no-cleanup", action="store_true", help="score the predictions without cleanup")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = train.config_from_args(args)
+    cases = [c for p in args.cases for c in case_sources(p)]
+    if not cases:
+        raise SystemExit("no cases: pass case folders (with a seg/truth file) or cache files")
+    options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips,
+                                  cleanup=None if args.no_cleanup else CleanupConfig())
+    run(cases, args.folds, Path(args.run_dir), config, options, seed=args.fold_seed,
+        inner_validation=args.inner_validation, only_folds=args.only_folds, progress=not args.quiet)
+    return 0

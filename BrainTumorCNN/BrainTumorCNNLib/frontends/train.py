@@ -1,0 +1,79 @@
+"""`braintumorcnn train`: a TrainingConfig from a JSON file and the command line, then the training run."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..learning.sampling import SamplingConfig, case_sources
+from ..learning.training import TrainingConfig, train
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cases", nargs="*", help="training case folders (or folders of cases)")
+    parser.add_argument("--validation", nargs="*", default=[], help="validation case folders (early stopping)")
+    parser.add_argument("--run-dir", required=True, help="folder for checkpoints, logs, curves and weights")
+    parser.add_argument("--config", help="JSON file of TrainingConfig fields (command-line options override it)")
+    for f in fields(TrainingConfig):
+        if f.name in NESTED_FIELDS:
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
+    parser.add_argument("--augment", action="store_true", default=None,
+                        help="augmentation imitating other scanners (AugmentationConfig's defaults)")
+    for f in fields(SamplingConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=float if f.type == "float" else int, default=None,
+                            help="phase-1 window sampling (SamplingConfig)")
+    parser.add_argument("--find-lr", action="store_true",
+                        help="only run the learning-rate range test (lr_range.csv / .png in --run-dir) and print "
+                             "the rate it suggests")
+    parser.add_argument("--quiet", action="store_true")
+
+
+NESTED_FIELDS = ("train_cases", "validation_cases", "preprocessing", "augmentation", "sampling")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    """TrainingConfig from `--config` (JSON) overridden by the command-line options."""
+    config = TrainingConfig.from_json(Path(args.config).read_text()) if args.config else TrainingConfig()
+    for f in fields(TrainingConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name not in NESTED_FIELDS:
+            setattr(config, f.name, value)
+    if args.no_n4:
+        config.preprocessing = replace(config.preprocessing, n4=False)
+    if args.augment:
+        config.augmentation = replace(config.augmentation, enabled=True)
+    overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
+    config.sampling = replace(config.sampling, **overrides)
+    return config
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.cases:
+        config.train_cases = [str(c) for p in args.cases for c in case_sources(p)]
+    if args.validation:
+        config.validation_cases = [str(c) for p in args.validation for c in case_sources(p)]
+    if not config.train_cases:
+        raise SystemExit("no training cases: pass case folders (BraTS layout with a seg/truth file)")
+    if args.find_lr:  # the range test runs before the first epoch when the rate is 0; train no epoch
+        config = replace(config, learning_rate=0.0, phase1_epochs=0, phase2_epochs=0)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        summary = train(config, Path(args.run_dir), progress=not args.quiet)
+        rank = dist.get_rank() if distributed else 0  # read before the process group ends
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps({k: summary[k] for k in ("model", "learning_rate", "best_epoch", "best_score", "run_dir")}))
+    return 0
