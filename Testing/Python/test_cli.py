@@ -124,3 +124,18 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(phantom, "make_phantom", broken)
     with pytest.raises(TypeError, match="a bug"):
         cli.main(["phantom", str(tmp_path)])
+
+
+def test_cache_subcommand_writes_one_file_per_case_that_training_reads(tmp_path, synthetic_cases, capsys):
+    from BrainTumorCNNLib.learning import sampling
+    from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
+
+    cache = tmp_path / "cache"
+    assert cli.main(["cache", str(synthetic_cases[0].parent), "--output", str(cache), "--no-n4"]) == 0
+    assert "3 cases" in capsys.readouterr().out
+    files = sampling.case_sources(cache)
+    assert len(files) == 3
+    written = {f: f.stat().st_mtime_ns for f in files}
+    case = sampling.load_case(synthetic_cases[0], PreprocessingConfig(n4=False), cache)
+    assert case.name == "Synth_000" and case.truth is not None
+    assert {f: f.stat().st_mtime_ns for f in files} == written  # read from the cache, not made again

@@ -1,6 +1,6 @@
 """`braintumorcnn`: one console command, one subcommand per job.
 
-Each subcommand lives in the module that does the work, which provides
+Each subcommand is a module of this package (frontends/) that provides
 `configure_parser(parser)` and `main(args) -> int`; modules are imported only
 when their subcommand runs, so `--help` stays fast.
 
@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "evaluate": ("frontends.evaluate", "score predicted label maps against ground truth (BraTS metrics)"),
     "train": ("frontends.train", "train a model of the registry on BraTS-style cases"),
     "crossval": ("frontends.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
-    "cache": ("learning.sampling", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
+    "cache": ("frontends.cache", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
     "bench": ("frontends.bench", "time dense and patch-by-patch inference of every model"),
     "phantom": ("frontends.phantom", "write a synthetic four-modality case with ground truth"),
     "demo": ("frontends.demo", "make a phantom, segment it with the default model, report Dice"),

@@ -14,7 +14,6 @@ that has neither.  SimpleITK is imported only when a case is read from files.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -258,23 +257,3 @@ def _borders(classes: np.ndarray, brain: np.ndarray, width: int) -> np.ndarray:
     onehot = F.one_hot(torch.from_numpy(classes.astype(np.int64))).permute(3, 0, 1, 2).float()  # (C, Z, Y, X)
     near = F.max_pool2d(onehot, 2 * width + 1, stride=1, padding=width)  # classes in each neighbourhood
     return (near.sum(0).numpy() > 1) & brain
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cases", nargs="+", help="case folders (or folders of cases) with a seg/truth file")
-    parser.add_argument("--output", required=True, help="cache folder (give it to train / crossval as cases, "
-                        "or as --cache-dir)")
-    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
-
-
-def main(args: argparse.Namespace) -> int:
-    config = PreprocessingConfig(n4=not args.no_n4)
-    paths = [c for p in args.cases for c in case_sources(p)]
-    total = 0
-    for i, path in enumerate(paths):
-        case = load_case(path, config, Path(args.output))
-        size = cache_path(path, config, Path(args.output)).stat().st_size
-        total += size
-        print(f"[{i + 1}/{len(paths)}] {case.name}: {size / 1e6:.1f} MB", flush=True)
-    print(f"{len(paths)} cases, {total / 1e6:.1f} MB in {args.output}")
-    return 0
