@@ -201,3 +201,15 @@ def test_random_volumes_through_n4_stay_finite(images):
         return
     assert np.isfinite(out.images).all()
     assert out.brain_mask.all()
+
+
+def test_one_brain_mask_for_raw_and_preprocessed_images():
+    """The brain is what differs from the background: 0 in skull-stripped raw images, BACKGROUND_VALUE
+    after preprocessing (what inference masks with); both give the same voxels."""
+    rng = np.random.default_rng(3)
+    images = np.zeros((4, 6, 20, 20), np.float32)
+    images[:, 1:5, 4:16, 5:15] = rng.uniform(10, 100, (4, 4, 12, 10))
+    pre = preprocess(images, PreprocessingConfig(n4=False))
+    np.testing.assert_array_equal(brain_mask(images), pre.brain_mask)
+    np.testing.assert_array_equal(brain_mask(pre.images, background=BACKGROUND_VALUE), pre.brain_mask)
+    assert brain_mask(pre.images).all()  # the preprocessed background is not 0: the parameter matters

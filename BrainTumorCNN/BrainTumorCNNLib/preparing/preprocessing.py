@@ -42,9 +42,10 @@ class Preprocessed:
     brain_mask: np.ndarray  # bool (Z, Y, X)
 
 
-def brain_mask(images: np.ndarray) -> np.ndarray:
-    """Voxels that are non-zero in any modality (BraTS data is skull-stripped), bool (Z, Y, X)."""
-    return np.any(images != 0, axis=0)
+def brain_mask(images: np.ndarray, background: float = 0.0) -> np.ndarray:
+    """Voxels that differ from `background` in any modality, bool (Z, Y, X): 0 in raw images (BraTS data
+    is skull-stripped), BACKGROUND_VALUE in preprocessed ones."""
+    return np.any(images != background, axis=0)
 
 
 def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingConfig(),

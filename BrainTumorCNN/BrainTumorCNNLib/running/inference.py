@@ -36,7 +36,7 @@ from torch import nn
 
 from .. import labels
 from ..network import fastconv
-from ..preparing.preprocessing import BACKGROUND_VALUE
+from ..preparing.preprocessing import BACKGROUND_VALUE, brain_mask
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,6 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
     return device
 
 
-def brain_mask(volume: np.ndarray) -> np.ndarray:
-    """Voxels where any modality differs from BACKGROUND_VALUE, bool (Z, Y, X)."""
-    return np.any(volume != BACKGROUND_VALUE, axis=0)
-
-
 def activation_bytes_per_pixel(model: nn.Module) -> int:
     """A conservative bound on the activation memory of one input pixel (bytes):
     every convolution's output counted as live at once, times two for FFT
@@ -142,7 +137,7 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     in_channels = getattr(model, "in_channels", volume.shape[0])
     if volume.shape[0] != in_channels:
         raise ValueError(f"the model takes {in_channels} modalities, the volume has {volume.shape[0]}")
-    mask = brain_mask(volume) if mask is None else np.asarray(mask, dtype=bool)
+    mask = brain_mask(volume, BACKGROUND_VALUE) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != volume.shape[1:]:
         raise ValueError(f"brain mask shape {mask.shape} does not match the volume {volume.shape[1:]}")
     num_classes = int(model.num_classes)
