@@ -14,6 +14,7 @@ from conftest import write_synthetic_case
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.frontends import batch, cli, mrml
 from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running import inference, pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,7 +139,8 @@ def test_progress_lines_per_ten_percent_on_a_stream_and_one_updated_line_on_a_te
     import select
 
     stream = stdio.StringIO()
-    progress = batch.Progress(stream)
+    progress = batch.ProgressLine(stream)  # a pipeline.Progress callback
+    assert pipeline.Progress is inference.Progress  # one callback type
     for i in range(1001):
         progress(i / 1000, f"slice {i}/1000")
     progress.finish("segmented")
@@ -148,7 +150,7 @@ def test_progress_lines_per_ten_percent_on_a_stream_and_one_updated_line_on_a_te
 
     leader, follower = os.openpty()  # a real terminal
     with open(follower, "w") as terminal:
-        progress = batch.Progress(terminal)
+        progress = batch.ProgressLine(terminal)
         for i in range(21):
             progress(i / 20, f"{i}")
         progress.finish("segmented")

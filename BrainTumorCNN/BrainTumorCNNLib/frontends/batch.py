@@ -73,9 +73,10 @@ def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
     return jobs
 
 
-class Progress:
-    """Progress of one case on `stream`: one line updated in place on a terminal; elsewhere (a log, a
-    pipe) a line per `step` of the work, so a log holds a few lines, not hundreds of updates."""
+class ProgressLine:
+    """A pipeline.Progress callback showing one case on `stream`: one line updated in place on a
+    terminal; elsewhere (a log, a pipe) a line per `step` of the work, so a log holds a few lines, not
+    hundreds of updates."""
 
     def __init__(self, stream: Optional[TextIO] = None, step: float = 0.1):
         self.stream = stream if stream is not None else sys.stdout
@@ -104,7 +105,7 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     """Segment one case and write its outputs; returns its metrics row when truth is known."""
     case = io.read_case(source, truth=truth, resample=resample, register=register, name=name)
     started = time.time()
-    progress = Progress()
+    progress = ProgressLine()
     result = pipeline.segment(case.images, case.geometry, options, progress=progress)
     progress.finish(f"segmented in {time.time() - started:.1f} s with {result.model_name}")
     paths = output_paths(output, name)

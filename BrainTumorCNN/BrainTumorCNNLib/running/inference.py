@@ -40,6 +40,7 @@ from ..preparing.preprocessing import BACKGROUND_VALUE, brain_mask
 
 log = logging.getLogger(__name__)
 
+#: A progress callback: fraction done (0-1) and what is being done.
 Progress = Callable[[float, str], None]
 
 #: Memory the activations of one batch may take (bytes); the volume, the

@@ -15,9 +15,8 @@ from ..network import registry, weights
 from ..preparing.preprocessing import PreprocessingConfig, preprocess
 from ..reading.geometry import Geometry
 from . import inference
+from .inference import Progress
 from .postprocessing import CleanupConfig, cleanup
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass
