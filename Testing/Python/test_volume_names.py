@@ -73,3 +73,12 @@ def test_assign_one_candidate_each_across_differently_named_volumes():
     names = ["MR_T1c.54514", "VSD.Brain.XX.O.MR_T1.54513", "t2 tse", "Flair ax"]
     assert assign(names) == {"T1": "VSD.Brain.XX.O.MR_T1.54513", "T1c": "MR_T1c.54514",
                              "T2": "t2 tse", "FLAIR": "Flair ax"}
+
+
+@pytest.mark.parametrize("word", ["t1", "t1n", "t1w", "t1c", "t1ce", "t1gd", "t1gad", "t1post", "t2", "t2w",
+                                  "flair", "t2f", "t2flair"])
+def test_file_names_and_volume_names_use_one_classifier_of_sequence_words(word):
+    """A sequence word means the same modality in a file name (io, reading case folders) and in a
+    Slicer volume's name (volume_names): one classifier."""
+    from BrainTumorCNNLib.reading import io
+    assert io.modality_of(f"Case_001_{word}.nii.gz") == guess_modality(f"Case_001_{word}") is not None

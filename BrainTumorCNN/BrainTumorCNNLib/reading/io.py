@@ -36,18 +36,13 @@ from ..atomic import atomic_path
 from ..preparing import registration
 from . import sanity
 from .geometry import Geometry, GeometryError, check_same, to_image
+from .volume_names import modality_of_word
 
 from ..modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
-#: File-name token -> modality (or "truth").
-_TOKENS = {
-    "t1": "T1", "t1n": "T1", "t1w": "T1",
-    "t1c": "T1c", "t1ce": "T1c", "t1gd": "T1c", "t1post": "T1c",
-    "t2": "T2", "t2w": "T2",
-    "flair": "FLAIR", "t2f": "FLAIR",
-    "seg": "truth", "truth": "truth", "ot": "truth", "label": "truth", "labels": "truth",
-}
+#: File-name tokens of a ground-truth file; sequence tokens are volume_names.modality_of_word's.
+_TRUTH_TOKENS = frozenset({"seg", "truth", "ot", "label", "labels"})
 MSD_CHANNELS = ("FLAIR", "T1", "T1c", "T2")  # channel order of Task01 images
 
 #: Largest volume read, in voxels per modality (BraTS: 240 x 240 x 155 = 8.9 M);
@@ -103,13 +98,17 @@ def modality_of(path: PathLike) -> Optional[str]:
     """Modality ("T1", "T1c", "T2", "FLAIR") or "truth" a file name denotes, else None."""
     tokens = [t for t in re.split(r"[_.\-\s]+", image_stem(path).lower()) if t]
     if "mr" in tokens[:-1]:  # VSD.Brain.XX.O.MR_T1c.NNN: the token after "MR"
-        return _TOKENS.get(tokens[tokens.index("mr") + 1])
+        return _token_kind(tokens[tokens.index("mr") + 1])
     for token in reversed(tokens):
-        if token in _TOKENS:
-            return _TOKENS[token]
+        if _token_kind(token):
+            return _token_kind(token)
         if not token.isdigit():
             return None
     return None
+
+
+def _token_kind(token: str) -> Optional[str]:
+    return "truth" if token in _TRUTH_TOKENS else modality_of_word(token)
 
 
 def find_cases(folder: PathLike) -> List[Path]:

@@ -34,7 +34,8 @@ def _words(name: str) -> List[str]:
     return [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
 
 
-def _modality_of_word(word: str) -> Optional[str]:
+def modality_of_word(word: str) -> Optional[str]:
+    """The sequence one lower-case word names (`t1ce`, `t2w`, `flair`, ...), else None; file names (io) use it too."""
     for modality, pattern in (("FLAIR", _FLAIR_WORD), ("T1c", _T1C_WORD), ("T1", _T1_WORD), ("T2", _T2_WORD)):
         if pattern.fullmatch(word):
             return modality
@@ -46,7 +47,7 @@ def _classify(name: str) -> Tuple[Optional[str], Tuple[str, ...]]:
     words = _words(name)
     if _NOT_INPUT_WORDS.intersection(words):
         return None, ()
-    found = {w: _modality_of_word(w) for w in words}
+    found = {w: modality_of_word(w) for w in words}
     modalities = {m for m in found.values() if m}
     if modalities == {"T1"} and _CONTRAST_WORDS.intersection(words) and not _PRE_CONTRAST_WORDS.intersection(words):
         modalities = {"T1c"}
