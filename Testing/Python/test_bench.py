@@ -39,7 +39,8 @@ def test_bench_reports_every_figure(tmp_path, capsys):
         assert row[key] > 0
     pre = report["preprocessing"]
     assert pre["n4_s"] > 0 and pre["total_s"] > 0 and pre["clip_s"] >= 0 and pre["zscore_s"] >= 0
-    assert pre["clip_s"] + pre["n4_s"] + pre["zscore_s"] <= pre["total_s"]
+    # each step is a difference of medians of separate runs: on a busy machine their sum strays from the total
+    assert pre["clip_s"] + pre["n4_s"] + pre["zscore_s"] <= 1.25 * pre["total_s"] + 0.5
     assert pre["n4_shrink"] == PreprocessingConfig().n4_shrink
     assert row["case_s"] == pytest.approx(pre["total_s"] + row["dense_fast_s"])
     table = bench.format_table(report)
