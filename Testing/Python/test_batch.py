@@ -159,3 +159,19 @@ def test_progress_lines_per_ten_percent_on_a_stream_and_one_updated_line_on_a_te
         written += os.read(leader, 1 << 16).decode()
     os.close(leader)
     assert written.count("\r") >= 21 and written.count("\n") == 1
+
+
+def test_flips_option_segments_with_test_time_flips(untrained_models, synthetic_cases, tmp_path):
+    """`segment --flips` writes what the pipeline gives with flips, which differs from one pass here."""
+    output = tmp_path / "out"
+    assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu", "--flips",
+                     "--no-n4", "--no-cleanup"]) == 0
+    written, _ = io.read_image(output / "Synth_000_labels.nii.gz")
+    case = io.read_case(synthetic_cases[0])
+    options = pipeline.SegmentationOptions(device="cpu", cleanup=None, flips=True,
+                                           preprocessing=pipeline.PreprocessingConfig(n4=False))
+    flipped = pipeline.segment(case.images, case.geometry, options).probabilities
+    once = pipeline.segment(case.images, case.geometry,
+                            pipeline.SegmentationOptions(device="cpu", cleanup=None, preprocessing=options.preprocessing))
+    np.testing.assert_array_equal(written, labels.class_values(4)[np.argmax(flipped, axis=0)])
+    assert not np.allclose(flipped, once.probabilities, atol=1e-4)

@@ -143,6 +143,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights file for --model (its model card beside it)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-cleanup", action="store_true", help="keep all connected components")
+    parser.add_argument("--flips", action="store_true",
+                        help="test-time augmentation: average the probabilities of the image and its left-right "
+                             "flip (twice the network time)")
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
     parser.add_argument("--resample", action="store_true",
                         help="resample volumes that are not on the T1c grid instead of stopping")
@@ -161,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
     for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
         stale.unlink()
     options = pipeline.SegmentationOptions(
-        model=args.model, weights_path=args.weights, device=args.device,
+        model=args.model, weights_path=args.weights, device=args.device, flips=args.flips,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped = [], [], 0
