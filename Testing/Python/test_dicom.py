@@ -13,7 +13,7 @@ from BrainTumorCNNLib import labels as label_table
 from BrainTumorCNNLib.frontends import cli
 from BrainTumorCNNLib.reading import dicom, io
 from BrainTumorCNNLib.reading.geometry import Geometry
-from BrainTumorCNNLib.scoring import evaluation
+from BrainTumorCNNLib.scoring import metrics
 from scanner_like import UID_ROOT, as_scanned, case_file, centre, grid, head_motion, write_series
 
 STUDY_UID = f"{UID_ROOT}.1"
@@ -161,7 +161,7 @@ def test_a_misaligned_scanner_study_segments_as_well_as_its_brats_files(shared_d
         assert cli.main(["segment", str(source), "--output", str(output)]) == 0
         labels, geometry = io.read_image(output / f"{source.name}_labels.nii.gz")
         assert geometry.differences(truth.geometry) == []
-        scores = evaluation.evaluate_case(truth.scheme.convert(labels), truth.truth, geometry.spacing)
+        scores = metrics.evaluate_case(truth.scheme.convert(labels), truth.truth, geometry.spacing)
         dice[name] = {region: scores.regions[region].dice for region in label_table.REGIONS}
     print("Dice (complete, core, enhancing): DICOM study", dice["study"], "BraTS files", dice["brats"])
     for region in label_table.REGIONS:
