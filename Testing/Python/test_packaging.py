@@ -122,8 +122,17 @@ TORCH_API_SINCE = {
         "torch.nn.functional.nll_loss", "torch.nn.init.uniform_", "torch.nn.init.zeros_",
         "torch.nn.parallel.DistributedDataParallel", "torch.no_grad", "torch.optim.SGD", "torch.randint",
         "torch.randn", "torch.save", "torch.set_num_threads", "torch.stack", "torch.tensor", "torch.where",
-        "torch.zeros", "torch.zeros_like"], "1.0"),
+        "torch.zeros", "torch.zeros_like", "torch.Generator", "torch.cos", "torch.sin", "torch.exp",
+        "torch.ones", "torch.linspace", "torch.einsum", "torch.full_like", "torch.rand", "torch.cuda.set_device",
+        "torch.nn.functional.conv2d", "torch.nn.functional.pad"], "1.0"),
+    "torch.nn.functional.one_hot": "1.1",
+    "torch.nn.functional.affine_grid": "1.3",  # align_corners=
+    "torch.nn.functional.grid_sample": "1.3",  # align_corners=
     "torch.channels_last": "1.5",
+    "torch.contiguous_format": "1.5",
+    "torch.deg2rad": "1.6",
+    "torch.distributed.broadcast_object_list": "1.8",
+    "torch.meshgrid": "1.10",  # indexing=
     "torch.backends.cuda.matmul.allow_tf32": "1.7",
     "torch.backends.cudnn.allow_tf32": "1.7",
     "torch.fft.fft": "1.7",
