@@ -239,3 +239,9 @@ def test_test_time_flips_average_the_two_passes(synthetic_cases, untrained_model
     np.testing.assert_allclose(result.probabilities, (direct + flipped[..., ::-1]) / 2, atol=1e-5)
     values = labels.class_values(4)
     np.testing.assert_array_equal(result.labels, values[np.argmax(result.probabilities, axis=0)])
+
+
+def test_case_names_of_cache_files_and_folders(tmp_path):
+    assert sampling.case_name(tmp_path / "BraTS2021_00000-6797b616a08d0219.npz") == "BraTS2021_00000"
+    assert sampling.case_name(tmp_path / "BraTS-GLI-00000-000-761c12704992b0b4.npz") == "BraTS-GLI-00000-000"
+    assert sampling.case_name(tmp_path / "BraTS2021_00000") == "BraTS2021_00000"

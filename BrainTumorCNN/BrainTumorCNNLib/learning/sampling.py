@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -54,6 +55,12 @@ class CachedCase:
         z0, z1, y0, y1, x0, x1 = self.box
         full[z0:z1, y0:y1, x0:x1] = volume
         return full
+
+
+def case_name(path) -> str:
+    """The case a path names: a case folder's name, or the name inside a cache file's `<case>-<key>.npz`."""
+    name = Path(path).name
+    return re.sub(r"-[0-9a-f]{16}\.npz$", "", name) if name.endswith(CACHE_SUFFIX) else name
 
 
 def cache_path(path: Path, config: PreprocessingConfig, cache_dir: Path) -> Path:

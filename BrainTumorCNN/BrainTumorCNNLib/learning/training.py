@@ -33,7 +33,7 @@ from ..network import networks, registry, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from . import plots
 from .augmentation import AugmentationConfig, augment
-from .sampling import CachedCase, PatchSampler, SamplingConfig, load_cases
+from .sampling import CachedCase, PatchSampler, SamplingConfig, case_name, load_cases
 
 
 @dataclass
@@ -349,8 +349,8 @@ def _card(config: TrainingConfig, state: dict, score: dict) -> dict:
         "label_scheme": labels.output_scheme(config.num_classes).name,
         "classes": [t.name for t in labels.class_tissues(config.num_classes)],
         "receptive_field": registry.get(config.model).receptive_field,
-        "train_cases": [Path(p).name for p in config.train_cases],
-        "validation_cases": [Path(p).name for p in config.validation_cases],
+        "train_cases": [case_name(p) for p in config.train_cases],
+        "validation_cases": [case_name(p) for p in config.validation_cases],
         "epochs": state["epoch"] + 1, "best_epoch": state["best_epoch"],
         "training_wall_s": round(state["wall_s"], 1),
         "validation_slices": {"dice": score, "slice_step": config.validation_slice_step},
