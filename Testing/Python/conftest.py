@@ -52,6 +52,15 @@ def write_synthetic_case(folder: Path, name: str = "Synth_001", shape=(6, 48, 48
     return case
 
 
+def write_broken_case(folder: Path, name: str = "Broken_001") -> Path:
+    """A case folder whose four images are not readable (a gzip header and nothing behind it)."""
+    case = folder / name
+    case.mkdir()
+    for modality in ("t1", "t1ce", "t2", "flair"):
+        (case / f"{name}_{modality}.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    return case
+
+
 @pytest.fixture
 def synthetic_cases(tmp_path) -> list:
     """Three small synthetic cases in BraTS 2021 layout."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from conftest import write_synthetic_case
+from conftest import write_broken_case, write_synthetic_case
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.frontends import batch, cli, mrml
@@ -25,10 +25,7 @@ def _outputs(output: Path, name: str):
 
 def test_folder_of_cases_with_a_bad_one(untrained_models, synthetic_cases, tmp_path, capsys):
     cases = synthetic_cases[0].parent
-    bad = cases / "Broken_001"
-    bad.mkdir()
-    for modality in ("t1", "t1ce", "t2", "flair"):
-        (bad / f"Broken_001_{modality}.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    write_broken_case(cases)
     output = tmp_path / "out"
 
     status = cli.main(["segment", str(cases), "--output", str(output), "--device", "cpu"])

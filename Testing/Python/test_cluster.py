@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_broken_case
+
 from BrainTumorCNNLib.frontends import batch, cli, cluster
 
 pytest.importorskip("distributed", reason="the [cluster] extra (dask[distributed]) is not installed")
@@ -32,10 +34,7 @@ def two_workers(worker_environment):
 
 def test_cases_on_a_cluster_with_a_bad_one_and_a_rerun(two_workers, synthetic_cases, tmp_path, capsys):
     cases = synthetic_cases[0].parent
-    bad = cases / "Broken_001"
-    bad.mkdir()
-    for modality in ("t1", "t1ce", "t2", "flair"):
-        (bad / f"Broken_001_{modality}.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    write_broken_case(cases)
     output = tmp_path / "out"
     command = ["segment", str(cases), "--output", str(output), "--device", "cpu", "--scheduler", two_workers]
 
