@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import labels
-from ..atomic import write_text
+from ..atomic import atomic_path, write_text
 from ..network import weights
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..running.postprocessing import CleanupConfig, cleanup
@@ -119,8 +119,8 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
                               seed=config.seed + fold)
         say(f"fold {fold + 1}/{folds}: training on {len(fold_config.train_cases)} cases, "
             f"holding out {', '.join(held_out)}", flush=True)
-        summary = _train(fold_config, fold_dir, progress)
-        all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, summary, say)
+        _train(fold_config, fold_dir, progress)
+        all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, say)
     result = _summarise(run_dir, all_rows, by_name, fold_of, config, options, folds, seed)
     say(format_summary(result), flush=True)
     return result
@@ -138,28 +138,25 @@ def _folds(path: Path, names: List[str], folds: int, seed: int) -> Dict[str, int
     return wanted
 
 
-def _train(config: training.TrainingConfig, fold_dir: Path, progress: bool) -> dict:
+def _train(config: training.TrainingConfig, fold_dir: Path, progress: bool) -> None:
+    """Train the fold, unless its run finished before (a rerun goes straight to evaluation)."""
     summary_path = fold_dir / "summary.json"
     total = config.phase1_epochs + config.phase2_epochs
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("epoch") == total:
-            return summary  # trained: a rerun goes straight to evaluation
-    return training.train(config, fold_dir, progress=progress)
+    if summary_path.is_file() and json.loads(summary_path.read_text()).get("epoch") == total:
+        return
+    training.train(config, fold_dir, progress=progress)
 
 
 def _evaluate(fold: int, fold_dir: Path, cases: List[CachedCase], model_name: str,
-              options: SegmentationOptions, summary: dict, say) -> List[dict]:
+              options: SegmentationOptions, say) -> List[dict]:
     """Segment every held-out case (kept in predictions/, so a rerun only scores) and score it."""
     path = fold_dir / "per_case.csv"
     done = {r["case"]: r for r in _read_rows(path)}
     model, card = weights.load(model_name, fold_dir / "best.safetensors", device="cpu")
     predictions = fold_dir / "predictions"
     predictions.mkdir(exist_ok=True)
-    rows = []
     for i, case in enumerate(cases):
         if case.name in done:
-            rows.append(done[case.name])
             continue
         stored = predictions / f"{case.name}.npz"
         started = time.time()
@@ -173,11 +170,11 @@ def _evaluate(fold: int, fold_dir: Path, cases: List[CachedCase], model_name: st
             _save_npz(stored, labels=predicted)
         row = {"fold": fold, "case": case.name, "release": release(case.name),
                **score(case, predicted, options.cleanup), "seconds": round(time.time() - started, 1)}
-        rows.append(row)
-        _write_rows(path, rows + [r for n, r in done.items() if n not in {x["case"] for x in rows}])
+        done[case.name] = row
+        _write_rows(path, list(done.values()))
         say(f"  fold {fold + 1}: {case.name} ({i + 1}/{len(cases)}) Dice "
             + " / ".join(f"{row.get('dice_' + r, float('nan')):.3f}" for r in labels.REGIONS), flush=True)
-    return rows
+    return [done[case.name] for case in cases]
 
 
 def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], fold_of: Dict[str, int],
@@ -222,7 +219,6 @@ def format_summary(result: dict) -> str:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    from ..atomic import atomic_path
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
 
