@@ -75,6 +75,8 @@ class Case:
     files: Dict[str, Path] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
     registrations: Dict[str, registration.Registration] = field(default_factory=dict)  # when registered
+    #: The DICOM series (dicom.Series) each sequence read from DICOM came from: what a DICOM SEG references.
+    series: Dict[str, object] = field(default_factory=dict)
 
 
 def image_stem(path: PathLike) -> str:
@@ -263,6 +265,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     `max_voxels` overrides MAX_VOXELS, the largest volume read.
     """
     truth_path: Optional[Path] = Path(truth) if truth else None
+    series = {}
     if isinstance(source, Mapping):
         unknown = set(source) - set(MODALITIES)
         missing = [m for m in MODALITIES if not source.get(m)]
@@ -275,10 +278,11 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
         if repeated:
             raise CaseError(f"the same file is given for {' and '.join(repeated)} "
                             f"({files[repeated[0]]}): each modality needs its own file")
-        dicom_series = {m: p.is_dir() or _dicom().is_dicom_file(p) for m, p in files.items()}
-        volumes = {m: _dicom().read_at(p, m, _limit(max_voxels)) if dicom_series[m] else read_image(p, max_voxels)
-                   for m, p in files.items()}
-        register = any(dicom_series.values()) if register is None else register
+        from_dicom = {m: _dicom().read_at(p, m, _limit(max_voxels)) for m, p in files.items()
+                      if p.is_dir() or _dicom().is_dicom_file(p)}
+        volumes = {m: from_dicom[m][:2] if m in from_dicom else read_image(p, max_voxels) for m, p in files.items()}
+        series = {m: read[2] for m, read in from_dicom.items()}
+        register = bool(series) if register is None else register
         case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
@@ -288,7 +292,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             truth_path = truth_path or found_truth
             case_name = name or image_stem(path)
         elif path.is_dir() and not _holds_sequence(path) and _dicom().holds_dicom(path):
-            volumes, files = _dicom().read_study(path, _limit(max_voxels))
+            volumes, files, series = _dicom().read_study(path, _limit(max_voxels))
             register = True if register is None else register
             case_name = name or path.name
         elif path.is_dir():
@@ -315,7 +319,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
-    case = Case(case_name, images, reference, files=dict(files), registrations=registrations)
+    case = Case(case_name, images, reference, files=dict(files), registrations=registrations, series=series)
     case.warnings = [w for r in registrations.values() for w in r.warnings]
     case.warnings += [w for _, w in converted.values() if w]
     case.warnings += slot_warnings
