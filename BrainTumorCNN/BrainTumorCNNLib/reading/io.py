@@ -33,9 +33,9 @@ import SimpleITK as sitk
 
 from .. import labels as label_table
 from ..atomic import atomic_path
-from ..preparing import registration
+from ..preparing import preparation, registration
 from . import sanity
-from .geometry import Geometry, GeometryError, check_same, to_image
+from .geometry import Geometry, GeometryError, check_same, to_image  # noqa: F401 (io.GeometryError)
 from .volume_names import modality_of_word
 
 from ..modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
@@ -305,16 +305,10 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             raise CaseError(f"{path}: no such case folder or image file")
 
     labelled = {m: f"{m} ({files[m].name})" for m in MODALITIES}
-    registrations = _register(volumes) if register else {}
-    geometries = {m: g for m, (_, g) in volumes.items()}
-    reference = geometries["T1c"]
-    try:
-        check_same({labelled[m]: g for m, g in geometries.items()}, reference=labelled["T1c"])
-    except GeometryError:
-        if not resample:
-            raise
-        volumes = {m: (v if g == reference else _resample(v, g, reference, sitk.sitkLinear), reference)
-                   for m, (v, g) in volumes.items()}
+    prepared = preparation.prepare(volumes, preparation.PreparationOptions(
+        register=bool(register), register_all=bool(register), resample=resample), names=labelled)
+    registrations, reference = prepared.registrations, prepared.geometry
+    volumes = {m: (prepared.volumes[m], reference) for m in MODALITIES}
     converted = {m: _as_float(volumes[m][0], files[m], m) for m in MODALITIES}
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
@@ -354,14 +348,6 @@ def _dicom():
 
 def _limit(max_voxels: Optional[int]) -> int:
     return MAX_VOXELS if max_voxels is None else max_voxels
-
-
-def _register(volumes: Dict[str, Tuple[np.ndarray, Geometry]]) -> Dict[str, registration.Registration]:
-    """Register T1, T2 and FLAIR onto the T1c and put them on its grid, in place."""
-    moved, results = registration.onto_reference({m: to_image(v, g) for m, (v, g) in volumes.items()})
-    for m in results:
-        volumes[m] = (sitk.GetArrayFromImage(moved[m]), volumes["T1c"][1])
-    return results
 
 
 def _as_float(array: np.ndarray, path: Path, modality: str) -> Tuple[np.ndarray, Optional[str]]:
