@@ -134,6 +134,8 @@ def test_logic_segments_volume_nodes_onto_their_grid(untrained_models, tmp_path,
     direct = pipeline.segment(case.images, case.geometry, options)
     np.testing.assert_array_equal(result.labels, direct.labels)
     np.testing.assert_array_equal(mrml.labels_of(node, volumes[1]), result.labels)
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert node.GetNodeReferenceID(role) == volumes[1].GetID()  # the T1c, not the label map it was filled from
 
     path = tmp_path / "out.seg.nrrd"
     storage = slicer.vtkMRMLSegmentationStorageNode()

@@ -328,5 +328,5 @@ def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pip
     images, geometry, _ = read_volumes(volumes)
     result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel)
     node = store_result(volumes[1].GetScene(), result, geometry, name or f"{volumes[1].GetName()} tumor",
-                        output_node)
+                        output_node, reference_volume=volumes[1])
     return node, result
