@@ -110,6 +110,10 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
              truth: Optional[Path], resample: bool, register: Optional[bool] = None) -> Optional[dict]:
     """Segment one case and write its outputs; returns its metrics row when truth is known."""
     case = io.read_case(source, truth=truth, resample=resample, register=register, name=name)
+    for step in case.preparation:  # what was done to put the sequences on the T1c grid
+        print(f"  {step.describe()}")
+        if step.sequence in case.registrations:
+            print(f"    {case.registrations[step.sequence].summary()}")
     dicom_reference = case.series.get("T1c")
     if dicom_reference is not None:
         try:

@@ -75,6 +75,7 @@ class Case:
     files: Dict[str, Path] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
     registrations: Dict[str, registration.Registration] = field(default_factory=dict)  # when registered
+    preparation: List[preparation.Step] = field(default_factory=list)  # what put the sequences on the T1c grid
     #: The DICOM series (dicom.Series) each sequence read from DICOM came from: what a DICOM SEG references.
     series: Dict[str, object] = field(default_factory=dict)
 
@@ -313,7 +314,8 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
-    case = Case(case_name, images, reference, files=dict(files), registrations=registrations, series=series)
+    case = Case(case_name, images, reference, files=dict(files), registrations=registrations,
+                preparation=prepared.steps, series=series)
     case.warnings = [w for r in registrations.values() for w in r.warnings]
     case.warnings += [w for _, w in converted.values() if w]
     case.warnings += slot_warnings
