@@ -2,8 +2,9 @@
 
 Per case it writes `<case>.seg.nrrd` (a Slicer segmentation), `<case>_labels.nii.gz`
 on the input grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for
-5-class models) and `<case>_preview.png`; `metrics.csv` when ground truth is
-found.  Every input is looked at before any work: a missing path, or a folder
+5-class models) and `<case>_preview.png`; for DICOM input also `<case>.seg.dcm`
+(a DICOM SEG against the T1c series, dicom_seg.py; skipped with a warning when
+highdicom is missing); `metrics.csv` when ground truth is found.  Every input is looked at before any work: a missing path, or a folder
 holding no image of any sequence, stops the run with an error.  A case that
 cannot be segmented (a folder lacking a sequence, an unreadable file) is
 reported with its error and skipped, and the exit status is 1; a rerun skips
@@ -29,14 +30,19 @@ from ..reading import io
 from ..running import pipeline
 from ..running.postprocessing import CleanupConfig
 from ..scoring import metrics, tables
-from . import mrml, preview
+from . import dicom_seg, mrml, preview
 
 Source = Union[Path, Dict[str, Path]]
 
 
 def output_paths(output: Path, case: str) -> Dict[str, Path]:
+    """The files every case gets (a DICOM case also gets dicom_seg_path's)."""
     return {"segmentation": output / f"{case}.seg.nrrd", "labels": output / f"{case}_labels.nii.gz",
             "preview": output / f"{case}_preview.png"}
+
+
+def dicom_seg_path(output: Path, case: str) -> Path:
+    return output / f"{case}.seg.dcm"
 
 
 def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
@@ -104,6 +110,17 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
              truth: Optional[Path], resample: bool, register: Optional[bool] = None) -> Optional[dict]:
     """Segment one case and write its outputs; returns its metrics row when truth is known."""
     case = io.read_case(source, truth=truth, resample=resample, register=register, name=name)
+    for step in case.preparation:  # what was done to put the sequences on the T1c grid
+        print(f"  {step.describe()}")
+        if step.sequence in case.registrations:
+            print(f"    {case.registrations[step.sequence].summary()}")
+    dicom_reference = case.series.get("T1c")
+    if dicom_reference is not None:
+        try:
+            dicom_seg.require()
+        except ImportError as exc:
+            print(f"  no DICOM SEG will be written: {exc}", file=sys.stderr)
+            dicom_reference = None
     started = time.time()
     progress = ProgressLine()
     result = pipeline.segment(case.images, case.geometry, options, progress=progress)
@@ -117,6 +134,9 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     mrml.write_segmentation_file(result.labels, case.geometry, result.num_classes, paths["segmentation"])
     preview.write_preview(case.images, result.labels, paths["preview"], result.num_classes, title=title,
                           geometry=case.geometry, truth=case.truth)
+    if dicom_reference is not None:
+        dicom_seg.write_dicom_seg(result.labels, result.num_classes, result.model_name, dicom_reference.files,
+                                  dicom_seg_path(output, name))
     io.write_labels(result.labels, case.geometry, paths["labels"])
     return row
 
