@@ -255,8 +255,11 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, (region, millilitres) in enumerate(volumes.items()):
             self.ui.volumesTable.setItem(row, 0, qt.QTableWidgetItem(region))
             self.ui.volumesTable.setItem(row, 1, qt.QTableWidgetItem(f"{millilitres:.2f}"))
-        report = task.result.cleanup_report
-        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (f"; {report}" if report else ".")
+        extraction = task.result.extraction
+        notes = [str(note) for note in (extraction.summary() if extraction.extracted else None,
+                                        task.result.cleanup_report) if note]
+        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (
+            f"; {'; '.join(notes)}" if notes else ".")
         if task.warnings:
             slicer.util.warningDisplay("Check the input volumes:\n\n" + "\n\n".join(task.warnings),
                                        windowTitle="Brain Tumor CNN")
