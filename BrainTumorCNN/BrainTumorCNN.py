@@ -47,8 +47,9 @@ class BrainTumorCNN(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BrainTumorCNN developers"]
         self.parent.helpText = """
-Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four co-registered,
-skull-stripped MRI volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Inputs are pre-selected from volume
+Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four co-registered
+MRI volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Volumes that show the skull get their brain extracted
+first (the deepbet package: slicer.util.pip_install('deepbet')). Inputs are pre-selected from volume
 names (BraTS t1 / t1ce / t2 / flair, t1n / t1c / t2w / t2f, ...). The result is a segmentation with one segment
 per tissue, coded with standard terminology, on the T1c volume's grid, and the tumor volumes in millilitres.
 For research use only, not for clinical decisions.

@@ -84,9 +84,10 @@ def test_extraction_keeps_the_tumor_and_changes_its_segmentation_little(case):
         assert dice["on"][region] >= dice["off"][region] - 0.02, dice
 
 
-def test_missing_extractor_is_a_clear_error(tmp_path, atlas):
-    """With deepbet not importable: `segment --brain-extraction on` stops before any work, and
-    mode auto on a head with a skull raises instead of segmenting the skull."""
+def test_missing_extractor_is_a_clear_error(tmp_path, atlas, untrained_models):
+    """With deepbet not importable: `segment --brain-extraction on` stops before any work, mode
+    auto on a head with a skull raises instead of segmenting the skull, and a skull-stripped case
+    is segmented as before, the batch saying that no skull was found."""
     case = write_synthetic_case(tmp_path / "cases")
     script = f"""
 import sys
@@ -97,6 +98,7 @@ from BrainTumorCNNLib.preparing import brain_extraction
 from BrainTumorCNNLib.reading import io
 status = cli.main(["segment", {str(case)!r}, "--output", {str(tmp_path / 'out')!r}, "--brain-extraction", "on"])
 print("status", status)
+print("auto status", cli.main(["segment", {str(case)!r}, "--output", {str(tmp_path / 'auto')!r}, "--device", "cpu"]))
 volume, geometry = io.read_image({str(atlas)!r})
 try:
     brain_extraction.prepare(np.stack([volume] * 4), geometry, "auto")
@@ -104,10 +106,11 @@ except brain_extraction.ExtractorMissing as exc:
     print("auto:", exc)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1", BRAINTUMORCNN_MODELS=str(untrained_models)))
     assert "status 2" in result.stdout, result.stdout + result.stderr
     assert "brain extraction needs the deepbet package (brain extraction on)" in result.stderr
     assert "pip install 'braintumorcnn[prep]'" in result.stderr
     assert not (tmp_path / "out").exists()
+    assert "auto status 0" in result.stdout and "no brain extraction: no skull on the T1c" in result.stdout
     assert "auto: brain extraction needs the deepbet package (skull detected on the T1c" in result.stdout
     assert "pip install 'braintumorcnn[prep]'" in result.stdout

