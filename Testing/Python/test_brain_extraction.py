@@ -80,6 +80,7 @@ def test_extraction_keeps_the_tumor_and_changes_its_segmentation_little(case):
         result = pipeline.segment(np.ascontiguousarray(images[:, slab]), geometry, options)
         scores = metrics.evaluate_case(result.labels, case.truth[slab], case.geometry.spacing, labels.REGIONS)
         dice[name] = {r: scores.as_row()[f"dice_{r}"] for r in labels.REGIONS}
+    assert dice["off"]["complete"] > 0.6, dice  # the model finds this tumor, so the comparison says something
     for region in labels.REGIONS:
         assert dice["on"][region] >= dice["off"][region] - 0.02, dice
 
