@@ -56,8 +56,10 @@ def segment(images: np.ndarray, geometry: Geometry, options: SegmentationOptions
     name = options.model or registry.default_model()
     report(0.0, f"loading {name}")
     model, card = weights.load(name, options.weights_path)
-    report(0.01, "checking for a skull" if options.brain_extraction == "auto" else "brain extraction")
+    if options.brain_extraction != "off":
+        report(0.01, "checking for a skull" if options.brain_extraction == "auto" else "brain extraction")
     images, extraction = brain_extraction.prepare(images, geometry, options.brain_extraction, options.device)
+    _check_cancel(cancel)
     report(0.02, "preprocessing (clipping, N4 bias correction, normalisation)")
     pre = preprocess(images, options.preprocessing, spacing=geometry.spacing)
     _check_cancel(cancel)
