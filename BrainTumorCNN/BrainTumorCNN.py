@@ -47,10 +47,11 @@ class BrainTumorCNN(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BrainTumorCNN developers"]
         self.parent.helpText = """
-Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four skull-stripped MRI
-volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Inputs are pre-selected from volume names (BraTS t1 / t1ce /
-t2 / flair, t1n / t1c / t2w / t2f, ...). Volumes not on the T1c's grid are registered onto the T1c (or only
-resampled onto its grid); the Preparation section says what will be done. The result is a segmentation with one segment
+Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four MRI volumes: T1, T1
+after contrast (T1c), T2 and FLAIR. Inputs are pre-selected from volume names (BraTS t1 / t1ce / t2 / flair,
+t1n / t1c / t2w / t2f, ...). Volumes not on the T1c's grid are registered onto the T1c (or only resampled onto
+its grid); the Preparation section says what will be done. Volumes that show the skull get their brain extracted
+first (the deepbet package: slicer.util.pip_install('deepbet')). The result is a segmentation with one segment
 per tissue, coded with standard terminology, on the T1c volume's grid, and the tumor volumes in millilitres.
 For research use only, not for clinical decisions.
 The README.md of the extension's source describes the models, their validation and the limitations.
@@ -261,8 +262,11 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, (region, millilitres) in enumerate(volumes.items()):
             self.ui.volumesTable.setItem(row, 0, qt.QTableWidgetItem(region))
             self.ui.volumesTable.setItem(row, 1, qt.QTableWidgetItem(f"{millilitres:.2f}"))
-        report = task.result.cleanup_report
-        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (f"; {report}" if report else ".")
+        extraction = task.result.extraction
+        notes = [str(note) for note in (extraction.summary() if extraction.extracted else None,
+                                        task.result.cleanup_report) if note]
+        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (
+            f"; {'; '.join(notes)}" if notes else ".")
         if task.warnings:
             slicer.util.warningDisplay("Check the input volumes:\n\n" + "\n\n".join(task.warnings),
                                        windowTitle="Brain Tumor CNN")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, TextIO, Tuple, Union
 
 from ..network import registry
+from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig
 from ..reading import io
 from ..running import pipeline
@@ -125,6 +126,8 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     progress = ProgressLine()
     result = pipeline.segment(case.images, case.geometry, options, progress=progress)
     progress.finish(f"segmented in {time.time() - started:.1f} s with {result.model_name}")
+    if result.extraction.mode != "off":
+        print(f"  {result.extraction.summary()}", flush=True)
     paths = output_paths(output, name)
     row = _metrics_row(name, result.labels, case) if case.truth is not None else None
     title = f"{name}: {result.model_name}"
@@ -171,6 +174,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="resample volumes that are not on the T1c grid instead of stopping")
     parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=None,
                         help="register T1, T2, FLAIR rigidly onto the T1c (default: for DICOM input only)")
+    parser.add_argument("--brain-extraction", choices=brain_extraction.MODES,
+                        default=pipeline.SegmentationOptions.brain_extraction,
+                        help="extract the brain before segmenting: auto (when the T1c shows a skull), on, off; "
+                             f"needs {brain_extraction.EXTRACTOR} ({brain_extraction.INSTALL})")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run every case as a task on the Dask cluster at ADDRESS (tcp://host:8786), or on "
@@ -179,12 +186,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     jobs = collect_jobs(args)
+    if args.brain_extraction == "on":
+        brain_extraction.require()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
         stale.unlink()
     options = pipeline.SegmentationOptions(
         model=args.model, weights_path=args.weights, device=args.device, flips=args.flips,
+        brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped = [], [], 0
@@ -216,7 +226,7 @@ def main(args: argparse.Namespace) -> int:
             failed.append(name)
             ends_progress_line = "\n" if sys.stdout.isatty() else ""
             print(f"{ends_progress_line}  FAILED: {exc}", file=sys.stderr)
-            if not isinstance(exc, (ValueError, OSError)):
+            if not isinstance(exc, (ValueError, OSError, brain_extraction.ExtractorMissing)):
                 traceback.print_exc()
     if rows:
         tables.write_csv(output / "metrics.csv", rows)
