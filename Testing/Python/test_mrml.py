@@ -80,6 +80,20 @@ def test_seg_nrrd_round_trip_keeps_grid_names_colours_terminology(tmp_path, num_
                                else _direction3(stored), OBLIQUE.direction, atol=1e-6)
 
 
+def test_a_case_without_tumor_writes_a_segmentation_of_empty_named_segments(tmp_path):
+    """A model that finds no tumor still gives the user a file with every tissue's segment, ready to edit."""
+    empty = np.zeros(OBLIQUE.shape, np.uint8)
+    path = mrml.write_segmentation_file(empty, OBLIQUE, 4, tmp_path / "case.seg.nrrd")
+    scene = slicer.vtkMRMLScene()
+    write_nifti(np.zeros(OBLIQUE.shape, np.int16), OBLIQUE, tmp_path / "reference.nii.gz")
+    reference = mrml.read_volume_file(tmp_path / "reference.nii.gz", scene)
+    node = mrml.read_segmentation_file(path, scene)
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == [
+        t.name for t in labels.class_tissues(4)]
+    assert not mrml.labels_of(node, reference).any()
+
+
 def _index_of_first_voxel(stored: sitk.Image, grid: Geometry) -> np.ndarray:
     """Index on `grid` of the stored image's first voxel (Slicer may crop the extent to the segments)."""
     point = np.array(stored.TransformIndexToPhysicalPoint((0, 0, 0)))

@@ -27,6 +27,12 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 def _slicer():
     import slicer  # the application's module in Slicer, slicer-core's elsewhere
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():  # what the Slicer application registers at startup, slicer-core does not;
+        # without it an empty segment (a tissue the model did not find) cannot be made
+        for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                     slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+            factory.RegisterConverterRule(rule())
     return slicer
 
 
