@@ -83,6 +83,7 @@ class BrainTumorCNNParameterNode:
     register: bool = True  # register volumes not on the T1c grid onto the T1c
     resample: bool = True  # else resample them onto its grid as they lie
     keepPrepared: bool = False  # add the registered / resampled volumes to the scene
+    brainExtraction: Annotated[str, Choice(["auto", "on", "off"])] = "auto"  # auto: when a skull is detected
 
 
 class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -320,7 +321,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         from BrainTumorCNNLib.running import pipeline
         cleanup = CleanupConfig(min_volume_ml=parameters.minimumVolumeMl, drop_flat=parameters.removeFlat,
                                 keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
-        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup)
+        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup,
+                                            brain_extraction=parameters.brainExtraction)
 
     @staticmethod
     def preparation(parameters: BrainTumorCNNParameterNode):

@@ -337,6 +337,19 @@ def test_the_preparation_section_offers_each_step_and_keeping_the_prepared_volum
     assert "text" in members["preparationLabel"], "the plan is not shown"
 
 
+def test_brain_extraction_is_chosen_in_the_preparation_section_among_the_engines_modes(app):
+    from BrainTumorCNNLib.preparing.brain_extraction import MODES
+    root, _ = load_ui(UI_FILE)
+    section = widgets_by_name(root)["preparationCollapsibleButton"]
+    (selector,) = [w for w in section.findChildren(QWidget) if w.property("SlicerParameterName") == "brainExtraction"]
+    assert qt_class(selector) == "QComboBox"
+    assert tuple(selector.itemText(i) for i in range(selector.count())) == MODES
+    (options,) = [f for f in ast.walk(ast.parse(MODULE_SCRIPT.read_text()))
+                  if isinstance(f, ast.FunctionDef) and f.name == "options"]
+    (call,) = [c for c in ast.walk(options) if isinstance(c, ast.Call) and ast.unparse(c.func).endswith("Options")]
+    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["brain_extraction"] == "parameters.brainExtraction"
+
+
 # --------------------------------------------------------------------------- the checks can fail
 def broken_ui(tmp_path: Path, old: str, new: str) -> Path:
     text = UI_FILE.read_text()
