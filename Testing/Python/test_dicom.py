@@ -167,3 +167,15 @@ def test_a_misaligned_scanner_study_segments_as_well_as_its_brats_files(shared_d
     print("Dice (complete, core, enhancing): DICOM study", dice["study"], "BraTS files", dice["brats"])
     for region in label_table.REGIONS:
         assert dice["study"][region] == pytest.approx(dice["brats"][region], abs=0.03), region
+    # the DICOM SEG beside them holds the same labels, frame by frame of the T1c series
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+    from BrainTumorCNNLib.frontends import batch
+    seg = hd.seg.segread(str(batch.dicom_seg_path(tmp_path / "out_study", "study")))
+    t1c = dicom.series_at(study / f"S{PROTOCOL['T1c'][1]:02d}")
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in t1c.files]
+    segments = seg.get_pixels_by_source_instance(uids, combine_segments=True)
+    labels, _ = io.read_image(tmp_path / "out_study" / "study_labels.nii.gz")
+    num_classes = len(seg.SegmentSequence) + 1
+    assert np.array_equal(label_table.class_values(num_classes)[segments],
+                          label_table.output_scheme(num_classes).convert(labels))
