@@ -110,6 +110,31 @@ def test_result_is_cropped_to_the_brain_and_skips_empty_slices(monkeypatch):
     assert len(np.unique(result.labels[box])) > 1
 
 
+def test_each_slice_gets_its_own_crop_when_slices_run_one_by_one(monkeypatch):
+    """Slices share a bounding box only to run as one batch; alone (the CPU default) each is cropped to its
+    own brain: the same inside that box, background beyond it (as in a slice without brain), so the labels
+    outside the brain no longer depend on which slices happened to be grouped."""
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2, radii=(30, 40), centre=(120, 120))
+    small = ellipse_mask((SIZE, SIZE), (120, 120), (10, 12))
+    volume[:, 1][:, ~small] = BACKGROUND_VALUE
+    mask[1] &= small
+    crops = []
+    run = inference._Runner.run
+    monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
+                        or run(self, crop, cancel))
+    alone = inference.segment_volume(model, volume, mask, device="cpu", max_batch=1)
+    assert [c[2:] for c in crops] == [(61 + 32, 81 + 32), (21 + 32, 25 + 32)]
+    shared = inference.segment_volume(model, volume, mask, device="cpu", max_batch=2)
+    assert crops[2:] == [(2, 4, 61 + 32, 81 + 32)]
+    own = np.zeros(mask.shape, bool)
+    own[0, 90:151, 80:161] = own[1, 110:131, 108:133] = True
+    assert mask[0, 90:151, 80:161].any(1).all() and mask[1, 110:131, 108:133].any(0).all()
+    np.testing.assert_allclose(alone.probabilities[:, own], shared.probabilities[:, own], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(alone.labels[own], shared.labels[own])
+    assert np.all(alone.probabilities[0][~own] == 1.0) and np.all(alone.labels[~own] == 0)
+
+
 def test_labels_are_internal_values_of_the_most_probable_class():
     model = lively(networks.TwoPathCNN(num_classes=5), seed=3)
     volume, mask = brain_volume(slices=1)
