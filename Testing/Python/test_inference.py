@@ -314,6 +314,17 @@ def test_fft_convolution_odd_sizes_batches_and_no_bias():
         fastconv.FFTConv2d(nn.Conv2d(2, 2, 13, stride=2))
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fft_convolution_of_channels_last_input_is_equal(batch):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(6, 7, 13)
+    x = torch.randn(batch, 6, 37, 29)
+    with torch.inference_mode():
+        out = fastconv.FFTConv2d(conv)(x.contiguous(memory_format=torch.channels_last))
+        expected = conv(x)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["TwoPathCNN", "InputCascadeCNN", "LocalCascadeCNN", "AverageCNN"])
 def test_fast_model_equals_direct_model(name):
     model = lively(registry.get(name).build(5))
