@@ -22,6 +22,9 @@ For each model:
 - peak resident memory of the process that ran the model (each model runs in
   its own process, so peaks are per model).
 
+With --device cuda on a machine without CUDA nothing is timed: the report says
+it was skipped and why (exit status 0), so the same command serves both.
+
 Times are medians over --repeats runs.  With --slices N the dense methods run
 on N brain slices spread over the volume (each cropped as in a whole run) and
 are extrapolated to all brain slices; the output says so.
@@ -229,9 +232,23 @@ def _child_argv(args: argparse.Namespace, preprocessed: Path) -> List[str]:
     return argv + ["--preprocessed", str(preprocessed)]
 
 
+def cuda_missing(device: str) -> Optional[str]:
+    """Why `device` cannot be timed here (CUDA asked for but absent), else None."""
+    try:
+        inference.resolve_device(device)
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     for name in args.models:
         registry.get(name)  # unknown names fail before any work
+    skipped = cuda_missing(args.device)
+    if skipped:  # a GPU row on a machine without one: said so, not an error (the CPU rows are another run)
+        report = {"device": args.device, "skipped": skipped, "torch": torch.__version__}
+        print(json.dumps(report, indent=2) if args.json else f"bench --device {args.device} skipped: {skipped}")
+        return 0
     if args.preprocessed:
         with np.load(args.preprocessed) as saved:
             volume, mask, source, preprocessing = saved["volume"], saved["mask"], str(saved["source"]), None
