@@ -34,9 +34,9 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     row = report["models"]["TwoPathCNN"]
-    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1}
+    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1, "dense_bf16": 1}
     assert report["volume"]["shape"] == [4, 12, 64, 64] and "Synth_001" in report["volume"]["source"]
-    for key in ("dense_direct_s", "dense_fast_s", "patch_s", "dense_over_patch", "peak_rss_gib"):
+    for key in ("dense_direct_s", "dense_fast_s", "dense_bf16_s", "patch_s", "dense_over_patch", "peak_rss_gib"):
         assert row[key] > 0
     pre = report["preprocessing"]
     assert pre["n4_s"] > 0 and pre["total_s"] > 0 and pre["clip_s"] >= 0 and pre["zscore_s"] >= 0

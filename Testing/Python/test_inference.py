@@ -155,6 +155,23 @@ def test_chunking_gives_the_same_result(fast):
     np.testing.assert_array_equal(chunked.labels, whole.labels)
 
 
+def test_bfloat16_precision_is_close_to_float32_and_keeps_fft_in_float32():
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=1)
+    exact = inference.segment_volume(model, volume, mask, device="cpu", fast="fft")
+    lower = inference.segment_volume(model, volume, mask, device="cpu", fast="fft", precision="bfloat16")
+    difference = np.abs(lower.probabilities - exact.probabilities).max()
+    assert 1e-4 < difference < 0.05  # bfloat16 arithmetic, not float32, and not far from it
+    assert lower.probabilities.dtype == np.float32
+    fft = fastconv.FFTConv2d(nn.Conv2d(6, 3, 13))
+    x = torch.randn(1, 6, 30, 30)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        out = fft(x.to(torch.bfloat16))
+    assert out.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        inference.segment_volume(model, volume, mask, device="cpu", precision="int8")
+
+
 def test_rows_per_band_respects_the_budget():
     model = networks.TwoPathCNN(num_classes=4)
     budget = 64 << 20

@@ -116,6 +116,12 @@ class FFTConv2d(nn.Module):
         self._spectra.clear()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 even under a bfloat16 autocast (inference's precision option): the transforms and the
+        # complex channel mixing have no bfloat16 form, and they are not where bfloat16 gains
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward(x.float())
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {c}")
