@@ -47,9 +47,11 @@ class BrainTumorCNN(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BrainTumorCNN developers"]
         self.parent.helpText = """
-Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four co-registered,
-skull-stripped MRI volumes: T1, T1 after contrast (T1c), T2 and FLAIR. Inputs are pre-selected from volume
-names (BraTS t1 / t1ce / t2 / flair, t1n / t1c / t2w / t2f, ...). The result is a segmentation with one segment
+Segments a brain tumor (necrotic and non-enhancing core, edema, enhancing tumor) in four MRI volumes: T1, T1
+after contrast (T1c), T2 and FLAIR. Inputs are pre-selected from volume names (BraTS t1 / t1ce / t2 / flair,
+t1n / t1c / t2w / t2f, ...). Volumes not on the T1c's grid are registered onto the T1c (or only resampled onto
+its grid); the Preparation section says what will be done. Volumes that show the skull get their brain extracted
+first (the deepbet package: slicer.util.pip_install('deepbet')). The result is a segmentation with one segment
 per tissue, coded with standard terminology, on the T1c volume's grid, and the tumor volumes in millilitres.
 For research use only, not for clinical decisions.
 The README.md of the extension's source describes the models, their validation and the limitations.
@@ -78,6 +80,10 @@ class BrainTumorCNNParameterNode:
     largestOnly: bool = CleanupConfig.keep_largest_only
     probabilities: bool = False
     labelmap: bool = False
+    register: bool = True  # register volumes not on the T1c grid onto the T1c
+    resample: bool = True  # else resample them onto its grid as they lie
+    keepPrepared: bool = False  # add the registered / resampled volumes to the scene
+    brainExtraction: Annotated[str, Choice(["auto", "on", "off"])] = "auto"  # auto: when a skull is detected
 
 
 class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -198,8 +204,10 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          "Select the four input volumes and a model with weights.")
         self.ui.cancelButton.enabled = running
         self.ui.progressBar.visible = running
-        for section in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
-                        self.ui.cleanupCollapsibleButton, self.ui.outputsCollapsibleButton):
+        self.ui.preparationLabel.text = self.logic.preparationPlan(p) if p else ""
+        for section in (self.ui.inputsCollapsibleButton, self.ui.preparationCollapsibleButton,
+                        self.ui.modelCollapsibleButton, self.ui.cleanupCollapsibleButton,
+                        self.ui.outputsCollapsibleButton):
             section.enabled = not running
 
     def onSegment(self):
@@ -255,8 +263,11 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, (region, millilitres) in enumerate(volumes.items()):
             self.ui.volumesTable.setItem(row, 0, qt.QTableWidgetItem(region))
             self.ui.volumesTable.setItem(row, 1, qt.QTableWidgetItem(f"{millilitres:.2f}"))
-        report = task.result.cleanup_report
-        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (f"; {report}" if report else ".")
+        extraction = task.result.extraction
+        notes = [str(note) for note in (extraction.summary() if extraction.extracted else None,
+                                        task.result.cleanup_report) if note]
+        self.ui.statusLabel.text = f"Segmented with {task.result.model_name}" + (
+            f"; {'; '.join(notes)}" if notes else ".")
         if task.warnings:
             slicer.util.warningDisplay("Check the input volumes:\n\n" + "\n\n".join(task.warnings),
                                        windowTitle="Brain Tumor CNN")
@@ -310,7 +321,28 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         from BrainTumorCNNLib.running import pipeline
         cleanup = CleanupConfig(min_volume_ml=parameters.minimumVolumeMl, drop_flat=parameters.removeFlat,
                                 keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
-        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup)
+        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup,
+                                            brain_extraction=parameters.brainExtraction)
+
+    @staticmethod
+    def preparation(parameters: BrainTumorCNNParameterNode):
+        """The preparation options from the user's choices."""
+        from BrainTumorCNNLib.preparing.preparation import PreparationOptions
+        return PreparationOptions(register=parameters.register, resample=parameters.resample)
+
+    def preparationPlan(self, parameters: BrainTumorCNNParameterNode) -> str:
+        """What will be done to the input volumes before segmenting, in words, or why it cannot start."""
+        volumes = [getattr(parameters, f) for f in INPUT_FIELDS.values()]
+        if any(v is None or v.GetImageData() is None for v in volumes):
+            return "Select the four input volumes."
+        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.preparing import preparation
+        geometries = {m: mrml.geometry_of(v) for m, v in zip(MODALITIES, volumes)}
+        names = {m: f"{m} ({v.GetName()})" for m, v in zip(MODALITIES, volumes)}
+        try:
+            return preparation.describe(preparation.plan(geometries, self.preparation(parameters), names))
+        except ValueError as exc:
+            return f"Cannot segment: {exc}"
 
     def process(self, t1, t1c, t2, flair, model: Optional[str] = None, options=None, output=None):
         """Segment four volume nodes and return the segmentation node: `output`
@@ -324,18 +356,24 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         return node
 
     def startSegmentation(self, parameters: BrainTumorCNNParameterNode):
-        """Read the input volumes (main thread) and segment them on a worker thread."""
+        """Read the input volumes (main thread), prepare and segment them on a worker thread."""
         from BrainTumorCNNLib.frontends import mrml
         from BrainTumorCNNLib.running.task import SegmentationTask
-        images, geometry, warnings = mrml.read_volumes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
-        return SegmentationTask(images, geometry, self.options(parameters), warnings)
+        volumes, names = mrml.read_nodes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
+        return SegmentationTask(volumes, self.options(parameters), self.preparation(parameters), names)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""
         from BrainTumorCNNLib.frontends import mrml
         name = f"{parameters.t1cVolume.GetName()} tumor"
+        prepared = {}
+        if parameters.keepPrepared:
+            for step in task.prepared.steps:
+                source = getattr(parameters, INPUT_FIELDS[step.sequence]).GetName()
+                prepared[f"{source} on T1c grid"] = task.prepared.volumes[step.sequence]
         return mrml.store_result(slicer.mrmlScene, task.result, task.geometry, name, parameters.outputSegmentation,
-                                 probabilities=parameters.probabilities, labelmap=parameters.labelmap)
+                                 probabilities=parameters.probabilities, labelmap=parameters.labelmap,
+                                 reference_volume=parameters.t1cVolume, prepared=prepared)
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:

@@ -23,7 +23,10 @@ class Tissue:
     value: int  # internal label value (paper / BraTS 2017-2021 file value)
     name: str
     color: Tuple[float, float, float]  # RGB in [0, 1]
-    # DICOM coded terminology (SNOMED CT): (code value, scheme, meaning)
+    # DICOM coded terminology (SNOMED CT): (code value, scheme, meaning); the same in the Slicer segments
+    # and the DICOM SEG (dicom_seg.py).  Category from DICOM PS3.16 CID 7150 Segmentation Property Category,
+    # types from CID 7159 Lesion Segmentation Type; meanings as Slicer's General Anatomy terminology
+    # spells them, so Slicer matches its own entries.
     category: Tuple[str, str, str]
     type: Tuple[str, str, str]
 

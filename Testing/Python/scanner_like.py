@@ -81,7 +81,7 @@ UID_ROOT = "1.2.826.0.1.3680043.8.498.77"  # a test root; every UID below is mad
 def write_series(image: sitk.Image, folder: Path, description: str, number: int, study_uid: str,
                  patient: str = "BTC-TEST-1", image_type: str = "ORIGINAL\\PRIMARY\\M\\ND") -> Path:
     """Write `image` (int16) as a DICOM MR series, one file per slice, with the headers a
-    scanner writes: patient, study and series UIDs, description and number, patient position,
+    scanner writes: patient, study, series and frame-of-reference UIDs, description and number, patient position,
     orientation, per-slice position, spacing.  Returns the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(image, sitk.sitkInt16)
@@ -89,7 +89,7 @@ def write_series(image: sitk.Image, folder: Path, description: str, number: int,
     series_uid = f"{study_uid}.{number}"
     tags = {"0008|0060": "MR", "0008|0008": image_type, "0008|103e": description, "0020|0011": str(number),
             "0020|000d": study_uid, "0020|000e": series_uid, "0010|0020": patient, "0010|0010": "Test^Patient",
-            "0018|5100": "HFS", "0008|0021": "20260101", "0008|0031": "120000",
+            "0020|0052": f"{study_uid}.0", "0018|5100": "HFS", "0008|0021": "20260101", "0008|0031": "120000",
             "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
             "0018|0050": f"{image.GetSpacing()[2]:.4f}", "0018|0088": f"{image.GetSpacing()[2]:.4f}"}
     writer = sitk.ImageFileWriter()

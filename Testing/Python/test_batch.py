@@ -188,3 +188,15 @@ def test_precision_option_reaches_the_pipeline(untrained_models, synthetic_cases
                              pipeline.SegmentationOptions(device="cpu", cleanup=None, preprocessing=options.preprocessing))
     np.testing.assert_array_equal(written, lower.labels)
     assert not np.allclose(lower.probabilities, exact.probabilities, atol=1e-6)
+
+
+def test_the_preparation_of_each_case_is_reported(untrained_models, synthetic_cases, tmp_path, capsys):
+    """A T1 stored on a grid 2 mm off the T1c's, segmented with --resample: the step is named."""
+    files = dict(io.read_case(synthetic_cases[0]).files)
+    t1 = sitk.ReadImage(str(files["T1"]))
+    t1.SetOrigin(tuple(np.add(t1.GetOrigin(), (2.0, 0.0, 0.0))))
+    files["T1"] = tmp_path / "moved_t1.nii.gz"
+    sitk.WriteImage(t1, str(files["T1"]))
+    argv = ["segment", "--output", str(tmp_path / "out"), "--device", "cpu", "--resample"]
+    assert cli.main(argv + [x for m in io.MODALITIES for x in (f"--{m.lower()}", str(files[m]))]) == 0
+    assert "  resample T1 onto the T1c grid (as it lies: no registration)\n" in capsys.readouterr().out

@@ -4,10 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.learning import augmentation, crossval, sampling, training
@@ -84,6 +87,26 @@ def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
         assert again["scores"][key]["mean"] == pytest.approx(value["mean"], rel=1e-5), key
     with pytest.raises(ValueError, match="new --run-dir"):
         crossval.run(cases, 2, run, tiny(cases), options, seed=1, progress=False)
+
+
+def test_cascade_folds_build_on_the_first_network_of_the_same_fold(tmp_path):
+    from conftest import write_synthetic_case
+    cases = [write_synthetic_case(tmp_path / "cases", f"Synth_{i:03d}", seed=i) for i in range(4)]
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
+    crossval.run(cases, 2, tmp_path / "first", tiny(cases), options, seed=0, progress=False)
+    config = tiny(cases, model="MFCascadeCNN", phase2_epochs=0)
+    result = crossval.run(cases, 2, tmp_path / "cascade", config, replace(options, model="MFCascadeCNN"), seed=0,
+                          base_runs={"first_weights": tmp_path / "first"}, progress=False)
+    assert result["cases"] == 4
+    for fold in range(2):
+        used = json.loads((tmp_path / "cascade" / f"fold-{fold}" / "config.json").read_text())["first_weights"]
+        assert Path(used) == tmp_path / "first" / f"fold-{fold}" / "best.safetensors"
+        first = load_file(used)
+        second = load_file(str(tmp_path / "cascade" / f"fold-{fold}" / "best.safetensors"))
+        assert all(torch.equal(second[f"first.{k}"], v) for k, v in first.items())
+    with pytest.raises(ValueError, match="same folds"):  # a first network trained on another split would leak
+        crossval.run(cases, 2, tmp_path / "other", config, options, seed=1,
+                     base_runs={"first_weights": tmp_path / "first"}, progress=False)
 
 
 def test_cache_is_compact_exact_and_trains_with_torch_and_numpy_only(tmp_path, synthetic_cases):

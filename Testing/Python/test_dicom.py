@@ -41,10 +41,11 @@ def study(shared_data, tmp_path_factory):
 
 def test_a_study_is_read_back_voxel_for_voxel_on_each_series_grid(study):
     folder, written = study
-    volumes, files = dicom.read_study(folder, io.MAX_VOXELS)
+    volumes, files, series = dicom.read_study(folder, io.MAX_VOXELS)
     for sequence, image in written.items():
         array, geometry = volumes[sequence]
         assert files[sequence].name == f"S{PROTOCOL[sequence][1]:02d}"  # the series' own folder
+        assert series[sequence].description == PROTOCOL[sequence][0]
         assert np.array_equal(array, sitk.GetArrayFromImage(image)), sequence
         assert geometry.differences(Geometry.from_image(image)) == [], sequence
 

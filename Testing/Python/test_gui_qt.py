@@ -182,6 +182,20 @@ def parameter_fields(source: str) -> dict:
     return {s.target.id: ast.unparse(s.annotation) for s in wrapped.body if isinstance(s, ast.AnnAssign)}
 
 
+def parameter_defaults(source: str) -> dict:
+    """Field -> default value of the @parameterNodeWrapper class, where it is a literal."""
+    tree = ast.parse(source)
+    (wrapped,) = [c for c in tree.body if isinstance(c, ast.ClassDef)
+                  and any(ast.unparse(d) == "parameterNodeWrapper" for d in c.decorator_list)]
+    defaults = {}
+    for statement in (s for s in wrapped.body if isinstance(s, ast.AnnAssign) and s.value is not None):
+        try:
+            defaults[statement.target.id] = ast.literal_eval(statement.value)
+        except ValueError:
+            pass
+    return defaults
+
+
 def field_kind(annotation: str) -> str:
     inner = re.sub(r"^Annotated\[(\w+).*\]$", r"\1", annotation)
     return "node" if inner.startswith("vtkMRML") else inner
@@ -275,6 +289,9 @@ def binding_problems(ui: Path, source: str) -> list:
                             f"Slicer connects {kind} only to {sorted(CONNECTORS.get(kind, ()))}")
         elif cls == "QComboBox" and "Choice(" not in annotation:
             problems.append(f"parameter {field} on a QComboBox needs a Choice annotation")
+        elif cls == "QCheckBox" and parameter_defaults(source).get(field, widget.isChecked()) != widget.isChecked():
+            problems.append(f"parameter {field} defaults to {parameter_defaults(source)[field]} but "
+                            f"{widget.objectName()} starts {'' if widget.isChecked() else 'un'}checked")
     return problems
 
 
@@ -296,6 +313,41 @@ def test_every_parameter_is_bound_to_a_widget_slicer_can_connect(app):
     root, declared = load_ui(UI_FILE)
     assert declared["t1Selector"] == "qMRMLNodeComboBox" and qt_class(widgets_by_name(root)["t1Selector"]) == "QWidget"
     assert binding_problems(UI_FILE, MODULE_SCRIPT.read_text()) == []
+
+
+def test_the_preparation_section_offers_each_step_and_keeping_the_prepared_volumes(app):
+    """Registration and resampling can each be turned off, the prepared volumes kept, from check boxes in
+    the Preparation section bound to the parameters the logic builds the PreparationOptions from; the
+    plan is shown in a label there."""
+    root, _ = load_ui(UI_FILE)
+    section = widgets_by_name(root)["preparationCollapsibleButton"]
+    boxes = {w.property("SlicerParameterName"): w for w in section.findChildren(QWidget)
+             if qt_class(w) == "QCheckBox"}
+    assert set(boxes) == {"register", "resample", "keepPrepared"}
+    label = widgets_by_name(section)["preparationLabel"]
+    assert qt_class(label) == "QLabel" and label.wordWrap()
+    source = MODULE_SCRIPT.read_text()
+    (preparation,) = [f for f in ast.walk(ast.parse(source))
+                      if isinstance(f, ast.FunctionDef) and f.name == "preparation"]
+    (call,) = [c for c in ast.walk(preparation)
+               if isinstance(c, ast.Call) and ast.unparse(c.func) == "PreparationOptions"]
+    assert {k.arg: ast.unparse(k.value) for k in call.keywords} == {"register": "parameters.register",
+                                                                   "resample": "parameters.resample"}
+    members, _, _ = ui_use(source)
+    assert "text" in members["preparationLabel"], "the plan is not shown"
+
+
+def test_brain_extraction_is_chosen_in_the_preparation_section_among_the_engines_modes(app):
+    from BrainTumorCNNLib.preparing.brain_extraction import MODES
+    root, _ = load_ui(UI_FILE)
+    section = widgets_by_name(root)["preparationCollapsibleButton"]
+    (selector,) = [w for w in section.findChildren(QWidget) if w.property("SlicerParameterName") == "brainExtraction"]
+    assert qt_class(selector) == "QComboBox"
+    assert tuple(selector.itemText(i) for i in range(selector.count())) == MODES
+    (options,) = [f for f in ast.walk(ast.parse(MODULE_SCRIPT.read_text()))
+                  if isinstance(f, ast.FunctionDef) and f.name == "options"]
+    (call,) = [c for c in ast.walk(options) if isinstance(c, ast.Call) and ast.unparse(c.func).endswith("Options")]
+    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["brain_extraction"] == "parameters.brainExtraction"
 
 
 # --------------------------------------------------------------------------- the checks can fail
@@ -338,3 +390,15 @@ def test_an_unbound_parameter_is_found(app, tmp_path):
                                                "self._model = self.ui.modelSelector")
     assert "parameter model is bound to no widget and set from none by a connected handler" in binding_problems(UI_FILE,
                                                                                                           source)
+
+
+def test_a_check_box_that_starts_otherwise_than_its_parameter_is_found(app, tmp_path):
+    ui = broken_ui(tmp_path, """<string>Keep the prepared volumes in the scene</string>
+        </property>
+        <property name="checked">
+         <bool>false</bool>""", """<string>Keep the prepared volumes in the scene</string>
+        </property>
+        <property name="checked">
+         <bool>true</bool>""")
+    assert binding_problems(ui, MODULE_SCRIPT.read_text()) == [
+        "parameter keepPrepared defaults to False but keepPreparedCheckBox starts checked"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from BrainTumorCNNLib.preparing.preparation import Step
 from BrainTumorCNNLib.reading import io
 
 SHAPE = (8, 10, 12)  # (Z, Y, X): 12 x 10 x 8 voxels
@@ -238,6 +239,7 @@ def test_resampling_a_shifted_volume_onto_the_t1c_grid(tmp_path):
     with pytest.raises(io.GeometryError):
         io.read_case(files)
     case = io.read_case(files, resample=True)
+    assert case.preparation == [Step("T1", "resample")] and case.registrations == {}
     assert_geometry(case.geometry)
     np.testing.assert_allclose(case.images[0][..., shift:], t1_file[..., :-shift], atol=1e-3)
     np.testing.assert_array_equal(case.images[0][..., :shift], 0)

@@ -310,7 +310,8 @@ def test_shipped_model_cards_carry_the_dice_the_selector_shows():
 # --------------------------------------------------------------------------- web addresses
 #: Web addresses the project may name: only ones that exist.  It has no public home yet (an address of
 #: its own enters here once it is published); others' documentation that the README cites.
-KNOWN_ADDRESSES: set = {"https://distributed.dask.org"}  # Dask.distributed documentation
+KNOWN_ADDRESSES: set = {"https://distributed.dask.org",  # Dask.distributed documentation
+                        "https://pypi.org/project/deepbet"}  # the brain extractor (brain_extraction.py)
 TEXT_SUFFIXES = {".py", ".md", ".txt", ".ui", ".toml", ".cfg", ".json", ".cmake", ""}
 NOT_SOURCE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis", "runs", ".cache",
               ".whl", "braintumorcnn-demo"}

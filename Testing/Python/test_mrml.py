@@ -80,6 +80,20 @@ def test_seg_nrrd_round_trip_keeps_grid_names_colours_terminology(tmp_path, num_
                                else _direction3(stored), OBLIQUE.direction, atol=1e-6)
 
 
+def test_a_case_without_tumor_writes_a_segmentation_of_empty_named_segments(tmp_path):
+    """A model that finds no tumor still gives the user a file with every tissue's segment, ready to edit."""
+    empty = np.zeros(OBLIQUE.shape, np.uint8)
+    path = mrml.write_segmentation_file(empty, OBLIQUE, 4, tmp_path / "case.seg.nrrd")
+    scene = slicer.vtkMRMLScene()
+    write_nifti(np.zeros(OBLIQUE.shape, np.int16), OBLIQUE, tmp_path / "reference.nii.gz")
+    reference = mrml.read_volume_file(tmp_path / "reference.nii.gz", scene)
+    node = mrml.read_segmentation_file(path, scene)
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == [
+        t.name for t in labels.class_tissues(4)]
+    assert not mrml.labels_of(node, reference).any()
+
+
 def _index_of_first_voxel(stored: sitk.Image, grid: Geometry) -> np.ndarray:
     """Index on `grid` of the stored image's first voxel (Slicer may crop the extent to the segments)."""
     point = np.array(stored.TransformIndexToPhysicalPoint((0, 0, 0)))
@@ -134,6 +148,8 @@ def test_logic_segments_volume_nodes_onto_their_grid(untrained_models, tmp_path,
     direct = pipeline.segment(case.images, case.geometry, options)
     np.testing.assert_array_equal(result.labels, direct.labels)
     np.testing.assert_array_equal(mrml.labels_of(node, volumes[1]), result.labels)
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert node.GetNodeReferenceID(role) == volumes[1].GetID()  # the T1c, not the label map it was filled from
 
     path = tmp_path / "out.seg.nrrd"
     storage = slicer.vtkMRMLSegmentationStorageNode()
@@ -263,3 +279,58 @@ def test_store_result_failing_half_way_adds_nothing(output):
     assert scene.GetNumberOfNodes() == before
     assert _volume_nodes(scene) == {}
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == (1 if output else 0)
+
+
+def _dicom_t1c(scene, geometry: Geometry):
+    """A T1c volume placed as Slicer's DICOM loader places a series: under a study of a patient in
+    the subject hierarchy, with the series' and its instances' UIDs."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    constants = slicer.vtkMRMLSubjectHierarchyConstants
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Test^Patient")
+    study = hierarchy.CreateStudyItem(patient, "MR brain")
+    hierarchy.SetItemUID(study, constants.GetDICOMUIDName(), "1.2.826.0.1.3680043.8.498.77.1")
+    t1c = mrml.add_volume_node(scene, np.ones(geometry.shape, np.int16), geometry, "7: T1 MPRAGE post gad")
+    t1c.SetAttribute("DICOM.instanceUIDs", " ".join(f"1.2.826.0.1.3680043.8.498.77.1.7.{k + 1}"
+                                                     for k in range(geometry.size[2])))
+    item = hierarchy.CreateItem(study, t1c)
+    hierarchy.SetItemUID(item, constants.GetDICOMUIDName(), "1.2.826.0.1.3680043.8.498.77.1.7")
+    return hierarchy, study, t1c
+
+
+@pytest.mark.parametrize("output", [False, True], ids=["new segmentation", "chosen output"])
+def test_a_result_on_a_dicom_t1c_is_placed_for_slicers_dicom_export(output):
+    """The segmentation's reference image is the T1c (not the temporary label map it was filled
+    from), and it sits in the T1c's study: what Slicer's DICOM SEG export starts from."""
+    scene = slicer.vtkMRMLScene()
+    hierarchy, study, t1c = _dicom_t1c(scene, OBLIQUE)
+    chosen = mrml.add_segmentation_node(scene, planted_labels(OBLIQUE), OBLIQUE, 4, "chosen") if output else None
+    node = mrml.store_result(scene, _finished(OBLIQUE), OBLIQUE, "case tumor", output_node=chosen,
+                             reference_volume=t1c)
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert node.GetNodeReferenceID(role) == t1c.GetID()
+    reference = slicer.vtkMRMLSegmentationNode()
+    reference.SetReferenceImageGeometryParameterFromVolumeNode(t1c)  # the T1c's own geometry string
+    assert (node.GetSegmentation().GetConversionParameter("Reference image geometry")
+            == reference.GetSegmentation().GetConversionParameter("Reference image geometry"))
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    assert mrml.labels_of(node, t1c).any()
+
+
+def test_a_result_on_a_volume_outside_a_study_stays_where_it_is():
+    scene = slicer.vtkMRMLScene()
+    t1c = mrml.add_volume_node(scene, np.ones(OBLIQUE.shape, np.int16), OBLIQUE, "case_t1ce")
+    node = mrml.store_result(scene, _finished(OBLIQUE), OBLIQUE, "case tumor", reference_volume=t1c)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert node.GetNodeReferenceID(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) \
+        == t1c.GetID()
+    assert hierarchy.GetItemByDataNode(node) == 0  # not put anywhere: Slicer's own logic files it
+
+
+def test_prepared_volumes_are_kept_in_the_scene_when_asked_for():
+    scene = slicer.vtkMRMLScene()
+    flair = np.arange(np.prod(OBLIQUE.shape), dtype=np.float32).reshape(OBLIQUE.shape)
+    mrml.store_result(scene, _finished(OBLIQUE), OBLIQUE, "case tumor",
+                      prepared={"case_flair on T1c grid": flair})
+    array, geometry = mrml.array_of(_volume_nodes(scene)["case_flair on T1c grid"])
+    np.testing.assert_array_equal(array, flair)
+    assert geometry == OBLIQUE

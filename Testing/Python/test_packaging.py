@@ -152,7 +152,7 @@ def version_tuple(text: str) -> tuple:
 
 
 def project() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
 def declared_torch_minimum() -> tuple:
@@ -166,7 +166,7 @@ def torch_names_used() -> dict:
     `from torch import nn` / `import torch.nn.functional as F` aliases."""
     used = {}
     for path in sorted(LIB.rglob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -250,4 +250,4 @@ def test_sources_parse_as_the_declared_minimum_python():
     sources = sorted((REPO / "BrainTumorCNN").rglob("*.py")) + sorted((REPO / "Testing").rglob("*.py"))
     assert len(sources) > 30
     for path in sources:
-        ast.parse(path.read_text(), filename=str(path), feature_version=minimum)
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=minimum)

@@ -114,6 +114,32 @@ def test_cascade_without_first_weights_is_a_clear_error(synthetic_cases, tmp_pat
         training.train(tiny_config(synthetic_cases, model="InputCascadeCNN"), tmp_path / "r", progress=False)
 
 
+def test_average_cnn_is_the_two_trained_path_networks_put_together(synthetic_cases, tmp_path):
+    parts = {}
+    for name, cls in (("LocalPathCNN", networks.LocalPathCNN), ("GlobalPathCNN", networks.GlobalPathCNN)):
+        parts[name] = cls(num_classes=4)
+        weights.save(parts[name], name, tmp_path / f"{name}.safetensors", {})
+    run = tmp_path / "average"
+    config = tiny_config(synthetic_cases, model="AverageCNN", local_weights=str(tmp_path / "LocalPathCNN.safetensors"),
+                         global_weights=str(tmp_path / "GlobalPathCNN.safetensors"))
+    summary = training.train(config, run, progress=False)
+    assert summary["epoch"] == config.phase1_epochs + config.phase2_epochs  # counted as done: crossval skips it
+    composed = load_file(str(run / "best.safetensors"))
+    for prefix, name in (("local_model", "LocalPathCNN"), ("global_model", "GlobalPathCNN")):
+        for key, tensor in parts[name].state_dict().items():
+            assert torch.equal(composed[f"{prefix}.{key}"], tensor), key
+    model, _ = weights.load("AverageCNN", run / "best.safetensors")
+    x = torch.randn(1, 4, 40, 40)
+    with torch.no_grad():
+        expected = (parts["LocalPathCNN"].eval()(x).exp() + parts["GlobalPathCNN"].eval()(x).exp()) / 2
+        assert torch.allclose(model.eval()(x).exp(), expected, atol=1e-5)
+
+
+def test_average_cnn_without_its_path_networks_is_a_clear_error(synthetic_cases, tmp_path):
+    with pytest.raises(ValueError, match="--local-weights and --global-weights"):
+        training.train(tiny_config(synthetic_cases, model="AverageCNN"), tmp_path / "r", progress=False)
+
+
 @pytest.mark.parametrize("early_stop", [False, True])
 def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path, early_stop):
     """With early stopping (a rate too small to change the validation score, patience 1), rank 0

@@ -81,3 +81,9 @@ def test_default_model_prefers_cross_validated_figures(untrained_models):
                  {"label_scheme": "brats2013",
                   "validation": {"dice": {"complete": 0.2, "core": 0.2, "enhancing": 0.2}, "folds": 3}})
     assert registry.default_model() == "LocalPathCNN"
+    # one fold's held-out cases are fewer, so they rank below a full cross-validation whatever their Dice
+    weights.save(registry.get("GlobalPathCNN").build(num_classes=5), "GlobalPathCNN",
+                 untrained_models / "GlobalPathCNN.safetensors",
+                 {"label_scheme": "brats2013", "validation": {
+                     "dice": {"complete": 0.9, "core": 0.9, "enhancing": 0.9}, "folds": 3, "folds_run": [0]}})
+    assert registry.default_model() == "LocalPathCNN"

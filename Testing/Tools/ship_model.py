@@ -14,7 +14,9 @@ case with complete/core truth only) are scored and reported separately.
 With `--crossval`, the weights were trained on every labelled case with the
 recipe that cross-validation run measured: the card's figures are that run's
 held-out per-case scores and mean / sd (`braintumorcnn crossval`), not a
-re-scoring of these weights (which saw every case).
+re-scoring of these weights (which saw every case). When the run holds fewer
+folds than its split (`--only-folds`), RUN_DIR is one of its fold folders and
+the card's figures are that fold model's own held-out cases.
 """
 from __future__ import annotations
 
@@ -80,16 +82,28 @@ def main(argv=None) -> int:
 
     source = args.run_dir / f"{args.weights}.safetensors"
     model, run_card = weights.load(args.name, source)
-    with open(args.run_dir / "log.csv") as f:  # the epochs that made these weights
-        epochs = [row for row in csv.DictReader(f) if args.weights == "best" or row["phase"] == "1"]
+    epochs = []  # the epochs that made these weights (none for AverageCNN, put together from trained parts)
+    if (args.run_dir / "log.csv").is_file():
+        with open(args.run_dir / "log.csv") as f:
+            epochs = [row for row in csv.DictReader(f) if args.weights == "best" or row["phase"] == "1"]
     extra = score(args.name, source, args.extra) if args.extra else []
     if args.crossval:
         validation = crossval_rows(args.crossval)
         summary = json.loads((args.crossval / "summary.json").read_text())
-        protocol = (f"{summary['folds']}-fold cross-validation by case (fold seed {summary['seed']}) of the "
-                    f"recipe these weights were trained with: each case segmented whole through "
-                    "`braintumorcnn segment`'s pipeline by the model of the fold that held it out; "
-                    "mean (sd) over the held-out cases")
+        folds_run = sorted({int(r["fold"]) for r in validation})
+        if len(folds_run) == summary["folds"]:
+            protocol = (f"{summary['folds']}-fold cross-validation by case (fold seed {summary['seed']}) of the "
+                        f"recipe these weights were trained with: each case segmented whole through "
+                        "`braintumorcnn segment`'s pipeline by the model of the fold that held it out; "
+                        "mean (sd) over the held-out cases")
+        elif args.run_dir.resolve() == (args.crossval / f"fold-{folds_run[0]}").resolve() and len(folds_run) == 1:
+            protocol = (f"fold {folds_run[0]} of a {summary['folds']}-fold split by case (fold seed "
+                        f"{summary['seed']}), a lighter protocol than full cross-validation: these weights are "
+                        "that fold's model, trained on the other folds' cases; its held-out cases segmented whole "
+                        "through `braintumorcnn segment`'s pipeline; mean (sd) over them")
+        else:
+            parser.error(f"{args.crossval} ran folds {folds_run} of {summary['folds']}: ship a fold's own model "
+                         f"(RUN_DIR = {args.crossval}/fold-K) or run every fold")
         spread = {metric: {region: round(summary["scores"][f"{metric}_{region}"]["sd"], 4)
                            for region in ("complete", "core", "enhancing")
                            if f"{metric}_{region}" in summary["scores"]}
@@ -123,6 +137,7 @@ def main(argv=None) -> int:
                         for region in ("complete", "core", "enhancing") if f"{metric}_{region}" in mean}
                for metric in ("dice", "sensitivity", "specificity", "hd95")},
             **({"sd": spread, "folds": summary["folds"], "fold_seed": summary["seed"]} if spread else {}),
+            **({"folds_run": folds_run} if spread and len(folds_run) < summary["folds"] else {}),
             "per_case": validation,
         },
         "other_cases": extra,

@@ -2,8 +2,9 @@
 
 Per case it writes `<case>.seg.nrrd` (a Slicer segmentation), `<case>_labels.nii.gz`
 on the input grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for
-5-class models) and `<case>_preview.png`; `metrics.csv` when ground truth is
-found.  Every input is looked at before any work: a missing path, or a folder
+5-class models) and `<case>_preview.png`; for DICOM input also `<case>.seg.dcm`
+(a DICOM SEG against the T1c series, dicom_seg.py; skipped with a warning when
+highdicom is missing); `metrics.csv` when ground truth is found.  Every input is looked at before any work: a missing path, or a folder
 holding no image of any sequence, stops the run with an error.  A case that
 cannot be segmented (a folder lacking a sequence, an unreadable file) is
 reported with its error and skipped, and the exit status is 1; a rerun skips
@@ -24,19 +25,25 @@ from pathlib import Path
 from typing import Dict, List, Optional, TextIO, Tuple, Union
 
 from ..network import registry
+from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig
 from ..reading import io
 from ..running import inference, pipeline
 from ..running.postprocessing import CleanupConfig
 from ..scoring import metrics, tables
-from . import mrml, preview
+from . import dicom_seg, mrml, preview
 
 Source = Union[Path, Dict[str, Path]]
 
 
 def output_paths(output: Path, case: str) -> Dict[str, Path]:
+    """The files every case gets (a DICOM case also gets dicom_seg_path's)."""
     return {"segmentation": output / f"{case}.seg.nrrd", "labels": output / f"{case}_labels.nii.gz",
             "preview": output / f"{case}_preview.png"}
+
+
+def dicom_seg_path(output: Path, case: str) -> Path:
+    return output / f"{case}.seg.dcm"
 
 
 def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
@@ -104,10 +111,23 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
              truth: Optional[Path], resample: bool, register: Optional[bool] = None) -> Optional[dict]:
     """Segment one case and write its outputs; returns its metrics row when truth is known."""
     case = io.read_case(source, truth=truth, resample=resample, register=register, name=name)
+    for step in case.preparation:  # what was done to put the sequences on the T1c grid
+        print(f"  {step.describe()}")
+        if step.sequence in case.registrations:
+            print(f"    {case.registrations[step.sequence].summary()}")
+    dicom_reference = case.series.get("T1c")
+    if dicom_reference is not None:
+        try:
+            dicom_seg.require()
+        except ImportError as exc:
+            print(f"  no DICOM SEG will be written: {exc}", file=sys.stderr)
+            dicom_reference = None
     started = time.time()
     progress = ProgressLine()
     result = pipeline.segment(case.images, case.geometry, options, progress=progress)
     progress.finish(f"segmented in {time.time() - started:.1f} s with {result.model_name}")
+    if result.extraction.mode != "off":
+        print(f"  {result.extraction.summary()}", flush=True)
     paths = output_paths(output, name)
     row = _metrics_row(name, result.labels, case) if case.truth is not None else None
     title = f"{name}: {result.model_name}"
@@ -117,6 +137,9 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     mrml.write_segmentation_file(result.labels, case.geometry, result.num_classes, paths["segmentation"])
     preview.write_preview(case.images, result.labels, paths["preview"], result.num_classes, title=title,
                           geometry=case.geometry, truth=case.truth)
+    if dicom_reference is not None:
+        dicom_seg.write_dicom_seg(result.labels, result.num_classes, result.model_name, dicom_reference.files,
+                                  dicom_seg_path(output, name))
     io.write_labels(result.labels, case.geometry, paths["labels"])
     return row
 
@@ -154,6 +177,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="resample volumes that are not on the T1c grid instead of stopping")
     parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=None,
                         help="register T1, T2, FLAIR rigidly onto the T1c (default: for DICOM input only)")
+    parser.add_argument("--brain-extraction", choices=brain_extraction.MODES,
+                        default=pipeline.SegmentationOptions.brain_extraction,
+                        help="extract the brain before segmenting: auto (when the T1c shows a skull), on, off; "
+                             f"needs {brain_extraction.EXTRACTOR} ({brain_extraction.INSTALL})")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run every case as a task on the Dask cluster at ADDRESS (tcp://host:8786), or on "
@@ -162,12 +189,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     jobs = collect_jobs(args)
+    if args.brain_extraction == "on":
+        brain_extraction.require()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
         stale.unlink()
     options = pipeline.SegmentationOptions(
         model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
+        brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped = [], [], 0
@@ -199,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
             failed.append(name)
             ends_progress_line = "\n" if sys.stdout.isatty() else ""
             print(f"{ends_progress_line}  FAILED: {exc}", file=sys.stderr)
-            if not isinstance(exc, (ValueError, OSError)):
+            if not isinstance(exc, (ValueError, OSError, brain_extraction.ExtractorMissing)):
                 traceback.print_exc()
     if rows:
         tables.write_csv(output / "metrics.csv", rows)

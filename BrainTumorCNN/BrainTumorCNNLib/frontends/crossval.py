@@ -21,6 +21,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "are read from earlier runs")
     parser.add_argument("--flips", action="store_true", help="test-time left-right flips (probabilities averaged)")
     parser.add_argument("--no-cleanup", action="store_true", help="score the predictions without cleanup")
+    for name, what in BASE_RUNS.items():
+        parser.add_argument(f"--{name.split('_')[0]}-run", type=Path, help=f"cross-validation run (same cases and "
+                            f"folds) whose fold models are {what}; replaces --{name.replace('_', '-')}")
+
+
+#: The weights a model builds on, taken fold by fold from an earlier run so that no fold sees its held-out cases.
+BASE_RUNS = {"first_weights": "a cascade's first network (TwoPathCNN)",
+             "local_weights": "AverageCNN's LocalPathCNN", "global_weights": "AverageCNN's GlobalPathCNN"}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,6 +38,8 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("no cases: pass case folders (with a seg/truth file) or cache files")
     options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips,
                                   cleanup=None if args.no_cleanup else CleanupConfig())
+    base_runs = {name: getattr(args, f"{name.split('_')[0]}_run") for name in BASE_RUNS}
     run(cases, args.folds, Path(args.run_dir), config, options, seed=args.fold_seed,
-        inner_validation=args.inner_validation, only_folds=args.only_folds, progress=not args.quiet)
+        inner_validation=args.inner_validation, only_folds=args.only_folds,
+        base_runs={name: path for name, path in base_runs.items() if path}, progress=not args.quiet)
     return 0

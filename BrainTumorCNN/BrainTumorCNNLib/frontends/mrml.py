@@ -27,6 +27,12 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 def _slicer():
     import slicer  # the application's module in Slicer, slicer-core's elsewhere
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():  # what the Slicer application registers at startup, slicer-core does not;
+        # without it an empty segment (a tissue the model did not find) cannot be made
+        for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                     slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+            factory.RegisterConverterRule(rule())
     return slicer
 
 
@@ -231,11 +237,10 @@ def tumor_volumes_ml(label_map: np.ndarray, geometry: Geometry, num_classes: int
     return out
 
 
-def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry, List[str]]:
-    """The four volume nodes (T1, T1c, T2, FLAIR) as a (4, Z, Y, X) float32
-    array on their common grid, and warnings when their contrasts contradict
-    their slots; clear errors for a missing, repeated or misaligned volume.
-    Main thread (touches MRML)."""
+def read_nodes(volumes: Sequence) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Dict[str, str]]:
+    """The four volume nodes (T1, T1c, T2, FLAIR), each on its own grid:
+    ({sequence: (array, geometry)}, {sequence: "T2 (node name)"} for messages);
+    clear errors for a missing or repeated volume.  Main thread (touches MRML)."""
     if len(volumes) != 4:
         raise ValueError(f"expected four volumes (T1, T1c, T2, FLAIR), got {len(volumes)}")
     missing = [m for m, v in zip(MODALITIES, volumes) if v is None]
@@ -245,26 +250,51 @@ def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry, List[str]]:
     repeated = [m for m, i in zip(MODALITIES, ids) if ids.count(i) > 1]
     if repeated:
         raise ValueError(f"the same volume is selected for {', '.join(repeated)}: each slot needs its own volume")
-    arrays, geometries = {}, {}
-    for modality, volume in zip(MODALITIES, volumes):
-        arrays[modality], geometries[modality] = array_of(volume)
-    check_same({f"{m} ({v.GetName()})": geometries[m] for m, v in zip(MODALITIES, volumes)},
-               f"T1c ({volumes[1].GetName()})")
-    images = np.stack([arrays[m].astype(np.float32) for m in MODALITIES])
-    names = [f"{m} ({v.GetName()})" for m, v in zip(MODALITIES, volumes)]
-    warnings = sanity.check_slots(images, names)
+    return ({m: array_of(v) for m, v in zip(MODALITIES, volumes)},
+            {m: f"{m} ({v.GetName()})" for m, v in zip(MODALITIES, volumes)})
+
+
+def read_volumes(volumes: Sequence) -> Tuple[np.ndarray, Geometry, List[str]]:
+    """The four volume nodes (T1, T1c, T2, FLAIR) as a (4, Z, Y, X) float32
+    array on their common grid, and warnings when their contrasts contradict
+    their slots; clear errors for a missing, repeated or misaligned volume
+    (the module's task prepares volumes on other grids instead: preparation.py).
+    Main thread (touches MRML)."""
+    arrays, names = read_nodes(volumes)
+    check_same({names[m]: g for m, (_, g) in arrays.items()}, names["T1c"])
+    images = np.stack([arrays[m][0].astype(np.float32) for m in MODALITIES])
+    warnings = sanity.check_slots(images, [names[m] for m in MODALITIES])
     for warning in warnings:
         logger.warning(warning)
-    return images, geometries["T1c"], warnings
+    return images, arrays["T1c"][1], warnings
+
+
+def link_to_reference(segmentation_node, reference_volume) -> None:
+    """Make `reference_volume` (the T1c) the segmentation's reference image and, when the
+    volume sits in a study of the subject hierarchy (as Slicer's DICOM loader puts a series),
+    put the segmentation in that study: what Slicer's DICOM SEG export needs to write a
+    segmentation against the T1c series."""
+    slicer = _slicer()
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(segmentation_node.GetScene())
+    volume_item = hierarchy.GetItemByDataNode(reference_volume)
+    study = hierarchy.GetItemParent(volume_item) if volume_item else 0
+    if not study or hierarchy.GetItemLevel(study) != slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy():
+        return
+    item = hierarchy.GetItemByDataNode(segmentation_node) or hierarchy.CreateItem(study, segmentation_node)
+    hierarchy.SetItemParent(item, study)
 
 
 def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name: str, output_node=None,
-                 probabilities: bool = False, labelmap: bool = False):
+                 probabilities: bool = False, labelmap: bool = False, reference_volume=None,
+                 prepared: Optional[Dict[str, np.ndarray]] = None):
     """Put a finished segmentation into the scene (main thread) and return its node: a new node named
-    `name`, or `output_node` (an existing segmentation the user chose to replace) refilled.  Optionally
-    also one volume per tissue holding the network's probability (`probabilities`) and a label map
-    volume in the label values files use (`labelmap`).  All or nothing: on an error every node added
-    here is removed again (a refilled `output_node` stays, being the user's)."""
+    `name`, or `output_node` (an existing segmentation the user chose to replace) refilled, linked to
+    `reference_volume` (the T1c, on whose grid `geometry` is) by link_to_reference.  Optionally also
+    one volume per tissue holding the network's probability (`probabilities`), a label map volume in
+    the label values files use (`labelmap`), and the `prepared` volumes ({volume name: array on
+    `geometry`}: inputs registered or resampled onto the T1c grid).  All or nothing: on an error every
+    node added here is removed again (a refilled `output_node` stays, being the user's)."""
     added = []
     try:
         if output_node is None:
@@ -273,6 +303,11 @@ def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name:
         else:
             fill_segmentation_node(output_node, result.labels, geometry, result.num_classes)
             segmentation = output_node
+        if reference_volume is not None:
+            link_to_reference(segmentation, reference_volume)
+        for volume_name, array in (prepared or {}).items():
+            added.append(add_volume_node(scene, array, geometry, volume_name))
+            added[-1].CreateDefaultDisplayNodes()
         if probabilities:
             for index, tissue in enumerate(result.tissues, start=1):
                 added.append(add_volume_node(scene, result.probabilities[index], geometry,
@@ -299,5 +334,5 @@ def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pip
     images, geometry, _ = read_volumes(volumes)
     result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel)
     node = store_result(volumes[1].GetScene(), result, geometry, name or f"{volumes[1].GetName()} tumor",
-                        output_node)
+                        output_node, reference_volume=volumes[1])
     return node, result

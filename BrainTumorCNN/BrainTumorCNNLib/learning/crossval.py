@@ -90,8 +90,14 @@ def score(case: CachedCase, predicted: np.ndarray, rule: Optional[CleanupConfig]
 
 def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.TrainingConfig,
         options: SegmentationOptions, seed: int = 0, inner_validation: int = 0,
-        only_folds: Optional[Sequence[int]] = None, progress: bool = True) -> dict:
-    """Train and evaluate every fold (resuming), then write per_case.csv and summary.json."""
+        only_folds: Optional[Sequence[int]] = None, base_runs: Optional[Dict[str, Path]] = None,
+        progress: bool = True) -> dict:
+    """Train and evaluate every fold (resuming), then write per_case.csv and summary.json.
+
+    `base_runs` maps a weights field of TrainingConfig (`first_weights` of a cascade, `local_weights` /
+    `global_weights` of AverageCNN) to an earlier cross-validation run on the same folds: each fold builds on
+    that run's model of the same fold, which never saw the fold's held-out cases.
+    """
     say = print if progress else (lambda *a, **k: None)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
@@ -104,6 +110,10 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
         raise ValueError("two cases share a name; cross-validation needs one name per case")
     sources = {c.name: str(p) for c, p in zip(loaded, cases)}
     fold_of = _folds(run_dir / "folds.json", sorted(by_name), folds, seed)
+    split = (run_dir / "folds.json").read_text()
+    for base in (base_runs or {}).values():
+        if not (base / "folds.json").is_file() or json.loads((base / "folds.json").read_text()) != json.loads(split):
+            raise ValueError(f"{base} is not a cross-validation run of these cases on the same folds")
     all_rows = []
     for fold in range(folds):
         held_out = sorted(n for n, f in fold_of.items() if f == fold)
@@ -114,9 +124,10 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
         rng = np.random.default_rng([seed, fold])
         validation = sorted(rng.choice(trainable, size=inner_validation, replace=False)) if inner_validation else []
         fold_dir = run_dir / f"fold-{fold}"
+        built_on = {name: str(_fold_weights(base, fold)) for name, base in (base_runs or {}).items()}
         fold_config = replace(config, train_cases=[sources[n] for n in trainable if n not in validation],
                               validation_cases=[sources[n] for n in validation], cache_dir=str(cache),
-                              seed=config.seed + fold)
+                              seed=config.seed + fold, **built_on)
         say(f"fold {fold + 1}/{folds}: training on {len(fold_config.train_cases)} cases, "
             f"holding out {', '.join(held_out)}", flush=True)
         _train(fold_config, fold_dir, progress)
@@ -136,6 +147,13 @@ def _folds(path: Path, names: List[str], folds: int, seed: int) -> Dict[str, int
     else:
         write_text(path, json.dumps({"folds": folds, "seed": seed, "cases": wanted}, indent=2))
     return wanted
+
+
+def _fold_weights(base: Path, fold: int) -> Path:
+    path = base / f"fold-{fold}" / "best.safetensors"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: run fold {fold} of {base} first")
+    return path
 
 
 def _train(config: training.TrainingConfig, fold_dir: Path, progress: bool) -> None:

@@ -45,6 +45,8 @@ class TrainingConfig:
     train_cases: List[str] = field(default_factory=list)
     validation_cases: List[str] = field(default_factory=list)
     first_weights: Optional[str] = None  # trained TwoPathCNN for a cascade's first network
+    local_weights: Optional[str] = None  # trained LocalPathCNN and GlobalPathCNN that AverageCNN averages
+    global_weights: Optional[str] = None
     phase1_epochs: int = 10
     phase2_epochs: int = 2  # 0 = one-phase training (TwoPathCNN-1phase)
     batches_per_epoch: int = 100
@@ -103,6 +105,15 @@ def build_model(config: TrainingConfig) -> nn.Module:
             raise ValueError(f"{config.first_weights} has {card['num_classes']} classes, not {config.num_classes}")
         model.first.load_state_dict(first.state_dict())
         model.freeze_first()
+    if isinstance(model, networks.AverageCNN):
+        if not (config.local_weights and config.global_weights):
+            raise ValueError("AverageCNN averages trained path networks: pass --local-weights and --global-weights")
+        for part, name, path in ((model.local_model, "LocalPathCNN", config.local_weights),
+                                 (model.global_model, "GlobalPathCNN", config.global_weights)):
+            trained, card = weights.load(name, path)
+            if card["num_classes"] != config.num_classes:
+                raise ValueError(f"{path} has {card['num_classes']} classes, not {config.num_classes}")
+            part.load_state_dict(trained.state_dict())
     return model
 
 
@@ -211,6 +222,8 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
     # channels-last: oneDNN's faster convolution layout on CPU (about 1.5x per training step here)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model = build_model(config).to(device, memory_format=layout)
+    if isinstance(model, networks.AverageCNN):
+        return _compose(model, config, run_dir) if rank == 0 else {}
     rf = model.receptive_field
     cache = Path(config.cache_dir) if config.cache_dir else run_dir.parent / "preprocessed-cache"
     train_cases = load_cases([Path(p) for p in config.train_cases], config.preprocessing, cache,
@@ -316,6 +329,19 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
     if rank == 0:
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         plots.plot_run(run_dir)
+    return summary
+
+
+def _compose(model: nn.Module, config: TrainingConfig, run_dir: Path) -> dict:
+    """AverageCNN is not trained (the paper averages separately trained networks): its run holds the two
+    path networks put together, with the epochs counted as done so that a rerun does nothing."""
+    state = {"epoch": config.phase1_epochs + config.phase2_epochs, "best_epoch": 0, "best_score": None,
+             "learning_rate": None, "wall_s": 0.0}
+    weights.save(model, config.model, run_dir / "best.safetensors", _card(config, dict(state, epoch=-1), {}))
+    write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
+    summary = dict(state, model=config.model, run_dir=str(run_dir), composed_from=[
+        config.local_weights, config.global_weights])
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

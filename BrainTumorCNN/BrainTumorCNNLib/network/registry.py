@@ -80,11 +80,12 @@ def shipped() -> Dict[str, ModelSpec]:
 
 def default_model() -> str:
     """The shipped model with the best mean validation Dice (complete, core, enhancing); models whose
-    card holds cross-validated figures rank before those scored on a few validation cases, which flatter."""
+    card holds figures cross-validated over every fold rank before those scored on one fold's held-out cases
+    (`folds_run`) or on a few validation cases, which flatter."""
     def mean_dice(spec: ModelSpec) -> tuple:
         validation = (spec.card() or {}).get("validation", {})
         dice = validation.get("dice", {})
-        return ("folds" in validation, sum(dice.values()) / len(dice) if dice else -1.0)
+        return ("folds" in validation, "folds_run" not in validation, sum(dice.values()) / len(dice) if dice else -1.0)
 
     available = shipped()
     if not available:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -186,23 +186,16 @@ def check(result: Registration, config: RegistrationConfig = RegistrationConfig(
             "result before trusting the segmentation"]
 
 
-def onto_reference(images: Mapping[str, sitk.Image], config: RegistrationConfig = RegistrationConfig()
-                   ) -> Tuple[Dict[str, sitk.Image], Dict[str, Registration]]:
-    """Register every sequence onto images["T1c"] and resample it onto the T1c
-    grid (linear; 0 outside the sequence's field of view).  Returns the
-    resampled images (the T1c itself unchanged) and the registrations."""
-    fixed = images[REFERENCE]
-    out, results = {REFERENCE: fixed}, {}
-    for sequence, moving in images.items():
-        if sequence == REFERENCE:
-            continue
-        result = register(fixed, moving, sequence, config)
-        log.info("registered %s", result.summary())
-        for warning in result.warnings:
-            log.warning("%s", warning)
-        results[sequence] = result
-        out[sequence] = resample(_as_float(moving, sequence), fixed, result.transform, config.interpolation)
-    return out, results
+def onto_reference(fixed: sitk.Image, moving: sitk.Image, sequence: str,
+                   config: RegistrationConfig = RegistrationConfig()) -> Tuple[sitk.Image, Registration]:
+    """Register `moving` (the sequence named `sequence`) onto the T1c `fixed`
+    and resample it onto the T1c grid (float32; 0 outside the sequence's field
+    of view); logs the result and its warnings."""
+    result = register(fixed, moving, sequence, config)
+    log.info("registered %s", result.summary())
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    return resample(_as_float(moving, sequence), fixed, result.transform, config.interpolation), result
 
 
 def resample(moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform, interpolation: str) -> sitk.Image:

@@ -190,20 +190,21 @@ def read_series(series: Series, max_voxels: int) -> Tuple[np.ndarray, Geometry]:
     return sitk.GetArrayFromImage(image), Geometry.from_image(image)
 
 
-def read_at(path: PathLike, modality: str, max_voxels: int) -> Tuple[np.ndarray, Geometry]:
-    """The series a user chose for `modality` (a series folder or one file of it)."""
+def read_at(path: PathLike, modality: str, max_voxels: int) -> Tuple[np.ndarray, Geometry, Series]:
+    """The series a user chose for `modality` (a series folder or one file of it), and the series."""
     series = series_at(path)
     check_chosen({modality: series})
-    return read_series(series, max_voxels)
+    return (*read_series(series, max_voxels), series)
 
 
-def read_study(folder: PathLike, max_voxels: int) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Dict[str, Path]]:
-    """The four sequences of a study folder ({modality: (array, geometry)}) and
-    where each series is (what messages name): its folder when it is the only
-    series there, else its first file."""
+def read_study(folder: PathLike, max_voxels: int
+               ) -> Tuple[Dict[str, Tuple[np.ndarray, Geometry]], Dict[str, Path], Dict[str, Series]]:
+    """The four sequences of a study folder ({modality: (array, geometry)}),
+    where each series is (what messages name: its folder when it is the only
+    series there, else its first file), and the series chosen."""
     series = find_series(folder)
     chosen = choose(series, folder)
     check_chosen(chosen)
     shared = {s.folder for s in series if sum(other.folder == s.folder for other in series) > 1}
     return ({m: read_series(s, max_voxels) for m, s in chosen.items()},
-            {m: Path(s.files[0]) if s.folder in shared else s.folder for m, s in chosen.items()})
+            {m: Path(s.files[0]) if s.folder in shared else s.folder for m, s in chosen.items()}, chosen)

@@ -33,9 +33,9 @@ import SimpleITK as sitk
 
 from .. import labels as label_table
 from ..atomic import atomic_path
-from ..preparing import registration
+from ..preparing import preparation, registration
 from . import sanity
-from .geometry import Geometry, GeometryError, check_same, to_image
+from .geometry import Geometry, GeometryError, check_same, to_image  # noqa: F401 (io.GeometryError)
 from .volume_names import modality_of_word
 
 from ..modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
@@ -75,6 +75,9 @@ class Case:
     files: Dict[str, Path] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
     registrations: Dict[str, registration.Registration] = field(default_factory=dict)  # when registered
+    preparation: List[preparation.Step] = field(default_factory=list)  # what put the sequences on the T1c grid
+    #: The DICOM series (dicom.Series) each sequence read from DICOM came from: what a DICOM SEG references.
+    series: Dict[str, object] = field(default_factory=dict)
 
 
 def image_stem(path: PathLike) -> str:
@@ -263,6 +266,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
     `max_voxels` overrides MAX_VOXELS, the largest volume read.
     """
     truth_path: Optional[Path] = Path(truth) if truth else None
+    series = {}
     if isinstance(source, Mapping):
         unknown = set(source) - set(MODALITIES)
         missing = [m for m in MODALITIES if not source.get(m)]
@@ -275,10 +279,11 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
         if repeated:
             raise CaseError(f"the same file is given for {' and '.join(repeated)} "
                             f"({files[repeated[0]]}): each modality needs its own file")
-        dicom_series = {m: p.is_dir() or _dicom().is_dicom_file(p) for m, p in files.items()}
-        volumes = {m: _dicom().read_at(p, m, _limit(max_voxels)) if dicom_series[m] else read_image(p, max_voxels)
-                   for m, p in files.items()}
-        register = any(dicom_series.values()) if register is None else register
+        from_dicom = {m: _dicom().read_at(p, m, _limit(max_voxels)) for m, p in files.items()
+                      if p.is_dir() or _dicom().is_dicom_file(p)}
+        volumes = {m: from_dicom[m][:2] if m in from_dicom else read_image(p, max_voxels) for m, p in files.items()}
+        series = {m: read[2] for m, read in from_dicom.items()}
+        register = bool(series) if register is None else register
         case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
@@ -288,7 +293,7 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             truth_path = truth_path or found_truth
             case_name = name or image_stem(path)
         elif path.is_dir() and not _holds_sequence(path) and _dicom().holds_dicom(path):
-            volumes, files = _dicom().read_study(path, _limit(max_voxels))
+            volumes, files, series = _dicom().read_study(path, _limit(max_voxels))
             register = True if register is None else register
             case_name = name or path.name
         elif path.is_dir():
@@ -301,21 +306,16 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             raise CaseError(f"{path}: no such case folder or image file")
 
     labelled = {m: f"{m} ({files[m].name})" for m in MODALITIES}
-    registrations = _register(volumes) if register else {}
-    geometries = {m: g for m, (_, g) in volumes.items()}
-    reference = geometries["T1c"]
-    try:
-        check_same({labelled[m]: g for m, g in geometries.items()}, reference=labelled["T1c"])
-    except GeometryError:
-        if not resample:
-            raise
-        volumes = {m: (v if g == reference else _resample(v, g, reference, sitk.sitkLinear), reference)
-                   for m, (v, g) in volumes.items()}
+    prepared = preparation.prepare(volumes, preparation.PreparationOptions(
+        register=bool(register), register_all=bool(register), resample=resample), names=labelled)
+    registrations, reference = prepared.registrations, prepared.geometry
+    volumes = {m: (prepared.volumes[m], reference) for m in MODALITIES}
     converted = {m: _as_float(volumes[m][0], files[m], m) for m in MODALITIES}
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
-    case = Case(case_name, images, reference, files=dict(files), registrations=registrations)
+    case = Case(case_name, images, reference, files=dict(files), registrations=registrations,
+                preparation=prepared.steps, series=series)
     case.warnings = [w for r in registrations.values() for w in r.warnings]
     case.warnings += [w for _, w in converted.values() if w]
     case.warnings += slot_warnings
@@ -350,14 +350,6 @@ def _dicom():
 
 def _limit(max_voxels: Optional[int]) -> int:
     return MAX_VOXELS if max_voxels is None else max_voxels
-
-
-def _register(volumes: Dict[str, Tuple[np.ndarray, Geometry]]) -> Dict[str, registration.Registration]:
-    """Register T1, T2 and FLAIR onto the T1c and put them on its grid, in place."""
-    moved, results = registration.onto_reference({m: to_image(v, g) for m, (v, g) in volumes.items()})
-    for m in results:
-        volumes[m] = (sitk.GetArrayFromImage(moved[m]), volumes["T1c"][1])
-    return results
 
 
 def _as_float(array: np.ndarray, path: Path, modality: str) -> Tuple[np.ndarray, Optional[str]]:

@@ -1,4 +1,4 @@
-"""One segmentation, end to end: preprocessing -> dense inference -> cleanup.
+"""One segmentation, end to end: brain extraction -> preprocessing -> dense inference -> cleanup.
 
 The Slicer logic, the batch command and the demo all call `segment`, so a case
 gives the same labels whichever way it is run.
@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import labels
 from ..network import registry, weights
+from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig, preprocess
 from ..reading.geometry import Geometry
 from . import inference
@@ -27,6 +28,7 @@ class SegmentationOptions:
     fast: bool = True  # FFT convolutions where they are faster
     flips: bool = False  # test-time augmentation: probabilities averaged with a left-right flipped pass
     precision: str = "float32"  # "bfloat16": direct convolutions in bfloat16 (inference.PRECISIONS)
+    brain_extraction: str = "auto"  # "auto" (when a skull is detected) | "on" | "off": brain_extraction.py
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
 
@@ -39,6 +41,7 @@ class Segmentation:
     model_name: str
     card: dict
     cleanup_report: object = None
+    extraction: Optional[brain_extraction.ExtractionReport] = None  # what brain extraction did (segment)
 
     @property
     def tissues(self) -> Tuple[labels.Tissue, ...]:
@@ -54,11 +57,17 @@ def segment(images: np.ndarray, geometry: Geometry, options: SegmentationOptions
     name = options.model or registry.default_model()
     report(0.0, f"loading {name}")
     model, card = weights.load(name, options.weights_path)
+    if options.brain_extraction != "off":
+        report(0.01, "checking for a skull" if options.brain_extraction == "auto" else "brain extraction")
+    images, extraction = brain_extraction.prepare(images, geometry, options.brain_extraction, options.device)
+    _check_cancel(cancel)
     report(0.02, "preprocessing (clipping, N4 bias correction, normalisation)")
     pre = preprocess(images, options.preprocessing, spacing=geometry.spacing)
     _check_cancel(cancel)
-    return segment_preprocessed(model, name, card, pre.images, pre.brain_mask, geometry.spacing, options,
-                                progress=lambda f, m: report(0.1 + 0.9 * f, m), cancel=cancel)
+    result = segment_preprocessed(model, name, card, pre.images, pre.brain_mask, geometry.spacing, options,
+                                  progress=lambda f, m: report(0.1 + 0.9 * f, m), cancel=cancel)
+    result.extraction = extraction
+    return result
 
 
 def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain: np.ndarray,

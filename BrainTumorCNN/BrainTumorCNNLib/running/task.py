@@ -2,29 +2,50 @@
 from __future__ import annotations
 
 import threading
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
+import numpy as np
+
+from ..modalities import MODALITIES
+from ..preparing import preparation
+from ..reading import sanity
+from ..reading.geometry import Geometry
 from . import inference, pipeline
+
+Volumes = Mapping[str, Tuple[np.ndarray, Geometry]]
 
 
 class SegmentationTask:
-    """`pipeline.segment` on a worker thread, so the GUI stays responsive.
+    """Preparation (preparation.py: registration, resampling onto the T1c grid)
+    and `pipeline.segment` on a worker thread, so the GUI stays responsive.
 
     MRML is not thread-safe: the arrays are read from the scene before the
     thread starts and the result is put into it after the thread ends, both on
     the main thread; the worker touches neither the scene nor Qt."""
 
-    def __init__(self, images, geometry, options, warnings=()):
-        self.geometry = geometry
-        self.warnings: List[str] = list(warnings)  # about the inputs, for the user to see with the result
+    def __init__(self, volumes: Volumes, options: pipeline.SegmentationOptions,
+                 prepare: preparation.PreparationOptions = preparation.PreparationOptions(register=False,
+                                                                                          resample=False),
+                 names: Optional[Mapping[str, str]] = None):
+        """`volumes`: {sequence: (array, geometry)}; `names` name them in messages ("T2 (volume name)")."""
+        names = dict(names or {m: m for m in MODALITIES})
+        preparation.plan({m: g for m, (_, g) in volumes.items()}, prepare, names)  # a refused plan raises here
+        self.geometry = volumes[preparation.REFERENCE][1]  # the result's grid
+        self.warnings: List[str] = []  # about the inputs, for the user to see with the result
         self.progress: Tuple[float, str] = (0.0, "starting")  # replaced whole, so read without a lock
+        self.prepared: Optional[preparation.Prepared] = None
         self.result = None
         self.error: Optional[BaseException] = None
         self._cancel = threading.Event()
 
         def run():
             try:
-                self.result = pipeline.segment(images, geometry, options, progress=self._report,
+                self.prepared = preparation.prepare(
+                    volumes, prepare, names, progress=lambda f, message: self._report(0.0, message),
+                    check_cancel=self._check_cancel)
+                images = self.prepared.images()
+                self.warnings = self.prepared.warnings + sanity.check_slots(images, [names[m] for m in MODALITIES])
+                self.result = pipeline.segment(images, self.geometry, options, progress=self._report,
                                                cancel=self._cancel.is_set)
             except BaseException as exc:  # noqa: B036 - handed to the main thread
                 self.error = exc
@@ -34,6 +55,10 @@ class SegmentationTask:
 
     def _report(self, fraction: float, message: str) -> None:
         self.progress = (fraction, message)
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise inference.Cancelled()
 
     def cancel(self) -> None:
         self._cancel.set()
