@@ -174,6 +174,22 @@ def test_flips_option_segments_with_test_time_flips(untrained_models, synthetic_
     assert not np.allclose(flipped, once.probabilities, atol=1e-4)
 
 
+def test_precision_option_reaches_the_pipeline(untrained_models, synthetic_cases, tmp_path):
+    """`segment --precision bfloat16` writes what the pipeline gives in bfloat16."""
+    output = tmp_path / "out"
+    assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu",
+                     "--precision", "bfloat16", "--no-n4", "--no-cleanup"]) == 0
+    written, _ = io.read_image(output / "Synth_000_labels.nii.gz")
+    case = io.read_case(synthetic_cases[0])
+    options = pipeline.SegmentationOptions(device="cpu", cleanup=None, precision="bfloat16",
+                                           preprocessing=pipeline.PreprocessingConfig(n4=False))
+    lower = pipeline.segment(case.images, case.geometry, options)
+    exact = pipeline.segment(case.images, case.geometry,
+                             pipeline.SegmentationOptions(device="cpu", cleanup=None, preprocessing=options.preprocessing))
+    np.testing.assert_array_equal(written, lower.labels)
+    assert not np.allclose(lower.probabilities, exact.probabilities, atol=1e-6)
+
+
 def test_the_preparation_of_each_case_is_reported(untrained_models, synthetic_cases, tmp_path, capsys):
     """A T1 stored on a grid 2 mm off the T1c's, segmented with --resample: the step is named."""
     files = dict(io.read_case(synthetic_cases[0]).files)

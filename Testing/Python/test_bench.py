@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from BrainTumorCNNLib.frontends import bench
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, preprocess
@@ -33,9 +34,9 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     row = report["models"]["TwoPathCNN"]
-    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1}
+    assert report["extrapolated_from_slices"] == {"dense_direct": 1, "dense_fast": 1, "dense_bf16": 1}
     assert report["volume"]["shape"] == [4, 12, 64, 64] and "Synth_001" in report["volume"]["source"]
-    for key in ("dense_direct_s", "dense_fast_s", "patch_s", "dense_over_patch", "peak_rss_gib"):
+    for key in ("dense_direct_s", "dense_fast_s", "dense_bf16_s", "patch_s", "dense_over_patch", "peak_rss_gib"):
         assert row[key] > 0
     pre = report["preprocessing"]
     assert pre["n4_s"] > 0 and pre["total_s"] > 0 and pre["clip_s"] >= 0 and pre["zscore_s"] >= 0
@@ -73,3 +74,19 @@ def test_without_real_cases_the_phantom_is_the_volume(monkeypatch):
     images, spacing, source = bench.load_volume(None, phantom_size="small")
     assert images.shape == (4, 64, 128, 128) and spacing == (1.0, 1.0, 1.0) and "phantom" in source
     assert (images != 0).any(axis=0).mean() > 0.3  # a brain, with intensities for N4 to work on
+
+
+def test_device_cuda_runs_on_the_gpu_or_says_why_it_was_skipped(tmp_path, capsys):
+    from conftest import write_synthetic_case
+
+    case = write_synthetic_case(tmp_path, shape=(8, 48, 48))
+    args = _parse(["--case", str(case), "--models", "LocalPathCNN", "--slices", "1", "--patch-pixels", "8",
+                   "--skip-direct", "--in-process", "--json", "--device", "cuda"])
+    assert bench.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    if torch.cuda.is_available():
+        assert report["models"]["LocalPathCNN"]["device"] == "cuda" and "skipped" not in report
+    else:
+        assert "CUDA is not available" in report["skipped"] and "models" not in report
+        assert bench.main(_parse(["--device", "cuda"])) == 0
+        assert capsys.readouterr().out.startswith("bench --device cuda skipped: device 'cuda' was requested")

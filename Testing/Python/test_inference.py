@@ -110,6 +110,31 @@ def test_result_is_cropped_to_the_brain_and_skips_empty_slices(monkeypatch):
     assert len(np.unique(result.labels[box])) > 1
 
 
+def test_each_slice_gets_its_own_crop_when_slices_run_one_by_one(monkeypatch):
+    """Slices share a bounding box only to run as one batch; alone (the CPU default) each is cropped to its
+    own brain: the same inside that box, background beyond it (as in a slice without brain), so the labels
+    outside the brain no longer depend on which slices happened to be grouped."""
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=2, radii=(30, 40), centre=(120, 120))
+    small = ellipse_mask((SIZE, SIZE), (120, 120), (10, 12))
+    volume[:, 1][:, ~small] = BACKGROUND_VALUE
+    mask[1] &= small
+    crops = []
+    run = inference._Runner.run
+    monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
+                        or run(self, crop, cancel))
+    alone = inference.segment_volume(model, volume, mask, device="cpu", max_batch=1)
+    assert [c[2:] for c in crops] == [(61 + 32, 81 + 32), (21 + 32, 25 + 32)]
+    shared = inference.segment_volume(model, volume, mask, device="cpu", max_batch=2)
+    assert crops[2:] == [(2, 4, 61 + 32, 81 + 32)]
+    own = np.zeros(mask.shape, bool)
+    own[0, 90:151, 80:161] = own[1, 110:131, 108:133] = True
+    assert mask[0, 90:151, 80:161].any(1).all() and mask[1, 110:131, 108:133].any(0).all()
+    np.testing.assert_allclose(alone.probabilities[:, own], shared.probabilities[:, own], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(alone.labels[own], shared.labels[own])
+    assert np.all(alone.probabilities[0][~own] == 1.0) and np.all(alone.labels[~own] == 0)
+
+
 def test_labels_are_internal_values_of_the_most_probable_class():
     model = lively(networks.TwoPathCNN(num_classes=5), seed=3)
     volume, mask = brain_volume(slices=1)
@@ -128,6 +153,23 @@ def test_chunking_gives_the_same_result(fast):
                                        group_slices=1)
     np.testing.assert_allclose(chunked.probabilities, whole.probabilities, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(chunked.labels, whole.labels)
+
+
+def test_bfloat16_precision_is_close_to_float32_and_keeps_fft_in_float32():
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=1)
+    exact = inference.segment_volume(model, volume, mask, device="cpu", fast="fft")
+    lower = inference.segment_volume(model, volume, mask, device="cpu", fast="fft", precision="bfloat16")
+    difference = np.abs(lower.probabilities - exact.probabilities).max()
+    assert 1e-4 < difference < 0.05  # bfloat16 arithmetic, not float32, and not far from it
+    assert lower.probabilities.dtype == np.float32
+    fft = fastconv.FFTConv2d(nn.Conv2d(6, 3, 13))
+    x = torch.randn(1, 6, 30, 30)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        out = fft(x.to(torch.bfloat16))
+    assert out.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        inference.segment_volume(model, volume, mask, device="cpu", precision="int8")
 
 
 def test_rows_per_band_respects_the_budget():
@@ -287,6 +329,17 @@ def test_fft_convolution_odd_sizes_batches_and_no_bias():
         np.testing.assert_allclose(fastconv.FFTConv2d(conv)(x).numpy(), conv(x).numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="valid, stride-1"):
         fastconv.FFTConv2d(nn.Conv2d(2, 2, 13, stride=2))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fft_convolution_of_channels_last_input_is_equal(batch):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(6, 7, 13)
+    x = torch.randn(batch, 6, 37, 29)
+    with torch.inference_mode():
+        out = fastconv.FFTConv2d(conv)(x.contiguous(memory_format=torch.channels_last))
+        expected = conv(x)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["TwoPathCNN", "InputCascadeCNN", "LocalCascadeCNN", "AverageCNN"])

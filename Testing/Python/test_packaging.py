@@ -129,6 +129,8 @@ TORCH_API_SINCE = {
     "torch.nn.functional.affine_grid": "1.3",  # align_corners=
     "torch.nn.functional.grid_sample": "1.3",  # align_corners=
     "torch.channels_last": "1.5",
+    "torch.autocast": "1.10",  # device_type "cpu"
+    "torch.bfloat16": "1.10",
     "torch.contiguous_format": "1.5",
     "torch.deg2rad": "1.6",
     "torch.distributed.broadcast_object_list": "1.8",

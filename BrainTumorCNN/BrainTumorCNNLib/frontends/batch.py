@@ -28,7 +28,7 @@ from ..network import registry
 from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig
 from ..reading import io
-from ..running import pipeline
+from ..running import inference, pipeline
 from ..running.postprocessing import CleanupConfig
 from ..scoring import metrics, tables
 from . import dicom_seg, mrml, preview
@@ -169,6 +169,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flips", action="store_true",
                         help="test-time augmentation: average the probabilities of the image and its left-right "
                              "flip (twice the network time)")
+    parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
+                        help="arithmetic of the direct convolutions: bfloat16 is faster on CPUs with AVX512-BF16 "
+                             "or AMX and agrees with float32 on >= 99.9 %% of brain voxels (README, Speed)")
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
     parser.add_argument("--resample", action="store_true",
                         help="resample volumes that are not on the T1c grid instead of stopping")
@@ -193,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
     for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
         stale.unlink()
     options = pipeline.SegmentationOptions(
-        model=args.model, weights_path=args.weights, device=args.device, flips=args.flips,
+        model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
         brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
     truth = Path(args.truth) if args.truth else None

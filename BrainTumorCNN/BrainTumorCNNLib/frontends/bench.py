@@ -15,12 +15,17 @@ For each model:
 - dense-fast: `segment_volume(fast=True)`, with the exact speed-ups of
   `fastconv` (FFT for large kernels where timed faster, fused Maxout and
   pooling, channels-last on CPU), model preparation included;
+- dense-bf16: dense-fast with `precision="bfloat16"` (direct convolutions in
+  bfloat16);
 - patch-by-patch: the model on one rf x rf patch per brain pixel (batches of
   patches), timed on a random sample of brain pixels and extrapolated to all;
 - dense/patch: patch-by-patch time over dense-fast time;
 - per case: preprocessing plus dense-fast;
 - peak resident memory of the process that ran the model (each model runs in
   its own process, so peaks are per model).
+
+With --device cuda on a machine without CUDA nothing is timed: the report says
+it was skipped and why (exit status 0), so the same command serves both.
 
 Times are medians over --repeats runs.  With --slices N the dense methods run
 on N brain slices spread over the volume (each cropped as in a whole run) and
@@ -97,11 +102,13 @@ def time_preprocessing(images: np.ndarray, spacing, repeats: int) -> Tuple[Dict[
     return figures, result
 
 
-def time_dense(model, volume, mask, fast, device, only_slices, repeats) -> Tuple[float, float, str]:
+def time_dense(model, volume, mask, fast, device, only_slices, repeats,
+               precision: str = "float32") -> Tuple[float, float, str]:
     """Median seconds of segment_volume, and of its model preparation."""
     runs = []
     for _ in range(repeats):
-        result = inference.segment_volume(model, volume, mask, device=device, fast=fast, only_slices=only_slices)
+        result = inference.segment_volume(model, volume, mask, device=device, fast=fast, only_slices=only_slices,
+                                          precision=precision)
         runs.append((result.seconds, result.prepare_seconds))
     runs.sort()
     seconds, prepare = runs[len(runs) // 2]
@@ -143,15 +150,16 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     model = registry.get(name).build(args.num_classes).eval()
     brain_slices = int(mask.any(axis=(1, 2)).sum())
     row: Dict[str, object] = {"receptive_field": model.receptive_field}
-    for key, fast, sample in (("dense_direct_s", False, args.direct_slices or args.slices),
-                              ("dense_fast_s", True, args.slices)):
+    for key, fast, sample, precision in (("dense_direct_s", False, args.direct_slices or args.slices, "float32"),
+                                         ("dense_fast_s", True, args.slices, "float32"),
+                                         ("dense_bf16_s", True, args.slices, "bfloat16")):
         if key == "dense_direct_s" and args.skip_direct:
             row[key] = None
             continue
         only = spread_slices(mask, sample) if sample else None
         timed = len(only) if only is not None else brain_slices
         row[key.replace("_s", "_slices_timed")] = timed
-        seconds, prepare, device = time_dense(model, volume, mask, fast, args.device, only, args.repeats)
+        seconds, prepare, device = time_dense(model, volume, mask, fast, args.device, only, args.repeats, precision)
         # per brain: preparation once, slices extrapolated to all brain slices
         row[key] = prepare + (seconds - prepare) * brain_slices / timed
         row[key.replace("_s", "_prepare_s")] = prepare
@@ -229,9 +237,23 @@ def _child_argv(args: argparse.Namespace, preprocessed: Path) -> List[str]:
     return argv + ["--preprocessed", str(preprocessed)]
 
 
+def cuda_missing(device: str) -> Optional[str]:
+    """Why `device` cannot be timed here (CUDA asked for but absent), else None."""
+    try:
+        inference.resolve_device(device)
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     for name in args.models:
         registry.get(name)  # unknown names fail before any work
+    skipped = cuda_missing(args.device)
+    if skipped:  # a GPU row on a machine without one: said so, not an error (the CPU rows are another run)
+        report = {"device": args.device, "skipped": skipped, "torch": torch.__version__}
+        print(json.dumps(report, indent=2) if args.json else f"bench --device {args.device} skipped: {skipped}")
+        return 0
     if args.preprocessed:
         with np.load(args.preprocessed) as saved:
             volume, mask, source, preprocessing = saved["volume"], saved["mask"], str(saved["source"]), None
@@ -250,7 +272,8 @@ def main(args: argparse.Namespace) -> int:
         "extrapolated_from_slices": {
             "dense_direct": (args.direct_slices or args.slices)
             if 0 < (args.direct_slices or args.slices) < brain_slices and not args.skip_direct else None,
-            "dense_fast": args.slices if 0 < args.slices < brain_slices else None},
+            "dense_fast": args.slices if 0 < args.slices < brain_slices else None,
+            "dense_bf16": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
         "preprocessing": preprocessing,
         "models": {},
@@ -292,8 +315,8 @@ def format_table(report: dict) -> str:
         lines.append(f"preprocessing: clip {p['clip_s']:.1f} s, N4 {p['n4_s']:.1f} s (T1, T1c; shrink {p['n4_shrink']}, "
                      f"iterations {p['n4_iterations']}, convergence {p['n4_convergence']}), z-score "
                      f"{p['zscore_s']:.1f} s; total {p['total_s']:.1f} s; per case = preprocessing + dense-fast")
-    header = (f"| {'model':<18} | dense-direct s | dense-fast s | per case s | patch-by-patch s | dense/patch "
-              "| peak RSS GiB |")
+    header = (f"| {'model':<18} | dense-direct s | dense-fast s | dense-bf16 s | per case s | patch-by-patch s "
+              "| dense/patch | peak RSS GiB |")
     lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
 
     def fmt(value, spec):
@@ -301,6 +324,7 @@ def format_table(report: dict) -> str:
 
     for name, r in report["models"].items():
         lines.append(f"| {name:<18} | {fmt(r['dense_direct_s'], '14.1f')} | {fmt(r['dense_fast_s'], '12.1f')} | "
+                     f"{fmt(r['dense_bf16_s'], '12.1f')} | "
                      f"{fmt(r.get('case_s'), '10.1f')} | "
                      f"{fmt(r['patch_s'], '16.0f')} | {fmt(r['dense_over_patch'], '10.0f')}x | "
                      f"{fmt(r['peak_rss_gib'], '12.2f')} |")

@@ -27,6 +27,7 @@ class SegmentationOptions:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     fast: bool = True  # FFT convolutions where they are faster
     flips: bool = False  # test-time augmentation: probabilities averaged with a left-right flipped pass
+    precision: str = "float32"  # "bfloat16": direct convolutions in bfloat16 (inference.PRECISIONS)
     brain_extraction: str = "auto"  # "auto" (when a skull is detected) | "on" | "off": brain_extraction.py
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
@@ -82,7 +83,7 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
         view = (lambda a: a[..., ::-1]) if flip else (lambda a: a)
         result = inference.segment_volume(
             model, np.ascontiguousarray(view(volume)), np.ascontiguousarray(view(brain)), device=options.device,
-            fast=options.fast, cancel=cancel,
+            fast=options.fast, precision=options.precision, cancel=cancel,
             progress=lambda f, m, flip=flip: report(0.95 * (flip + f) / passes, m + (" (flipped)" if flip else "")))
         if probabilities is None:
             probabilities = result.probabilities
