@@ -1,6 +1,8 @@
 """`braintumorcnn bench` runs and reports every figure, preprocessing included (a smoke test, not a timing)."""
 from __future__ import annotations
 
+import importlib.util
+
 import argparse
 import json
 
@@ -46,14 +48,29 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert row["case_s"] == pytest.approx(pre["total_s"] + row["dense_fast_s"])
     table = bench.format_table(report)
     assert "TwoPathCNN" in table and "preprocessing: clip" in table and "N4" in table
+    prep = report["preparation"]
+    assert prep["skull_check_s"] > 0 and prep["registration_s"] > 0
+    if importlib.util.find_spec("deepbet"):
+        assert prep["brain_extraction_s"] > 0
+    else:
+        assert "pip install" in prep["brain_extraction_skipped"]
+    assert "registration of one sequence" in table and "brain extraction" in table
+
+
+def test_the_preparation_timing_registers_the_moved_sequence_back(shared_data):
+    """The registration bench times is a real one: on a real case it finds the motion bench applied."""
+    images, geometry, _ = bench.load_volume(None)
+    motion = bench.time_preparation(images, geometry, repeats=1)["motion"]
+    assert motion["found_angle_deg"] == pytest.approx(motion["angle_deg"], abs=1.0)
+    assert motion["found_shift_mm"] == pytest.approx(motion["shift_norm_mm"], abs=1.0)
 
 
 def test_a_models_own_process_reads_the_volume_preprocessed_once(tmp_path, capsys):
     """What a child process of `bench` (one per model) gets: the parent's preprocessed volume."""
     from conftest import write_synthetic_case
 
-    images, spacing, _ = bench.load_volume(str(write_synthetic_case(tmp_path, shape=(8, 48, 48))))
-    pre = preprocess(images, PreprocessingConfig(n4=False), spacing=spacing)
+    images, geometry, _ = bench.load_volume(str(write_synthetic_case(tmp_path, shape=(8, 48, 48))))
+    pre = preprocess(images, PreprocessingConfig(n4=False), spacing=geometry.spacing)
     saved = tmp_path / "preprocessed.npz"
     np.savez(saved, volume=pre.images, mask=pre.brain_mask, source="the parent's volume")
     args = _parse(["--preprocessed", str(saved), "--models", "LocalPathCNN", "--slices", "1", "--patch-pixels", "8",
@@ -71,8 +88,8 @@ def test_a_models_own_process_reads_the_volume_preprocessed_once(tmp_path, capsy
 
 def test_without_real_cases_the_phantom_is_the_volume(monkeypatch):
     monkeypatch.setattr(bench, "find_real_case", lambda: None)  # as on a machine without ../shared/data
-    images, spacing, source = bench.load_volume(None, phantom_size="small")
-    assert images.shape == (4, 64, 128, 128) and spacing == (1.0, 1.0, 1.0) and "phantom" in source
+    images, geometry, source = bench.load_volume(None, phantom_size="small")
+    assert images.shape == (4, 64, 128, 128) and geometry.spacing == (1.0, 1.0, 1.0) and "phantom" in source
     assert (images != 0).any(axis=0).mean() > 0.3  # a brain, with intensities for N4 to work on
 
 

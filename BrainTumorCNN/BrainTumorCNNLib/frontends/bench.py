@@ -7,6 +7,11 @@ when present, else the phantom of seed 0, full size):
   timed as the differences of runs with the steps switched on one after the
   other (clip; clip + N4; all), so each figure is its step's own cost; the
   preprocessed volume is the one every model then runs on.
+- preparation of scanner input, once (`--skip-preparation` leaves it out):
+  the skull check (on the T1c), brain extraction (deepbet on the T1; not
+  timed, with the reason, when deepbet is missing) and the registration of one
+  sequence onto the T1c (the FLAIR moved by 10 degrees and 12 mm, then
+  registered back and resampled onto the T1c grid), each a median over --repeats.
 
 For each model:
 
@@ -47,9 +52,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..modalities import MODALITIES
 from ..network import registry
+from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 from ..reading import io
+from ..reading.geometry import Geometry, to_image
 from ..running import inference
 from . import phantom
 
@@ -65,15 +73,56 @@ def find_real_case() -> Optional[Path]:
     return cases[0] if cases else None
 
 
-def load_volume(case: Optional[str], phantom_size: str = "full") -> Tuple[np.ndarray, Tuple[float, ...], str]:
-    """A raw (4, Z, Y, X) volume, its spacing (mm, x y z) and a description: `case`, else the
-    first real case, else the phantom of seed 0 (a realistic image for N4 to work on)."""
+def load_volume(case: Optional[str], phantom_size: str = "full") -> Tuple[np.ndarray, Geometry, str]:
+    """A raw (4, Z, Y, X) volume, its grid and a description: `case`, else the first real
+    case, else the phantom of seed 0 (a realistic image for N4 to work on)."""
     path = Path(case) if case else find_real_case()
     if path is None:
         made = phantom.make_phantom(seed=0, size=phantom_size)
-        return made.images, made.geometry.spacing, f"phantom seed 0 ({phantom_size}; no real case in ../shared/data)"
+        return made.images, made.geometry, f"phantom seed 0 ({phantom_size}; no real case in ../shared/data)"
     data = io.read_case(path)
-    return data.images, data.geometry.spacing, f"{data.name} ({path})"
+    return data.images, data.geometry, f"{data.name} ({path})"
+
+
+#: The head motion the registration is timed on: a rotation (degrees, about x y z) and a shift (mm).
+MOTION = ((4.0, -6.0, 10.0), (8.0, -6.0, 7.0))
+
+
+def _median_seconds(work, repeats: int) -> float:
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        runs.append(time.perf_counter() - start)
+    return float(np.median(runs))
+
+
+def time_preparation(images: np.ndarray, geometry: Geometry, repeats: int) -> Dict[str, object]:
+    """Median seconds of the skull check, brain extraction and one sequence's registration (module docstring)."""
+    t1c = images[MODALITIES.index("T1c")]
+    figures: Dict[str, object] = {"skull_check_s": _median_seconds(
+        lambda: brain_extraction.detect_skull(t1c, geometry), repeats)}
+    try:
+        brain_extraction.require("bench")
+        figures["brain_extraction_s"] = _median_seconds(lambda: brain_extraction.brain_mask(
+            images[MODALITIES.index(brain_extraction.EXTRACTION_SEQUENCE)], geometry, device="cpu"), repeats)
+    except brain_extraction.ExtractorMissing as exc:
+        figures["brain_extraction_s"], figures["brain_extraction_skipped"] = None, str(exc)
+    import SimpleITK as sitk  # noqa: PLC0415 - only this timing builds images
+    fixed = to_image(t1c.astype(np.float32), geometry)
+    flair = to_image(images[MODALITIES.index("FLAIR")].astype(np.float32), geometry)
+    motion = sitk.Euler3DTransform(fixed.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2 for n in fixed.GetSize()]), *np.radians(MOTION[0]), MOTION[1])
+    moved = sitk.Resample(flair, flair, motion, sitk.sitkLinear, 0.0)
+    found = []
+    figures["registration_s"] = _median_seconds(
+        lambda: found.append(registration.onto_reference(fixed, moved, "FLAIR")[1]), repeats)
+    matrix = np.array(motion.GetMatrix()).reshape(3, 3)
+    figures["motion"] = {"rotation_deg": list(MOTION[0]), "shift_mm": list(MOTION[1]),  # as applied, and in
+                         "angle_deg": float(np.degrees(np.arccos((np.trace(matrix) - 1) / 2))),  # registration's
+                         "shift_norm_mm": float(np.linalg.norm(MOTION[1])),  # terms (about the grid's centre)
+                         "found_angle_deg": found[-1].rotation_deg, "found_shift_mm": found[-1].shift_mm}
+    return figures
 
 
 #: The preprocessing steps switched on one after the other: each step's time is the difference.
@@ -224,6 +273,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="also measure phase-1 training throughput (patches/s, measure_throughput)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every model in this process (peak memory is then the maximum so far)")
+    parser.add_argument("--skip-preparation", action="store_true",
+                        help="do not time the preparation of scanner input (skull check, brain extraction, registration)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     # a model's own process gets the volume preprocessed once by the parent, not the case
     parser.add_argument("--preprocessed", help=argparse.SUPPRESS)
@@ -254,12 +305,14 @@ def main(args: argparse.Namespace) -> int:
         report = {"device": args.device, "skipped": skipped, "torch": torch.__version__}
         print(json.dumps(report, indent=2) if args.json else f"bench --device {args.device} skipped: {skipped}")
         return 0
+    preparation = None
     if args.preprocessed:
         with np.load(args.preprocessed) as saved:
             volume, mask, source, preprocessing = saved["volume"], saved["mask"], str(saved["source"]), None
     else:
-        images, spacing, source = load_volume(args.case)
-        preprocessing, pre = time_preprocessing(images, spacing, args.repeats)
+        images, geometry, source = load_volume(args.case)
+        preparation = None if args.skip_preparation else time_preparation(images, geometry, args.repeats)
+        preprocessing, pre = time_preprocessing(images, geometry.spacing, args.repeats)
         volume, mask = pre.images, pre.brain_mask
         del images
     brain_slices = int(mask.any(axis=(1, 2)).sum())
@@ -275,6 +328,7 @@ def main(args: argparse.Namespace) -> int:
             "dense_fast": args.slices if 0 < args.slices < brain_slices else None,
             "dense_bf16": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
+        "preparation": preparation,
         "preprocessing": preprocessing,
         "models": {},
     }
@@ -315,6 +369,13 @@ def format_table(report: dict) -> str:
         lines.append(f"preprocessing: clip {p['clip_s']:.1f} s, N4 {p['n4_s']:.1f} s (T1, T1c; shrink {p['n4_shrink']}, "
                      f"iterations {p['n4_iterations']}, convergence {p['n4_convergence']}), z-score "
                      f"{p['zscore_s']:.1f} s; total {p['total_s']:.1f} s; per case = preprocessing + dense-fast")
+    q = report.get("preparation")
+    if q:
+        extraction = (f"{q['brain_extraction_s']:.1f} s" if q["brain_extraction_s"] is not None
+                      else "not timed (deepbet missing)")
+        lines.append(f"preparation of scanner input: skull check {q['skull_check_s']:.2f} s, brain extraction "
+                     f"(deepbet, T1) {extraction}, registration of one sequence onto the T1c (FLAIR moved "
+                     f"{q['motion']['rotation_deg']} deg, {q['motion']['shift_mm']} mm) {q['registration_s']:.1f} s")
     header = (f"| {'model':<18} | dense-direct s | dense-fast s | dense-bf16 s | per case s | patch-by-patch s "
               "| dense/patch | peak RSS GiB |")
     lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
