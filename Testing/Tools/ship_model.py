@@ -50,10 +50,13 @@ def score(name: str, weights_path: Path, cases: list) -> list:
     return rows
 
 
+def run_summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+
+
 def machine(run: Path) -> str:
     """Where the run trained: its summary records the device; this machine's cores for a CPU run."""
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    if summary.get("device") == "cuda":
+    if run_summary(run).get("device") == "cuda":
         return "GPU (CUDA)"
     return f"{os.cpu_count()} CPU cores (no GPU)"
 
@@ -128,6 +131,7 @@ def main(argv=None) -> int:
             "best_epoch": run_card["best_epoch"],
             "wall_s": round(sum(float(row["seconds"]) for row in epochs), 1),
             "machine": machine(args.run_dir),
+            "learning_rate": run_summary(args.run_dir).get("learning_rate"),  # the range test's, when config says 0
             "config": run_card["config"],
         },
         "validation": {
