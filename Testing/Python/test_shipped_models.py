@@ -62,7 +62,9 @@ def test_bfloat16_agrees_with_float32_on_a_real_case(tumor_slices):
     results = {p: inference.segment_volume(model, pre.images, pre.brain_mask, device="cpu", only_slices=zs,
                                            precision=p) for p in ("float32", "bfloat16")}
     changed = np.abs(results["bfloat16"].probabilities[:, zs] - results["float32"].probabilities[:, zs]).max()
-    assert changed > 1e-4  # bfloat16 really ran
+    # bfloat16 really ran: float32 runs repeat exactly (test_faults.py), so any change is bfloat16's. How much
+    # changes depends on which layers timed faster as FFT (float32 always), i.e. on the machine's load.
+    assert changed > 0
     runs = {p: result.labels[zs] for p, result in results.items()}
     assert (runs["bfloat16"] == runs["float32"])[pre.brain_mask[zs]].mean() >= 0.999
     for region in FLOORS:
