@@ -10,7 +10,7 @@ when present, else the phantom of seed 0, full size):
 - preparation of scanner input, once (`--skip-preparation` leaves it out):
   the skull check (on the T1c), brain extraction (deepbet on the T1; not
   timed, with the reason, when deepbet is missing) and the registration of one
-  sequence onto the T1c (the FLAIR moved by 10 degrees and 12 mm, then
+  sequence onto the T1c (the FLAIR moved by `MOTION`, about 12 degrees and 12 mm, then
   registered back and resampled onto the T1c grid), each a median over --repeats.
 
 For each model:
@@ -117,11 +117,10 @@ def time_preparation(images: np.ndarray, geometry: Geometry, repeats: int) -> Di
     found = []
     figures["registration_s"] = _median_seconds(
         lambda: found.append(registration.onto_reference(fixed, moved, "FLAIR")[1]), repeats)
-    matrix = np.array(motion.GetMatrix()).reshape(3, 3)
-    figures["motion"] = {"rotation_deg": list(MOTION[0]), "shift_mm": list(MOTION[1]),  # as applied, and in
-                         "angle_deg": float(np.degrees(np.arccos((np.trace(matrix) - 1) / 2))),  # registration's
-                         "shift_norm_mm": float(np.linalg.norm(MOTION[1])),  # terms (about the grid's centre)
-                         "found_angle_deg": found[-1].rotation_deg, "found_shift_mm": found[-1].shift_mm}
+    angle, shift, _ = registration.motion_of(motion, fixed)  # as applied, in the registration's own terms
+    figures["motion"] = {"rotation_deg": list(MOTION[0]), "shift_mm": list(MOTION[1]), "angle_deg": angle,
+                         "shift_norm_mm": shift, "found_angle_deg": found[-1].rotation_deg,
+                         "found_shift_mm": found[-1].shift_mm}
     return figures
 
 
@@ -134,14 +133,11 @@ STEPS = (("none", PreprocessingConfig(clip=False, n4=False, zscore=False)),
 
 def time_preprocessing(images: np.ndarray, spacing, repeats: int) -> Tuple[Dict[str, float], Preprocessed]:
     """Median seconds of clipping, N4 and z-scoring (the default config), their total, and the result."""
-    medians = {}
+    medians, last = {}, {}  # only the last result is kept: each is four full volumes
     for step, config in STEPS:
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = preprocess(images, config, spacing=spacing)
-            runs.append(time.perf_counter() - start)
-        medians[step] = float(np.median(runs))
+        medians[step] = _median_seconds(lambda: last.update(result=preprocess(images, config, spacing=spacing)),
+                                        repeats)
+    result = last["result"]
     names = [step for step, _ in STEPS]
     figures = {f"{step}_s": max(0.0, medians[step] - medians[before]) for before, step in zip(names, names[1:])}
     figures["total_s"] = medians["zscore"]

@@ -99,7 +99,7 @@ def register(fixed: sitk.Image, moving: sitk.Image, sequence: str,
     except RuntimeError as exc:  # e.g. "All samples map outside moving image buffer"
         raise RegistrationError(f"{sequence}: registration onto {REFERENCE} failed ({_reason(exc)}); "
                                 f"check that the {sequence} series shows the same head as the {REFERENCE}") from None
-    result = Registration(sequence, transform, *_motion(transform, fixed),
+    result = Registration(sequence, transform, *motion_of(transform, fixed),
                           mutual_information(fixed, moving, transform, config), initial_mi, iterations, stop)
     result.warnings = check(result, config)
     return result
@@ -156,7 +156,7 @@ def _flatten(transform: sitk.Transform) -> sitk.Transform:
     return transform
 
 
-def _motion(transform: sitk.Transform, fixed: sitk.Image) -> Tuple[float, float, float]:
+def motion_of(transform: sitk.Transform, fixed: sitk.Image) -> Tuple[float, float, float]:
     """(rotation in degrees, shift of the fixed grid's centre in mm, scale change) of `transform`."""
     matrix = np.array(transform.GetMatrix()).reshape(3, 3)
     u, singular, vt = np.linalg.svd(matrix)
