@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 from dataclasses import fields, replace
@@ -71,6 +72,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = train(config, Path(args.run_dir), progress=not args.quiet)
         rank = dist.get_rank() if distributed else 0  # read before the process group ends
+        if distributed:
+            # Gloo's threads must stop while the interpreter is whole: every rank done, the DDP wrappers
+            # (which hold the group) freed now. Left to interpreter exit, a rank sometimes aborted.
+            dist.barrier()
+            gc.collect()
     finally:
         if distributed:
             dist.destroy_process_group()
