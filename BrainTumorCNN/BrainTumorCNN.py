@@ -321,8 +321,10 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         from BrainTumorCNNLib.running import pipeline
         cleanup = CleanupConfig(min_volume_ml=parameters.minimumVolumeMl, drop_flat=parameters.removeFlat,
                                 keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
+        # probability volumes asked for: every slice run (screening leaves slices far from tumor background)
         return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup,
-                                            brain_extraction=parameters.brainExtraction)
+                                            brain_extraction=parameters.brainExtraction,
+                                            screen=not parameters.probabilities)
 
     @staticmethod
     def preparation(parameters: BrainTumorCNNParameterNode):

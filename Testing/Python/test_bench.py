@@ -45,9 +45,13 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     # each step is a difference of medians of separate runs: on a busy machine their sum strays from the total
     assert pre["clip_s"] + pre["n4_s"] + pre["zscore_s"] <= 1.25 * pre["total_s"] + 0.5
     assert pre["n4_shrink"] == PreprocessingConfig().n4_shrink
-    assert row["case_s"] == pytest.approx(pre["total_s"] + row["dense_fast_s"])
+    # per case = what `segment` runs: the screened whole volume, with the shipped weights
+    assert row["weights"] == "shipped" and row["dense_screened_s"] > 0
+    assert 0 < row["screened_slices_run"] <= report["volume"]["brain_slices"]
+    assert row["case_s"] == pytest.approx(pre["total_s"] + row["dense_screened_s"])
     table = bench.format_table(report)
     assert "TwoPathCNN" in table and "preprocessing: clip" in table and "N4" in table
+    assert f"({row['screened_slices_run']:3d}/{report['volume']['brain_slices']:>3})" in table
     prep = report["preparation"]
     assert prep["skull_check_s"] > 0 and prep["registration_s"] > 0
     if importlib.util.find_spec("deepbet"):

@@ -22,10 +22,14 @@ For each model:
   pooling, channels-last on CPU), model preparation included;
 - dense-bf16: dense-fast with `precision="bfloat16"` (direct convolutions in
   bfloat16);
+- screened: the whole volume as `segment` runs it, dense-fast with screening
+  (every third slice first, then only the slices next to tumor; the cleaned
+  labels are those of a full run), with the slices it ran; needs the shipped
+  weights (the other columns use them too when shipped, else untrained ones);
 - patch-by-patch: the model on one rf x rf patch per brain pixel (batches of
   patches), timed on a random sample of brain pixels and extrapolated to all;
 - dense/patch: patch-by-patch time over dense-fast time;
-- per case: preprocessing plus dense-fast;
+- per case: preprocessing plus screened (dense-fast without shipped weights);
 - peak resident memory of the process that ran the model (each model runs in
   its own process, so peaks are per model).
 
@@ -53,12 +57,13 @@ import numpy as np
 import torch
 
 from ..modalities import MODALITIES
-from ..network import registry
+from ..network import registry, weights
 from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 from ..reading import io
 from ..reading.geometry import Geometry, to_image
 from ..running import inference
+from ..running.postprocessing import CleanupConfig
 from . import phantom
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
@@ -160,6 +165,17 @@ def time_dense(model, volume, mask, fast, device, only_slices, repeats,
     return seconds, prepare, result.device
 
 
+def time_screened(model, volume, mask, device, repeats) -> Dict[str, object]:
+    """Median seconds of the whole volume run as `segment` runs it: dense-fast with the screening
+    step the default cleanup allows (every slice: screening decides which slices run)."""
+    step = 1 + CleanupConfig().unseen_span()
+    runs = []
+    for _ in range(repeats):
+        result = inference.segment_volume(model, volume, mask, device=device, screen_step=step)
+        runs.append(result.seconds)
+    return {"dense_screened_s": float(np.median(runs)), "screened_slices_run": len(result.slices)}
+
+
 def time_patches(model, volume, mask, pixels: int, device, repeats: int, seed: int = 0) -> float:
     """Median seconds to classify `pixels` random brain pixels one patch each
     (batches of PATCH_BATCH patches, direct convolutions)."""
@@ -192,9 +208,11 @@ def spread_slices(mask: np.ndarray, n: int) -> np.ndarray:
 
 def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     """Every figure of one model (run in this process)."""
-    model = registry.get(name).build(args.num_classes).eval()
+    spec = registry.get(name)
+    shipped = name in registry.shipped() and spec.card().get("num_classes") == args.num_classes
+    model = weights.load(name)[0] if shipped else spec.build(args.num_classes).eval()
     brain_slices = int(mask.any(axis=(1, 2)).sum())
-    row: Dict[str, object] = {"receptive_field": model.receptive_field}
+    row: Dict[str, object] = {"receptive_field": model.receptive_field, "weights": "shipped" if shipped else "untrained"}
     for key, fast, sample, precision in (("dense_direct_s", False, args.direct_slices or args.slices, "float32"),
                                          ("dense_fast_s", True, args.slices, "float32"),
                                          ("dense_bf16_s", True, args.slices, "bfloat16")):
@@ -209,6 +227,8 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
         row[key] = prepare + (seconds - prepare) * brain_slices / timed
         row[key.replace("_s", "_prepare_s")] = prepare
         row["device"] = device
+    row.update(time_screened(model, volume, mask, args.device, args.repeats) if shipped else
+               {"dense_screened_s": None, "screened_slices_run": None})
     seconds = time_patches(model, volume, mask, args.patch_pixels, args.device, args.repeats)
     row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))
     row["patch_pixels_timed"] = min(args.patch_pixels, int(mask.sum()))
@@ -340,7 +360,8 @@ def main(args: argparse.Namespace) -> int:
                     print(f"timing {name} ...", file=sys.stderr, flush=True)
                 report["models"][name] = run_child(name, _child_argv(args, saved))
             if preprocessing:
-                report["models"][name]["case_s"] = preprocessing["total_s"] + report["models"][name]["dense_fast_s"]
+                row = report["models"][name]
+                row["case_s"] = preprocessing["total_s"] + (row["dense_screened_s"] or row["dense_fast_s"])
     report["load_average"] = os.getloadavg()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -364,7 +385,8 @@ def format_table(report: dict) -> str:
     if p:
         lines.append(f"preprocessing: clip {p['clip_s']:.1f} s, N4 {p['n4_s']:.1f} s (T1, T1c; shrink {p['n4_shrink']}, "
                      f"iterations {p['n4_iterations']}, convergence {p['n4_convergence']}), z-score "
-                     f"{p['zscore_s']:.1f} s; total {p['total_s']:.1f} s; per case = preprocessing + dense-fast")
+                     f"{p['zscore_s']:.1f} s; total {p['total_s']:.1f} s; per case = preprocessing + screened (dense-fast "
+                     "where no shipped weights: screening needs a trained model)")
     q = report.get("preparation")
     if q:
         extraction = (f"{q['brain_extraction_s']:.1f} s" if q["brain_extraction_s"] is not None
@@ -372,8 +394,8 @@ def format_table(report: dict) -> str:
         lines.append(f"preparation of scanner input: skull check {q['skull_check_s']:.2f} s, brain extraction "
                      f"(deepbet, T1) {extraction}, registration of one sequence onto the T1c (FLAIR moved "
                      f"{q['motion']['rotation_deg']} deg, {q['motion']['shift_mm']} mm) {q['registration_s']:.1f} s")
-    header = (f"| {'model':<18} | dense-direct s | dense-fast s | dense-bf16 s | per case s | patch-by-patch s "
-              "| dense/patch | peak RSS GiB |")
+    header = (f"| {'model':<18} | dense-direct s | dense-fast s | dense-bf16 s | screened s (slices) | per case s "
+              "| patch-by-patch s | dense/patch | peak RSS GiB |")
     lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
 
     def fmt(value, spec):
@@ -382,6 +404,7 @@ def format_table(report: dict) -> str:
     for name, r in report["models"].items():
         lines.append(f"| {name:<18} | {fmt(r['dense_direct_s'], '14.1f')} | {fmt(r['dense_fast_s'], '12.1f')} | "
                      f"{fmt(r['dense_bf16_s'], '12.1f')} | "
+                     f"{fmt(r['dense_screened_s'], '9.1f')} ({fmt(r['screened_slices_run'], '3d')}/{v['brain_slices']:>3}) | "
                      f"{fmt(r.get('case_s'), '10.1f')} | "
                      f"{fmt(r['patch_s'], '16.0f')} | {fmt(r['dense_over_patch'], '10.0f')}x | "
                      f"{fmt(r['peak_rss_gib'], '12.2f')} |")

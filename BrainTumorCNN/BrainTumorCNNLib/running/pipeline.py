@@ -28,6 +28,9 @@ class SegmentationOptions:
     fast: bool = True  # FFT convolutions where they are faster
     flips: bool = False  # test-time augmentation: probabilities averaged with a left-right flipped pass
     precision: str = "float32"  # "bfloat16": direct convolutions in bfloat16 (inference.PRECISIONS)
+    # screening (inference.segment_volume's screen_step): slices far from any tumor are not run, the cleaned
+    # labels unchanged; their probabilities stay background, so turn it off to look at probabilities there
+    screen: bool = True
     brain_extraction: str = "auto"  # "auto" (when a skull is detected) | "on" | "off": brain_extraction.py
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
@@ -36,7 +39,7 @@ class SegmentationOptions:
 @dataclass
 class Segmentation:
     labels: np.ndarray  # uint8 (Z, Y, X), internal values (0/1/2/4 for 4-class models, 0-4 for 5-class)
-    probabilities: np.ndarray  # float32 (C, Z, Y, X), class probabilities before cleanup
+    probabilities: np.ndarray  # float32 (C, Z, Y, X), before cleanup; background in slices screening skipped
     num_classes: int
     model_name: str
     card: dict
@@ -77,26 +80,17 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     """Dense inference (averaged over a left-right flip when `options.flips`) and cleanup of a
     preprocessed volume; `segment` and cross-validation share it."""
     report = progress or (lambda fraction, message: None)
-    passes = 2 if options.flips else 1
-    probabilities = None
-    for flip in range(passes):
-        view = (lambda a: a[..., ::-1]) if flip else (lambda a: a)
-        result = inference.segment_volume(
-            model, np.ascontiguousarray(view(volume)), np.ascontiguousarray(view(brain)), device=options.device,
-            fast=options.fast, precision=options.precision, cancel=cancel,
-            progress=lambda f, m, flip=flip: report(0.95 * (flip + f) / passes, m + (" (flipped)" if flip else "")))
-        if probabilities is None:
-            probabilities = result.probabilities
-        else:
-            probabilities += view(result.probabilities)
-    probabilities /= passes
-    out_labels = labels.class_values(model.num_classes)[inference.argmax_classes(probabilities)]
+    step = 1 + options.cleanup.unseen_span() if options.screen and options.cleanup is not None else 1
+    result = inference.segment_volume(
+        model, volume, brain, device=options.device, fast=options.fast, precision=options.precision,
+        flips=options.flips, screen_step=step, cancel=cancel, progress=lambda f, m: report(0.95 * f, m))
+    out_labels = result.labels
     cleanup_report = None
     if options.cleanup is not None:
         report(0.96, "removing small and flat components")
         out_labels, cleanup_report = cleanup(out_labels, spacing, options.cleanup)
     report(1.0, "done")
-    return Segmentation(out_labels, probabilities, model.num_classes, name, card, cleanup_report)
+    return Segmentation(out_labels, result.probabilities, model.num_classes, name, card, cleanup_report)
 
 
 def _check_cancel(cancel: Optional[Callable[[], bool]]) -> None:

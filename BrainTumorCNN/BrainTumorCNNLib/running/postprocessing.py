@@ -60,6 +60,15 @@ class CleanupConfig:
         if int(self.flat_max_slices) != self.flat_max_slices or self.flat_max_slices < 0:
             raise ValueError(f"flat_max_slices must be a whole number >= 0, not {self.flat_max_slices}")
 
+    def unseen_span(self) -> int:
+        """Consecutive slices that inference may leave unrun between two tumor-free slices without
+        changing the cleaned labels: a component lying wholly inside them spans that many slices at
+        most, so the flat rule removes it.  0 when a rule that compares components (largest only,
+        distance to the largest) is on, as such a component could change what it compares with."""
+        if not self.drop_flat or self.keep_largest_only or self.max_distance_mm is not None:
+            return 0
+        return int(self.flat_max_slices)
+
     @classmethod
     def disabled(cls) -> "CleanupConfig":
         """A configuration that removes nothing."""

@@ -1,0 +1,116 @@
+"""Screening (inference.segment_volume's screen_step): fewer slices run, the cleaned labels unchanged.
+
+Why it is exact: a tumor component spans consecutive slices, so one that meets a screened slice
+makes that slice positive and every slice next to it runs; a component missed lies wholly inside
+the unrun slices between two screened ones, spans at most step - 1 slices and is removed by the
+flat rule anyway."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from BrainTumorCNNLib.network import weights
+from BrainTumorCNNLib.preparing.preprocessing import preprocess
+from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running import inference, pipeline
+from BrainTumorCNNLib.running.postprocessing import CleanupConfig, cleanup
+
+CASE = "brats2021/BraTS2021_00000"
+SLAB = (20, 12)  # slices below / above the tumor's highest slice: the slab holds tumor-free slices
+
+
+def test_the_plan_runs_the_gaps_next_to_a_positive_screen():
+    slices = np.arange(10, 20)  # screened at step 3: 10, 13, 16, 19
+    assert list(inference.screen_plan(slices, 3, [False, True, False, False])) == [11, 12, 14, 15]
+    assert list(inference.screen_plan(slices, 3, [False, False, False, True])) == [17, 18]
+    assert list(inference.screen_plan(slices, 3, [True, False, False, False])) == [11, 12]
+    assert list(inference.screen_plan(slices, 3, [False] * 4)) == []
+
+
+def _screened(tumor: np.ndarray, step: int) -> np.ndarray:
+    """`tumor` as a screened run sees it: the slices it does not run are empty."""
+    slices = np.arange(tumor.shape[0])
+    positive = tumor[::step].reshape(len(slices[::step]), -1).any(axis=1)
+    run = np.union1d(slices[::step], inference.screen_plan(slices, step, positive))
+    seen = np.zeros_like(tumor)
+    seen[run] = tumor[run]
+    return seen
+
+
+def _blobs(seed: int, shape=(40, 24, 24)) -> np.ndarray:
+    """Label maps with components of 1-6 slices, some touching each other, anywhere."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(shape, np.uint8)
+    for _ in range(rng.integers(1, 8)):
+        z, y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1] - 8), rng.integers(0, shape[2] - 8)
+        depth, size = rng.integers(1, 7), rng.integers(3, 8)
+        out[z:z + depth, y:y + size, x:x + size] = rng.choice([1, 2, 4])
+    return out
+
+
+@pytest.mark.parametrize("config", [CleanupConfig(), CleanupConfig(flat_max_slices=1),
+                                    CleanupConfig(flat_max_slices=4, min_volume_ml=0.0)])
+def test_screening_at_the_cleanups_span_never_changes_the_cleaned_labels(config):
+    step = 1 + config.unseen_span()
+    missed_before_cleanup = 0
+    for seed in range(200):
+        labels = _blobs(seed)
+        seen = _screened(labels, step)
+        missed_before_cleanup += int((seen != labels).any())
+        np.testing.assert_array_equal(cleanup(seen, (1, 1, 1), config)[0], cleanup(labels, (1, 1, 1), config)[0])
+    assert missed_before_cleanup > 0  # the blobs do fall between screened slices
+
+
+def test_one_slice_more_than_the_span_can_change_them():
+    """The bound is tight: a component of span + 1 slices between two screened slices survives cleanup."""
+    config = CleanupConfig()
+    step = config.unseen_span() + 2
+    labels = np.zeros((12, 16, 16), np.uint8)
+    labels[1:1 + step - 1, 4:12, 4:12] = 2  # wholly between screened slices 0 and `step`
+    assert not np.array_equal(cleanup(_screened(labels, step), (1, 1, 1), config)[0],
+                              cleanup(labels, (1, 1, 1), config)[0])
+
+
+def test_rules_that_compare_components_turn_screening_off():
+    assert CleanupConfig().unseen_span() == CleanupConfig().flat_max_slices
+    assert CleanupConfig(keep_largest_only=True).unseen_span() == 0
+    assert CleanupConfig(max_distance_mm=30.0).unseen_span() == 0
+    assert CleanupConfig(drop_flat=False).unseen_span() == 0
+
+
+def test_screen_step_is_checked():
+    volume = np.zeros((4, 3, 40, 40), np.float32)
+    from BrainTumorCNNLib.network import registry
+    model = registry.get("TwoPathCNN").build(4).eval()
+    with pytest.raises(ValueError, match="screen_step"):
+        inference.segment_volume(model, volume, screen_step=0)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        inference.segment_volume(model, volume, screen_step=3, only_slices=[1])
+
+
+@pytest.fixture(scope="module")
+def slab(shared_data):
+    """A real case, preprocessed, cut to slices around the top of its tumor (some slices without tumor)."""
+    case = io.read_case(shared_data / CASE)
+    pre = preprocess(case.images, spacing=case.geometry.spacing)
+    top = int(np.flatnonzero(case.truth.any(axis=(1, 2))).max())
+    zs = slice(top - SLAB[0], top + SLAB[1])
+    return pre.images[:, zs].copy(), pre.brain_mask[zs].copy(), case.geometry.spacing
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_screened_segmentation_of_a_real_case_equals_the_full_one(slab, flips):
+    volume, brain, spacing = slab
+    model, card = weights.load("TwoPathCNN")
+    runs = {}
+    for screen in (False, True):
+        options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", flips=flips, screen=screen)
+        runs[screen] = pipeline.segment_preprocessed(model, "TwoPathCNN", card, volume, brain, spacing, options)
+    np.testing.assert_array_equal(runs[True].labels, runs[False].labels)
+    assert runs[True].labels.any()
+    # slices screening left out hold the background probability everywhere; the others are the full run's
+    brain_slices = brain.any(axis=(1, 2))
+    unrun = brain_slices & (runs[True].probabilities[0] == 1).all(axis=(1, 2))
+    assert 0 < unrun.sum() < brain_slices.sum()
+    run = brain_slices & ~unrun
+    np.testing.assert_array_equal(runs[True].probabilities[:, run], runs[False].probabilities[:, run])
