@@ -113,7 +113,8 @@ TORCH_API_SINCE = {
     **dict.fromkeys([
         "torch", "torch.Size", "torch.Tensor", "torch.__version__", "torch.arange", "torch.bincount", "torch.bmm",
         "torch.cat", "torch.cuda.empty_cache", "torch.cuda.is_available", "torch.cuda.synchronize", "torch.device",
-        "torch.distributed", "torch.distributed.broadcast", "torch.distributed.destroy_process_group",
+        "torch.distributed", "torch.distributed.barrier", "torch.distributed.broadcast",
+        "torch.distributed.destroy_process_group",
         "torch.distributed.get_rank", "torch.distributed.get_world_size", "torch.distributed.init_process_group",
         "torch.distributed.is_available", "torch.distributed.is_initialized", "torch.empty", "torch.float32",
         "torch.from_numpy", "torch.get_num_threads", "torch.load", "torch.logsumexp", "torch.manual_seed",
