@@ -2,7 +2,7 @@
 and model on a 2-core CPU).
 
 For every case and model: the whole volume through `inference.segment_volume` once with every brain
-slice and once screened (`screen_step` = 1 + the default cleanup's `unseen_span()`), both cleaned
+slice and once screened (`screen_step` of `segment`'s default options), both cleaned
 with the default cleanup; reports the slices each ran, the seconds, their ratio, and whether the
 cleaned labels are equal (voxels that differ).  The two runs of a case follow each other, so a load
 that comes and goes weighs on both.
@@ -24,7 +24,7 @@ import numpy as np
 from BrainTumorCNNLib.learning.sampling import case_sources, load_case
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
-from BrainTumorCNNLib.running import inference
+from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.postprocessing import CleanupConfig, cleanup
 
 
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["TwoPathCNN"])
     parser.add_argument("--csv", help="also write the rows here")
     args = parser.parse_args(argv)
-    config = CleanupConfig()
-    step = 1 + config.unseen_span()
+    options = pipeline.SegmentationOptions()
+    config, step = options.cleanup, pipeline.screen_step(options)
     paths = [p for arg in args.cases for p in case_sources(arg)]
     rows = []
     for model_name in args.models:

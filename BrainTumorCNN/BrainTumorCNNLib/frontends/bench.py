@@ -62,8 +62,7 @@ from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 from ..reading import io
 from ..reading.geometry import Geometry, to_image
-from ..running import inference
-from ..running.postprocessing import CleanupConfig
+from ..running import inference, pipeline
 from . import phantom
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
@@ -152,28 +151,17 @@ def time_preprocessing(images: np.ndarray, spacing, repeats: int) -> Tuple[Dict[
     return figures, result
 
 
-def time_dense(model, volume, mask, fast, device, only_slices, repeats,
-               precision: str = "float32") -> Tuple[float, float, str]:
-    """Median seconds of segment_volume, and of its model preparation."""
+def time_dense(model, volume, mask, fast, device, only_slices, repeats, precision: str = "float32",
+               screen_step: int = 1) -> Tuple[float, float, inference.InferenceResult]:
+    """Median seconds of segment_volume, of its model preparation, and the last run's result."""
     runs = []
     for _ in range(repeats):
         result = inference.segment_volume(model, volume, mask, device=device, fast=fast, only_slices=only_slices,
-                                          precision=precision)
+                                          precision=precision, screen_step=screen_step)
         runs.append((result.seconds, result.prepare_seconds))
     runs.sort()
     seconds, prepare = runs[len(runs) // 2]
-    return seconds, prepare, result.device
-
-
-def time_screened(model, volume, mask, device, repeats) -> Dict[str, object]:
-    """Median seconds of the whole volume run as `segment` runs it: dense-fast with the screening
-    step the default cleanup allows (every slice: screening decides which slices run)."""
-    step = 1 + CleanupConfig().unseen_span()
-    runs = []
-    for _ in range(repeats):
-        result = inference.segment_volume(model, volume, mask, device=device, screen_step=step)
-        runs.append(result.seconds)
-    return {"dense_screened_s": float(np.median(runs)), "screened_slices_run": len(result.slices)}
+    return seconds, prepare, result
 
 
 def time_patches(model, volume, mask, pixels: int, device, repeats: int, seed: int = 0) -> float:
@@ -222,13 +210,18 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
         only = spread_slices(mask, sample) if sample else None
         timed = len(only) if only is not None else brain_slices
         row[key.replace("_s", "_slices_timed")] = timed
-        seconds, prepare, device = time_dense(model, volume, mask, fast, args.device, only, args.repeats, precision)
+        seconds, prepare, result = time_dense(model, volume, mask, fast, args.device, only, args.repeats, precision)
         # per brain: preparation once, slices extrapolated to all brain slices
         row[key] = prepare + (seconds - prepare) * brain_slices / timed
         row[key.replace("_s", "_prepare_s")] = prepare
-        row["device"] = device
-    row.update(time_screened(model, volume, mask, args.device, args.repeats) if shipped else
-               {"dense_screened_s": None, "screened_slices_run": None})
+        row["device"] = result.device
+    # the whole volume as `segment` runs it (screening decides which slices run; it needs a trained model)
+    row["dense_screened_s"] = row["screened_slices_run"] = None
+    if shipped:
+        step = pipeline.screen_step(pipeline.SegmentationOptions())
+        row["dense_screened_s"], _, result = time_dense(model, volume, mask, True, args.device, None, args.repeats,
+                                                        screen_step=step)
+        row["screened_slices_run"] = len(result.slices)
     seconds = time_patches(model, volume, mask, args.patch_pixels, args.device, args.repeats)
     row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))
     row["patch_pixels_timed"] = min(args.patch_pixels, int(mask.sum()))

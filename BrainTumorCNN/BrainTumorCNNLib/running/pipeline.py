@@ -80,10 +80,10 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     """Dense inference (averaged over a left-right flip when `options.flips`) and cleanup of a
     preprocessed volume; `segment` and cross-validation share it."""
     report = progress or (lambda fraction, message: None)
-    step = 1 + options.cleanup.unseen_span() if options.screen and options.cleanup is not None else 1
     result = inference.segment_volume(
         model, volume, brain, device=options.device, fast=options.fast, precision=options.precision,
-        flips=options.flips, screen_step=step, cancel=cancel, progress=lambda f, m: report(0.95 * f, m))
+        flips=options.flips, screen_step=screen_step(options), cancel=cancel,
+        progress=lambda f, m: report(0.95 * f, m))
     out_labels = result.labels
     cleanup_report = None
     if options.cleanup is not None:
@@ -91,6 +91,14 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
         out_labels, cleanup_report = cleanup(out_labels, spacing, options.cleanup)
     report(1.0, "done")
     return Segmentation(out_labels, result.probabilities, model.num_classes, name, card, cleanup_report)
+
+
+def screen_step(options: SegmentationOptions) -> int:
+    """inference.segment_volume's screen_step for these options: as many unrun slices as the cleanup
+    removes anyway (CleanupConfig.unseen_span), 1 (every slice) without screening or cleanup."""
+    if not options.screen or options.cleanup is None:
+        return 1
+    return 1 + options.cleanup.unseen_span()
 
 
 def _check_cancel(cancel: Optional[Callable[[], bool]]) -> None:
