@@ -4,7 +4,9 @@
 
 One row per run: mean +- sd Dice / sensitivity / HD95 over the held-out cases
 (with `--folds`, only those folds' cases, so runs are compared on the same
-cases); `--per-case` adds each run's per-case table.
+cases); `--per-case` adds each run's per-case table.  Cases whose fold trained
+on the same patient (`twin_trained`) are listed there but left out of the means,
+as in the run's summary.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ import numpy as np
 REGIONS = ("complete", "core", "enhancing")
 
 
-def rows_of(run: Path, folds=None) -> list:
+def rows_of(run: Path, folds=None, scored_only: bool = True) -> list:
     with (run / "per_case.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["case"] != "mean"]
-    return [r for r in rows if folds is None or int(r["fold"]) in folds]
+    return [r for r in rows if (folds is None or int(r["fold"]) in folds)
+            and not (scored_only and r.get("twin_trained"))]
 
 
 def cell(rows: list, key: str, digits: int = 3) -> str:
@@ -54,10 +57,11 @@ def main(argv=None) -> int:
         for run in args.runs:
             print(f"\n{run.name}:\n\n| fold | case | release | Dice complete / core / enhancing | HD95 mm |")
             print("|---|---|---|---|---|")
-            for r in rows_of(run, args.folds):
+            for r in rows_of(run, args.folds, scored_only=False):
                 dice = " / ".join(f"{float(r[f'dice_{g}']):.3f}" if r.get(f"dice_{g}") else "–" for g in REGIONS)
                 hd = " / ".join(f"{float(r[f'hd95_{g}']):.1f}" if r.get(f"hd95_{g}") else "–" for g in REGIONS)
-                print(f"| {r['fold']} | {r['case']} | {r['release']} | {dice} | {hd} |")
+                twin = f" (not in the means: trained on {r['twin_trained']})" if r.get("twin_trained") else ""
+                print(f"| {r['fold']} | {r['case']}{twin} | {r['release']} | {dice} | {hd} |")
     return 0
 
 

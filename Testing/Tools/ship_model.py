@@ -65,7 +65,7 @@ def crossval_rows(run: Path) -> list:
     """Held-out per-case rows of a cross-validation run, numbers as numbers."""
     with (run / "per_case.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["case"] != "mean"]
-    return [{k: (v if k in ("case", "release") else (float(v) if v not in ("", None) else None))
+    return [{k: (v if k in ("case", "release", "twin_trained") else (float(v) if v not in ("", None) else None))
              for k, v in r.items()} for r in rows]
 
 
@@ -90,8 +90,11 @@ def main(argv=None) -> int:
         with open(args.run_dir / "log.csv") as f:
             epochs = [row for row in csv.DictReader(f) if args.weights == "best" or row["phase"] == "1"]
     extra = score(args.name, source, args.extra) if args.extra else []
+    left_out = []  # held-out cases whose fold trained on the same patient: listed, not averaged
     if args.crossval:
         validation = crossval_rows(args.crossval)
+        left_out = [r for r in validation if r.get("twin_trained")]
+        validation = [r for r in validation if not r.get("twin_trained")]
         summary = json.loads((args.crossval / "summary.json").read_text())
         folds_run = sorted({int(r["fold"]) for r in validation})
         if len(folds_run) == summary["folds"]:
@@ -143,6 +146,7 @@ def main(argv=None) -> int:
             **({"sd": spread, "folds": summary["folds"], "fold_seed": summary["seed"]} if spread else {}),
             **({"folds_run": folds_run} if spread and len(folds_run) < summary["folds"] else {}),
             "per_case": validation,
+            **({"left_out_same_patient_trained": left_out} if left_out else {}),
         },
         "other_cases": extra,
         "shipped": time.strftime("%Y-%m-%d"),

@@ -13,6 +13,13 @@ Layout of a run folder (each step resumes where a previous run stopped):
 Cases whose truth lacks the enhancing / non-enhancing split (BRATS 2012) are
 never trained on; they are held out in their fold and scored on the regions
 their truth has.
+
+The same scan often comes in several releases under other names (BraTS 2023's
+BraTS-GLI-00000-000 is BraTS2021_00000, voxel for voxel).  Such cases are found
+by their images (`same_patient_groups`) and dealt into one fold.  A run whose
+split was made without that grouping keeps its split; a held-out case whose
+same-patient twin was trained on in its fold is scored (column `twin_trained`)
+but left out of the means.
 """
 from __future__ import annotations
 
@@ -44,6 +51,11 @@ CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
     "small+flat+largest only": CleanupConfig(keep_largest_only=True),
 }
 
+#: Two cases on the same grid whose images correlate at least this much inside both brains, in every
+#: modality, are one patient's scan (measured on the 18 shared cases: 1.000 for the one such pair, at most
+#: 0.19 for any two different patients).
+SAME_SCAN_CORRELATION = 0.9
+
 RELEASES = ((r"^BraTS-GLI-", "BraTS 2023"), (r"^BraTS2021_", "BraTS 2021"), (r"^BraTS20_", "BraTS 2020"),
             (r"^Brats18_", "BraTS 2018"), (r"^BRATS_|^HG|^LG", "BRATS 2012/2013"))
 
@@ -53,19 +65,66 @@ def release(name: str) -> str:
     return next((label for pattern, label in RELEASES if re.search(pattern, name)), "other")
 
 
-def assign_folds(names: Sequence[str], folds: int, seed: int) -> Dict[str, int]:
+def assign_folds(names: Sequence[str], folds: int, seed: int,
+                 same_patient: Sequence[Sequence[str]] = ()) -> Dict[str, int]:
     """Fold of every case: cases shuffled within their release, then dealt round-robin over the folds
-    (the deal continues from release to release), so every fold mixes releases and sizes differ by one."""
-    if folds < 2 or folds > len(names):
-        raise ValueError(f"--folds must be between 2 and the number of cases ({len(names)}), not {folds}")
+    (the deal continues from release to release), so every fold mixes releases and sizes differ by one.
+    Each group of `same_patient` is dealt as one case (by its first name) into one fold."""
+    first = {n: n for n in names}
+    for group in same_patient:
+        for name in group:
+            first[name] = min(group)
+    units = sorted(set(first.values()))
+    if folds < 2 or folds > len(units):
+        raise ValueError(f"--folds must be between 2 and the number of different patients ({len(units)}), "
+                         f"not {folds}")
     rng = np.random.default_rng(seed)
-    out, turn = {}, 0
-    for group in sorted({release(n) for n in names}):
-        members = sorted(n for n in names if release(n) == group)
-        for name in rng.permutation(members):
-            out[str(name)] = turn % folds
+    fold_of, turn = {}, 0
+    for group in sorted({release(n) for n in units}):
+        for unit in rng.permutation(sorted(n for n in units if release(n) == group)):
+            fold_of[str(unit)] = turn % folds
             turn += 1
-    return out
+    return {name: fold_of[first[name]] for name in names}
+
+
+def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
+    """Groups (two or more names) of cases holding the same scan: on the same full grid, with brains
+    overlapping by half or more, and intensities inside both brains (every 4th voxel) correlating
+    >= SAME_SCAN_CORRELATION in every modality.  Cases on different grids (other releases'
+    resampling) are not compared."""
+    samples = {}
+    for case in cases:
+        images = np.zeros((case.images.shape[0],) + tuple(case.full_shape), dtype=np.float32)
+        brain = np.zeros(case.full_shape, dtype=bool)
+        z0, z1, y0, y1, x0, x1 = case.box
+        images[:, z0:z1, y0:y1, x0:x1] = case.images
+        brain[z0:z1, y0:y1, x0:x1] = case.brain
+        samples[case.name] = (images[:, ::4, ::4, ::4].reshape(len(images), -1), brain[::4, ::4, ::4].ravel())
+    parent = {name: name for name in samples}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    def same(a: str, b: str) -> bool:
+        (x, brain_a), (y, brain_b) = samples[a], samples[b]
+        if x.shape != y.shape:
+            return False
+        both = brain_a & brain_b
+        if both.sum() < 0.5 * min(brain_a.sum(), brain_b.sum()) or both.sum() < 3:
+            return False
+        return all(np.corrcoef(u[both], v[both])[0, 1] >= SAME_SCAN_CORRELATION for u, v in zip(x, y))
+
+    names = sorted(samples)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if root(a) != root(b) and same(a, b):
+                parent[root(b)] = root(a)
+    groups: Dict[str, List[str]] = {}
+    for name in names:
+        groups.setdefault(root(name), []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _std(values: List[float]) -> float:
@@ -109,7 +168,14 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
     if len(by_name) != len(loaded):
         raise ValueError("two cases share a name; cross-validation needs one name per case")
     sources = {c.name: str(p) for c, p in zip(loaded, cases)}
-    fold_of = _folds(run_dir / "folds.json", sorted(by_name), folds, seed)
+    same_patient = same_patient_groups(loaded)
+    for group in same_patient:
+        say(f"same patient (identical images): {', '.join(group)}", flush=True)
+    fold_of = _folds(run_dir / "folds.json", sorted(by_name), folds, seed, same_patient)
+    twins = _twins_trained(fold_of, same_patient, by_name)
+    for name, twin in twins.items():
+        say(f"warning: this run's split holds out {name} in fold {fold_of[name]} while training on {twin}, "
+            f"the same patient: {name} is scored but left out of the means", flush=True)
     split = (run_dir / "folds.json").read_text()
     for base in (base_runs or {}).values():
         if not (base / "folds.json").is_file() or json.loads((base / "folds.json").read_text()) != json.loads(split):
@@ -132,21 +198,38 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
             f"holding out {', '.join(held_out)}", flush=True)
         _train(fold_config, fold_dir, progress)
         all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, say)
+    for row in all_rows:
+        row["twin_trained"] = twins.get(row["case"], "")
     result = _summarise(run_dir, all_rows, by_name, fold_of, config, options, folds, seed)
     say(format_summary(result), flush=True)
     return result
 
 
-def _folds(path: Path, names: List[str], folds: int, seed: int) -> Dict[str, int]:
-    wanted = assign_folds(names, folds, seed)
+def _folds(path: Path, names: List[str], folds: int, seed: int,
+           same_patient: Sequence[Sequence[str]]) -> Dict[str, int]:
+    """The run's split: the saved one when the run exists (also when it was dealt before same-patient
+    grouping: a resumed run keeps the split its folds were trained on), a new one otherwise."""
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved != {"folds": folds, "seed": seed, "cases": wanted}:
+        if (saved.get("folds"), saved.get("seed"), sorted(saved.get("cases", {}))) != (folds, seed, sorted(names)):
             raise ValueError(f"{path.parent} holds a cross-validation of other cases, folds or seed; "
                              "use a new --run-dir")
-    else:
-        write_text(path, json.dumps({"folds": folds, "seed": seed, "cases": wanted}, indent=2))
+        return saved["cases"]
+    wanted = assign_folds(names, folds, seed, same_patient)
+    write_text(path, json.dumps({"folds": folds, "seed": seed, "cases": wanted}, indent=2))
     return wanted
+
+
+def _twins_trained(fold_of: Dict[str, int], same_patient: Sequence[Sequence[str]],
+                   by_name: Dict[str, CachedCase]) -> Dict[str, str]:
+    """{held-out case: a same-patient case its fold trained on}: scores that saw the answer."""
+    out = {}
+    for group in same_patient:
+        for name in group:
+            trained = [m for m in group if fold_of[m] != fold_of[name] and by_name[m].trainable]
+            if trained:
+                out[name] = trained[0]
+    return out
 
 
 def _fold_weights(base: Path, fold: int) -> Path:
@@ -199,18 +282,20 @@ def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], 
                config: training.TrainingConfig, options: SegmentationOptions, folds: int, seed: int) -> dict:
     rows = sorted(rows, key=lambda r: (int(r["fold"]), r["case"]))
     _write_rows(run_dir / "per_case.csv", rows)
+    left_out = {r["case"]: r["twin_trained"] for r in rows if r.get("twin_trained")}
+    kept = [r for r in rows if r["case"] not in left_out]
     rules = {}
     for name, rule in CLEANUP_RULES.items():
         scored = []
-        for row in rows:
+        for row in kept:
             stored = run_dir / f"fold-{row['fold']}" / "predictions" / f"{row['case']}.npz"
             with np.load(stored, allow_pickle=False) as data:
                 scored.append(score(by_name[row["case"]], data["labels"], rule))
         rules[name] = {k: v for k, v in mean_sd(scored).items() if k.startswith("dice_")}
     missing = sorted(set(fold_of) - {r["case"] for r in rows})
     result = {
-        "model": config.model, "folds": folds, "seed": seed, "cases": len(rows), "missing": missing,
-        "scores": mean_sd(rows), "cleanup_rules": rules,
+        "model": config.model, "folds": folds, "seed": seed, "cases": len(kept), "missing": missing,
+        "left_out_same_patient_trained": left_out, "scores": mean_sd(kept), "cleanup_rules": rules,
         "training": {k: v for k, v in asdict(config).items() if k not in ("train_cases", "validation_cases")},
         "inference": {"flips": options.flips, "cleanup": asdict(options.cleanup) if options.cleanup else None},
         "train_seconds_per_fold": [_wall(run_dir / f"fold-{f}") for f in range(folds)],
@@ -227,6 +312,8 @@ def _wall(fold_dir: Path) -> Optional[float]:
 def format_summary(result: dict) -> str:
     scores = result["scores"]
     lines = [f"{result['model']}: {result['cases']} held-out cases, {result['folds']} folds (seed {result['seed']})"]
+    lines += [f"  left out of the means: {case} (its fold trained on {twin}, the same patient)"
+              for case, twin in result.get("left_out_same_patient_trained", {}).items()]
     for metric in ("dice", "sensitivity", "specificity", "hd95"):
         cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
                  if (k := f"{metric}_{r}") in scores]
