@@ -8,7 +8,8 @@ weights (tumor classes x w, and NCR/NET + enhancing x a further c) that maximise
 *other* folds' cases are applied to this fold's cases, so no case scores with weights chosen on
 itself.  With `--average-with OTHER_RUN` (same folds, its probabilities kept by an earlier run of
 this tool), the two runs' probabilities are also averaged per case, both from models that never saw
-the case.  Dice is on the sampled slices, before cleanup.
+the case.  Dice is on the sampled slices, before cleanup.  Cases the run leaves out of its means
+(`twin_trained`: their fold trained on the same patient) are left out here too.
 
     PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_probability_rules.py RUN_DIR CACHE_DIR
         [--model TwoPathCNN] [--slice-step 3] [--average-with OTHER_RUN]
@@ -16,6 +17,7 @@ the case.  Dice is on the sampled slices, before cleanup.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 from pathlib import Path
@@ -36,6 +38,10 @@ CORE = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 def probabilities(run_dir: Path, cache: Path, model_name: str, step: int, store: Path) -> dict:
     """{case: (fold, probabilities (C, n, Y, X) float16, truth (n, Y, X), regions)} on every step-th slice."""
     fold_of = json.loads((run_dir / "folds.json").read_text())["cases"]
+    with (run_dir / "per_case.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row.get("twin_trained"):
+                fold_of.pop(row["case"], None)
     paths = {load_case(p, PreprocessingConfig()).name: p for p in case_sources(str(cache))}
     store.mkdir(parents=True, exist_ok=True)
     out, models = {}, {}
