@@ -61,6 +61,18 @@ def write_broken_case(folder: Path, name: str = "Broken_001") -> Path:
     return case
 
 
+def renamed_copy(case: Path, name: str) -> Path:
+    """The same scan under another case name, as releases re-publish it (BraTS 2023's
+    BraTS-GLI-00000-000 is BraTS2021_00000)."""
+    import shutil
+
+    copy = case.parent / name
+    copy.mkdir()
+    for f in case.iterdir():
+        shutil.copy(f, copy / f.name.replace(case.name, name))
+    return copy
+
+
 @pytest.fixture
 def synthetic_cases(tmp_path) -> list:
     """Three small synthetic cases in BraTS 2021 layout."""

@@ -114,6 +114,14 @@ def test_cascade_without_first_weights_is_a_clear_error(synthetic_cases, tmp_pat
         training.train(tiny_config(synthetic_cases, model="InputCascadeCNN"), tmp_path / "r", progress=False)
 
 
+def test_validating_on_a_training_case_under_another_name_is_a_clear_error(synthetic_cases, tmp_path):
+    from conftest import renamed_copy
+    twin = renamed_copy(synthetic_cases[0], "Synth_100")
+    with pytest.raises(ValueError, match="Synth_100 is the same scan as training case Synth_000"):
+        training.train(tiny_config(synthetic_cases, validation_cases=[str(twin)]), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
 def test_average_cnn_is_the_two_trained_path_networks_put_together(synthetic_cases, tmp_path):
     parts = {}
     for name, cls in (("LocalPathCNN", networks.LocalPathCNN), ("GlobalPathCNN", networks.GlobalPathCNN)):

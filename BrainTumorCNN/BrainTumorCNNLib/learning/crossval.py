@@ -16,7 +16,8 @@ their truth has.
 
 The same scan often comes in several releases under other names (BraTS 2023's
 BraTS-GLI-00000-000 is BraTS2021_00000, voxel for voxel).  Such cases are found
-by their images (`same_patient_groups`) and dealt into one fold.  A run whose
+by their images (`sampling.same_patient_groups`) and dealt into one fold (and
+kept together when a fold's inner validation cases are drawn).  A run whose
 split was made without that grouping keeps its split; a held-out case whose
 same-patient twin was trained on in its fold is scored (column `twin_trained`)
 but left out of the means.
@@ -40,7 +41,7 @@ from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..running.postprocessing import CleanupConfig, cleanup
 from ..scoring import metrics, tables
 from . import training
-from .sampling import CachedCase, load_case
+from .sampling import CachedCase, load_case, same_patient_groups
 
 #: Cleanup rules compared on the held-out predictions (cheap: the network runs once per case).
 CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
@@ -50,11 +51,6 @@ CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
     "small+flat+within 20 mm of largest": CleanupConfig(max_distance_mm=20.0),
     "small+flat+largest only": CleanupConfig(keep_largest_only=True),
 }
-
-#: Two cases on the same grid whose images correlate at least this much inside both brains, in every
-#: modality, are one patient's scan (measured on the 18 shared cases: 1.000 for the one such pair, at most
-#: 0.19 for any two different patients).
-SAME_SCAN_CORRELATION = 0.9
 
 RELEASES = ((r"^BraTS-GLI-", "BraTS 2023"), (r"^BraTS2021_", "BraTS 2021"), (r"^BraTS20_", "BraTS 2020"),
             (r"^Brats18_", "BraTS 2018"), (r"^BRATS_|^HG|^LG", "BRATS 2012/2013"))
@@ -85,46 +81,6 @@ def assign_folds(names: Sequence[str], folds: int, seed: int,
             fold_of[str(unit)] = turn % folds
             turn += 1
     return {name: fold_of[first[name]] for name in names}
-
-
-def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
-    """Groups (two or more names) of cases holding the same scan: on the same full grid, with brains
-    overlapping by half or more, and intensities inside both brains (every 4th voxel) correlating
-    >= SAME_SCAN_CORRELATION in every modality.  Cases on different grids (other releases'
-    resampling) are not compared."""
-    samples = {}
-    for case in cases:
-        images = np.zeros((case.images.shape[0],) + tuple(case.full_shape), dtype=np.float32)
-        brain = np.zeros(case.full_shape, dtype=bool)
-        z0, z1, y0, y1, x0, x1 = case.box
-        images[:, z0:z1, y0:y1, x0:x1] = case.images
-        brain[z0:z1, y0:y1, x0:x1] = case.brain
-        samples[case.name] = (images[:, ::4, ::4, ::4].reshape(len(images), -1), brain[::4, ::4, ::4].ravel())
-    parent = {name: name for name in samples}
-
-    def root(name: str) -> str:
-        while parent[name] != name:
-            name = parent[name]
-        return name
-
-    def same(a: str, b: str) -> bool:
-        (x, brain_a), (y, brain_b) = samples[a], samples[b]
-        if x.shape != y.shape:
-            return False
-        both = brain_a & brain_b
-        if both.sum() < 0.5 * min(brain_a.sum(), brain_b.sum()) or both.sum() < 3:
-            return False
-        return all(np.corrcoef(u[both], v[both])[0, 1] >= SAME_SCAN_CORRELATION for u, v in zip(x, y))
-
-    names = sorted(samples)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if root(a) != root(b) and same(a, b):
-                parent[root(b)] = root(a)
-    groups: Dict[str, List[str]] = {}
-    for name in names:
-        groups.setdefault(root(name), []).append(name)
-    return [g for g in groups.values() if len(g) > 1]
 
 
 def _std(values: List[float]) -> float:
@@ -188,7 +144,7 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
             continue
         trainable = sorted(n for n, f in fold_of.items() if f != fold and by_name[n].trainable)
         rng = np.random.default_rng([seed, fold])
-        validation = sorted(rng.choice(trainable, size=inner_validation, replace=False)) if inner_validation else []
+        validation = _inner_validation(trainable, inner_validation, same_patient, rng)
         fold_dir = run_dir / f"fold-{fold}"
         built_on = {name: str(_fold_weights(base, fold)) for name, base in (base_runs or {}).items()}
         fold_config = replace(config, train_cases=[sources[n] for n in trainable if n not in validation],
@@ -218,6 +174,18 @@ def _folds(path: Path, names: List[str], folds: int, seed: int,
     wanted = assign_folds(names, folds, seed, same_patient)
     write_text(path, json.dumps({"folds": folds, "seed": seed, "cases": wanted}, indent=2))
     return wanted
+
+
+def _inner_validation(trainable: List[str], count: int, same_patient: Sequence[Sequence[str]],
+                      rng: np.random.Generator) -> List[str]:
+    """`count` patients drawn from a fold's trainable cases for early stopping, each with all its
+    same-patient cases (a twin left in training would make validation score what it trained on)."""
+    if not count:
+        return []
+    group_of = {name: sorted(g) for g in same_patient for name in g}
+    units = sorted({tuple(group_of.get(n, [n])) for n in trainable})
+    drawn = rng.choice(len(units), size=count, replace=False)
+    return sorted(n for i in drawn for n in units[i] if n in trainable)
 
 
 def _twins_trained(fold_of: Dict[str, int], same_patient: Sequence[Sequence[str]],

@@ -33,7 +33,7 @@ from ..network import networks, registry, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from . import plots
 from .augmentation import AugmentationConfig, augment
-from .sampling import CachedCase, PatchSampler, SamplingConfig, case_name, load_cases
+from .sampling import CachedCase, PatchSampler, SamplingConfig, case_name, load_cases, same_patient_groups
 
 
 @dataclass
@@ -209,6 +209,18 @@ def lr_range_test(model: nn.Module, config: TrainingConfig, next_batch, steps: i
     return best / 3, curve
 
 
+def _refuse_twins(train_cases: List[CachedCase], val_cases: List[CachedCase]) -> None:
+    """A validation case that is a training case's scan under another name (releases re-publish cases)
+    would make early stopping score what the network trained on."""
+    validation = {c.name for c in val_cases}
+    for group in same_patient_groups(train_cases + val_cases) if val_cases else []:
+        trained = [n for n in group if n not in validation]
+        validated = [n for n in group if n in validation]
+        if trained and validated:
+            raise ValueError(f"validation case {validated[0]} is the same scan as training case {trained[0]}; "
+                             "validate on other patients")
+
+
 def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
     """Train (or resume) in `run_dir`; returns the summary written to `run_dir/summary.json`."""
     rank, world = _world()
@@ -234,6 +246,7 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
                          "learns (e.g. BRATS 2012's complete/core labels); use such cases for evaluation only")
     val_cases = load_cases([Path(p) for p in config.validation_cases], config.preprocessing, cache,
                            _printer(rank, progress))
+    _refuse_twins(train_cases, val_cases)
     size = rf + config.output_size - 1
     sampler = PatchSampler(train_cases, rf, config.output_size, config.num_classes, rng, config.sampling,
                            margin=config.augmentation.margin(size))
