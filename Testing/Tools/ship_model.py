@@ -16,7 +16,9 @@ recipe that cross-validation run measured: the card's figures are that run's
 held-out per-case scores and mean / sd (`braintumorcnn crossval`), not a
 re-scoring of these weights (which saw every case). When the run holds fewer
 folds than its split (`--only-folds`), RUN_DIR is one of its fold folders and
-the card's figures are that fold model's own held-out cases.
+the card's figures are that fold model's own held-out cases.  RUN_DIR may be a
+fold folder of a complete run too: the card then says the weights are that
+fold's model and gives the whole run's figures.
 """
 from __future__ import annotations
 
@@ -97,11 +99,14 @@ def main(argv=None) -> int:
         validation = [r for r in validation if not r.get("twin_trained")]
         summary = json.loads((args.crossval / "summary.json").read_text())
         folds_run = sorted({int(r["fold"]) for r in validation})
+        own_fold = [k for k in folds_run if args.run_dir.resolve() == (args.crossval / f"fold-{k}").resolve()]
         if len(folds_run) == summary["folds"]:
             protocol = (f"{summary['folds']}-fold cross-validation by case (fold seed {summary['seed']}) of the "
                         f"recipe these weights were trained with: each case segmented whole through "
                         "`braintumorcnn segment`'s pipeline by the model of the fold that held it out; "
-                        "mean (sd) over the held-out cases")
+                        "mean (sd) over the held-out cases"
+                        + (f"; these weights are fold {own_fold[0]}'s model, trained on the other folds' cases"
+                           if own_fold else ""))
         elif args.run_dir.resolve() == (args.crossval / f"fold-{folds_run[0]}").resolve() and len(folds_run) == 1:
             protocol = (f"fold {folds_run[0]} of a {summary['folds']}-fold split by case (fold seed "
                         f"{summary['seed']}), a lighter protocol than full cross-validation: these weights are "
