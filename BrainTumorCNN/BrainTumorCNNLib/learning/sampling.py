@@ -274,9 +274,9 @@ SAME_SCAN_CORRELATION = 0.9
 
 def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
     """Groups (two or more names) of cases holding the same scan: on the same full grid, with brains
-    overlapping by half or more, and intensities inside both brains (every 4th voxel) correlating
-    >= SAME_SCAN_CORRELATION in every modality.  Cases on different grids (other releases'
-    resampling) are not compared."""
+    of sizes within 10 % overlapping by half or more, and intensities inside both brains (every 4th
+    voxel) correlating >= SAME_SCAN_CORRELATION in every modality.  Cases on different grids (other
+    releases' resampling) are not compared."""
     samples = {}
     for case in cases:
         images = np.zeros((case.images.shape[0],) + tuple(case.full_shape), dtype=np.float32)
@@ -294,7 +294,8 @@ def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
 
     def same(a: str, b: str) -> bool:
         (x, brain_a), (y, brain_b) = samples[a], samples[b]
-        if x.shape != y.shape:
+        # cheap tests first (a run over many cases compares every pair): one scan's brains match in size
+        if x.shape != y.shape or abs(int(brain_a.sum()) - int(brain_b.sum())) > 0.1 * max(brain_a.sum(), 1):
             return False
         both = brain_a & brain_b
         if both.sum() < 0.5 * min(brain_a.sum(), brain_b.sum()) or both.sum() < 3:
