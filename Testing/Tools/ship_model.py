@@ -134,7 +134,8 @@ def main(argv=None) -> int:
         "training": {
             "cases": run_card["train_cases"],
             "validation_cases_for_early_stopping": run_card["validation_cases"],
-            "phase": "one phase (phase 1 only)" if args.weights == "phase1" else "two phases",
+            "phase": ("one phase (phase 1 only)" if args.weights == "phase1" or not run_card["config"]["phase2_epochs"]
+                      else "two phases"),
             "epochs_run": len(epochs),
             "best_epoch": run_card["best_epoch"],
             "wall_s": round(sum(float(row["seconds"]) for row in epochs), 1),
