@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from BrainTumorCNNLib import labels
-from BrainTumorCNNLib.learning.sampling import case_sources, load_case
+from BrainTumorCNNLib.learning.sampling import case_name, case_sources, load_case
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
 from BrainTumorCNNLib.running import inference
@@ -42,7 +42,7 @@ def probabilities(run_dir: Path, cache: Path, model_name: str, step: int, store:
         for row in csv.DictReader(f):
             if row.get("twin_trained"):
                 fold_of.pop(row["case"], None)
-    paths = {load_case(p, PreprocessingConfig()).name: p for p in case_sources(str(cache))}
+    paths = {case_name(p): p for p in case_sources(str(cache))}
     store.mkdir(parents=True, exist_ok=True)
     out, models = {}, {}
     for name, fold in sorted(fold_of.items(), key=lambda kv: (kv[1], kv[0])):
@@ -66,7 +66,7 @@ def probabilities(run_dir: Path, cache: Path, model_name: str, step: int, store:
 
 
 def dice(probs: np.ndarray, truth: np.ndarray, regions, class_weights: np.ndarray) -> dict:
-    weighted = probs.astype(np.float32) * class_weights[:, None, None, None]
+    weighted = probs * class_weights[:, None, None, None]  # float16 x float32 -> float32
     predicted = labels.class_values(len(class_weights))[inference.argmax_classes(weighted)]
     scores = {}
     for region in regions:
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         for name, (fold, probs, truth, regions) in cases.items():
             with np.load(args.average_with / "probabilities" / f"{name}.npz", allow_pickle=False) as data:
                 other = data["probabilities"].astype(np.float32)
-            averaged.append(dice((probs.astype(np.float32) + other) / 2, truth, regions, ones))
+            averaged.append(dice((probs + other) / 2, truth, regions, ones))
         for region in labels.REGIONS:
             alone = [table[n, (1.0, 1.0)][region] for n in cases if region in table[n, (1.0, 1.0)]]
             both = [s[region] for s in averaged if region in s]

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                         "mean (sd) over the held-out cases"
                         + (f"; these weights are fold {own_fold[0]}'s model, trained on the other folds' cases"
                            if own_fold else ""))
-        elif args.run_dir.resolve() == (args.crossval / f"fold-{folds_run[0]}").resolve() and len(folds_run) == 1:
+        elif own_fold and len(folds_run) == 1:
             protocol = (f"fold {folds_run[0]} of a {summary['folds']}-fold split by case (fold seed "
                         f"{summary['seed']}), a lighter protocol than full cross-validation: these weights are "
                         "that fold's model, trained on the other folds' cases; its held-out cases segmented whole "

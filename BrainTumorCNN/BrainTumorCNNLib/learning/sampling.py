@@ -279,12 +279,9 @@ def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
     releases' resampling) are not compared."""
     samples = {}
     for case in cases:
-        images = np.zeros((case.images.shape[0],) + tuple(case.full_shape), dtype=np.float32)
-        brain = np.zeros(case.full_shape, dtype=bool)
-        z0, z1, y0, y1, x0, x1 = case.box
-        images[:, z0:z1, y0:y1, x0:x1] = case.images
-        brain[z0:z1, y0:y1, x0:x1] = case.brain
-        samples[case.name] = (images[:, ::4, ::4, ::4].reshape(len(images), -1), brain[::4, ::4, ::4].ravel())
+        images = _full_grid_sample(case.images, case.box, case.full_shape, 4)
+        samples[case.name] = (images.reshape(len(images), -1),
+                              _full_grid_sample(case.brain, case.box, case.full_shape, 4).ravel())
     parent = {name: name for name in samples}
 
     def root(name: str) -> str:
@@ -311,3 +308,16 @@ def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
     for name in names:
         groups.setdefault(root(name), []).append(name)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def _full_grid_sample(volume: np.ndarray, box: Sequence[int], full_shape: Sequence[int], step: int) -> np.ndarray:
+    """Every `step`-th voxel of the full grid (zeros outside the crop) of a volume (..., Z, Y, X) cropped
+    at `box`, without building the full grid."""
+    out = np.zeros(volume.shape[:-3] + tuple(-(-n // step) for n in full_shape), dtype=volume.dtype)
+    source, target = [], []
+    for lo, hi in zip(box[::2], box[1::2]):
+        first = -(-lo // step) * step  # the first full-grid index in the crop that the sampling keeps
+        source.append(slice(first - lo, hi - lo, step))
+        target.append(slice(first // step, -(-hi // step)))
+    out[(...,) + tuple(target)] = volume[(...,) + tuple(source)]
+    return out

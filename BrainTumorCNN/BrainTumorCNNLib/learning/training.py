@@ -212,8 +212,10 @@ def lr_range_test(model: nn.Module, config: TrainingConfig, next_batch, steps: i
 def _refuse_twins(train_cases: List[CachedCase], val_cases: List[CachedCase]) -> None:
     """A validation case that is a training case's scan under another name (releases re-publish cases)
     would make early stopping score what the network trained on."""
+    if not val_cases:
+        return
     validation = {c.name for c in val_cases}
-    for group in same_patient_groups(train_cases + val_cases) if val_cases else []:
+    for group in same_patient_groups(train_cases + val_cases):
         trained = [n for n in group if n not in validation]
         validated = [n for n in group if n in validation]
         if trained and validated:
