@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_synthetic_case
 
@@ -139,3 +140,26 @@ def test_cache_subcommand_writes_one_file_per_case_that_training_reads(tmp_path,
     case = sampling.load_case(synthetic_cases[0], PreprocessingConfig(n4=False), cache)
     assert case.name == "Synth_000" and case.truth is not None
     assert {f: f.stat().st_mtime_ns for f in files} == written  # read from the cache, not made again
+
+
+def test_cache_converts_to_8_bits_within_half_a_level_and_refuses_its_own_folder(tmp_path, synthetic_cases, capsys):
+    from BrainTumorCNNLib.learning import sampling
+
+    full, small = tmp_path / "full", tmp_path / "small"
+    assert cli.main(["cache", str(synthetic_cases[0].parent), "--output", str(full), "--no-n4"]) == 0
+    assert cli.main(["cache", str(full), "--output", str(small), "--bits", "8"]) == 0
+    assert "3 cases" in capsys.readouterr().out
+    for source in sampling.case_sources(full):
+        target = small / source.name
+        assert target.stat().st_size < source.stat().st_size
+        a, b = sampling.load_case(source, None), sampling.load_case(target, None)
+        assert b.images.dtype == np.float16 and b.images.shape == a.images.shape
+        assert np.array_equal(a.brain, b.brain) and np.array_equal(a.truth, b.truth) and a.box == b.box
+        assert np.array_equal(a.images[:, ~a.brain], b.images[:, ~b.brain])  # background untouched
+        inside_a, inside_b = a.images[:, a.brain].astype(np.float32), b.images[:, b.brain].astype(np.float32)
+        half_level = (inside_a.max(axis=1) - inside_a.min(axis=1)) / 255 / 2
+        error = np.abs(inside_a - inside_b).max(axis=1)
+        assert np.all(error <= half_level + 0.01), (error, half_level)  # + float16 rounding of the result
+        assert np.all(error > 0)  # quantised, not a copy
+    with pytest.raises(SystemExit, match="another --output"):
+        cli.main(["cache", str(small), "--output", str(small), "--bits", "8"])
