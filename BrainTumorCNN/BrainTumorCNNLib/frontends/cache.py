@@ -17,7 +17,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
     parser.add_argument("--bits", type=int, choices=CACHE_BITS, default=16,
                         help="16: float16 images; 8: each modality quantised to 256 levels inside the brain "
-                        "(about 2.5x smaller; error at most 0.02 sd)")
+                        "(about half the size; error at most 0.02 sd)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -9,8 +9,8 @@ labels at once, which is what makes CPU training practical).
 The cache holds each case preprocessed, cropped to the brain's bounding box,
 in one compressed `.npz`: float16 (about 11 MB a BraTS case), or with
 `bits=8` each modality quantised to 256 levels between its brain minimum and
-maximum (about 4 MB; error at most half a level, about 0.02 sd of a z-scored
-modality), which is what makes a whole training set small enough to carry.
+maximum (about 5 MB; error at most half a level, about 0.02 sd of a z-scored
+modality), half the size to carry to another machine.
 Training and cross-validation run from it with numpy and torch only, so the
 cache can be built where the image files are (SimpleITK, N4) and carried to a
 GPU machine that has neither.  SimpleITK is imported only when a case is read
