@@ -26,17 +26,13 @@ def main(args: argparse.Namespace) -> int:
     paths = [c for p in args.cases for c in case_sources(p)]
     total = 0
     for i, path in enumerate(paths):
-        if path.name.endswith(CACHE_SUFFIX):  # a cache file: written again with --bits, same name
-            target = output / path.name
-            if target.resolve() == path.resolve():
-                raise SystemExit(f"{path} is already in {output}: give another --output to convert it")
-            kept = target.is_file()
-            if not kept:
-                write_cache(load_case(path, config), target, args.bits)
-        else:
-            target = cache_path(path, config, output)
-            kept = target.is_file()
-            load_case(path, config, output, args.bits)
+        converting = path.name.endswith(CACHE_SUFFIX)  # a cache file: written again with --bits, same name
+        target = output / path.name if converting else cache_path(path, config, output)
+        if converting and target.resolve() == path.resolve():
+            raise SystemExit(f"{path} is already in {output}: give another --output to convert it")
+        kept = target.is_file()
+        if not kept:
+            write_cache(load_case(path, config), target, args.bits)
         size = target.stat().st_size
         total += size
         note = " (already in the cache, kept)" if kept else ""

@@ -33,6 +33,7 @@ from .. import labels
 from ..preparing.preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig
 
 CACHE_SUFFIX = ".npz"
+CACHE_BITS = (16, 8)  # float16 images, or 8-bit codes (write_cache)
 
 
 @dataclass
@@ -73,9 +74,8 @@ def cache_path(path: Path, config: PreprocessingConfig, cache_dir: Path) -> Path
     return cache_dir / f"{path.name}-{key}{CACHE_SUFFIX}"
 
 
-def load_case(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path] = None,
-              bits: int = 16) -> CachedCase:
-    """A case from its cache file (`path` ending in .npz), or read, preprocessed and cached with `bits`."""
+def load_case(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path] = None) -> CachedCase:
+    """A case from its cache file (`path` ending in .npz), or read, preprocessed and cached."""
     path = Path(path)
     if path.name.endswith(CACHE_SUFFIX):
         return _read_cache(path)
@@ -84,7 +84,7 @@ def load_case(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path]
         return _read_cache(cached)
     case = _preprocess_files(path, config)
     if cached is not None:
-        write_cache(case, cached, bits)
+        write_cache(case, cached)
     return case
 
 
@@ -105,9 +105,6 @@ def _preprocess_files(path: Path, config: PreprocessingConfig) -> CachedCase:
     return CachedCase(case.name, pre.images[(slice(None),) + crop].astype(np.float16), pre.brain_mask[crop],
                       case.truth[crop].astype(np.uint8), tuple(case.scheme.regions),
                       tuple(float(s) for s in case.geometry.spacing), box, tuple(pre.brain_mask.shape))
-
-
-CACHE_BITS = (16, 8)
 
 
 def write_cache(case: CachedCase, path: Path, bits: int = 16) -> Path:
@@ -311,8 +308,8 @@ def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
     samples = {}
     for case in cases:
         images = _full_grid_sample(case.images, case.box, case.full_shape, 4)
-        samples[case.name] = (images.reshape(len(images), -1),
-                              _full_grid_sample(case.brain, case.box, case.full_shape, 4).ravel())
+        brain = _full_grid_sample(case.brain, case.box, case.full_shape, 4).ravel()
+        samples[case.name] = (images.reshape(len(images), -1), brain, int(brain.sum()))
     parent = {name: name for name in samples}
 
     def root(name: str) -> str:
@@ -321,12 +318,13 @@ def same_patient_groups(cases: Sequence[CachedCase]) -> List[List[str]]:
         return name
 
     def same(a: str, b: str) -> bool:
-        (x, brain_a), (y, brain_b) = samples[a], samples[b]
+        (x, brain_a, size_a), (y, brain_b, size_b) = samples[a], samples[b]
         # cheap tests first (a run over many cases compares every pair): one scan's brains match in size
-        if x.shape != y.shape or abs(int(brain_a.sum()) - int(brain_b.sum())) > 0.1 * max(brain_a.sum(), 1):
+        if x.shape != y.shape or abs(size_a - size_b) > 0.1 * max(size_a, 1):
             return False
         both = brain_a & brain_b
-        if both.sum() < 0.5 * min(brain_a.sum(), brain_b.sum()) or both.sum() < 3:
+        overlap = int(both.sum())
+        if overlap < 0.5 * min(size_a, size_b) or overlap < 3:
             return False
         return all(np.corrcoef(u[both], v[both])[0, 1] >= SAME_SCAN_CORRELATION for u, v in zip(x, y))
 
