@@ -24,6 +24,8 @@ SUBCOMMANDS = {
     "train": ("frontends.train", "train a model of the registry on BraTS-style cases"),
     "crossval": ("frontends.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
     "cache": ("frontends.cache", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
+    "robustness": ("frontends.robustness", "site-shift benchmark: Dice of held-out cases clean and under scanner / "
+                   "protocol shifts"),
     "bench": ("frontends.bench", "time dense and patch-by-patch inference of every model"),
     "phantom": ("frontends.phantom", "write a synthetic four-modality case with ground truth"),
     "demo": ("frontends.demo", "make a phantom, segment it with the default model, report Dice"),

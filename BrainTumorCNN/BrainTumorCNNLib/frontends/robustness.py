@@ -1,0 +1,211 @@
+"""`braintumorcnn robustness`: the site-shift benchmark.
+
+Every case is segmented clean and under each site shift of scoring/site_shifts.py
+(applied to the raw images, before preprocessing), by each model, through the pipeline
+`segment` runs; the scores go to DIR/robustness.csv, one row per case, shift and model,
+written after every segmentation, so a rerun resumes where a run stopped. The tables
+(Dice per shift and region, the drop from clean, the worst shift; per case the clean
+Dice against the tumor's share of the brain) are printed at the end.
+
+Cases the models were trained on measure nothing about unseen sites: pass held-out
+cases (cases outside every model card's training list).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..labels import REGIONS
+from ..network import weights
+from ..preparing.preprocessing import brain_mask, preprocess
+from ..reading import io
+from ..running.cases import read_case
+from ..running.pipeline import SegmentationOptions, segment_preprocessed
+from ..scoring import site_shifts
+from ..scoring.metrics import as_float, evaluate_case
+
+CSV_NAME = "robustness.csv"
+KEY = ("case", "model", "shift")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cases", nargs="+", type=Path, metavar="CASE",
+                        help="case folders with ground truth, or folders of them (cases no model trained on)")
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
+                        help=f"folder of {CSV_NAME} (a rerun resumes from it)")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="registry models (default: the default model)")
+    parser.add_argument("--weights", type=Path, help="other weights for the one model of --models (card beside them)")
+    parser.add_argument("--shifts", nargs="+", metavar="SHIFT", choices=tuple(site_shifts.SHIFTS),
+                        default=list(site_shifts.SHIFTS), help="site shifts to run (default: all): "
+                        + "; ".join(f"'{s.name}': {s.description}" for s in site_shifts.SHIFTS.values()))
+    parser.add_argument("--slab", type=int, metavar="N", help="only N axial slices through the tumor's largest "
+                        "cross-section (a quick check; the whole case by default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random shifts (bias field, noise)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..network import registry
+    models = args.models or [registry.default_model()]
+    if args.weights and len(models) != 1:
+        raise ValueError("--weights names the weights of one model: give exactly one name with --models")
+    for name in models:
+        registry.get(name)
+    sources = [c for path in args.cases for c in _cases(path)]
+    args.output.mkdir(parents=True, exist_ok=True)
+    csv_path = args.output / CSV_NAME
+    rows = read_rows(csv_path)
+    done = {tuple(row[k] for k in KEY) for row in rows}
+    options = SegmentationOptions(device=args.device)
+    loaded = {name: weights.load(name, args.weights) for name in models}
+    failed = []
+    for index, source in enumerate(sources, 1):
+        todo = [(s, m) for s in args.shifts for m in models if (source.name, m, s) not in done]
+        if not todo:
+            continue
+        try:
+            rows += run_case(source, todo, loaded, options, args, csv_path, rows, f"[{index}/{len(sources)}]")
+        except (ValueError, OSError) as exc:
+            failed.append(source.name)
+            print(f"{source.name}: FAILED: {exc}", file=sys.stderr)
+    for name in models:
+        print(report([r for r in rows if r["model"] == name and r["shift"] in args.shifts], name))
+    print(f"scores of {len(rows)} segmentations in {csv_path}")
+    return 1 if failed else 0
+
+
+def _cases(path: Path) -> List[Path]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such case or folder")
+    found = io.find_cases(path)
+    if not found:
+        raise ValueError(f"{path}: no case found (a case folder holds T1, T1c, T2, FLAIR and the truth)")
+    return found
+
+
+def run_case(source: Path, todo, loaded, options: SegmentationOptions, args, csv_path: Path,
+             rows: List[dict], prefix: str) -> List[dict]:
+    """Segment one case under the shifts and models of `todo`; every row is saved as soon as it exists."""
+    case = read_case(source)
+    if case.truth is None:
+        raise ValueError(f"{source}: no ground truth found; the benchmark scores against it")
+    images, truth, geometry = case.images, case.truth, case.geometry
+    if args.slab:
+        images, truth, geometry = site_shifts.slab(images, truth, geometry, args.slab)
+    brain = brain_mask(images)
+    share = site_shifts.tumor_share(truth, brain)
+    new = []
+    for shift in dict.fromkeys(s for s, _ in todo):
+        shifted = site_shifts.apply(shift, images, brain, truth, geometry, seed=args.seed)
+        pre = preprocess(shifted, options.preprocessing, spacing=geometry.spacing)
+        for model_name in [m for s, m in todo if s == shift]:
+            model, card = loaded[model_name]
+            start = time.perf_counter()
+            result = segment_preprocessed(model, model_name, card, pre.images, pre.brain_mask, geometry.spacing,
+                                          options)
+            scores = evaluate_case(result.labels, truth, geometry.spacing, case.scheme.regions).as_row()
+            row = {"case": case.name, "model": model_name, "shift": shift, "tumor_share": round(share, 5),
+                   "slices": int(truth.shape[0]), **{k: v for k, v in scores.items() if k.startswith("dice_")
+                                                      or k.startswith("sensitivity_")}}
+            new.append(row)
+            write_rows(csv_path, rows + new)
+            dice = " / ".join("-" if as_float(row.get(f"dice_{r}")) is None else f"{row[f'dice_{r}']:.3f}"
+                              for r in REGIONS)
+            print(f"{prefix} {case.name} {model_name} {shift}: Dice {dice} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return new
+
+
+def read_rows(path: Path) -> List[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (as_float(v) if k.startswith(("dice_", "sensitivity_", "tumor_share")) else v)
+                 for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_rows(path: Path, rows: Sequence[dict]) -> None:
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=names, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _value(row: Optional[dict], region: str) -> Optional[float]:
+    value = as_float(row.get(f"dice_{region}")) if row else None
+    return None if value is None or np.isnan(value) else value
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {sd:.3f}"
+
+
+def drops(rows: Sequence[dict]) -> Dict[str, Dict[str, List[float]]]:
+    """{shift: {region: [Dice under the shift - clean Dice, per case that has both]}}."""
+    by_case: Dict[str, Dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["shift"]] = row
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for shifts in by_case.values():
+        for shift, row in shifts.items():
+            for region in REGIONS:
+                clean, value = _value(shifts.get("clean"), region), _value(row, region)
+                if clean is not None and value is not None:
+                    out.setdefault(shift, {}).setdefault(region, []).append(value - clean)
+    return out
+
+
+def worst_shift(change: Dict[str, Dict[str, List[float]]], region: str) -> Optional[str]:
+    """The realistic shift with the largest mean loss of `region`'s Dice."""
+    candidates = [s for s in site_shifts.REALISTIC if change.get(s, {}).get(region)]
+    return min(candidates, key=lambda s: np.mean(change[s][region]), default=None)
+
+
+def report(rows: Sequence[dict], model: str) -> str:
+    """The benchmark's tables for one model: per shift, mean ± sd over the cases and the mean change from
+    clean per region; the worst realistic shift per region; per case, the tumor's share of the brain, the
+    clean Dice and the worst shift with its change."""
+    if not rows:
+        return f"{model}: nothing scored"
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    change = drops(rows)
+    header = " | ".join(f"Dice {r}" for r in REGIONS)
+    lines = [f"## {model}: {len(cases)} case(s): {', '.join(cases)}", "",
+             f"| shift | cases | {header} | change from clean ({' / '.join(REGIONS)}) |",
+             "|---|---|" + "---|" * len(REGIONS) + "---|"]
+    for shift in [s for s in site_shifts.SHIFTS if any(r["shift"] == s for r in rows)]:
+        chosen = [r for r in rows if r["shift"] == shift]
+        cells = [_mean_sd([v for v in (_value(r, region) for r in chosen) if v is not None]) for region in REGIONS]
+        delta = " / ".join(f"{np.mean(change[shift][r]):+.3f}" if change.get(shift, {}).get(r) else "-"
+                           for r in REGIONS)
+        lines.append(f"| {shift} | {len(chosen)} | " + " | ".join(cells) + f" | {delta} |")
+    worst = {r: worst_shift(change, r) for r in REGIONS}
+    lines += ["", "Worst realistic shift: " + "; ".join(
+        f"{r}: {w} ({np.mean(change[w][r]):+.3f})" if w else f"{r}: -" for r, w in worst.items()), "",
+        "| case | tumor share of brain | clean Dice (" + " / ".join(REGIONS) + ") | worst shift (complete) "
+        "| its change (" + " / ".join(REGIONS) + ") |", "|---|---|---|---|---|"]
+    for name in cases:
+        mine = {r["shift"]: r for r in rows if r["case"] == name}
+        clean = mine.get("clean")
+        share = as_float(next(iter(mine.values())).get("tumor_share"))
+        losses = {s: _value(mine[s], "complete") - _value(clean, "complete") for s in site_shifts.REALISTIC
+                  if s in mine and _value(mine[s], "complete") is not None and _value(clean, "complete") is not None}
+        bad = min(losses, key=losses.get) if losses else None
+        fmt = lambda row: " / ".join("-" if _value(row, r) is None else f"{_value(row, r):.3f}" for r in REGIONS)
+        delta = " / ".join("-" if bad is None or _value(mine[bad], r) is None or _value(clean, r) is None
+                           else f"{_value(mine[bad], r) - _value(clean, r):+.3f}" for r in REGIONS)
+        lines.append(f"| {name} | {100 * share:.1f} % | {fmt(clean) if clean else '-'} | {bad or '-'} | {delta} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,182 @@
+"""The site-shift benchmark: each shift does what it says to the raw images, and `braintumorcnn
+robustness` runs the whole pipeline under them on a slab of a phantom, resumes, and reports."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from BrainTumorCNNLib.frontends import cli, phantom, robustness
+from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
+from BrainTumorCNNLib.reading.geometry import Geometry
+from BrainTumorCNNLib.scoring import site_shifts
+
+FLAIR, T2 = site_shifts.FLAIR, site_shifts.T2
+
+
+@pytest.fixture(scope="module")
+def small():
+    case = phantom.make_phantom(5, "small")
+    return case, brain_mask(case.images)
+
+
+def _apply(name, small, seed=0):
+    case, brain = small
+    return site_shifts.apply(name, case.images, brain, case.truth, case.geometry, seed=seed)
+
+
+@pytest.mark.parametrize("name", list(site_shifts.SHIFTS))
+def test_every_shift_keeps_the_background_and_the_brain_mask(small, name):
+    case, brain = small
+    shifted = _apply(name, small)
+    assert shifted.shape == case.images.shape and shifted.dtype == np.float32
+    assert np.all(shifted[:, ~brain] == 0)
+    assert np.array_equal(brain_mask(shifted), brain)
+    assert np.isfinite(shifted).all()
+    if name != "clean":
+        assert not np.allclose(shifted, case.images)
+
+
+def test_lesion_contrast_moves_the_tumor_towards_healthy_brain_and_nothing_far_from_it(small):
+    case, brain = small
+    shifted = _apply("lesion contrast x0.6", small)
+    from scipy import ndimage
+    tumor = case.truth > 0
+    deep = ndimage.binary_erosion(tumor, iterations=4)
+    far = brain & ~ndimage.binary_dilation(tumor, np.ones((3, 3, 3)), iterations=5)  # the blur's cube
+    for c in (FLAIR, T2):
+        reference = np.median(case.images[c][brain & ~tumor])
+        away = deep & (np.abs(case.images[c] - reference) > 20)
+        ratio = (shifted[c][away] - reference) / (case.images[c][away] - reference)
+        assert np.median(ratio) == pytest.approx(site_shifts.LESION_CONTRAST, abs=0.02)
+        assert np.allclose(shifted[c][far], case.images[c][far])
+    assert np.array_equal(shifted[:2], case.images[:2])  # T1 and T1c untouched
+
+
+def test_gamma_is_monotonic_and_keeps_each_brain_maximum(small):
+    case, brain = small
+    for value, darker in ((0.7, False), (1.4, True)):
+        shifted = _apply(f"gamma {value}", small)
+        for c in range(4):
+            before, after = case.images[c][brain], shifted[c][brain]
+            assert after.max() == pytest.approx(before.max(), rel=1e-4)
+            order = np.argsort(before, kind="stable")
+            assert np.all(np.diff(after[order]) >= -1e-3)
+            assert (np.median(after) < np.median(before)) == darker
+
+
+def test_bias_field_is_smooth_and_within_its_amplitude(small):
+    case, brain = small
+    shifted = _apply("bias field", small)
+    bright = brain & (case.images.min(axis=0) > 10)
+    ratio = shifted[:, bright] / case.images[:, bright]
+    bound = np.exp(site_shifts.BIAS_AMPLITUDE)
+    assert ratio.min() >= 1 / bound - 1e-4 and ratio.max() <= bound + 1e-4
+    assert ratio.max() / ratio.min() > 1.5  # strong
+    assert not np.allclose(ratio[0], ratio[3])  # a field of its own per sequence
+
+
+def test_rician_noise_has_the_clinical_snr_and_a_seed(small):
+    case, brain = small
+    shifted = _apply("rician noise", small)
+    bright = brain & (case.images[FLAIR] > np.percentile(case.images[FLAIR][brain], 50))
+    sigma = case.images[FLAIR][brain].mean() / site_shifts.CLINICAL_SNR
+    # where the signal is well above the noise, the Rician noise is close to Gaussian of that sigma
+    assert np.std(shifted[FLAIR][bright] - case.images[FLAIR][bright]) == pytest.approx(sigma, rel=0.1)
+    assert np.array_equal(shifted, _apply("rician noise", small, seed=0))
+    assert not np.array_equal(shifted, _apply("rician noise", small, seed=1))
+
+
+def test_thick_slices_average_along_z_and_leave_a_z_constant_volume_unchanged():
+    geometry = Geometry((8, 6, 20), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    constant = np.tile(np.arange(48, dtype=np.float32).reshape(1, 6, 8), (20, 1, 1))
+    assert np.allclose(site_shifts.resample_thick(constant, geometry, 5.0), constant, atol=1e-4)
+    stripes = np.zeros((20, 6, 8), np.float32)
+    stripes[::2] = 100.0  # alternate slices: a 5 mm slice averages them away
+    thick = site_shifts.resample_thick(stripes, geometry, 5.0)
+    assert thick.std() < 0.2 * stripes.std()
+    assert thick.mean() == pytest.approx(stripes.mean(), rel=0.1)
+    ramp = np.tile(np.arange(20, dtype=np.float32).reshape(20, 1, 1), (1, 6, 8))
+    # a linear ramp survives a box average and linear interpolation inside the stack (no shift of position)
+    assert np.allclose(site_shifts.resample_thick(ramp, geometry, 5.0)[2:18], ramp[2:18], atol=1e-3)
+
+
+def test_thick_slices_touch_only_flair_and_t2(small):
+    case, _ = small
+    shifted = _apply("thick slices", small)
+    assert np.array_equal(shifted[:2], case.images[:2])
+    assert not np.allclose(shifted[FLAIR], case.images[FLAIR])
+
+
+def test_scale_and_offset_change_nothing_in_clipping_and_z_scores(small):
+    case, brain = small
+    config = PreprocessingConfig(n4=False)
+    clean = preprocess(case.images, config, spacing=case.geometry.spacing).images
+    shifted = preprocess(_apply("scale+offset", small), config, spacing=case.geometry.spacing).images
+    assert np.allclose(clean, shifted, atol=1e-4)
+
+
+def test_slab_keeps_the_tumor_and_the_physical_positions(small):
+    case, _ = small
+    images, truth, geometry = site_shifts.slab(case.images, case.truth, case.geometry, 10)
+    assert images.shape == (4, 10) + case.images.shape[2:] and truth.shape[0] == 10 == geometry.shape[0]
+    largest = int(np.argmax(np.count_nonzero(case.truth, axis=(1, 2))))
+    start = largest - 5
+    assert np.array_equal(truth, case.truth[start:start + 10])
+    direction = np.array(case.geometry.direction).reshape(3, 3)
+    expected = np.array(case.geometry.origin) + direction[:, 2] * case.geometry.spacing[2] * start
+    assert np.allclose(geometry.origin, expected)
+
+
+def test_unknown_shift_and_missing_truth_are_refused(small):
+    case, brain = small
+    with pytest.raises(ValueError, match="unknown site shift"):
+        site_shifts.apply("fog", case.images, brain, case.truth, case.geometry)
+    with pytest.raises(ValueError, match="ground truth"):
+        site_shifts.apply("lesion contrast x0.6", case.images, brain, None, case.geometry)
+
+
+def test_benchmark_runs_the_pipeline_on_a_slab_resumes_and_reports(tmp_path, capsys):
+    folder = phantom.write_phantom(phantom.make_phantom(5, "small"), tmp_path / "cases")["truth"].parent
+    out = tmp_path / "bench"
+    argv = ["robustness", str(folder), "--output", str(out), "--slab", "8", "--models", "LocalPathCNN",
+            "--shifts", "clean", "thick slices", "scale+offset"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    with open(out / robustness.CSV_NAME, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["shift"] for r in rows] == ["clean", "thick slices", "scale+offset"]
+    assert all(r["model"] == "LocalPathCNN" and r["slices"] == "8" for r in rows)
+    dice = {r["shift"]: float(r["dice_complete"]) for r in rows}
+    assert dice["clean"] > 0.3  # a real model on a real pipeline, not an empty prediction
+    assert abs(dice["scale+offset"] - dice["clean"]) < 0.05
+    assert 0 < float(rows[0]["tumor_share"]) < 0.5
+    assert "| thick slices | 1 |" in printed and "Worst realistic shift: complete: thick slices" in printed
+    # a rerun segments nothing again and prints the same tables
+    assert cli.main(argv) == 0
+    again = capsys.readouterr().out
+    assert "Dice " not in again.split("## LocalPathCNN")[0]
+    assert again.split("## LocalPathCNN")[1] == printed.split("## LocalPathCNN")[1]
+
+
+def test_benchmark_refuses_a_case_without_truth_and_goes_on(tmp_path, capsys):
+    cases = tmp_path / "cases"
+    folder = phantom.write_phantom(phantom.make_phantom(5, "small"), cases)["truth"].parent
+    other = phantom.write_phantom(phantom.make_phantom(5, "small", name="NoTruth_001"), cases)["truth"]
+    other.unlink()
+    code = cli.main(["robustness", str(cases), "--output", str(tmp_path / "b"), "--slab", "4",
+                     "--models", "LocalPathCNN", "--shifts", "clean"])
+    captured = capsys.readouterr()
+    assert code == 1 and "NoTruth_001: FAILED" in captured.err and "no ground truth" in captured.err
+    assert folder.name in captured.out
+
+
+def test_drops_and_worst_shift_from_rows():
+    rows = [{"case": c, "model": "m", "shift": s, "dice_complete": d, "dice_core": d, "dice_enhancing": None}
+            for c, values in (("a", (0.8, 0.7, 0.75)), ("b", (0.6, 0.58, 0.4)))
+            for s, d in zip(("clean", "gamma 0.7", "thick slices"), values)]
+    change = robustness.drops(rows)
+    assert change["gamma 0.7"]["complete"] == pytest.approx([-0.1, -0.02])
+    assert "enhancing" not in change["clean"]
+    assert robustness.worst_shift(change, "complete") == "thick slices"
