@@ -72,6 +72,37 @@ def test_zscore_inside_the_brain_and_background_value_outside(clip):
     assert out.images.dtype == np.float32
 
 
+def test_median_iqr_statistics_centre_the_median_and_ignore_a_bright_lesion():
+    images = random_case(seed=3)
+    brain = brain_mask(images)
+    robust = PreprocessingConfig(clip=False, n4=False, statistics="median-iqr")
+    out = preprocess(images, robust).images
+    for c in range(4):
+        q1, median, q3 = np.percentile(out[c][brain].astype(np.float64), (25, 50, 75))
+        assert median == pytest.approx(0.0, abs=1e-5)
+        assert (q3 - q1) == pytest.approx(1.349, rel=1e-4)
+    # a bright lesion in 10 % of the brain moves the mean / sd z-scores of the rest, the robust ones much less
+    lesion = brain & (np.random.default_rng(4).random(brain.shape) < 0.1)
+    bright = images.copy()
+    bright[3][lesion] *= 4.0
+    healthy = brain & ~lesion
+    moved = {}
+    for statistics in ("mean-sd", "median-iqr"):
+        config = PreprocessingConfig(clip=False, n4=False, statistics=statistics)
+        before, after = preprocess(images, config).images[3], preprocess(bright, config).images[3]
+        moved[statistics] = float(np.abs(after[healthy] - before[healthy]).mean())
+    assert moved["median-iqr"] < 0.25 * moved["mean-sd"], moved
+
+
+def test_unknown_statistics_are_refused_and_a_card_gives_its_model_s_statistics():
+    with pytest.raises(ValueError, match="unknown normalisation statistics"):
+        PreprocessingConfig(statistics="mode")
+    card = {"training": {"config": {"preprocessing": {"statistics": "median-iqr", "n4": True}}}}
+    base = PreprocessingConfig(n4_shrink=6)
+    assert PreprocessingConfig.of_model(card, base) == PreprocessingConfig(n4_shrink=6, statistics="median-iqr")
+    assert PreprocessingConfig.of_model({}, base).statistics == "mean-sd"  # cards before the choice existed
+
+
 def test_brain_mask_is_any_modality_non_zero_and_can_be_given():
     images = random_case()
     images[1:, 5, 12, 12] = 0  # zero in three modalities, not in T1: still brain

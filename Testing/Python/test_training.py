@@ -53,6 +53,38 @@ def test_patch_is_centred_on_its_label(synthetic_cases, output_size, margin):
     assert np.array_equal(x[0, :, centre, centre], cases[i].images[:, z, r, c].astype(np.float32))
 
 
+def test_thick_slice_kernel_matches_the_benchmark_s_thick_slices_and_keeps_a_ramp():
+    from BrainTumorCNNLib.reading.geometry import Geometry
+    from BrainTumorCNNLib.scoring.site_shifts import resample_thick
+    volume = np.random.default_rng(2).normal(size=(30, 4, 5)).astype(np.float32)
+    geometry = Geometry((5, 4, 30), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    whole = resample_thick(volume, geometry, 5.0)
+    for z in range(3, 27):  # away from the ends, where the two extrapolate differently
+        slices, weights = sampling.thick_slice_kernel(z, 5, 0)
+        assert weights.sum() == pytest.approx(1.0)
+        assert np.allclose(np.tensordot(weights, volume[slices], axes=([0], [0])), whole[z], atol=1e-5)
+    for thickness in (2, 3, 5):
+        for phase in range(thickness):
+            slices, weights = sampling.thick_slice_kernel(17, thickness, phase)
+            assert float(weights @ slices) == pytest.approx(17.0)  # a linear ramp is kept, wherever the slabs lie
+
+
+def test_thick_slice_sampling_changes_only_flair_and_t2_of_the_chosen_share(synthetic_cases):
+    cases = sampling.load_cases(synthetic_cases[:1], NO_N4)
+    plain = sampling.PatchSampler(cases, 33, 4, 4, np.random.default_rng(5))
+    thick = sampling.PatchSampler(cases, 33, 4, 4, np.random.default_rng(5),
+                                  sampling.SamplingConfig(thick_slice_fraction=0.5))
+    # same centres: the thick-slice draws come after them from the same generator
+    centres = plain.centres(400, balanced=True)
+    plain.centres = thick.centres = lambda n, balanced: centres
+    (x0, y0), (x1, y1) = plain.batch(400, True), thick.batch(400, True)
+    assert np.array_equal(y0, y1) and np.array_equal(x0[:, :2], x1[:, :2])
+    changed = np.any(x0[:, 2:] != x1[:, 2:], axis=(1, 2, 3))
+    assert 0.35 < changed.mean() < 0.65
+    background = x0 == -4.0
+    assert np.all(x1[background] == -4.0)
+
+
 def test_balanced_loss_weighs_each_present_class_equally():
     log_probs = torch.log_softmax(torch.randn(2, 4, 3, 3), dim=1)
     targets = torch.zeros(2, 3, 3, dtype=torch.long)

@@ -24,7 +24,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..labels import REGIONS
 from ..network import weights
-from ..preparing.preprocessing import brain_mask, preprocess
+from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
 from ..reading import io
 from ..running.cases import read_case
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
@@ -104,9 +104,13 @@ def run_case(source: Path, todo, loaded, options: SegmentationOptions, args, csv
     new = []
     for shift in dict.fromkeys(s for s, _ in todo):
         shifted = site_shifts.apply(shift, images, brain, truth, geometry, seed=args.seed)
-        pre = preprocess(shifted, options.preprocessing, spacing=geometry.spacing)
+        prepared = {}  # preprocessed once per normalisation the models use
         for model_name in [m for s, m in todo if s == shift]:
             model, card = loaded[model_name]
+            config = PreprocessingConfig.of_model(card, options.preprocessing)
+            if config not in prepared:
+                prepared[config] = preprocess(shifted, config, spacing=geometry.spacing)
+            pre = prepared[config]
             start = time.perf_counter()
             result = segment_preprocessed(model, model_name, card, pre.images, pre.brain_mask, geometry.spacing,
                                           options)

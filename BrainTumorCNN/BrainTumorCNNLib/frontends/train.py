@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from ..learning.sampling import SamplingConfig, case_sources
 from ..learning.training import TrainingConfig, train
+from ..preparing.preprocessing import STATISTICS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
+    add_statistics_option(parser)
     parser.add_argument("--augment", action="store_true", default=None,
                         help="augmentation imitating other scanners (AugmentationConfig's defaults)")
     for f in fields(SamplingConfig):
@@ -35,6 +37,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="only run the learning-rate range test (lr_range.csv / .png in --run-dir) and print "
                              "the rate it suggests")
     parser.add_argument("--quiet", action="store_true")
+
+
+def add_statistics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--statistics", choices=STATISTICS, default=None,
+                        help="the z-score's centre and spread inside the brain: mean-sd (the paper, default) or "
+                             "median-iqr (robust); recorded in the model card, used again at inference")
 
 
 NESTED_FIELDS = ("train_cases", "validation_cases", "preprocessing", "augmentation", "sampling")
@@ -49,6 +57,8 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
             setattr(config, f.name, value)
     if args.no_n4:
         config.preprocessing = replace(config.preprocessing, n4=False)
+    if args.statistics:
+        config.preprocessing = replace(config.preprocessing, statistics=args.statistics)
     if args.augment:
         config.augmentation = replace(config.augmentation, enabled=True)
     overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}

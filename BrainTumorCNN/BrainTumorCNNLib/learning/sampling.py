@@ -189,6 +189,10 @@ class SamplingConfig:
     border_width: int = 3
     hard_negative_fraction: float = 0.0  # healthy voxels with FLAIR or T2 z-score above the threshold
     hard_negative_z: float = 1.5
+    # share of patches (both phases) whose FLAIR and T2 are remade as thick axial slices would show them
+    # (`thick_slice_kernel`), thickness drawn from 2 .. thick_slice_max slices: sites acquire them so
+    thick_slice_fraction: float = 0.0
+    thick_slice_max: int = 5
 
 
 class PatchSampler:
@@ -264,7 +268,37 @@ class PatchSampler:
                                      c[:, None, None] + offsets[None, None, :]].transpose(1, 0, 2, 3)
             y[rows] = self.classes[i][zz, r[:, None, None] + label_offsets[None, :, None],
                                       c[:, None, None] + label_offsets[None, None, :]]
+            thick = self.rng.random(len(rows)) < self.config.thick_slice_fraction
+            for row, zi, ri, ci in zip(rows[thick], z[thick], r[thick], c[thick]):
+                x[row, THICK_CHANNELS] = self._thick(i, int(zi), ri + offsets, ci + offsets, x[row])
         return x, y
+
+    def _thick(self, case: int, z: int, rows: np.ndarray, columns: np.ndarray, patch: np.ndarray) -> np.ndarray:
+        """FLAIR and T2 of one patch (at slice z) as slices of a random thickness and phase show them."""
+        thickness = int(self.rng.integers(2, max(2, self.config.thick_slice_max) + 1))
+        slices, weights = thick_slice_kernel(z, thickness, int(self.rng.integers(thickness)))
+        slices = np.clip(slices, 0, self.shapes[case][0] - 1)
+        stack = self.images[case][np.array(THICK_CHANNELS)[:, None, None, None], slices[None, :, None, None],
+                                  rows[None, None, :, None], columns[None, None, None, :]]
+        mixed = np.tensordot(weights.astype(np.float32), stack, axes=([0], [1]))
+        brain = (patch != BACKGROUND_VALUE).any(axis=0)
+        return np.where(brain, mixed, BACKGROUND_VALUE)
+
+
+THICK_CHANNELS = (2, 3)  # T2, FLAIR: the sequences sites acquire with thick slices
+
+
+def thick_slice_kernel(z: int, thickness: int, phase: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Thin slices and weights that give slice `z` of a stack acquired as slices `thickness` thin slices
+    thick (a box profile; the first starting at `phase`) and interpolated back linearly: the mean of the
+    two thick slices whose centres bracket z, weighted by distance (site_shifts.resample_thick does the
+    same to whole volumes)."""
+    first_centre = phase + (thickness - 1) / 2.0
+    k = int(np.floor((z - first_centre) / thickness))
+    alpha = (z - (first_centre + k * thickness)) / thickness
+    start = phase + k * thickness
+    weights = np.concatenate([np.full(thickness, (1.0 - alpha) / thickness), np.full(thickness, alpha / thickness)])
+    return np.arange(start, start + 2 * thickness), weights
 
 
 class _Pool:

@@ -4,10 +4,15 @@
 2. N4 bias-field correction (SimpleITK) of T1 and T1c, on a shrunken image so
    it takes seconds;
 3. z-score each modality inside the brain; background set to BACKGROUND_VALUE.
+
+The z-score's statistics are a choice of the model (`statistics`, recorded in its
+card and applied identically at training and inference): the paper's mean and sd,
+or the median and the interquartile range, which a large bright tumor or a scanner's
+other contrast move less (the site-shift benchmark measures both).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import numpy as np
@@ -23,6 +28,10 @@ PREPROCESSING_VERSION = 2
 #: intensity, so the networks can tell "outside" from tissue.
 BACKGROUND_VALUE = -4.0
 N4_MODALITIES = (0, 1)  # T1, T1c
+#: How the z-score centres and scales each modality: "mean-sd" (the paper) or "median-iqr" (the IQR
+#: divided by IQR_PER_SD, so a Gaussian's spread maps to 1 as with the sd).
+STATISTICS = ("mean-sd", "median-iqr")
+IQR_PER_SD = 1.349
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,18 @@ class PreprocessingConfig:
     n4_iterations: Tuple[int, ...] = (50, 50, 30)  # most iterations per fitting level
     n4_convergence: float = 0.001  # a level stops when the field changes less than this (N4's threshold)
     zscore: bool = True
+    statistics: str = "mean-sd"  # one of STATISTICS
+
+    def __post_init__(self):
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"unknown normalisation statistics {self.statistics!r}; known: {', '.join(STATISTICS)}")
+
+    @classmethod
+    def of_model(cls, card: dict, base: Optional["PreprocessingConfig"] = None) -> "PreprocessingConfig":
+        """`base` (default: the defaults) with the normalisation the model was trained with (its card's
+        training config; cards without one were trained with the paper's mean and sd)."""
+        trained = card.get("training", {}).get("config", {}).get("preprocessing", {})
+        return replace(base or cls(), statistics=trained.get("statistics", "mean-sd"))
 
 
 @dataclass
@@ -71,14 +92,21 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
             channel = n4_correct(channel, mask, config, spacing)
         if config.zscore:
             # in float64: float32 sums of squares overflow near 1e19 and a tiny std underflows
-            values = channel[mask].astype(np.float64)
-            std = float(values.std())
-            if std == 0.0 or not np.isfinite(std):
+            centre, spread = _centre_spread(channel[mask].astype(np.float64), config.statistics)
+            if spread == 0.0 or not np.isfinite(spread):
                 raise ValueError(f"{name} is constant inside the brain; it carries no image information")
-            channel = ((channel - values.mean()) / std).astype(np.float32)
+            channel = ((channel - centre) / spread).astype(np.float32)
         channel[~mask] = BACKGROUND_VALUE
         out[c] = channel
     return Preprocessed(out, mask)
+
+
+def _centre_spread(values: np.ndarray, statistics: str) -> Tuple[float, float]:
+    """The centre and the spread the z-score uses, of float64 brain intensities."""
+    if statistics == "median-iqr":
+        q1, median, q3 = np.percentile(values, (25, 50, 75))
+        return float(median), float(q3 - q1) / IQR_PER_SD
+    return float(values.mean()), float(values.std())
 
 
 N4_MIN_SHRUNK_SIZE = 4  # voxels per axis left after shrinking for N4

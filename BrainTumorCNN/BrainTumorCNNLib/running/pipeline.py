@@ -32,6 +32,7 @@ class SegmentationOptions:
     # labels unchanged; their probabilities stay background, so turn it off to look at probabilities there
     screen: bool = True
     brain_extraction: str = "auto"  # "auto" (when a skull is detected) | "on" | "off": brain_extraction.py
+    # N4's settings; the normalisation statistics are the model's own (PreprocessingConfig.of_model)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
 
@@ -65,7 +66,7 @@ def segment(images: np.ndarray, geometry: Geometry, options: SegmentationOptions
     images, extraction = brain_extraction.prepare(images, geometry, options.brain_extraction, options.device)
     _check_cancel(cancel)
     report(0.02, "preprocessing (clipping, N4 bias correction, normalisation)")
-    pre = preprocess(images, options.preprocessing, spacing=geometry.spacing)
+    pre = preprocess(images, PreprocessingConfig.of_model(card, options.preprocessing), spacing=geometry.spacing)
     _check_cancel(cancel)
     result = segment_preprocessed(model, name, card, pre.images, pre.brain_mask, geometry.spacing, options,
                                   progress=lambda f, m: report(0.1 + 0.9 * f, m), cancel=cancel)
