@@ -282,6 +282,22 @@ def test_intensity_augmentation_keeps_background_and_changes_brain():
     assert torch.equal(out, again)  # the generator decides everything
 
 
+def test_lesion_contrast_augmentation_moves_only_tumor_flair_and_t2_towards_the_brain_centre():
+    x, y, brain = _labelled_patches()
+    x = x + 0.5 * torch.from_numpy(brain)  # tumor and brain away from 0
+    out = augmentation._lesion_contrast(x, y, 0.4, torch.Generator().manual_seed(2))
+    assert torch.equal(out[:, :2], x[:, :2])  # T1, T1c untouched
+    inside = torch.nn.functional.max_pool2d((y == 0).float()[:, None], 3, stride=1, padding=1)[:, 0] == 0
+    inside &= torch.from_numpy(brain)
+    healthy = (y == 0)
+    healthy = torch.nn.functional.max_pool2d((~healthy).float()[:, None], 3, stride=1, padding=1)[:, 0] == 0
+    for c in (2, 3):
+        ratio = out[:, c][inside] / x[:, c][inside]
+        assert ratio.min() >= 0.6 - 1e-5 and ratio.max() <= 1 + 1e-5 and ratio.min() < 0.95
+        assert torch.equal(out[:, c][healthy], x[:, c][healthy])
+    assert torch.all(out[x == BACKGROUND_VALUE] == BACKGROUND_VALUE)
+
+
 def test_augment_returns_the_network_sizes():
     config = augmentation.AugmentationConfig(enabled=True)
     size, window = 36, 4

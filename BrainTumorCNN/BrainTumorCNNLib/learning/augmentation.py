@@ -31,6 +31,9 @@ class AugmentationConfig:
     flip: bool = True  # left-right
     rotation_deg: float = 10.0  # in-plane rotation in [-rotation_deg, rotation_deg]
     zoom: float = 0.1  # in-plane scaling in [1 - zoom, 1 + zoom]
+    # FLAIR and T2 tumor-to-brain contrast times a factor in [1 - lesion_contrast, 1] (the labels place it):
+    # on unseen sites the edema's FLAIR stood less above the brain than in training
+    lesion_contrast: float = 0.0
 
     def margin(self, size: int) -> int:
         """Extra pixels per side a patch of `size` needs so that a warp never brings in unknown pixels
@@ -48,6 +51,8 @@ def augment(x: torch.Tensor, y: torch.Tensor, config: AugmentationConfig, size: 
     returns x (N, C, size, size) and window labels (N, window, window)."""
     if config.enabled:
         x, y = _warp(x, y, config, generator)
+        if config.lesion_contrast > 0:
+            x = _lesion_contrast(x, y, config.lesion_contrast, generator)
         x = _intensities(x, config, generator)
     return crop(x, y, size, window)
 
@@ -82,6 +87,22 @@ def _warp(x: torch.Tensor, y: torch.Tensor, config: AugmentationConfig, generato
         y = F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="border",
                           align_corners=False)[:, 0].round().long()
     return x, y
+
+
+LESION_CHANNELS = (2, 3)  # T2, FLAIR
+
+
+def _lesion_contrast(x: torch.Tensor, y: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+    """FLAIR and T2 of tumor pixels (labels y > 0 over the whole patch, edges softened over 3 pixels)
+    moved towards the brain's centre (0 after normalisation) by a share in [0, amount] per patch."""
+    n = x.shape[0]
+    tumor = F.avg_pool2d((y > 0).float()[:, None], 3, stride=1, padding=1, count_include_pad=False)
+    keep = 1.0 - _uniform(n, 0.0, amount, generator, x.device).view(n, 1, 1, 1) * tumor
+    brain = x != BACKGROUND_VALUE
+    out = x.clone()
+    channels = list(LESION_CHANNELS)
+    out[:, channels] = torch.where(brain[:, channels], x[:, channels] * keep, x[:, channels])
+    return out
 
 
 def _intensities(x: torch.Tensor, config: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:
