@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "bench": ("frontends.bench", "time dense and patch-by-patch inference of every model"),
     "phantom": ("frontends.phantom", "write a synthetic four-modality case with ground truth"),
     "demo": ("frontends.demo", "make a phantom, segment it with the default model, report Dice"),
+    "serve": ("frontends.serve", "serve a web page that segments, shows, corrects and downloads cases (the [web] extra)"),
 }
 
 

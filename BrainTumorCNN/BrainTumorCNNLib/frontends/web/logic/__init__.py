@@ -1,0 +1,1 @@
+"""The web app's state and work, without layout (trame-slicer's `app/logic` shape)."""

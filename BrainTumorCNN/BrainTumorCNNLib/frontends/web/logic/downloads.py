@@ -1,0 +1,39 @@
+"""The files a session downloads, written by the writers `braintumorcnn segment` uses and named as
+it names them (segment_case.output_paths), from the segmentation as edited in the page."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ....reading import io
+from ... import dicom_seg, mrml, preview, segment_case
+
+#: What the page offers: kind -> (button text, MIME type).
+KINDS = {
+    "segmentation": ("Segmentation (.seg.nrrd)", "application/octet-stream"),
+    "labels": ("Label map (.nii.gz)", "application/gzip"),
+    "preview": ("Preview (.png)", "image/png"),
+    "dicom_seg": ("DICOM SEG (.seg.dcm)", "application/dicom"),
+}
+
+
+def write(kind: str, folder: Path, case: io.Case, labels: np.ndarray, num_classes: int, model_name: str) -> Path:
+    """Write one download of `case`'s `labels` (internal values, on its grid) into `folder`."""
+    paths = segment_case.output_paths(folder, case.name)
+    if kind == "segmentation":
+        return mrml.write_segmentation_file(labels, case.geometry, num_classes, paths["segmentation"])
+    if kind == "labels":
+        return io.write_labels(labels, case.geometry, paths["labels"])
+    if kind == "preview":
+        return preview.write_preview(case.images, labels, paths["preview"], num_classes,
+                                     title=f"{case.name}: {model_name}", geometry=case.geometry, truth=case.truth)
+    if kind == "dicom_seg":
+        reference = case.series.get("T1c")
+        if reference is None:
+            raise ValueError(f"{case.name}: a DICOM SEG is made only for DICOM input (this case was read from files)")
+        dicom_seg.require()
+        path = segment_case.dicom_seg_path(folder, case.name)
+        dicom_seg.write_dicom_seg(labels, num_classes, model_name, reference.files, path)
+        return path
+    raise ValueError(f"unknown download {kind!r}; one of {', '.join(KINDS)}")

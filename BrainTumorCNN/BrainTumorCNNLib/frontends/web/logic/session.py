@@ -1,0 +1,118 @@
+"""One browser session: its case, its result and their nodes in the scene, its private folder of
+uploads and downloads.  Scene work happens on the server's event-loop thread only (MRML is not
+thread-safe); the reading and the segmentation run on worker threads and hand arrays over."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ....modalities import MODALITIES
+from ....reading import io
+from ....running import pipeline
+from ... import mrml
+from . import cases
+from .security import ReadableRoots, private_folder
+
+#: The sequences shown in the slice views, the segmentation over them.
+SHOWN = ("T1c", "FLAIR")
+
+
+class Session:
+    """The state of the one session a server holds; close() gives back its memory and files."""
+
+    def __init__(self, slicer_app, roots: ReadableRoots):
+        self.slicer_app = slicer_app
+        self.data_roots = roots
+        self.folder: Optional[Path] = None  # private (0700), made at the first upload or download
+        self.uploads = 0
+        self.case_files: Optional[cases.CaseFiles] = None
+        self.case: Optional[io.Case] = None
+        self.result: Optional[pipeline.Segmentation] = None
+        self.volume_nodes: Dict[str, object] = {}
+        self.segmentation_node = None
+
+    @property
+    def scene(self):
+        return self.slicer_app.scene
+
+    @property
+    def roots(self) -> ReadableRoots:
+        """What this session may read: the --data folders and its own uploads."""
+        return self.data_roots.with_folder(self.folder) if self.folder else self.data_roots
+
+    def private(self) -> Path:
+        if self.folder is None:
+            self.folder = private_folder()
+        return self.folder
+
+    def upload(self, files: Sequence[Tuple[str, bytes]]) -> cases.CaseFiles:
+        """Store uploaded files as a new case folder of this session and assign its sequences."""
+        self.uploads += 1
+        folder = cases.store_upload(files, self.private() / f"upload-{self.uploads}")
+        return cases.case_files(folder, self.roots)
+
+    def show_case(self, case: io.Case) -> None:
+        """Replace the scene's case by `case`: its T1c and FLAIR (on the T1c grid) in the slice views."""
+        self.clear_case()
+        self.case = case
+        for modality in SHOWN:
+            node = mrml.add_volume_node(self.scene, case.images[MODALITIES.index(modality)], case.geometry,
+                                        f"{case.name} {modality}")
+            node.CreateDefaultDisplayNodes()
+            self.volume_nodes[modality] = node
+        self.show_background("T1c")
+        self.slicer_app.display_manager.reset_views()
+
+    def show_background(self, modality: str) -> None:
+        node = self.volume_nodes.get(modality)
+        if node is not None:
+            self.slicer_app.display_manager.show_volume_in_slice_background(node)
+
+    def show_result(self, result: pipeline.Segmentation) -> object:
+        """Put a finished segmentation into the scene, named and coloured from the label table; returns
+        its node, for the segment editor to edit over the T1c."""
+        self.remove_result()
+        self.result = result
+        self.segmentation_node = mrml.add_segmentation_node(self.scene, result.labels, self.case.geometry,
+                                                            result.num_classes, f"{self.case.name} tumor")
+        mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])
+        return self.segmentation_node
+
+    def labels(self) -> np.ndarray:
+        """The segmentation as it stands (edits included): internal labels on the case's grid."""
+        return mrml.labels_of(self.segmentation_node, self.volume_nodes["T1c"])
+
+    def volumes(self) -> Dict[str, float]:
+        """mL of each segment and region, as the Slicer module computes them (mrml.tumor_volumes_ml)."""
+        return mrml.tumor_volumes_ml(self.labels(), self.case.geometry, self.result.num_classes)
+
+    def segments(self) -> List[Tuple[str, str]]:
+        """(name, colour as #rrggbb) of each segment in the scene, in order."""
+        segmentation = self.segmentation_node.GetSegmentation()
+        out = []
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            out.append((segment.GetName(), "#" + "".join(f"{round(c * 255):02x}" for c in segment.GetColor())))
+        return out
+
+    def remove_result(self) -> None:
+        if self.segmentation_node is not None:
+            mrml.remove_node(self.scene, self.segmentation_node)
+        self.segmentation_node, self.result = None, None
+
+    def clear_case(self) -> None:
+        self.remove_result()
+        for node in self.volume_nodes.values():
+            mrml.remove_node(self.scene, node)
+        self.volume_nodes, self.case = {}, None
+
+    def close(self) -> None:
+        """Free the case's nodes and arrays and delete the session's uploads and downloads."""
+        self.clear_case()
+        self.case_files = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None

@@ -1,0 +1,107 @@
+"""The page: a side panel (case, sequences, preparation plan, model, Segment, volumes, correction,
+downloads) beside Slicer's three slice views and 3-D view.  Layout only: it reads state names and
+calls the controller's functions that app.py binds to the logic."""
+from __future__ import annotations
+
+from trame.ui.vuetify3 import VAppLayout
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ....modalities import MODALITIES
+from ..logic.downloads import KINDS
+
+
+def build_page(server, layout_manager, editor_ui_type):
+    """The page's layout; returns (layout, the trame-slicer segment editor panel in it)."""
+    ctrl = server.controller
+    with VAppLayout(server, full_height=True) as layout:
+        layout.root.theme = "dark"
+        with v3.VAppBar(density="compact"):
+            v3.VToolbarTitle("BrainTumorCNN")
+            v3.VSpacer()
+            html.Span("{{ case_name }}", classes="mx-4 text-subtitle-1", id="case-name")
+        with v3.VNavigationDrawer(permanent=True, width=430, location="left"):
+            with html.Div(classes="pa-3", style="overflow-y: auto;"):
+                _case_section(server)
+                v3.VDivider(classes="my-3")
+                _segment_section(ctrl)
+                v3.VDivider(classes="my-3")
+                _result_section(ctrl)
+                with html.Div(v_show=("result_ready",)):
+                    html.Div("Correction", classes="text-subtitle-1 mt-3")
+                    html.Div("Paint, erase, islands, smoothing, threshold on the active segment; the volumes "
+                             "follow each edit.", classes="text-caption")
+                    with html.Div(style="height: 640px; display: flex; flex-direction: column;"):
+                        editor = editor_ui_type()
+                    with html.Div(classes="d-flex ga-2 mt-2"):
+                        v3.VBtn("Undo", id="undo", click=editor.undo_clicked, prepend_icon="mdi-undo",
+                                disabled=("!can_undo",), size="small", variant="tonal")
+                        v3.VBtn("Redo", id="redo", click=editor.redo_clicked, prepend_icon="mdi-redo",
+                                disabled=("!can_redo",), size="small", variant="tonal")
+        with v3.VMain():
+            with html.Div(classes="d-flex fill-height", style="height: calc(100vh - 48px);"):
+                layout_manager.initialize_layout_grid(layout)
+    return layout, editor
+
+
+def _case_section(server) -> None:
+    html.Div("Case", classes="text-subtitle-1")
+    v3.VSelect(label="Cases of the --data folders", items=("cases", []), v_model=("case_path", None),
+               density="compact", hide_details=True, no_data_text="no --data folder given", id="case-list")
+    upload_trigger = server.controller.trigger_name(server.controller.upload_chunk)
+    v3.VFileInput(label="or upload T1, T1c, T2, FLAIR (NIfTI / MetaImage) or a zip of DICOM series",
+                  multiple=True, density="compact", hide_details=True, classes="mt-2", id="upload",
+                  prepend_icon="mdi-upload", disabled=("busy",),
+                  change=("busy = true; window.load_files_by_chunks($event.target.files, "
+                          f"{{ trigger_name: '{upload_trigger}' }}).finally(() => {{}});"))
+    with html.Div(v_if=("case_kind === 'files'",), classes="mt-2"):
+        for modality in MODALITIES:
+            v3.VSelect(label=modality, items=("candidates", []), v_model=(f"sequence_{modality}", None),
+                       density="compact", hide_details=True, classes="mb-1", id=f"sequence-{modality}",
+                       update_modelValue=(server.controller.assign_sequence, f"['{modality}', $event]"))
+    with html.Div(classes="d-flex"):
+        v3.VCheckbox(label="resample", v_model=("resample", False), density="compact", hide_details=True,
+                     update_modelValue=(server.controller.change_preparation, "[]"))
+        v3.VCheckbox(label="register", v_model=("register", False), density="compact", hide_details=True,
+                     update_modelValue=(server.controller.change_preparation, "[]"))
+    html.Div("Preparation plan", classes="text-caption mt-1")
+    html.Pre("{{ plan }}", id="plan", classes="text-caption", style="white-space: pre-wrap;")
+    v3.VAlert(text=("case_error",), v_if=("case_error",), type="error", density="compact", id="case-error")
+    v3.VAlert(text=("case_warnings",), v_if=("case_warnings",), type="warning", density="compact")
+
+
+def _segment_section(ctrl) -> None:
+    v3.VSelect(label="Model", items=("models", []), v_model=("model", None), density="compact",
+               hide_details=True, id="model")
+    with html.Div(classes="d-flex ga-2 mt-2"):
+        v3.VBtn("Segment", id="segment", click=ctrl.segment, color="primary",
+                disabled=("!case_loaded || running || busy",))
+        v3.VBtn("Cancel", id="cancel", click=ctrl.cancel, v_show=("running",), variant="tonal")
+    v3.VProgressLinear(model_value=("progress", 0), v_show=("running",), classes="mt-2", height=6)
+    html.Div("{{ progress_message }}", classes="text-caption", id="progress-message")
+
+
+def _result_section(ctrl) -> None:
+    with html.Div(v_show=("result_ready",), id="result"):
+        html.Div("Segments (mL)", classes="text-subtitle-1")
+        with v3.VTable(density="compact", id="volumes"):
+            with html.Tbody():
+                with html.Tr(v_for="row in segment_volumes", key="row.name"):
+                    with html.Td():
+                        html.Span(style=("`display:inline-block;width:12px;height:12px;background:${row.color}`",))
+                    html.Td("{{ row.name }}", classes="segment-name")
+                    html.Td("{{ row.ml }}", classes="segment-ml text-right")
+                with html.Tr(v_for="row in region_volumes", key="row.name"):
+                    html.Td()
+                    html.Td("{{ row.name }}", classes="region-name font-weight-bold")
+                    html.Td("{{ row.ml }}", classes="region-ml text-right font-weight-bold")
+        with v3.VBtnToggle(v_model=("background", "T1c"), density="compact", mandatory=True, classes="mt-2"):
+            v3.VBtn("T1c", value="T1c", size="small")
+            v3.VBtn("FLAIR", value="FLAIR", size="small")
+        html.Div("Downloads", classes="text-subtitle-1 mt-2")
+        with html.Div(classes="d-flex flex-wrap ga-2"):
+            for kind, (text, mime) in KINDS.items():
+                v3.VBtn(text, size="small", variant="tonal", id=f"download-{kind}",
+                        v_show=(f"downloads.includes('{kind}')",),
+                        click=(f"utils.download(download_names['{kind}'], trigger('download', ['{kind}']), "
+                               f"'{mime}')"))

@@ -1,0 +1,263 @@
+"""`braintumorcnn serve` in a real browser: Debian's chromium driven by Playwright's Python package
+against the server started as a subprocess, exactly as a user starts it.  The page's volumes are
+checked against what `braintumorcnn segment` writes for the same case, a paint stroke must change
+them and undo restore them, and the downloaded `.seg.nrrd` is read back with slicer-core."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List
+from urllib.parse import urlunsplit
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+MISSING = [name for name in ("playwright", "trame_slicer") if importlib.util.find_spec(name) is None]
+pytestmark = [
+    pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed (pip install -e '.[test]')"),
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} absent (apt-get install chromium; .ci/run does)"),
+]
+#: Seconds the page may take beyond `braintumorcnn segment` for the same case (issue 21).
+ALLOWED_EXTRA_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def command(*args: str) -> List[str]:
+    return [sys.executable, "-m", "BrainTumorCNNLib.frontends.cli", *args]
+
+
+@contextmanager
+def serving(*args: str, port: int = 0) -> Iterator[str]:
+    """`braintumorcnn serve ARGS` running on a free port; yields its address once it listens."""
+    port = port or free_port()
+    process = subprocess.Popen(command("serve", "--port", str(port), *args), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines: List[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    try:
+        deadline = time.time() + 180
+        while not any(line.startswith("braintumorcnn serve: http") for line in lines):
+            assert process.poll() is None, f"serve exited with {process.returncode}: {''.join(lines)}"
+            assert time.time() < deadline, f"serve did not start in 180 s: {''.join(lines)}"
+            time.sleep(0.2)
+        yield urlunsplit(("http", f"127.0.0.1:{port}", "/", "", ""))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory) -> Path:
+    from BrainTumorCNNLib.frontends import phantom
+
+    folder = tmp_path_factory.mktemp("phantom")
+    files = phantom.write_phantom(phantom.make_phantom(0, "small"), folder)
+    return files["T1c"].parent
+
+
+def segment_with_command(case: Path, output: Path):
+    """(volumes in mL from the label map `braintumorcnn segment` writes, seconds it took, its outputs)."""
+    from BrainTumorCNNLib.frontends import mrml
+    from BrainTumorCNNLib.network import registry
+    from BrainTumorCNNLib.reading import io
+
+    started = time.time()
+    subprocess.run(command("segment", str(case), "--output", str(output)), check=True, capture_output=True)
+    seconds = time.time() - started
+    labels, geometry = io.read_image(output / f"{case.name}_labels.nii.gz")
+    num_classes = registry.get(registry.default_model()).card()["num_classes"]
+    return mrml.tumor_volumes_ml(labels, geometry, num_classes), seconds, labels
+
+
+def page_volumes(page) -> Dict[str, float]:
+    rows = page.locator("#volumes tr").all_inner_texts()
+    out = {}
+    for row in rows:
+        name, value = row.strip().rsplit("\t", 1)
+        out[name.strip()] = float(value)
+    return out
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(url)
+    return page
+
+
+def wait_until_loaded(page, timeout_s: float = 120) -> None:
+    page.wait_for_function("() => { const b = document.querySelector('#segment'); return b && !b.disabled; }",
+                           timeout=timeout_s * 1000)
+
+
+def click_segment(page, timeout_s: float) -> float:
+    """Click the button named Segment; seconds until the volumes show."""
+    started = time.time()
+    page.get_by_role("button", name="Segment", exact=True).click()
+    page.locator("#volumes .region-ml").first.wait_for(state="visible", timeout=timeout_s * 1000)
+    return time.time() - started
+
+
+def wait_for_volumes(page, changed, timeout_s: float = 30) -> Dict[str, float]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        volumes = page_volumes(page)
+        if changed(volumes):
+            return volumes
+        time.sleep(0.3)
+    raise AssertionError(f"the volumes did not change as expected within {timeout_s} s: {page_volumes(page)}")
+
+
+def assert_same_volumes(shown: Dict[str, float], expected: Dict[str, float]) -> None:
+    assert set(shown) == set(expected), (shown, expected)
+    for name, ml in expected.items():
+        assert shown[name] == pytest.approx(ml, abs=0.0006), f"{name}: page {shown[name]} mL, command {ml:.4f} mL"
+
+
+def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
+    import slicer
+
+    from BrainTumorCNNLib.frontends import mrml
+
+    expected, command_s, command_labels = segment_with_command(phantom_case, tmp_path / "command")
+    with serving("--case", str(phantom_case)) as url:
+        page = open_page(browser, url)
+        wait_until_loaded(page)
+        assert "none: the four volumes are on the T1c grid" in page.locator("#plan").inner_text()
+        page_s = click_segment(page, timeout_s=command_s + ALLOWED_EXTRA_S + 60)
+        shown = page_volumes(page)
+        print(f"segment command {command_s:.1f} s, page from click to volumes {page_s:.1f} s")
+        assert_same_volumes(shown, expected)
+        assert page_s <= command_s + ALLOWED_EXTRA_S
+
+        # a paint stroke on the axial view (bottom right of the quad layout) grows the active segment
+        active = page.locator("#volumes .segment-name").first.inner_text()
+        page.locator("button:has(.mdi-brush)").first.click()
+        view = page.locator(".remote-controlled-area").nth(3).bounding_box()
+        x, y = view["x"] + view["width"] * 0.5, view["y"] + view["height"] * 0.5
+        page.mouse.move(x - 60, y - 40)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
+            time.sleep(0.05)
+        page.mouse.up()
+        painted = wait_for_volumes(page, lambda v: v[active] > shown[active] + 0.01)
+        assert painted["complete tumor"] >= shown["complete tumor"]
+
+        page.locator("#undo").click()
+        undone = wait_for_volumes(page, lambda v: v[active] == shown[active])
+        assert_same_volumes(undone, expected)
+
+        with page.expect_download() as download:
+            page.locator("#download-segmentation").click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        assert saved.name == f"{phantom_case.name}.seg.nrrd"
+        scene = slicer.vtkMRMLScene()
+        node = mrml.read_segmentation_file(saved, scene)
+        reference = mrml.read_volume_file(next(phantom_case.glob("*_t1ce.nii.gz")), scene)
+        assert np.array_equal(mrml.labels_of(node, reference), command_labels)
+
+        with page.expect_download() as download:
+            page.locator("#download-preview").click()
+        assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_case, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "escape").symlink_to(phantom_case)  # a case folder that is a link out of --data
+    truncated = tmp_path / "upload"
+    truncated.mkdir()
+    for source in sorted(phantom_case.glob("*.nii.gz")):
+        content = source.read_bytes()
+        (truncated / source.name).write_bytes(content[: len(content) // 2] if "_t2." in source.name else content)
+    with serving("--data", str(data)) as url:
+        page = open_page(browser, url)
+        page.get_by_text("Preparation plan").wait_for(timeout=60000)
+        listed = page.evaluate("() => window.trame.state.get('cases')")
+        assert listed == [], f"a case outside --data is listed: {listed}"
+        for attempt in ("../../etc/passwd", str(data / "escape"), "/etc"):
+            page.evaluate(f"() => window.trame.state.set('case_path', {attempt!r})")
+            error = page.locator("#case-error")
+            error.wait_for(timeout=30000)
+            assert "outside the folders this server may read" in error.inner_text(), attempt
+            page.evaluate("() => window.trame.state.set('case_path', null)")
+
+        page.locator("#upload input[type=file]").set_input_files(
+            [str(p) for p in sorted(truncated.iterdir()) if "_seg." not in p.name])
+        page.wait_for_function("() => document.querySelector('#case-error')?.innerText.includes('truncated')",
+                               timeout=60000)
+        message = page.locator("#case-error").inner_text()
+        command_error = subprocess.run(command("segment", str(truncated), "--output", str(tmp_path / "out")),
+                                       capture_output=True, text=True).stderr
+        # the same reader's words: the file's name, "truncated: N of the M bytes its header announces"
+        reason = re.search(r"truncated: \d+ of the \d+ bytes its header announces", message).group(0)
+        assert reason in command_error and "_t2.nii.gz" in message
+
+        page.locator("#upload input[type=file]").set_input_files(
+            [str(p) for p in sorted(phantom_case.glob("*.nii.gz")) if "_flair" not in p.name and "_seg." not in p.name])
+        page.wait_for_function("() => document.querySelector('#plan')?.innerText.includes('FLAIR')", timeout=60000)
+        assert "Choose a file for FLAIR" in page.locator("#plan").inner_text()
+
+
+def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phantom_case):
+    refused = subprocess.run(command("serve", "--host", "0.0.0.0", "--port", str(free_port())),
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--access-key" in refused.stderr
+
+    port = free_port()
+    with serving("--host", "127.0.0.1", "--access-key", "s3cret", "--case", str(phantom_case), port=port) as url:
+        with pytest.raises(urllib.error.HTTPError) as no_key:
+            urllib.request.urlopen(url + "index.html", timeout=30)
+        assert no_key.value.code == 403 and b"access key required" in no_key.value.read()
+        assert urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30).status == 200
+
+        page = open_page(browser, url + "?key=s3cret")
+        wait_until_loaded(page)
+        with pytest.raises(urllib.error.HTTPError) as second:
+            urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30)
+        assert second.value.code == 409 and b"another browser session" in second.value.read()
+        page.close()
+        time.sleep(1)
+        assert urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30).status == 200
+
+
+def test_real_case_volumes_match_the_command(browser, shared_data, tmp_path):
+    case = next((c for c in sorted(shared_data.glob("brats2021/*")) if c.is_dir()), None)
+    if case is None:
+        pytest.skip(f"no BraTS 2021 case in {shared_data}")
+    expected, command_s, _ = segment_with_command(case, tmp_path / "command")
+    with serving("--data", str(shared_data), "--case", str(case)) as url:
+        page = open_page(browser, url)
+        wait_until_loaded(page)
+        page_s = click_segment(page, timeout_s=command_s + ALLOWED_EXTRA_S + 120)
+        print(f"{case.name}: segment command {command_s:.1f} s, page from click to volumes {page_s:.1f} s")
+        assert_same_volumes(page_volumes(page), expected)
+        assert page_s <= command_s + ALLOWED_EXTRA_S
