@@ -210,7 +210,7 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
             assert "outside the folders this server may read" in error.inner_text(), attempt
             page.evaluate("() => window.trame.state.set('case_path', null)")
 
-        page.locator("#upload input[type=file]").set_input_files(
+        page.locator("input[type=file]").first.set_input_files(
             [str(p) for p in sorted(truncated.iterdir()) if "_seg." not in p.name])
         page.wait_for_function("() => document.querySelector('#case-error')?.innerText.includes('truncated')",
                                timeout=60000)
@@ -221,7 +221,7 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
         reason = re.search(r"truncated: \d+ of the \d+ bytes its header announces", message).group(0)
         assert reason in command_error and "_t2.nii.gz" in message
 
-        page.locator("#upload input[type=file]").set_input_files(
+        page.locator("input[type=file]").first.set_input_files(
             [str(p) for p in sorted(phantom_case.glob("*.nii.gz")) if "_flair" not in p.name and "_seg." not in p.name])
         page.wait_for_function("() => document.querySelector('#plan')?.innerText.includes('FLAIR')", timeout=60000)
         assert "Choose a file for FLAIR" in page.locator("#plan").inner_text()

@@ -44,9 +44,11 @@ def list_cases(roots: ReadableRoots) -> List[Path]:
             continue
         for case in cases:
             try:
-                found.append(roots.check(case))
+                real = roots.check(case)
             except AccessError:
                 continue
+            if real not in found:  # reached twice through a link between the folders
+                found.append(real)
     return found
 
 

@@ -1,0 +1,155 @@
+"""The web app's logic without a browser (frontends/web/logic/): what a session may read, how uploads
+are stored, which file is which sequence, the plan, the downloads and the end of a session."""
+from __future__ import annotations
+
+import importlib.util
+import io as bytes_io
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from BrainTumorCNNLib.frontends import phantom
+from BrainTumorCNNLib.frontends.web.logic import cases, downloads, job
+from BrainTumorCNNLib.frontends.web.logic.security import (AccessError, ReadableRoots, check_listening,
+                                                           safe_file_name)
+from BrainTumorCNNLib.preparing.preparation import PreparationOptions
+from BrainTumorCNNLib.reading import io
+
+CLI_DEFAULT = PreparationOptions(register=False, resample=False)  # what `segment` does with image files
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("phantom")
+    return phantom.write_phantom(phantom.make_phantom(0, "small"), folder)["T1c"].parent
+
+
+def test_paths_outside_the_data_folders_are_refused(tmp_path, phantom_case):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "inside.nii.gz").write_bytes(b"x")
+    (data / "link").symlink_to(phantom_case)
+    roots = ReadableRoots.of([data])
+    assert roots.check(Path("inside.nii.gz")) == (data / "inside.nii.gz").resolve()
+    for attempt in ("../../etc/passwd", "/etc/passwd", str(data / "link"), str(data / ".." / "elsewhere")):
+        with pytest.raises(AccessError, match="outside the folders this server may read"):
+            roots.check(Path(attempt))
+    with pytest.raises(AccessError, match="no such file"):
+        roots.check(data / "absent")
+    assert cases.list_cases(roots) == []  # the linked case is not offered either
+    assert cases.list_cases(roots.with_folder(phantom_case.parent)) == [phantom_case.resolve()]
+
+
+def test_another_host_needs_an_access_key():
+    check_listening("127.0.0.1", None)
+    check_listening("0.0.0.0", "key")
+    with pytest.raises(ValueError, match="--access-key"):
+        check_listening("0.0.0.0", None)
+
+
+def test_uploaded_names_lose_folders_and_odd_characters():
+    assert safe_file_name("../../etc/passwd") == "passwd"
+    assert safe_file_name("C:\\cases\\x_t1ce.nii.gz") == "x_t1ce.nii.gz"
+    assert safe_file_name("..hidden name;rm -rf.nii") == "hidden_name_rm_-rf.nii"
+    with pytest.raises(AccessError):
+        safe_file_name("../..")
+
+
+def test_uploads_are_private_size_limited_and_unzipped_flat(tmp_path, phantom_case):
+    files = [(p.name, p.read_bytes()) for p in sorted(phantom_case.glob("*.nii.gz"))]
+    with pytest.raises(AccessError, match="limit"):
+        cases.store_upload(files, tmp_path / "too-big", limit=1000)
+    assert not (tmp_path / "too-big").exists()
+    folder = cases.store_upload(files, tmp_path / "upload")
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    found = cases.case_files(folder, ReadableRoots.of([tmp_path]))
+    assert {m: p.name for m, p in found.assignment.items()} == {
+        "T1": "Phantom_00000_t1.nii.gz", "T1c": "Phantom_00000_t1ce.nii.gz", "T2": "Phantom_00000_t2.nii.gz",
+        "FLAIR": "Phantom_00000_flair.nii.gz"}
+
+    archive = bytes_io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("../../series/evil.dcm", b"DICM")
+    zipped_folder = cases.store_upload([("study.zip", archive.getvalue())], tmp_path / "zipped")
+    assert [p.name for p in zipped_folder.iterdir()] == ["00000_evil.dcm"]
+    with pytest.raises(AccessError, match="zip"):
+        cases.store_upload([("broken.zip", b"PK\x03\x04 truncated")], tmp_path / "broken")
+
+
+def test_plan_and_reading_give_the_command_lines_words(tmp_path, phantom_case):
+    roots = ReadableRoots.of([phantom_case.parent, tmp_path])
+    found = cases.case_files(phantom_case, roots)
+    assert cases.plan(found, CLI_DEFAULT) == "none: the four volumes are on the T1c grid"
+    case = cases.read(found, roots, CLI_DEFAULT)
+    assert case.name == phantom_case.name and case.images.shape[0] == 4
+
+    found.assignment["FLAIR"] = None
+    assert cases.plan(found, CLI_DEFAULT) == "Choose a file for FLAIR."
+    with pytest.raises(io.CaseError, match="missing FLAIR"):
+        cases.read(found, roots, CLI_DEFAULT)
+
+    # another grid: refused without resampling, planned with it
+    import SimpleITK as sitk
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in phantom_case.glob("*.nii.gz"):
+        image = sitk.ReadImage(str(path))
+        if "_flair" in path.name:
+            image = image[::2, ::2, :]
+        sitk.WriteImage(image, str(moved / path.name))
+    found = cases.case_files(moved, roots)
+    assert cases.plan(found, CLI_DEFAULT).startswith("Cannot segment:")
+    assert cases.plan(found, PreparationOptions(register=False, resample=True)) == \
+        "resample FLAIR onto the T1c grid (as it lies: no registration)"
+
+
+def test_models_are_offered_best_first_with_their_cross_validated_dice():
+    from BrainTumorCNNLib.network import registry
+    choices = job.model_choices()
+    assert choices[0]["value"] == registry.default_model()
+    assert {c["value"] for c in choices} == set(registry.shipped())
+    assert "cross-validated Dice complete" in choices[0]["title"]
+
+
+def test_downloads_are_the_command_lines_files(tmp_path, phantom_case):
+    import slicer
+
+    from BrainTumorCNNLib.frontends import mrml
+    roots = ReadableRoots.of([phantom_case.parent])
+    case = cases.read(cases.case_files(phantom_case, roots), roots, CLI_DEFAULT)
+    labels = np.zeros(case.geometry.shape, np.uint8)
+    labels[30:34, 60:70, 60:70] = 2
+    labels[31:33, 63:67, 63:67] = 4
+    written = {kind: downloads.write(kind, tmp_path, case, labels, 4, "TwoPathCNN")
+               for kind in ("segmentation", "labels", "preview")}
+    assert {k: p.name for k, p in written.items()} == {"segmentation": f"{case.name}.seg.nrrd",
+                                                       "labels": f"{case.name}_labels.nii.gz",
+                                                       "preview": f"{case.name}_preview.png"}
+    assert np.array_equal(io.read_image(written["labels"])[0], labels)
+    scene = slicer.vtkMRMLScene()
+    reference = mrml.add_volume_node(scene, case.images[1], case.geometry, "T1c")
+    assert np.array_equal(mrml.labels_of(mrml.read_segmentation_file(written["segmentation"], scene), reference),
+                          labels)
+    with pytest.raises(ValueError, match="only for DICOM input"):
+        downloads.write("dicom_seg", tmp_path, case, labels, 4, "TwoPathCNN")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trame_slicer") is None, reason="trame-slicer not installed")
+def test_closing_a_session_removes_its_nodes_and_files(phantom_case):
+    from trame_slicer.core import SlicerApp
+
+    from BrainTumorCNNLib.frontends.web.logic.session import Session
+    session = Session(SlicerApp(), ReadableRoots.of([]))
+    found = session.upload([(p.name, p.read_bytes()) for p in phantom_case.glob("*.nii.gz")])
+    folder = session.folder
+    assert found.source.parent == folder and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    nodes = session.scene.GetNumberOfNodes()
+    session.show_case(cases.read(found, session.roots, CLI_DEFAULT))
+    assert session.scene.GetNumberOfNodes() > nodes
+    session.close()
+    assert not folder.exists() and session.case is None
+    assert session.scene.GetNumberOfNodes() == nodes
