@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, preprocess
 from BrainTumorCNNLib.reading import io, sanity
 from BrainTumorCNNLib.reading.geometry import GeometryError
+from BrainTumorCNNLib.running.cases import read_case
 from test_io import DIRECTION, ORIGIN, SHAPE, brain, modality_array, write, write_brats2021
 
 MODALITY_FILES = {"T1": "t1", "T1c": "t1ce", "T2": "t2", "FLAIR": "flair"}
@@ -42,7 +43,7 @@ def files_of(case: Path) -> dict:
 def test_missing_modality_in_a_folder_names_it_the_files_found_and_the_fix(case):
     file_of(case, "FLAIR").unlink()
     with pytest.raises(io.CaseError) as error:
-        io.read_case(case)
+        read_case(case)
     message = str(error.value)
     assert str(case) in message and "missing FLAIR" in message
     assert file_of(case, "T2").name in message and "--flair" in message
@@ -51,39 +52,39 @@ def test_missing_modality_in_a_folder_names_it_the_files_found_and_the_fix(case)
 def test_missing_or_unknown_slot_in_explicit_files(case):
     files = files_of(case)
     with pytest.raises(io.CaseError, match=r"missing \['FLAIR'\]"):
-        io.read_case({m: p for m, p in files.items() if m != "FLAIR"})
+        read_case({m: p for m, p in files.items() if m != "FLAIR"})
     with pytest.raises(io.CaseError, match="unknown.*T1ce"):
-        io.read_case({**files, "T1ce": files["T1c"]})
+        read_case({**files, "T1ce": files["T1c"]})
     with pytest.raises(io.CaseError, match="nowhere_t2.nii.gz: no such file"):
-        io.read_case({**files, "T2": case / "nowhere_t2.nii.gz"})
+        read_case({**files, "T2": case / "nowhere_t2.nii.gz"})
 
 
 def test_empty_or_missing_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(io.CaseError, match="missing T1, T1c, T2, FLAIR.*no image files"):
-        io.read_case(tmp_path / "empty")
+        read_case(tmp_path / "empty")
     with pytest.raises(io.CaseError, match="no such case folder"):
-        io.read_case(tmp_path / "absent")
+        read_case(tmp_path / "absent")
 
 
 def test_the_same_file_for_two_slots_however_spelled(case, monkeypatch):
     files = files_of(case)
     with pytest.raises(io.CaseError, match=r"same file is given for T1 and FLAIR .*t1\.nii\.gz"):
-        io.read_case({**files, "FLAIR": files["T1"]})
+        read_case({**files, "FLAIR": files["T1"]})
     monkeypatch.chdir(case)
     with pytest.raises(io.CaseError, match="same file is given for T1 and FLAIR"):
-        io.read_case({**files, "FLAIR": Path(files["T1"].name)})  # relative and absolute spellings
+        read_case({**files, "FLAIR": Path(files["T1"].name)})  # relative and absolute spellings
     link = case.parent / "link_flair.nii.gz"
     link.symlink_to(files["T1"])
     with pytest.raises(io.CaseError, match="same file is given for T1 and FLAIR"):
-        io.read_case({**files, "FLAIR": link})
+        read_case({**files, "FLAIR": link})
 
 
 def test_a_copy_of_one_image_in_two_slots(case):
     files = files_of(case)
     copy = shutil.copy(files["T1"], case.parent / "copy_of_t1.nii.gz")
     with pytest.raises(io.CaseError) as error:
-        io.read_case({**files, "FLAIR": copy})
+        read_case({**files, "FLAIR": copy})
     message = str(error.value)
     assert "T1 (BraTS2021_00001_t1.nii.gz) and FLAIR (copy_of_t1.nii.gz) hold identical voxels" in message
 
@@ -91,7 +92,7 @@ def test_a_copy_of_one_image_in_two_slots(case):
 def test_two_files_for_one_modality_in_a_folder(case):
     shutil.copy(file_of(case, "T1"), case / f"{case.name}_t1n.nii.gz")
     with pytest.raises(io.CaseError, match="two files for T1.*pass the four files explicitly"):
-        io.read_case(case)
+        read_case(case)
 
 
 # --- A file in the wrong slot (warnings) -----------------------------------------------------
@@ -152,9 +153,9 @@ def test_tissue_contrasts_in_the_right_slots_give_no_warning_and_every_swap_one(
 def test_swapped_files_are_read_with_a_logged_warning_naming_them(tmp_path, caplog, first, second, says):
     images = tissue_case()
     files = {m: write(images[i], tmp_path / f"scan_{i}.nii.gz") for i, m in enumerate(io.MODALITIES)}
-    assert io.read_case(files).warnings == []
+    assert read_case(files).warnings == []
     files[first], files[second] = files[second], files[first]
-    case = io.read_case(files)
+    case = read_case(files)
     assert any(says in w for w in case.warnings), case.warnings
     assert files[first].name in " ".join(case.warnings) and says in caplog.text
     np.testing.assert_array_equal(case.images[io.MODALITIES.index(first)],
@@ -168,7 +169,7 @@ def test_real_cases_give_no_warning_and_every_swap_of_their_files_one(shared_dat
                for f in io.find_cases(shared_data / release)]
     assert len(folders) == 18
     for folder in folders:
-        case = io.read_case(folder)
+        case = read_case(folder)
         assert case.warnings == [], (folder.name, case.warnings)
         mask = case.images.any(axis=0)
         for i, j in SWAPS:
@@ -186,7 +187,7 @@ KNOWN_MISSED_SWAPS = {  # measured; listed in sanity's docstring
 def test_real_flair_file_in_the_t1_slot(shared_data):
     folder = io.find_cases(shared_data / "brats2021")[0]
     files = {m: file_of(folder, m) for m in io.MODALITIES}
-    case = io.read_case({**files, "T1": files["FLAIR"], "FLAIR": files["T1"]})
+    case = read_case({**files, "T1": files["FLAIR"], "FLAIR": files["T1"]})
     assert any("FLAIR or T2 image is probably in the T1 or T1c slot" in w and "T1 (" + files["FLAIR"].name in w
                for w in case.warnings), case.warnings
 
@@ -210,11 +211,11 @@ def test_volumes_not_co_registered_name_the_modality_the_difference_and_the_fix(
     array = modality_array("T1") if array is None else np.pad(modality_array("T1"), ((0, 0), (0, 0), (0, 1)))
     write(array, file_of(case, "T1"), **how)
     with pytest.raises(GeometryError) as error:
-        io.read_case(case)
+        read_case(case)
     message = str(error.value)
     assert f"T1 ({file_of(case, 'T1').name}): {words}" in message, message
     assert "T2 (" not in message and "resampl" in message
-    resampled = io.read_case(case, resample=True)
+    resampled = read_case(case, resample=True)
     assert resampled.geometry == io.read_image(file_of(case, "T1c"))[1]
     assert resampled.images.shape == (4,) + SHAPE
 
@@ -225,22 +226,22 @@ def test_2d_and_multi_component_images_in_a_slot(case):
     write2d = sitk.GetImageFromArray(np.ones((10, 12), np.int16))
     sitk.WriteImage(write2d, str(file_of(case, "T2")))
     with pytest.raises(io.CaseError, match=r"_t2.nii.gz: expected a 3-D single-channel volume, got a 2-D image"):
-        io.read_case(case)
+        read_case(case)
     rgb = sitk.GetImageFromArray(np.ones(SHAPE + (3,), np.uint8), isVector=True)
     sitk.WriteImage(rgb, str(file_of(case, "T2")))
     with pytest.raises(io.CaseError, match=r"3-D image of size \(12, 10, 8\) with 3 component"):
-        io.read_case(case)
+        read_case(case)
 
 
 def test_4d_images_that_are_not_msd(case, tmp_path):
     series = sitk.GetImageFromArray(np.ones((5,) + SHAPE, np.int16), isVector=False)  # 5 time points
     sitk.WriteImage(series, str(file_of(case, "T1")))
     with pytest.raises(io.CaseError, match=r"expected a 3-D single-channel volume, got a 4-D image of size"):
-        io.read_case(case)
+        read_case(case)
     with pytest.raises(io.CaseError, match=r"expected a 4-D image with 4 channels \(MSD Task01: FLAIR, T1, T1c, T2\)"):
-        io.read_case(file_of(case, "T1"))  # given alone, as an MSD image
+        read_case(file_of(case, "T1"))  # given alone, as an MSD image
     with pytest.raises(io.CaseError, match="got a 3-D image"):
-        io.read_case(file_of(case, "T2"))  # one 3-D modality is not a case
+        read_case(file_of(case, "T2"))  # one 3-D modality is not a case
 
 
 # --- Volumes without image content, or with values that are not numbers -------------------------
@@ -249,7 +250,7 @@ def test_4d_images_that_are_not_msd(case, tmp_path):
 def test_empty_or_constant_volume_is_refused_naming_it(case, value, says):
     write(np.full(SHAPE, value, np.int16), file_of(case, "T1c"))
     with pytest.raises(io.CaseError, match=rf"T1c \(.*_t1ce.nii.gz\): the volume is {re.escape(says)}"):
-        io.read_case(case)
+        read_case(case)
 
 
 def test_modality_constant_inside_the_brain_is_refused_by_preprocessing():
@@ -271,7 +272,7 @@ def test_nan_and_inf_voxels_are_read_as_0_with_a_warning_giving_their_count(case
     if suffix == ".nii.gz":
         assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).all()  # the reader hides them
         assert np.isnan(io.read_image(path)[0][2, 3, 4]) and np.isinf(io.read_image(path)[0][4, 5, 6])
-    loaded = io.read_case({**files_of(case), "FLAIR": path})
+    loaded = read_case({**files_of(case), "FLAIR": path})
     expected = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
     np.testing.assert_array_equal(loaded.images[3], expected)
     assert len(loaded.warnings) == 1 and f"FLAIR ({path}): 3 voxels (0.31%) are NaN or infinite" in loaded.warnings[0]
@@ -283,10 +284,10 @@ def test_nan_in_a_label_map_or_everywhere_is_refused(case):
     labels[3, 4, 5] = np.nan
     write(labels, file_of(case, "seg"))
     with pytest.raises(io.CaseError, match="_seg.nii.gz: label values must be whole numbers"):
-        io.read_case(case)
+        read_case(case)
     write(np.full(SHAPE, np.nan, np.float32), file_of(case, "T2"))
     with pytest.raises(io.CaseError, match=r"T2 .*the volume is empty"):
-        io.read_case(case)
+        read_case(case)
 
 
 def test_preprocessing_refuses_nan_arrays_naming_the_modality():
@@ -303,7 +304,7 @@ def test_values_beyond_float32_are_refused(case):
     array[4, 5, 6] = 2e39
     write(array, file_of(case, "T2"))
     with pytest.raises(io.CaseError, match=r"T2 .*values up to 2e\+39 do not fit in float32"):
-        io.read_case(case)
+        read_case(case)
 
 
 @pytest.mark.parametrize("dtype, values", [
@@ -314,7 +315,7 @@ def test_integer_types_near_overflow_become_float32_without_wrapping(case, dtype
     rng = np.random.default_rng(0)
     array = np.where(brain(), rng.choice(np.array(values, dtype), size=SHAPE), 0).astype(dtype)
     path = write(array, case / "big_t1.nrrd")  # NRRD keeps every integer type
-    loaded = io.read_case({**files_of(case), "T1": path})
+    loaded = read_case({**files_of(case), "T1": path})
     np.testing.assert_allclose(loaded.images[0], array.astype(np.float64), rtol=1e-7)
     images = loaded.images * np.concatenate([np.ones((1,) + SHAPE), 1 + rng.random((3,) + SHAPE)])  # some texture
     out = preprocess(images.astype(np.float32), PreprocessingConfig(n4=False))
@@ -338,7 +339,7 @@ def test_truncated_nifti_is_refused_with_the_bytes_missing(tmp_path, suffix, kee
     _cut(files["T2"], keep)
     sitk.ReadImage(str(files["T2"]))  # the trap: no error from the reader itself
     with pytest.raises(io.CaseError) as error:
-        io.read_case(files)
+        read_case(files)
     assert f"p_T2{suffix}: truncated:" in str(error.value) and "copy or export the file again" in str(error.value)
     expected = 352 + int(np.prod(SHAPE)) * 2
     assert sanity.nifti_shortfall(files["T2"])[1] == expected
@@ -349,7 +350,7 @@ def test_truncated_label_map_and_other_formats(case, tmp_path):
     write(np.random.default_rng(0).choice(np.array([0, 1, 2, 4], np.uint8), SHAPE), file_of(case, "seg"))
     _cut(file_of(case, "seg"), 0.7)
     with pytest.raises(io.CaseError, match="_seg.nii.gz: truncated"):
-        io.read_case(case)
+        read_case(case)
     mha = write(modality_array("T1"), tmp_path / "t1.mha")
     _cut(mha, 0.7)
     with pytest.raises(io.CaseError, match="t1.mha: cannot be read .*truncated or corrupt"):
@@ -360,7 +361,7 @@ def test_truncated_label_map_and_other_formats(case, tmp_path):
 def test_corrupt_files_are_refused_naming_them(case, content):
     file_of(case, "T1c").write_bytes(content)
     with pytest.raises(io.CaseError, match=r"_t1ce.nii.gz: cannot be read as an image .*truncated, corrupt"):
-        io.read_case(case)
+        read_case(case)
 
 
 def test_nifti_header_read_through_the_gzip_trailer_and_multi_member_files(tmp_path):
@@ -397,26 +398,26 @@ def test_huge_volume_is_refused_from_its_header_with_the_memory_it_would_need(ca
     _header_only(file_of(case, "T1"), (512, 512, 400))
     assert file_of(case, "T1").stat().st_size < 1000
     with pytest.raises(io.CaseError) as error:
-        io.read_case(case)
+        read_case(case)
     message = str(error.value)
     assert "_t1.nii.gz: 512 x 512 x 400 = 105 million voxels" in message
     assert f"{512 * 512 * 400 * io.BYTES_PER_VOXEL / 2 ** 30:.1f} GiB" in message
     assert "limit 50 million voxels" in message and "BRAINTUMORCNN_MAX_VOXELS" in message
     # a higher limit lets the header through; the missing voxels are then reported, still without allocating
     with pytest.raises(io.CaseError, match="truncated: 352 of the 209715552 bytes"):
-        io.read_case(case, max_voxels=200_000_000)
+        read_case(case, max_voxels=200_000_000)
 
 
 def test_huge_msd_image_is_refused_from_its_header(tmp_path):
     (tmp_path / "imagesTr").mkdir()
     image = _header_only(tmp_path / "imagesTr" / "BRATS_999.nii.gz", (600, 600, 300, 4))
     with pytest.raises(io.CaseError, match="BRATS_999.nii.gz: 600 x 600 x 300 = 108 million voxels"):
-        io.read_case(image)
+        read_case(image)
 
 
 def test_the_limit_is_configurable(case, tmp_path):
     with pytest.raises(io.CaseError, match=r"12 x 10 x 8 = 0 million voxels.*limit 0 million"):
-        io.read_case(case, max_voxels=100)
+        read_case(case, max_voxels=100)
     script = "from BrainTumorCNNLib.reading import io; print(io.MAX_VOXELS)"
     env = {**os.environ, "BRAINTUMORCNN_MAX_VOXELS": "123456"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
@@ -432,7 +433,7 @@ def test_the_limit_is_configurable(case, tmp_path):
 def test_unexpected_truth_labels_name_the_values_the_scheme_and_the_fix(tmp_path, file_values, scheme, bad):
     case = write_brats2021(tmp_path, truth_values=file_values)
     with pytest.raises(io.CaseError) as error:
-        io.read_case(case)
+        read_case(case)
     message = str(error.value)
     assert f"unexpected label values {bad} for the {scheme} scheme" in message
     assert "_seg.nii.gz" in message and "label_scheme=" in message
@@ -444,10 +445,10 @@ def test_truth_in_another_scheme_than_its_name_says(tmp_path):
     renamed = seg.with_name(f"{case.name}-seg.nii.gz")  # BraTS 2023 naming, BraTS 2021 labels
     seg.rename(renamed)
     with pytest.raises(io.CaseError, match=r"\[4\] for the brats2023 scheme"):
-        io.read_case(files_of(case), truth=renamed)
-    assert io.read_case(files_of(case), truth=renamed, label_scheme="brats2021").truth.max() == 4
+        read_case(files_of(case), truth=renamed)
+    assert read_case(files_of(case), truth=renamed, label_scheme="brats2021").truth.max() == 4
     with pytest.raises(ValueError, match="unknown label scheme 'brats2020'"):
-        io.read_case(files_of(case), truth=renamed, label_scheme="brats2020")
+        read_case(files_of(case), truth=renamed, label_scheme="brats2020")
 
 
 def test_fractional_truth_labels(tmp_path):
@@ -455,4 +456,4 @@ def test_fractional_truth_labels(tmp_path):
     seg = np.where(brain(), 1.5, 0).astype(np.float32)
     write(seg, file_of(case, "seg"))
     with pytest.raises(io.CaseError, match="whole numbers"):
-        io.read_case(case)
+        read_case(case)

@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import write_broken_case, write_synthetic_case
 
 from BrainTumorCNNLib import labels
-from BrainTumorCNNLib.frontends import batch, cli, mrml
+from BrainTumorCNNLib.frontends import cli, mrml
+from BrainTumorCNNLib.frontends.progress import ProgressLine
+from BrainTumorCNNLib.frontends.segment_case import finished, output_paths
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import inference, pipeline
+from BrainTumorCNNLib.running.cases import read_case
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +40,7 @@ def test_folder_of_cases_with_a_bad_one(untrained_models, synthetic_cases, tmp_p
         for path in _outputs(output, case.name):
             assert path.stat().st_size > 0, path
         written = sitk.ReadImage(str(output / f"{case.name}_labels.nii.gz"))
-        source = sitk.ReadImage(str(io.read_case(case).files["T1c"]))
+        source = sitk.ReadImage(str(read_case(case).files["T1c"]))
         assert written.GetOrigin() == source.GetOrigin() and written.GetSpacing() == source.GetSpacing()
         assert written.GetDirection() == source.GetDirection() and written.GetSize() == source.GetSize()
         assert set(np.unique(sitk.GetArrayFromImage(written))) <= {0, 1, 2, 4}  # BraTS 2017-2021 values
@@ -58,7 +62,7 @@ def test_folder_of_cases_with_a_bad_one(untrained_models, synthetic_cases, tmp_p
 
 
 def test_explicit_files_and_a_five_class_model(untrained_models, synthetic_cases, tmp_path, capsys):
-    files = io.read_case(synthetic_cases[0]).files
+    files = read_case(synthetic_cases[0]).files
     output = tmp_path / "out"
     argv = ["segment", "--output", str(output), "--model", "LocalPathCNN", "--device", "cpu", "--no-cleanup",
             "--name", "patient7"] + [x for m in io.MODALITIES for x in (f"--{m.lower()}", str(files[m]))]
@@ -103,7 +107,7 @@ def _preview_text(path: Path) -> dict:
 
 def test_preview_shows_the_truth_and_the_dice_when_truth_is_given(untrained_models, synthetic_cases, tmp_path,
                                                                    capsys):
-    files = io.read_case(synthetic_cases[0]).files
+    files = read_case(synthetic_cases[0]).files
     explicit = [x for m in io.MODALITIES for x in (f"--{m.lower()}", str(files[m]))]
     runs = {"given": [*explicit, "--name", "given", "--truth", str(files["truth"])],
             "plain": [*explicit, "--name", "plain"],
@@ -130,13 +134,31 @@ def test_progress_is_line_based_when_output_is_not_a_terminal(untrained_models, 
     assert 3 <= len(steps) <= 12, captured.out
 
 
+@pytest.mark.parametrize("blocked", ["preview", "labels"])
+def test_a_case_that_fails_while_its_outputs_are_written_leaves_none_of_them(
+        untrained_models, synthetic_cases, tmp_path, capsys, blocked):
+    """A folder where an output file must go: the case fails when its files are moved into place, and the
+    files moved before it are taken back, so nothing of the case is left to look finished or half done."""
+    output = tmp_path / "out"
+    paths = output_paths(output, synthetic_cases[0].name)
+    paths[blocked].mkdir(parents=True)
+    command = ["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu"]
+
+    assert cli.main(command) == 1
+    assert "FAILED: [Errno 21] Is a directory" in capsys.readouterr().err
+    assert list(output.iterdir()) == [paths[blocked]], "no output and no temporary file of the failed case"
+
+    paths[blocked].rmdir()
+    assert cli.main(command) == 0 and finished(paths)
+
+
 def test_progress_lines_per_ten_percent_on_a_stream_and_one_updated_line_on_a_terminal():
     import io as stdio
     import os
     import select
 
     stream = stdio.StringIO()
-    progress = batch.ProgressLine(stream)  # a pipeline.Progress callback
+    progress = ProgressLine(stream)  # a pipeline.Progress callback
     assert pipeline.Progress is inference.Progress  # one callback type
     for i in range(1001):
         progress(i / 1000, f"slice {i}/1000")
@@ -147,7 +169,7 @@ def test_progress_lines_per_ten_percent_on_a_stream_and_one_updated_line_on_a_te
 
     leader, follower = os.openpty()  # a real terminal
     with open(follower, "w") as terminal:
-        progress = batch.ProgressLine(terminal)
+        progress = ProgressLine(terminal)
         for i in range(21):
             progress(i / 20, f"{i}")
         progress.finish("segmented")
@@ -164,7 +186,7 @@ def test_flips_option_segments_with_test_time_flips(untrained_models, synthetic_
     assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu", "--flips",
                      "--no-n4", "--no-cleanup"]) == 0
     written, _ = io.read_image(output / "Synth_000_labels.nii.gz")
-    case = io.read_case(synthetic_cases[0])
+    case = read_case(synthetic_cases[0])
     options = pipeline.SegmentationOptions(device="cpu", cleanup=None, flips=True,
                                            preprocessing=pipeline.PreprocessingConfig(n4=False))
     flipped = pipeline.segment(case.images, case.geometry, options).probabilities
@@ -180,7 +202,7 @@ def test_precision_option_reaches_the_pipeline(untrained_models, synthetic_cases
     assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu",
                      "--precision", "bfloat16", "--no-n4", "--no-cleanup"]) == 0
     written, _ = io.read_image(output / "Synth_000_labels.nii.gz")
-    case = io.read_case(synthetic_cases[0])
+    case = read_case(synthetic_cases[0])
     options = pipeline.SegmentationOptions(device="cpu", cleanup=None, precision="bfloat16",
                                            preprocessing=pipeline.PreprocessingConfig(n4=False))
     lower = pipeline.segment(case.images, case.geometry, options)
@@ -192,7 +214,7 @@ def test_precision_option_reaches_the_pipeline(untrained_models, synthetic_cases
 
 def test_the_preparation_of_each_case_is_reported(untrained_models, synthetic_cases, tmp_path, capsys):
     """A T1 stored on a grid 2 mm off the T1c's, segmented with --resample: the step is named."""
-    files = dict(io.read_case(synthetic_cases[0]).files)
+    files = dict(read_case(synthetic_cases[0]).files)
     t1 = sitk.ReadImage(str(files["T1"]))
     t1.SetOrigin(tuple(np.add(t1.GetOrigin(), (2.0, 0.0, 0.0))))
     files["T1"] = tmp_path / "moved_t1.nii.gz"

@@ -39,7 +39,7 @@ def atlas() -> Path:
 
 @pytest.fixture(scope="module")
 def case(shared_data) -> io.Case:
-    return io.read_case(shared_data / CASE)
+    return read_case(shared_data / CASE)
 
 
 def test_skull_detected_on_a_head_and_not_on_a_skull_stripped_case(atlas, case):
@@ -97,6 +97,7 @@ import numpy as np
 from BrainTumorCNNLib.frontends import cli
 from BrainTumorCNNLib.preparing import brain_extraction
 from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running.cases import read_case
 status = cli.main(["segment", {str(case)!r}, "--output", {str(tmp_path / 'out')!r}, "--brain-extraction", "on"])
 print("status", status)
 print("auto status", cli.main(["segment", {str(case)!r}, "--output", {str(tmp_path / 'auto')!r}, "--device", "cpu"]))

@@ -9,11 +9,12 @@ import pytest
 
 from conftest import write_broken_case
 
-from BrainTumorCNNLib.frontends import batch, cli, cluster
+from BrainTumorCNNLib.frontends import cli, cluster
+from BrainTumorCNNLib.frontends.segment_case import finished, output_paths
 
 pytest.importorskip("distributed", reason="the [cluster] extra (dask[distributed]) is not installed")
 
-LIB_ROOT = Path(batch.__file__).resolve().parents[2]  # the folder holding BrainTumorCNNLib
+LIB_ROOT = Path(cluster.__file__).resolve().parents[2]  # the folder holding BrainTumorCNNLib
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_cases_on_a_cluster_with_a_bad_one_and_a_rerun(two_workers, synthetic_ca
     share = max(1, len(os.sched_getaffinity(0)) // 2)  # two one-thread workers share this host's cores
     assert all(line.endswith(f"({share} threads)") for line in segmented)
     for case in synthetic_cases:
-        assert batch._finished(batch.output_paths(output, case.name))
+        assert finished(output_paths(output, case.name))
     assert not list(output.glob("Broken_001*")) and not list(output.glob(".*part*"))
     with open(output / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -54,8 +55,8 @@ def test_cases_on_a_cluster_with_a_bad_one_and_a_rerun(two_workers, synthetic_ca
     assert all(0.0 <= float(r["dice_complete"]) <= 1.0 for r in rows)
 
     # a rerun skips the finished cases (files untouched) and still reports their metrics
-    finished = [p for c in synthetic_cases for p in batch.output_paths(output, c.name).values()]
-    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    outputs = [p for c in synthetic_cases for p in output_paths(output, c.name).values()]
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
     (output / "metrics.csv").unlink()
     assert cli.main(command) == 1
     assert "0 segmented, 3 already done, 1 failed" in capsys.readouterr().out
@@ -70,7 +71,7 @@ def test_local_workers_started_and_stopped_by_the_command(worker_environment, sy
     out = capsys.readouterr().out
     assert "cluster: local:1, 1 workers" in out
     assert f"({len(os.sched_getaffinity(0))} threads)" in out  # the only worker: every core, not the nanny's 1
-    assert batch._finished(batch.output_paths(output, synthetic_cases[0].name))
+    assert finished(output_paths(output, synthetic_cases[0].name))
 
 
 @pytest.mark.parametrize("address", ["local:0", "local:two"])

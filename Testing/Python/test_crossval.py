@@ -177,8 +177,8 @@ def test_cache_is_compact_exact_and_trains_with_torch_and_numpy_only(tmp_path, s
     files = list((tmp_path / "cache").glob("*.npz"))
     assert len(files) == 1 and case.images.dtype == np.float16
     from BrainTumorCNNLib.preparing.preprocessing import preprocess
-    from BrainTumorCNNLib.reading import io
-    raw = io.read_case(synthetic_cases[0])
+    from BrainTumorCNNLib.running.cases import read_case
+    raw = read_case(synthetic_cases[0])
     pre = preprocess(raw.images, NO_N4)
     np.testing.assert_array_equal(case.uncrop(case.truth), raw.truth)
     z0, z1, y0, y1, x0, x1 = case.box
@@ -328,8 +328,8 @@ def test_lr_range_test_suggests_a_rate_below_divergence(synthetic_cases):
 
 def test_test_time_flips_average_the_two_passes(synthetic_cases, untrained_models):
     from BrainTumorCNNLib.preparing.preprocessing import preprocess
-    from BrainTumorCNNLib.reading import io
-    case = io.read_case(synthetic_cases[0])
+    from BrainTumorCNNLib.running.cases import read_case
+    case = read_case(synthetic_cases[0])
     pre = preprocess(case.images, NO_N4)
     model, card = weights.load("TwoPathCNN")
     options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", flips=True, cleanup=None,

@@ -13,6 +13,7 @@ from BrainTumorCNNLib import labels as label_table
 from BrainTumorCNNLib.frontends import cli
 from BrainTumorCNNLib.reading import dicom, io
 from BrainTumorCNNLib.reading.geometry import Geometry
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics
 from scanner_like import UID_ROOT, as_scanned, case_file, centre, grid, head_motion, write_series
 
@@ -55,7 +56,7 @@ def test_series_chosen_by_hand_are_read_as_given(study):
     folder, written = study
     chosen = {m: folder / f"S{PROTOCOL[m][1]:02d}" for m in io.MODALITIES}
     chosen["FLAIR"] = chosen["FLAIR"] / "IM0003.dcm"
-    case = io.read_case(chosen, register=False, resample=True)
+    case = read_case(chosen, register=False, resample=True)
     assert case.geometry.differences(Geometry.from_image(written["T1c"])) == []
     assert np.array_equal(case.images[1], sitk.GetArrayFromImage(written["T1c"]).astype(np.float32))
 
@@ -90,7 +91,7 @@ def test_a_study_that_is_not_four_sequences_is_an_error_naming_the_series_and_no
     series = {**GOOD, **change}
     study = _tiny_study(tmp_path / "study", {d: s for d, s in series.items() if s})
     with pytest.raises(dicom.DicomError, match=message) as error:
-        io.read_case(study)
+        read_case(study)
     assert "--t1/--t1c/--t2/--flair" in str(error.value)
 
     output = tmp_path / "out"
@@ -117,14 +118,14 @@ def test_a_series_of_another_study_is_an_error_naming_the_studies(tmp_path):
     _tiny_study(study, {"t2_flair_tra": GOOD["t2_flair_tra"]}, study_uid=f"{UID_ROOT}.2")
     with pytest.raises(dicom.DicomError, match=r"different studies: .*FLAIR: series 5 't2_flair_tra' .* of study "
                                                rf"'{UID_ROOT}\.2'"):
-        io.read_case(study)
+        read_case(study)
 
 
 def test_a_localizer_chosen_by_hand_is_an_error_naming_it(tmp_path):
     study = _tiny_study(tmp_path / "study", {**GOOD, "localizer": (1, 3, PRIMARY + "\\LOCALIZER")})
     chosen = {m: study / f"S{n:02d}" for m, n in zip(io.MODALITIES, (2, 3, 4, 1))}
     with pytest.raises(dicom.DicomError, match=r"FLAIR: series 1 'localizer' \(.*S01, 3 files\) is a localizer"):
-        io.read_case(chosen)
+        read_case(chosen)
 
 
 def test_a_folder_of_two_series_given_for_one_sequence_is_an_error(tmp_path):
@@ -154,7 +155,7 @@ def test_a_misaligned_scanner_study_segments_as_well_as_its_brats_files(shared_d
                                grid(image, spacing, tilt))
         write_series(image, study / f"S{number:02d}", description, number, STUDY_UID)
     brats = case_file(shared_data, "T1c").parent
-    truth = io.read_case(brats)
+    truth = read_case(brats)
 
     dice = {}
     for name, source in (("study", study), ("brats", brats)):
@@ -170,8 +171,8 @@ def test_a_misaligned_scanner_study_segments_as_well_as_its_brats_files(shared_d
     # the DICOM SEG beside them holds the same labels, frame by frame of the T1c series
     hd = pytest.importorskip("highdicom")
     import pydicom
-    from BrainTumorCNNLib.frontends import batch
-    seg = hd.seg.segread(str(batch.dicom_seg_path(tmp_path / "out_study", "study")))
+    from BrainTumorCNNLib.frontends.segment_case import dicom_seg_path
+    seg = hd.seg.segread(str(dicom_seg_path(tmp_path / "out_study", "study")))
     t1c = dicom.series_at(study / f"S{PROTOCOL['T1c'][1]:02d}")
     uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in t1c.files]
     segments = seg.get_pixels_by_source_instance(uids, combine_segments=True)

@@ -14,7 +14,8 @@ import SimpleITK as sitk
 hd = pytest.importorskip("highdicom")
 
 from BrainTumorCNNLib import labels as label_table  # noqa: E402
-from BrainTumorCNNLib.frontends import batch, cli, dicom_seg  # noqa: E402
+from BrainTumorCNNLib.frontends import cli, dicom_seg  # noqa: E402
+from BrainTumorCNNLib.frontends.segment_case import dicom_seg_path  # noqa: E402
 from BrainTumorCNNLib.network import registry  # noqa: E402
 from BrainTumorCNNLib.reading import dicom, io  # noqa: E402
 from scanner_like import UID_ROOT, case_file, write_series  # noqa: E402
@@ -53,7 +54,7 @@ def test_the_dicom_seg_holds_the_label_maps_labels_on_the_t1c_grid(segmented):
     expected = label_table.output_scheme(num_classes).convert(file_labels)
     assert set(np.unique(expected)) > {0}, "the test needs some tumor in the label map"
 
-    seg = hd.seg.segread(str(batch.dicom_seg_path(output, "study")))
+    seg = hd.seg.segread(str(dicom_seg_path(output, "study")))
     uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in t1c.files]
     by_instance = seg.get_pixels_by_source_instance(uids, combine_segments=True)  # segment numbers
     assert np.array_equal(label_table.class_values(num_classes)[by_instance], expected)
@@ -76,7 +77,7 @@ def test_the_dicom_seg_holds_the_label_maps_labels_on_the_t1c_grid(segmented):
 
 def test_the_dicom_seg_has_the_segments_of_the_label_table(segmented):
     _, output, _ = segmented
-    seg = hd.seg.segread(str(batch.dicom_seg_path(output, "study")))
+    seg = hd.seg.segread(str(dicom_seg_path(output, "study")))
     tissues = label_table.class_tissues(_num_classes())
     assert seg.get_segment_numbers() == list(range(1, len(tissues) + 1))
     for number, tissue in enumerate(tissues, start=1):
@@ -92,7 +93,7 @@ def test_the_dicom_seg_has_the_segments_of_the_label_table(segmented):
 
 def test_the_dicom_seg_references_the_t1c_series_of_the_study(segmented):
     _, output, t1c = segmented
-    seg = pydicom.dcmread(batch.dicom_seg_path(output, "study"))
+    seg = pydicom.dcmread(dicom_seg_path(output, "study"))
     source = pydicom.dcmread(t1c.files[0], stop_before_pixels=True)
     assert seg.Modality == "SEG"
     assert seg.StudyInstanceUID == STUDY_UID
@@ -104,15 +105,46 @@ def test_the_dicom_seg_references_the_t1c_series_of_the_study(segmented):
         pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in t1c.files}
 
 
-def test_a_label_map_off_the_series_grid_is_refused_and_nothing_written(segmented, tmp_path):
+def test_a_label_map_off_the_series_grid_is_refused(segmented):
     _, _, t1c = segmented
-    path = tmp_path / "wrong.seg.dcm"
     with pytest.raises(ValueError, match=r"not on the grid of the DICOM series .*\(6 slices of 240 x 240\)"):
-        dicom_seg.write_dicom_seg(np.zeros((5, 240, 240), np.uint8), 4, "TwoPathCNN", t1c.files, path)
-    assert list(tmp_path.iterdir()) == []
+        dicom_seg.make_dicom_seg(np.zeros((5, 240, 240), np.uint8), 4, "TwoPathCNN", t1c)
 
 
 def test_without_highdicom_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)  # what Python does for a package that is absent
     with pytest.raises(ImportError, match=r"pip install 'braintumorcnn\[dicom\]'"):
         dicom_seg.require()
+
+
+def _synthetic_study(case, study):
+    """A synthetic case's four sequences written as a DICOM study on one grid (test_dicom's descriptions)."""
+    for sequence, suffix in (("T1", "t1"), ("T1c", "t1ce"), ("T2", "t2"), ("FLAIR", "flair")):
+        description, number, _, _ = PROTOCOL[sequence]
+        image = sitk.ReadImage(str(case / f"{case.name}_{suffix}.nii.gz"))
+        write_series(image, study / f"S{number:02d}", description, number, STUDY_UID)
+    return study
+
+
+def test_a_t1c_series_without_a_frame_of_reference_gets_every_output_but_the_dicom_seg(
+        untrained_models, synthetic_cases, tmp_path, capsys):
+    study = _synthetic_study(synthetic_cases[0], tmp_path / "study")
+    for path in (study / f"S{PROTOCOL['T1c'][1]:02d}").iterdir():
+        header = pydicom.dcmread(path)
+        del header.FrameOfReferenceUID
+        header.save_as(path)
+    output = tmp_path / "out"
+    command = ["segment", str(study), "--no-register", "--no-n4", "--device", "cpu", "--output", str(output)]
+
+    assert cli.main(command) == 0, "a case delivered without its DICOM SEG is not a failed case"
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in output.iterdir()) == ["study.seg.nrrd", "study_labels.nii.gz", "study_preview.png"]
+    [reason] = [line for line in captured.err.splitlines() if "no DICOM SEG" in line]
+    assert "T1c series 7 'T1 MPRAGE post gad'" in reason and "no FrameOfReferenceUID (0020,0052)" in reason
+    assert "1 segmented, 0 already done, 0 failed; without DICOM SEG (see above): study" in captured.out
+    labels, geometry = io.read_image(output / "study_labels.nii.gz")
+    assert geometry.differences(io.read_image(synthetic_cases[0] / "Synth_000_t1ce.nii.gz")[1]) == []
+    assert set(np.unique(labels)) <= {0, 1, 2, 4}
+
+    assert cli.main(command) == 0  # a rerun finds the case finished
+    assert "0 segmented, 1 already done, 0 failed" in capsys.readouterr().out

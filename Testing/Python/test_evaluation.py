@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.frontends import cli
 from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics, tables
 from BrainTumorCNNLib.scoring.metrics import EMPTY_HD95_MM, evaluate_case, hausdorff95, region_metrics, summarize
 from real_truth import read_truth, truth_files
@@ -437,7 +438,7 @@ def test_evaluate_command_on_brats2012_truth_skips_enhancing(shared_data, tmp_pa
     cases = io.find_cases(shared_data / "brats2012") if (shared_data / "brats2012").is_dir() else []
     if not cases:
         pytest.skip("no BRATS 2012 case")
-    case = io.read_case(cases[0])
+    case = read_case(cases[0])
     io.write_labels(case.truth, case.geometry, tmp_path / f"{cases[0].name}_labels.nii.gz")
     assert cli.main(["evaluate", str(tmp_path), str(shared_data / "brats2012")]) == 0
     with open(tmp_path / "metrics.csv") as f:

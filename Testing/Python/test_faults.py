@@ -12,6 +12,7 @@ import numpy as np
 
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.cases import read_case
 
 FULL_DISK_SCRIPT = textwrap.dedent("""
     import resource, signal, sys
@@ -81,7 +82,7 @@ def test_killed_batch_leaves_only_whole_files_and_a_rerun_finishes(untrained_mod
 
 
 def test_repeated_runs_give_identical_labels(untrained_models, synthetic_cases):
-    case = io.read_case(synthetic_cases[0])
+    case = read_case(synthetic_cases[0])
     for fast in (False, True):
         options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", fast=fast, cleanup=None)
         first = pipeline.segment(case.images, case.geometry, options)

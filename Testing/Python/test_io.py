@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from BrainTumorCNNLib.preparing.preparation import Step
 from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running.cases import read_case
 
 SHAPE = (8, 10, 12)  # (Z, Y, X): 12 x 10 x 8 voxels
 SIZE = SHAPE[::-1]
@@ -121,9 +122,9 @@ def _read(layout, tmp_path):
     source, scheme, file_values, internal_values = LAYOUTS[layout](tmp_path)
     if layout == "explicit":
         truth = write(truth_array(file_values), tmp_path / "scans" / "patient7_reference.nrrd")
-        case = io.read_case(source, truth=truth, label_scheme=scheme)
+        case = read_case(source, truth=truth, label_scheme=scheme)
     else:
-        case = io.read_case(source)
+        case = read_case(source)
     return case, scheme, file_values, internal_values
 
 
@@ -157,13 +158,13 @@ def test_case_names_and_find_cases(tmp_path):
     found = io.find_cases(tmp_path / "cases")
     assert [p.name for p in found] == ["BRATS_HG0001", "BraTS-GLI-00001-000", "BraTS2021_00001"]
     assert io.find_cases(found[0]) == [found[0]]  # a case folder is one case
-    assert io.read_case(found[2]).name == "BraTS2021_00001"
+    assert read_case(found[2]).name == "BraTS2021_00001"
     msd_image = _msd(tmp_path)[0]
     assert io.find_cases(msd_image.parent.parent) == [msd_image]
-    assert io.read_case(msd_image).name == "BRATS_001"
+    assert read_case(msd_image).name == "BRATS_001"
     files = _explicit(tmp_path)[0]
-    assert io.read_case(files).name == "patient7" and io.read_case(files, name="P7").name == "P7"
-    assert io.read_case(files).truth is None
+    assert read_case(files).name == "patient7" and read_case(files, name="P7").name == "P7"
+    assert read_case(files).truth is None
 
 
 @pytest.mark.parametrize("name, modality", [
@@ -184,16 +185,16 @@ def test_vsd_truth_without_label_3_is_still_brats2013(tmp_path):
     case_folder = _brats2013_vsd(tmp_path)[0]
     ot = next(case_folder.glob("*OT*/*.mha"))
     write(truth_array([0, 1, 2, 4]), ot)
-    case = io.read_case(case_folder)
+    case = read_case(case_folder)
     assert case.scheme.name == "brats2013" and case.warnings == []
 
 
 def test_label_3_without_4_in_brats2021_naming_warns_about_the_guess(tmp_path, caplog):
-    case = io.read_case(write_brats2021(tmp_path, truth_values=(0, 1, 2, 3)))
+    case = read_case(write_brats2021(tmp_path, truth_values=(0, 1, 2, 3)))
     assert case.scheme.name == "brats2013"
     assert len(case.warnings) == 1 and "label_scheme='brats2023'" in case.warnings[0]
     assert "label_scheme='brats2023'" in caplog.text  # logged as well
-    as_2023 = io.read_case(case.files["T1"].parent, label_scheme="brats2023")
+    as_2023 = read_case(case.files["T1"].parent, label_scheme="brats2023")
     assert set(np.unique(as_2023.truth)) == {0, 1, 2, 4} and as_2023.warnings == []
 
 
@@ -237,8 +238,8 @@ def test_resampling_a_shifted_volume_onto_the_t1c_grid(tmp_path):
     t1_file = np.roll(np.where(brain(), BASE["T1"] + np.arange(SHAPE[2]), 0), -shift, axis=2)
     files = _ramp_case(tmp_path, t1_origin=origin, t1_array=t1_file)
     with pytest.raises(io.GeometryError):
-        io.read_case(files)
-    case = io.read_case(files, resample=True)
+        read_case(files)
+    case = read_case(files, resample=True)
     assert case.preparation == [Step("T1", "resample")] and case.registrations == {}
     assert_geometry(case.geometry)
     np.testing.assert_allclose(case.images[0][..., shift:], t1_file[..., :-shift], atol=1e-3)
@@ -254,7 +255,7 @@ def test_resampling_a_coarser_volume_is_linear(tmp_path):
     coarse = (SHAPE[0], SHAPE[1], SHAPE[2] // 2)
     ramp = np.broadcast_to(1000.0 + 2.0 * np.arange(coarse[2]), coarse)  # value = 1000 + fine x index
     spacing = (2 * SPACING[0],) + SPACING[1:]
-    case = io.read_case(_ramp_case(tmp_path, t1_spacing=spacing, t1_array=ramp), resample=True)
+    case = read_case(_ramp_case(tmp_path, t1_spacing=spacing, t1_array=ramp), resample=True)
     assert_geometry(case.geometry)
     inside = 2 * (coarse[2] - 1) + 1
     expected = 1000.0 + np.arange(inside)
@@ -268,8 +269,8 @@ def test_truth_on_another_grid_is_resampled_with_nearest_neighbour(tmp_path):
     truth = write(fine, tmp_path / "truth.nii.gz", spacing=SPACING[:2] + (SPACING[2] / 2,),
                   origin=tuple(np.subtract(ORIGIN, np.reshape(DIRECTION, (3, 3))[:, 2] * SPACING[2] / 4)))
     with pytest.raises(io.GeometryError, match="truth"):
-        io.read_case(files, truth=truth)
-    case = io.read_case(files, truth=truth, resample=True)
+        read_case(files, truth=truth)
+    case = read_case(files, truth=truth, resample=True)
     np.testing.assert_array_equal(case.truth, truth_array([0, 1, 2, 4]))
 
 
@@ -304,7 +305,7 @@ def test_every_real_case_is_found_with_its_files_and_header(shared_data):
 def test_one_real_case_per_release_reads_fully(shared_data, release):
     scheme, size, internal, _ = RELEASES[release]
     folder = io.find_cases(shared_data / release)[0]
-    case = io.read_case(folder)
+    case = read_case(folder)
     assert case.images.shape == (4,) + size[::-1] and case.images.dtype == np.float32
     assert np.isfinite(case.images).all() and (case.images.reshape(4, -1).max(axis=1) > 0).all()
     assert case.geometry.size == size and case.scheme.name == scheme

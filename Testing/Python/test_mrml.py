@@ -14,6 +14,7 @@ from BrainTumorCNNLib.frontends import mrml  # noqa: E402
 from BrainTumorCNNLib.reading import io  # noqa: E402
 from BrainTumorCNNLib.reading.geometry import Geometry, GeometryError  # noqa: E402
 from BrainTumorCNNLib.running import inference, pipeline  # noqa: E402
+from BrainTumorCNNLib.running.cases import read_case  # noqa: E402
 
 # An oblique grid: axes permuted and tilted, origin far from zero.
 _c, _s = np.cos(0.3), np.sin(0.3)
@@ -123,7 +124,7 @@ def _scene_with_case(case_folder, oblique: bool = True):
     after moving the case onto an oblique grid with a non-zero origin."""
     scene = slicer.vtkMRMLScene()
     nodes = []
-    files = io.read_case(case_folder).files
+    files = read_case(case_folder).files
     for path in files.values() if oblique else ():  # the four volumes and the truth
         image = sitk.ReadImage(str(path))
         image.SetDirection(OBLIQUE.direction)
@@ -144,7 +145,7 @@ def test_logic_segments_volume_nodes_onto_their_grid(untrained_models, tmp_path,
     assert result.labels.any(), "an untrained model still labels some voxels: nothing to compare otherwise"
 
     # same labels as the engine run on the files directly, and back from the node on the T1c grid
-    case = io.read_case(synthetic_cases[0])
+    case = read_case(synthetic_cases[0])
     direct = pipeline.segment(case.images, case.geometry, options)
     np.testing.assert_array_equal(result.labels, direct.labels)
     np.testing.assert_array_equal(mrml.labels_of(node, volumes[1]), result.labels)
@@ -207,7 +208,7 @@ def test_one_image_in_two_slots_is_refused(synthetic_cases):
 
 
 def test_swapped_slots_warn_on_a_real_case(shared_data):
-    files = io.read_case(shared_data / "brats2021" / "BraTS2021_00002").files
+    files = read_case(shared_data / "brats2021" / "BraTS2021_00002").files
     scene = slicer.vtkMRMLScene()
     volumes = [mrml.read_volume_file(files[m], scene) for m in io.MODALITIES]
     assert mrml.read_volumes(volumes)[2] == []

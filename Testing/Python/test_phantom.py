@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from BrainTumorCNNLib.frontends import cli, phantom
 from BrainTumorCNNLib.frontends.template import BRATS_DIRECTION, BRATS_ORIGIN, BRATS_SIZE, BRATS_SPACING
-from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running.cases import read_case
 
 SEED = 3
 
@@ -35,7 +35,7 @@ def test_files_in_brats2021_layout_and_readable(small):
     assert folder.name == case.name == "Phantom_00003"
     expected = {f"{case.name}_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")}
     assert {p.name for p in folder.iterdir()} == expected  # no temporary files left behind
-    read = io.read_case(folder)
+    read = read_case(folder)
     assert read.scheme.name == "brats2021"
     assert read.images.shape == (4,) + case.geometry.shape == (4, 64, 128, 128)
     np.testing.assert_array_equal(read.images, case.images)

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from BrainTumorCNNLib.preparing import registration
 from BrainTumorCNNLib.reading import io
+from BrainTumorCNNLib.running.cases import read_case
 from scanner_like import as_scanned, case_file, centre, grid, head_motion, mean_disagreement_mm, rotation_between_deg
 
 #: sequence -> (rotation about x, y, z in degrees, shift in mm, its grid's spacing, its grid's tilt)
@@ -39,9 +40,9 @@ def test_sequences_on_clinical_grids_are_registered_back_within_1_mm_and_1_degre
         files[sequence] = tmp_path / f"study_{sequence.lower()}.nii.gz"
         sitk.WriteImage(as_scanned(image, motions[sequence], grid(image, spacing, tilt)), str(files[sequence]))
     with pytest.raises(io.GeometryError):
-        io.read_case(files)
+        read_case(files)
 
-    case = io.read_case(files, register=True)
+    case = read_case(files, register=True)
 
     assert case.geometry == io.read_image(files["T1c"])[1]
     assert [w for r in case.registrations.values() for w in r.warnings] == []
@@ -58,7 +59,7 @@ def test_sequences_on_clinical_grids_are_registered_back_within_1_mm_and_1_degre
         assert found.mutual_information > found.initial_mutual_information
     # registered back, the (5 mm) FLAIR looks like the case's own FLAIR, far more than resampled unregistered
     original = io.read_image(case_file(shared_data, "FLAIR"))[0][brain]
-    unregistered = io.read_case(files, resample=True).images[3][brain]
+    unregistered = read_case(files, resample=True).images[3][brain]
     registered = np.corrcoef(case.images[3][brain], original)[0, 1]
     assert registered > 0.8
     assert registered > np.corrcoef(unregistered, original)[0, 1] + 0.3

@@ -11,8 +11,8 @@ import pytest
 
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import preprocess
-from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import inference, pipeline
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.running.postprocessing import CleanupConfig, cleanup
 
 CASE = "brats2021/BraTS2021_00000"
@@ -91,7 +91,7 @@ def test_screen_step_is_checked():
 @pytest.fixture(scope="module")
 def slab(shared_data):
     """A real case, preprocessed, cut to slices around the top of its tumor (some slices without tumor)."""
-    case = io.read_case(shared_data / CASE)
+    case = read_case(shared_data / CASE)
     pre = preprocess(case.images, spacing=case.geometry.spacing)
     top = int(np.flatnonzero(case.truth.any(axis=(1, 2))).max())
     zs = slice(top - SLAB[0], top + SLAB[1])

@@ -11,8 +11,8 @@ import pytest
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.network import registry, weights
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, preprocess
-from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import inference
+from BrainTumorCNNLib.running.cases import read_case
 
 CASE = ("brats2021", "BraTS2021_00003")
 SLICES = 10
@@ -22,7 +22,7 @@ FLOORS = {"complete": 0.6, "core": 0.3, "enhancing": 0.3}
 
 @pytest.fixture(scope="module")
 def tumor_slices(shared_data):
-    case = io.read_case(shared_data.joinpath(*CASE))
+    case = read_case(shared_data.joinpath(*CASE))
     pre = preprocess(case.images, PreprocessingConfig(), spacing=case.geometry.spacing)
     zs = np.flatnonzero(case.truth.any(axis=(1, 2)))
     chosen = zs[np.linspace(0, len(zs) - 1, SLICES + 2).round().astype(int)[1:-1]]

@@ -10,6 +10,7 @@ from BrainTumorCNNLib.preparing.preparation import PreparationOptions, Step
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.reading.geometry import Geometry, GeometryError
 from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.running.task import SegmentationTask
 
 
@@ -25,7 +26,7 @@ def _wait(task: SegmentationTask, seconds: float = 300) -> None:
 
 
 def test_task_runs_in_the_background_and_reports_progress(untrained_models, synthetic_cases):
-    case = io.read_case(synthetic_cases[0])
+    case = read_case(synthetic_cases[0])
     options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
     task = SegmentationTask(_volumes(case.images, case.geometry), options)
     seen = set()
@@ -38,7 +39,7 @@ def test_task_runs_in_the_background_and_reports_progress(untrained_models, synt
 
 
 def test_cancel_stops_the_worker_without_a_result(untrained_models, synthetic_cases):
-    case = io.read_case(synthetic_cases[1])
+    case = read_case(synthetic_cases[1])
     task = SegmentationTask(_volumes(case.images, case.geometry),
                             pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu"))
     task.cancel()
@@ -47,7 +48,7 @@ def test_cancel_stops_the_worker_without_a_result(untrained_models, synthetic_ca
 
 
 def test_errors_are_handed_to_the_caller(untrained_models, synthetic_cases):
-    case = io.read_case(synthetic_cases[2])
+    case = read_case(synthetic_cases[2])
     task = SegmentationTask(_volumes(np.zeros_like(case.images), case.geometry),
                             pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu"))
     _wait(task)
@@ -56,7 +57,7 @@ def test_errors_are_handed_to_the_caller(untrained_models, synthetic_cases):
 
 
 def test_a_volume_off_the_t1c_grid_is_prepared_on_the_worker_as_the_options_say(untrained_models, synthetic_cases):
-    case = io.read_case(synthetic_cases[0])
+    case = read_case(synthetic_cases[0])
     g = case.geometry
     shifted = Geometry(g.size, g.spacing, (g.origin[0] + 2 * g.spacing[0], *g.origin[1:]), g.direction)
     volumes = {**_volumes(case.images, g), "FLAIR": (case.images[3], shifted)}

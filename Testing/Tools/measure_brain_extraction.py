@@ -22,9 +22,9 @@ import SimpleITK as sitk
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.preparing import brain_extraction
-from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.reading.geometry import Geometry, to_image
 from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -76,7 +76,7 @@ def main() -> None:
         print({"extractor": name, "image": "atlas", "seconds": round(time.time() - started, 1),
                "dice": round(float(2 * np.sum(mask & truth) / (mask.sum() + truth.sum())), 4)}, flush=True)
         for case_path in CASES:
-            case = io.read_case(SHARED_DATA / case_path)
+            case = read_case(SHARED_DATA / case_path)
             started = time.time()
             mask = extract(to_image(case.images[0], case.geometry))  # the T1
             tumor = case.truth > 0
@@ -84,7 +84,7 @@ def main() -> None:
                    "tumor_kept": round(float(np.sum(mask & tumor) / tumor.sum()), 4)}, flush=True)
     if args.segment:
         for case_path in CASES:
-            case = io.read_case(SHARED_DATA / case_path)
+            case = read_case(SHARED_DATA / case_path)
             for mode in ("off", "on"):
                 result = pipeline.segment(case.images, case.geometry,
                                           pipeline.SegmentationOptions(device="cpu", brain_extraction=mode))

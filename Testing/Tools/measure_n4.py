@@ -24,8 +24,8 @@ import numpy as np
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.preparing import preprocessing
-from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.cases import read_case
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CASES = ("brats2021/BraTS2021_00000", "brats2018/Brats18_TCIA01_231_1", "brats2020/BraTS20_Training_001")
@@ -64,7 +64,7 @@ def region_dice(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
 
 
 def measure(path: Path, new: preprocessing.PreprocessingConfig, segment: bool) -> Dict[str, object]:
-    case = io.read_case(path)
+    case = read_case(path)
     row: Dict[str, object] = {"case": case.name}
     pre = {}
     for key, config in (("old", OLD), ("new", new)):

@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "BrainTumorCNN"))
 
 from BrainTumorCNNLib.frontends.template import load_template  # noqa: E402
-from BrainTumorCNNLib.reading import io as case_io  # noqa: E402
+from BrainTumorCNNLib.running.cases import read_case  # noqa: E402
 
 MODALITIES = ("T1", "T1c", "T2", "FLAIR")
 QUANTILE_LEVELS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
@@ -232,7 +232,7 @@ def tumor_geometry(truth: np.ndarray, to_mni: np.ndarray, geometry) -> dict:
 
 def measure_case(folder: Path) -> dict:
     t0 = time.time()
-    case = case_io.read_case(folder)
+    case = read_case(folder)
     images, truth, geometry = case.images, case.truth, case.geometry
     brain = np.all(images > 0, axis=0)
     tumor = truth > 0

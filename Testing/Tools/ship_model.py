@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 from BrainTumorCNNLib.network import registry, weights
-from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics, tables
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def score(name: str, weights_path: Path, cases: list) -> list:
     rows = []
     options = pipeline.SegmentationOptions(model=name, weights_path=str(weights_path), device="cpu")
     for folder in cases:
-        case = io.read_case(folder)
+        case = read_case(folder)
         started = time.time()
         result = pipeline.segment(case.images, case.geometry, options)
         seconds = time.time() - started

@@ -1,49 +1,34 @@
 """Headless segmentation of many cases: `braintumorcnn segment`.
 
-Per case it writes `<case>.seg.nrrd` (a Slicer segmentation), `<case>_labels.nii.gz`
-on the input grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for
-5-class models) and `<case>_preview.png`; for DICOM input also `<case>.seg.dcm`
-(a DICOM SEG against the T1c series, dicom_seg.py; skipped with a warning when
-highdicom is missing); `metrics.csv` when ground truth is found.  Every input is looked at before any work: a missing path, or a folder
-holding no image of any sequence, stops the run with an error.  A case that
-cannot be segmented (a folder lacking a sequence, an unreadable file) is
-reported with its error and skipped, and the exit status is 1; a rerun skips
-finished cases; every file is written atomically, so a killed run leaves no
-partial output.  Progress is one updated line on a terminal, else a line per
-10 % (logs).
+Each case gets the outputs of segment_case.py; the run also writes
+`metrics.csv` when ground truth is found.  Every input is looked at before any
+work: a missing path, or a folder holding no image of any sequence, stops the
+run with an error.  A case that cannot be segmented (a folder lacking a
+sequence, an unreadable file) is reported with its error and skipped, and the
+exit status is 1; a case delivered without its DICOM SEG is reported and
+counts as segmented.  A rerun skips finished cases; a failed or killed case
+leaves no output.  Progress is one updated line on a terminal, else a line per
+10 % (logs).  With --scheduler every case runs on a Dask cluster (cluster.py).
 The same code runs under `Slicer --no-main-window --python-script
 BrainTumorCNN/BrainTumorCNNBatch.py -- ARGS`.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 import traceback
 from pathlib import Path
-from typing import Dict, List, Optional, TextIO, Tuple, Union
+from typing import List, Tuple
 
 from ..network import registry
 from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig
 from ..reading import io
-from ..running import inference, pipeline
+from ..running import cases, inference, pipeline
 from ..running.postprocessing import CleanupConfig
-from ..scoring import metrics, tables
-from . import dicom_seg, mrml, preview
-
-Source = Union[Path, Dict[str, Path]]
-
-
-def output_paths(output: Path, case: str) -> Dict[str, Path]:
-    """The files every case gets (a DICOM case also gets dicom_seg_path's)."""
-    return {"segmentation": output / f"{case}.seg.nrrd", "labels": output / f"{case}_labels.nii.gz",
-            "preview": output / f"{case}_preview.png"}
-
-
-def dicom_seg_path(output: Path, case: str) -> Path:
-    return output / f"{case}.seg.dcm"
+from ..scoring import tables
+from . import cluster
+from .segment_case import Source, finished, metrics_row, output_paths, run_case
 
 
 def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
@@ -78,79 +63,6 @@ def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
     if duplicates:
         raise ValueError(f"several cases are named {', '.join(duplicates)}; their outputs would collide")
     return jobs
-
-
-class ProgressLine:
-    """A pipeline.Progress callback showing one case on `stream`: one line updated in place on a
-    terminal; elsewhere (a log, a pipe) a line per `step` of the work, so a log holds a few lines, not
-    hundreds of updates."""
-
-    def __init__(self, stream: Optional[TextIO] = None, step: float = 0.1):
-        self.stream = stream if stream is not None else sys.stdout
-        self.terminal = self.stream.isatty()
-        self.step = step
-        self.next = 0.0  # the fraction that earns the next line
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if self.terminal:
-            self.stream.write(f"\r  [{fraction:4.0%}] {message:<60}")
-        elif fraction >= self.next - 1e-9:
-            self.stream.write(f"  [{fraction:4.0%}] {message}\n")
-            self.next = (math.floor(fraction / self.step + 1e-9) + 1) * self.step
-        else:
-            return
-        self.stream.flush()
-
-    def finish(self, message: str) -> None:
-        """The case's closing line (ends the updated line on a terminal)."""
-        self.stream.write(f"\r  {message:<70}\n" if self.terminal else f"  {message}\n")
-        self.stream.flush()
-
-
-def run_case(name: str, source: Source, output: Path, options: pipeline.SegmentationOptions,
-             truth: Optional[Path], resample: bool, register: Optional[bool] = None) -> Optional[dict]:
-    """Segment one case and write its outputs; returns its metrics row when truth is known."""
-    case = io.read_case(source, truth=truth, resample=resample, register=register, name=name)
-    for step in case.preparation:  # what was done to put the sequences on the T1c grid
-        print(f"  {step.describe()}")
-        if step.sequence in case.registrations:
-            print(f"    {case.registrations[step.sequence].summary()}")
-    dicom_reference = case.series.get("T1c")
-    if dicom_reference is not None:
-        try:
-            dicom_seg.require()
-        except ImportError as exc:
-            print(f"  no DICOM SEG will be written: {exc}", file=sys.stderr)
-            dicom_reference = None
-    started = time.time()
-    progress = ProgressLine()
-    result = pipeline.segment(case.images, case.geometry, options, progress=progress)
-    progress.finish(f"segmented in {time.time() - started:.1f} s with {result.model_name}")
-    if result.extraction.mode != "off":
-        print(f"  {result.extraction.summary()}", flush=True)
-    paths = output_paths(output, name)
-    row = _metrics_row(name, result.labels, case) if case.truth is not None else None
-    title = f"{name}: {result.model_name}"
-    if row:
-        title += " - Dice " + ", ".join(f"{region} {row[f'dice_{region}']:.2f}" for region in case.scheme.regions)
-    # The label map is written last: its presence marks the case as finished.
-    mrml.write_segmentation_file(result.labels, case.geometry, result.num_classes, paths["segmentation"])
-    preview.write_preview(case.images, result.labels, paths["preview"], result.num_classes, title=title,
-                          geometry=case.geometry, truth=case.truth)
-    if dicom_reference is not None:
-        dicom_seg.write_dicom_seg(result.labels, result.num_classes, result.model_name, dicom_reference.files,
-                                  dicom_seg_path(output, name))
-    io.write_labels(result.labels, case.geometry, paths["labels"])
-    return row
-
-
-def _metrics_row(name: str, predicted, case: io.Case) -> dict:
-    scores = metrics.evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
-    return {"case": name, **scores.as_row()}
-
-
-def _finished(paths: Dict[str, Path]) -> bool:
-    return all(p.is_file() for p in paths.values())
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -204,29 +116,28 @@ def main(args: argparse.Namespace) -> int:
         brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
     truth = Path(args.truth) if args.truth else None
-    rows, failed, skipped = [], [], 0
+    rows, failed, skipped, without_dicom_seg = [], [], 0, []
     local_jobs = jobs
     if args.scheduler:  # the cluster runs every case instead of the loop below
-        from . import cluster  # noqa: PLC0415 - imports batch; Dask only when asked for
-
-        rows, failed, skipped = cluster.segment_cases(args.scheduler, jobs, output, options, truth, args.resample,
-                                                      args.overwrite)
+        rows, failed, skipped, without_dicom_seg = cluster.segment_cases(
+            args.scheduler, jobs, output, options, truth, args.resample, args.overwrite)
         local_jobs = []
     for i, (name, source) in enumerate(local_jobs, 1):
         paths = output_paths(output, name)
         print(f"[{i}/{len(jobs)}] {name}", flush=True)
         try:
-            if _finished(paths) and not args.overwrite:
+            if finished(paths) and not args.overwrite:
                 skipped += 1
                 print("  already done (use --overwrite to redo)")
-                case = io.read_case(source, truth=truth, resample=args.resample, register=args.register, name=name)
+                case = cases.read_case(source, truth=truth, resample=args.resample, register=args.register,
+                                       name=name)
                 if case.truth is not None:
                     predicted, _ = io.read_image(paths["labels"])
-                    rows.append(_metrics_row(name, predicted, case))
+                    rows.append(metrics_row(name, predicted, case))
                 continue
-            row = run_case(name, source, output, options, truth, args.resample, args.register)
-            if row:
-                rows.append(row)
+            delivered = run_case(name, source, output, options, truth, args.resample, args.register)
+            rows += [delivered.row] if delivered.row else []
+            without_dicom_seg += [name] if delivered.missing else []
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a bad case must not stop the batch
@@ -239,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
         tables.write_csv(output / "metrics.csv", rows)
         print(tables.format_table(rows))
     print(f"{len(jobs) - len(failed) - skipped} segmented, {skipped} already done, {len(failed)} failed"
-          + (f": {', '.join(failed)}" if failed else ""))
+          + (f": {', '.join(failed)}" if failed else "")
+          + (f"; without DICOM SEG (see above): {', '.join(without_dicom_seg)}" if without_dicom_seg else ""))
     return 1 if failed else 0
 

@@ -60,9 +60,9 @@ from ..modalities import MODALITIES
 from ..network import registry, weights
 from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
-from ..reading import io
 from ..reading.geometry import Geometry, to_image
 from ..running import inference, pipeline
+from ..running.cases import read_case
 from . import phantom
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
@@ -84,7 +84,7 @@ def load_volume(case: Optional[str], phantom_size: str = "full") -> Tuple[np.nda
     if path is None:
         made = phantom.make_phantom(seed=0, size=phantom_size)
         return made.images, made.geometry, f"phantom seed 0 ({phantom_size}; no real case in ../shared/data)"
-    data = io.read_case(path)
+    data = read_case(path)
     return data.images, data.geometry, f"{data.name} ({path})"
 
 

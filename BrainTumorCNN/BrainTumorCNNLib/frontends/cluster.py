@@ -5,7 +5,8 @@ in a local run), so the input and output folders must be on a filesystem
 every worker sees under the same path; only names, paths, options and each
 case's metrics row travel.  A case that fails is reported and the others go
 on; finished cases are skipped (their metrics recomputed from the label map
-on disk); the client writes the one `metrics.csv` at the end (batch.main).
+on disk); the client reports a missing DICOM SEG with its reason and writes the
+one `metrics.csv` at the end (batch.main).
 
 `local:N` starts N worker processes of one thread each on this machine.
 Dask's nanny starts workers with OMP_NUM_THREADS=1, so each task gives torch
@@ -24,17 +25,19 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..reading import io
+from ..running import cases
 from ..running.pipeline import SegmentationOptions
-from . import batch
+from .segment_case import Source, finished, metrics_row, output_paths, run_case
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT = "30s"
 
 
-def segment_cases(scheduler: str, jobs: Sequence[Tuple[str, batch.Source]], output: Path,
+def segment_cases(scheduler: str, jobs: Sequence[Tuple[str, Source]], output: Path,
                   options: SegmentationOptions, truth: Optional[Path], resample: bool,
-                  overwrite: bool) -> Tuple[List[dict], List[str], int]:
-    """Run every job on the cluster at `scheduler`; returns (metrics rows in job order, failed names, skipped)."""
+                  overwrite: bool) -> Tuple[List[dict], List[str], int, List[str]]:
+    """Run every job on the cluster at `scheduler`; returns (metrics rows in job order, failed names, skipped,
+    names of cases delivered without their DICOM SEG)."""
     try:
         from distributed import Client, LocalCluster  # noqa: PLC0415 - optional extra
     except ImportError:
@@ -85,7 +88,8 @@ def _run(client, jobs, output, options, truth, resample, overwrite):
     rows = [r["row"] for r in results if r.get("row")]
     failed = [name for (name, _), r in zip(jobs, results) if r["status"] == "failed"]
     skipped = sum(r["status"] == "done" for r in results)
-    return rows, failed, skipped
+    without_dicom_seg = [name for (name, _), r in zip(jobs, results) if r.get("missing")]
+    return rows, failed, skipped, without_dicom_seg
 
 
 def task_slots(workers: Dict[str, dict]) -> Dict[str, int]:
@@ -96,9 +100,10 @@ def task_slots(workers: Dict[str, dict]) -> Dict[str, int]:
     return {address: per_host[info["host"]] for address, info in workers.items()}
 
 
-def segment_task(name: str, source: batch.Source, output: Path, options: SegmentationOptions,
+def segment_task(name: str, source: Source, output: Path, options: SegmentationOptions,
                  truth: Optional[Path], resample: bool, overwrite: bool, slots: Dict[str, int]) -> dict:
-    """One case on a worker: {"status": "segmented" | "done" | "failed", "row", "seconds", "worker", "threads", "error"}."""
+    """One case on a worker: {"status": "segmented" | "done" | "failed", "row", "missing", "seconds", "worker",
+    "threads", "error"}."""
     import SimpleITK as sitk  # noqa: PLC0415 - in the worker
     import torch  # noqa: PLC0415
     from distributed import get_worker  # noqa: PLC0415
@@ -111,19 +116,20 @@ def segment_task(name: str, source: batch.Source, output: Path, options: Segment
     started = time.time()
     result = {"worker": worker.address, "threads": share}
     try:
-        paths = batch.output_paths(output, name)
-        if batch._finished(paths) and not overwrite:
-            case = io.read_case(source, truth=truth, resample=resample, name=name)
-            row = batch._metrics_row(name, io.read_image(paths["labels"])[0], case) if case.truth is not None else None
+        paths = output_paths(output, name)
+        if finished(paths) and not overwrite:
+            case = cases.read_case(source, truth=truth, resample=resample, name=name)
+            row = metrics_row(name, io.read_image(paths["labels"])[0], case) if case.truth is not None else None
             return {**result, "status": "done", "row": row}
-        row = batch.run_case(name, source, output, options, truth, resample)
-        return {**result, "status": "segmented", "row": row, "seconds": time.time() - started}
+        delivered = run_case(name, source, output, options, truth, resample)
+        return {**result, "status": "segmented", "row": delivered.row, "missing": delivered.missing,
+                "seconds": time.time() - started}
     except Exception as exc:  # a bad case must not stop the others
         error = str(exc) if isinstance(exc, (ValueError, OSError)) else traceback.format_exc()
         return {**result, "status": "failed", "error": error}
 
 
-def _absolute(source: batch.Source) -> batch.Source:
+def _absolute(source: Source) -> Source:
     if isinstance(source, dict):
         return {key: Path(path).resolve() for key, path in source.items()}
     return Path(source).resolve()
@@ -134,6 +140,8 @@ def _report(done: int, total: int, name: str, result: dict) -> None:
     if result["status"] == "segmented":
         print(f"[{done}/{total}] {name}: segmented in {result['seconds']:.1f} s{where} "
               f"({result['threads']} threads)", flush=True)
+        for line in result["missing"]:
+            print(f"  {line}", file=sys.stderr, flush=True)
     elif result["status"] == "done":
         print(f"[{done}/{total}] {name}: already done (use --overwrite to redo)", flush=True)
     else:

@@ -3,7 +3,7 @@
 1. writes a synthetic four-modality case with its ground truth (phantom.py) to
    `OUTPUT/<name>/` in the BraTS 2021 layout;
 2. segments it with the best shipped model (or `--model`) exactly as
-   `braintumorcnn segment` does (batch.run_case): `OUTPUT/<name>.seg.nrrd`
+   `braintumorcnn segment` does (segment_case.run_case): `OUTPUT/<name>.seg.nrrd`
    (a Slicer segmentation), `OUTPUT/<name>_labels.nii.gz` and
    `OUTPUT/<name>_preview.png`;
 3. prints the Dice (and the other BraTS metrics) per region against the
@@ -42,7 +42,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..running import pipeline
     from ..scoring import tables
-    from . import batch, phantom
+    from . import phantom, segment_case
 
     model = args.model or registry.default_model()
     output = Path(args.output)
@@ -55,8 +55,8 @@ def main(args: argparse.Namespace) -> int:
           f"[NCR/NET {volumes['ncr_net']} ml, edema {volumes['edema']} ml, enhancing {volumes['enhancing']} ml; "
           f"{time.time() - started:.1f} s]")
     options = pipeline.SegmentationOptions(model=model, device=args.device)
-    row = batch.run_case(case.name, files["truth"].parent, output, options, truth=None, resample=False)
-    for kind, path in batch.output_paths(output, case.name).items():
+    row = segment_case.run_case(case.name, files["truth"].parent, output, options, truth=None, resample=False).row
+    for kind, path in segment_case.output_paths(output, case.name).items():
         print(f"{kind:>12}: {path}")
     print(f"\n{model} against the phantom's truth:")
     print(tables.format_table([row]))

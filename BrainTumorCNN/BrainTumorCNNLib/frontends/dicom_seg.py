@@ -8,21 +8,34 @@ and carries one segment per tissue of the model, named, coloured and coded as
 the Slicer segments are (labels.py).  highdicom writes it (an optional
 dependency: the `dicom` extra); BINARY segmentation type, which every DICOM SEG
 reader knows (the newer LABELMAP type is not yet read by all).
+
+A T1c series whose headers cannot carry a SEG (no Frame of Reference UID, say)
+gets none: NoDicomSeg names the series and what it lacks, checked from its
+header before the segmentation (check_source) and by highdicom when the SEG is
+made; the case's other outputs do not depend on it.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 
 from .. import __version__
 from .. import labels as label_table
 from ..atomic import atomic_path
+from ..reading.dicom import Series
 
 PathLike = Union[str, Path]
 SERIES_NUMBER = 300  # the series number of the SEG in the study (scanners number their series below 100)
 SERIES_DESCRIPTION = "BrainTumorCNN tumor segmentation"
+#: What a SEG takes from the series it segments: it joins that series' study and frame of reference
+#: and references the series and each of its instances.
+SOURCE_UIDS = ("StudyInstanceUID", "FrameOfReferenceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+
+
+class NoDicomSeg(ValueError):
+    """A series no DICOM SEG can be made against; names the series and what it lacks."""
 
 
 def require():
@@ -54,22 +67,33 @@ def segment_descriptions(num_classes: int, model_name: str) -> list:
         for number, tissue in enumerate(label_table.class_tissues(num_classes), start=1)]
 
 
-def write_dicom_seg(labels: np.ndarray, num_classes: int, model_name: str, source_files: Sequence[PathLike],
-                    path: PathLike) -> Path:
-    """Write an internal label map (Z, Y, X) on the grid of the DICOM series
-    `source_files` (one file per slice, in the order the series was read, as
-    dicom.Series.files) as a DICOM SEG at `path`, atomically."""
+def check_source(series: Series) -> None:
+    """NoDicomSeg, naming the series and the attribute, when the header of
+    its first file lacks one of SOURCE_UIDS; reads no pixels."""
+    _, pydicom = require()
+    header = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    missing = [f"{keyword} {pydicom.tag.Tag(pydicom.datadict.tag_for_keyword(keyword))}"
+               for keyword in SOURCE_UIDS if not str(header.get(keyword, "")).strip()]
+    if missing:
+        raise NoDicomSeg(f"the T1c {series} has no {', no '.join(missing)}, which a DICOM SEG takes from the "
+                         "series it segments")
+
+
+def make_dicom_seg(labels: np.ndarray, num_classes: int, model_name: str, series: Series):
+    """An internal label map (Z, Y, X) on the grid of the DICOM `series` (its
+    files one per slice, in the order the series was read) as a highdicom
+    Segmentation, in memory; NoDicomSeg when highdicom refuses the series'
+    headers, ValueError when the label map is on another grid."""
     hd, pydicom = require()
-    path = Path(path)
-    sources = [pydicom.dcmread(str(f)) for f in source_files]
+    sources = [pydicom.dcmread(str(f)) for f in series.files]
     frames = sum(int(getattr(s, "NumberOfFrames", 1)) for s in sources)
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
     if labels.shape != (frames, rows, columns):
         raise ValueError(f"the label map {labels.shape} is not on the grid of the DICOM series it is written "
-                         f"against ({frames} slices of {rows} x {columns})")
+                         f"against, {series} ({frames} slices of {rows} x {columns})")
     pixels = label_table.labels_to_classes(labels, num_classes)
     try:
-        seg = hd.seg.Segmentation(
+        return hd.seg.Segmentation(
             source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=segment_descriptions(num_classes, model_name),
             series_instance_uid=hd.UID(), series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
@@ -77,7 +101,12 @@ def write_dicom_seg(labels: np.ndarray, num_classes: int, model_name: str, sourc
             device_serial_number="none", series_description=SERIES_DESCRIPTION,
             content_description="Brain tumor tissues, segmented automatically; research use only")
     except (ValueError, AttributeError) as exc:  # highdicom's checks of the source headers
-        raise ValueError(f"{path}: no DICOM SEG can be made against the series of {source_files[0]}: {exc}") from None
+        raise NoDicomSeg(f"no DICOM SEG can be made against the T1c {series}: {exc}") from None
+
+
+def write_dicom_seg(segmentation, path: PathLike) -> Path:
+    """Save a Segmentation of make_dicom_seg at `path`, atomically."""
+    path = Path(path)
     with atomic_path(path) as tmp:
-        seg.save_as(str(tmp))
+        segmentation.save_as(str(tmp))
     return path

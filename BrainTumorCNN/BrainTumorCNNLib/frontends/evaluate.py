@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import labels as label_table
 from ..reading import io
+from ..running.cases import read_case
 from ..scoring.metrics import evaluate_case
 from ..scoring.tables import PREDICTION_SCHEMES, find_prediction, format_table, read_prediction, write_csv
 
@@ -62,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
             if args.missing == "skip":
                 continue
         try:
-            case = io.read_case(path, label_scheme=args.truth_scheme)
+            case = read_case(path, label_scheme=args.truth_scheme)
             if case.truth is None:
                 raise ValueError(f"{path}: no ground-truth file (e.g. <case>_seg.nii.gz) found")
             if prediction_path is None:

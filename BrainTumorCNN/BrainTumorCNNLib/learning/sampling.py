@@ -90,8 +90,8 @@ def load_case(path: Path, config: PreprocessingConfig, cache_dir: Optional[Path]
 
 def _preprocess_files(path: Path, config: PreprocessingConfig) -> CachedCase:
     from ..preparing.preprocessing import preprocess
-    from ..reading import io  # SimpleITK: only where files are read
-    case = io.read_case(path)
+    from ..running.cases import read_case  # SimpleITK: only where files are read
+    case = read_case(path)
     if case.truth is None:
         raise ValueError(f"{path}: training and cross-validation need a ground-truth label map "
                          "(seg/truth file) in the case folder")

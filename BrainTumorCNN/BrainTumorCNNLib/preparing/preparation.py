@@ -1,8 +1,8 @@
 """Putting the four sequences on the T1c grid before segmentation: registration
 and plain resampling, each switchable, planned before anything runs (so the
 Slicer module can show what it will do, and a wrong choice stops before minutes
-of work) and reported.  The reader of files (io.read_case) and the Slicer module
-both prepare through here.
+of work) and reported.  Cases read from files (running/cases.py) and the Slicer
+module's volumes (running/task.py) are both prepared through here.
 
 A sequence on the T1c grid is left alone unless `register_all` asks to
 register it too (series of one DICOM study often share a grid although the

@@ -19,8 +19,9 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from ..modalities import MODALITIES
+from .errors import CaseError
 from .geometry import Geometry
-from .io import MODALITIES, CaseError
 from .volume_names import guess_modality
 
 DESCRIPTION, IMAGE_TYPE, SERIES_NUMBER = "0008|103e", "0008|0008", "0020|0011"

@@ -18,6 +18,10 @@ as 0 (as SimpleITK's NIfTI reader does anyway: they mostly mark background
 outside a registration's field of view) with a warning giving their count;
 contrasts that contradict the slots (a FLAIR file in the T1 slot) also give
 warnings.  Warnings are logged and kept in Case.warnings.
+
+Reading does not put the sequences on one grid: read_volumes returns each on
+its own, running/cases.py has the preparation (registration, resampling) put
+them on the T1c grid, and to_case checks and assembles them there.
 """
 from __future__ import annotations
 
@@ -26,19 +30,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as label_table
 from ..atomic import atomic_path
-from ..preparing import preparation, registration
-from . import sanity
+from ..modalities import MODALITIES
+from . import dicom, sanity
+from .errors import CaseError
 from .geometry import Geometry, GeometryError, check_same, to_image  # noqa: F401 (io.GeometryError)
 from .volume_names import modality_of_word
 
-from ..modalities import MODALITIES  # noqa: F401  (re-exported: io.MODALITIES)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 #: File-name tokens of a ground-truth file; sequence tokens are volume_names.modality_of_word's.
@@ -59,8 +63,20 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-class CaseError(ValueError):
-    """A case that cannot be read as four modalities (+ truth); names the fix."""
+@dataclass
+class Volumes:
+    """A case's four sequences as read, each on its own grid, before they are put on the T1c grid."""
+
+    name: str
+    volumes: Dict[str, Tuple[np.ndarray, Geometry]]  # sequence -> (Z, Y, X) voxels as stored, and their grid
+    files: Dict[str, Path]  # sequence -> what messages name: a file, a series folder or a series' file
+    truth: Optional[Path] = None
+    series: Dict[str, dicom.Series] = field(default_factory=dict)  # sequences read from DICOM
+
+    @property
+    def names(self) -> Dict[str, str]:
+        """Each sequence as messages name it: "T1 (file name)"."""
+        return {m: f"{m} ({self.files[m].name})" for m in MODALITIES}
 
 
 @dataclass
@@ -74,10 +90,12 @@ class Case:
     scheme: Optional[label_table.LabelScheme] = None  # scheme the truth file used
     files: Dict[str, Path] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)  # input that looks wrong but can be read
-    registrations: Dict[str, registration.Registration] = field(default_factory=dict)  # when registered
-    preparation: List[preparation.Step] = field(default_factory=list)  # what put the sequences on the T1c grid
-    #: The DICOM series (dicom.Series) each sequence read from DICOM came from: what a DICOM SEG references.
-    series: Dict[str, object] = field(default_factory=dict)
+    #: What put the sequences on the T1c grid (preparation.Step, in order) and the registrations'
+    #: reports by sequence (registration.Registration); filled by running/cases.py, which prepares.
+    preparation: List[object] = field(default_factory=list)
+    registrations: Dict[str, object] = field(default_factory=dict)
+    #: The DICOM series each sequence read from DICOM came from: what a DICOM SEG references.
+    series: Dict[str, dicom.Series] = field(default_factory=dict)
 
 
 def image_stem(path: PathLike) -> str:
@@ -131,7 +149,7 @@ def find_cases(folder: PathLike) -> List[Path]:
     if _holds_sequence(folder):
         return [folder]
     cases = sorted(p for p in folder.iterdir() if p.is_dir() and _holds_sequence(p))
-    return cases or ([folder] if _dicom().holds_dicom(folder) else [])
+    return cases or ([folder] if dicom.holds_dicom(folder) else [])
 
 
 def _holds_sequence(folder: Path) -> bool:
@@ -250,21 +268,14 @@ def _truth_scheme(path: Path, values: np.ndarray) -> Tuple[label_table.LabelSche
     return label_table.scheme("brats2021"), None
 
 
-def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
-              label_scheme: Optional[str] = None, resample: bool = False, register: Optional[bool] = None,
-              name: Optional[str] = None, max_voxels: Optional[int] = None) -> Case:
-    """Read a case folder, an MSD 4-D image, or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}.
-
-    `resample=True` resamples volumes not on the T1c grid onto it (linear for
-    images, nearest for labels) instead of raising GeometryError.
-    `register=True` registers T1, T2 and FLAIR rigidly onto the T1c first
-    (registration.py; for scans straight from the scanner) and resamples them
-    onto its grid; the registrations' reports are in Case.registrations.
-    None (the default) registers DICOM input (a study folder, or series folders
-    or files in the mapping: dicom.py) and not image files.
-    `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES).
-    `max_voxels` overrides MAX_VOXELS, the largest volume read.
-    """
+def read_volumes(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optional[PathLike] = None,
+                 name: Optional[str] = None, max_voxels: Optional[int] = None) -> Volumes:
+    """The four sequences of a case folder, an MSD 4-D image, a DICOM study
+    folder (dicom.py), or a mapping {"T1": f, "T1c": f, "T2": f, "FLAIR": f}
+    of image files, DICOM series folders or one file of a series; each on its
+    own grid.  The truth file is found in the case folder unless `truth` is
+    given; it is read by to_case, on the common grid.  `max_voxels` overrides
+    MAX_VOXELS, the largest volume read."""
     truth_path: Optional[Path] = Path(truth) if truth else None
     series = {}
     if isinstance(source, Mapping):
@@ -279,11 +290,10 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
         if repeated:
             raise CaseError(f"the same file is given for {' and '.join(repeated)} "
                             f"({files[repeated[0]]}): each modality needs its own file")
-        from_dicom = {m: _dicom().read_at(p, m, _limit(max_voxels)) for m, p in files.items()
-                      if p.is_dir() or _dicom().is_dicom_file(p)}
+        from_dicom = {m: dicom.read_at(p, m, _limit(max_voxels)) for m, p in files.items()
+                      if p.is_dir() or dicom.is_dicom_file(p)}
         volumes = {m: from_dicom[m][:2] if m in from_dicom else read_image(p, max_voxels) for m, p in files.items()}
         series = {m: read[2] for m, read in from_dicom.items()}
-        register = bool(series) if register is None else register
         case_name = name or common_stem(files.values()) or "case"
     else:
         path = Path(source)
@@ -292,9 +302,8 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             files = {m: path for m in MODALITIES}
             truth_path = truth_path or found_truth
             case_name = name or image_stem(path)
-        elif path.is_dir() and not _holds_sequence(path) and _dicom().holds_dicom(path):
-            volumes, files, series = _dicom().read_study(path, _limit(max_voxels))
-            register = True if register is None else register
+        elif path.is_dir() and not _holds_sequence(path) and dicom.holds_dicom(path):
+            volumes, files, series = dicom.read_study(path, _limit(max_voxels))
             case_name = name or path.name
         elif path.is_dir():
             found = _modality_files(path)
@@ -304,21 +313,27 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
             case_name = name or path.name
         else:
             raise CaseError(f"{path}: no such case folder or image file")
+    return Volumes(case_name, volumes, files, truth_path, series)
 
-    labelled = {m: f"{m} ({files[m].name})" for m in MODALITIES}
-    prepared = preparation.prepare(volumes, preparation.PreparationOptions(
-        register=bool(register), register_all=bool(register), resample=resample), names=labelled)
-    registrations, reference = prepared.registrations, prepared.geometry
-    volumes = {m: (prepared.volumes[m], reference) for m in MODALITIES}
-    converted = {m: _as_float(volumes[m][0], files[m], m) for m in MODALITIES}
+
+def to_case(read: Volumes, on_grid: Mapping[str, np.ndarray], reference: Geometry, *, warnings: Sequence[str] = (),
+            label_scheme: Optional[str] = None, resample: bool = False, max_voxels: Optional[int] = None) -> Case:
+    """The case of `read` once its sequences lie on the `reference` grid
+    (`on_grid`: sequence -> (Z, Y, X)): checked (float32, no empty or constant
+    volume, the slots' contrasts) and with its truth read onto that grid, which
+    `resample=True` resamples (nearest) instead of raising GeometryError.
+    `warnings` (the preparation's) come first in Case.warnings; all are logged.
+    `label_scheme` overrides the scheme guessed from the layout (labels.SCHEMES)."""
+    files, labelled = read.files, read.names
+    converted = {m: _as_float(on_grid[m], files[m], m) for m in MODALITIES}
     images = np.stack([converted[m][0] for m in MODALITIES])
     slot_warnings = sanity.check_slots(images, [labelled[m] for m in MODALITIES], error=CaseError)
 
-    case = Case(case_name, images, reference, files=dict(files), registrations=registrations,
-                preparation=prepared.steps, series=series)
-    case.warnings = [w for r in registrations.values() for w in r.warnings]
+    case = Case(read.name, images, reference, files=dict(files), series=read.series)
+    case.warnings = list(warnings)
     case.warnings += [w for _, w in converted.values() if w]
     case.warnings += slot_warnings
+    truth_path = read.truth
     if truth_path is not None:
         raw, truth_geometry = read_image(truth_path, max_voxels)
         if truth_geometry.differences(reference):
@@ -338,14 +353,8 @@ def read_case(source: Union[PathLike, Mapping[str, PathLike]], *, truth: Optiona
                             ) from None
         case.files["truth"] = truth_path
     for warning in case.warnings:
-        log.warning("%s: %s", case_name, warning)
+        log.warning("%s: %s", read.name, warning)
     return case
-
-
-def _dicom():
-    """dicom.py, imported when needed (it builds on this module)."""
-    from . import dicom
-    return dicom
 
 
 def _limit(max_voxels: Optional[int]) -> int:
