@@ -120,6 +120,7 @@ TORCH_API_SINCE = {
         "torch.from_numpy", "torch.get_num_threads", "torch.load", "torch.logsumexp", "torch.manual_seed",
         "torch.nn", "torch.nn.Conv2d", "torch.nn.Dropout", "torch.nn.Module", "torch.nn.Parameter",
         "torch.nn.functional", "torch.nn.functional.log_softmax", "torch.nn.functional.max_pool2d",
+        "torch.nn.functional.avg_pool2d",
         "torch.nn.functional.nll_loss", "torch.nn.init.uniform_", "torch.nn.init.zeros_",
         "torch.nn.parallel.DistributedDataParallel", "torch.no_grad", "torch.optim.SGD", "torch.randint",
         "torch.randn", "torch.save", "torch.set_num_threads", "torch.stack", "torch.tensor", "torch.where",
