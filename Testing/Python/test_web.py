@@ -233,7 +233,8 @@ def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phant
     assert refused.returncode == 2 and "--access-key" in refused.stderr
 
     port = free_port()
-    with serving("--host", "127.0.0.1", "--access-key", "s3cret", "--case", str(phantom_case), port=port) as url:
+    with serving("--host", "127.0.0.1", "--access-key", "s3cret", "--case", str(phantom_case), "--max-upload-mb", "1",
+                 port=port) as url:
         with pytest.raises(urllib.error.HTTPError) as no_key:
             urllib.request.urlopen(url + "index.html", timeout=30)
         assert no_key.value.code == 403 and b"access key required" in no_key.value.read()
@@ -241,6 +242,17 @@ def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phant
 
         page = open_page(browser, url + "?key=s3cret")
         wait_until_loaded(page)
+        page.get_by_role("button", name="Segment", exact=True).click()
+        page.locator("#cancel").click()
+        page.wait_for_function("() => document.querySelector('#progress-message')?.innerText === 'cancelled'",
+                               timeout=120000)
+        assert page.locator("#result").is_hidden()
+
+        page.locator("input[type=file]").first.set_input_files([str(p) for p in sorted(phantom_case.glob("*.nii.gz"))])
+        page.wait_for_function("() => document.querySelector('#case-error')?.innerText.includes('limit')",
+                               timeout=60000)
+        assert "refused: the limit is 1 MB a case" in page.locator("#case-error").inner_text()
+
         with pytest.raises(urllib.error.HTTPError) as second:
             urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30)
         assert second.value.code == 409 and b"another browser session" in second.value.read()

@@ -14,6 +14,8 @@ import importlib.util
 from pathlib import Path
 from urllib.parse import urlunsplit
 
+from .web.logic.security import MAX_UPLOAD_BYTES, check_listening
+
 INSTALL = "pip install 'braintumorcnn[web]' (Python >= 3.10)"
 
 
@@ -26,11 +28,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case", metavar="CASE_DIR", help="case opened when the page is opened")
     parser.add_argument("--access-key", metavar="KEY",
                         help="key the page's address must carry (?key=KEY); required with another --host")
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2 ** 20,
+                        help="largest upload of one case, all files together (default %(default).0f MB)")
 
 
 def main(args: argparse.Namespace) -> int:
-    from .web.logic.security import check_listening
-
     check_listening(args.host, args.access_key)
     for folder in args.data:
         if not Path(folder).is_dir():
@@ -42,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
     from .web.app import ServeConfig, WebApp
 
     config = ServeConfig(host=args.host, port=args.port, data=tuple(Path(d) for d in args.data),
-                         case=Path(args.case) if args.case else None, access_key=args.access_key)
+                         case=Path(args.case) if args.case else None, access_key=args.access_key,
+                         upload_limit=int(args.max_upload_mb * 2 ** 20))
     app = WebApp(config)
     guard = "access key required (?key=KEY)" if args.access_key else "reachable from this machine only"
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 #: recomputed (a paint stroke modifies the segmentation many times).
 POLL_S = 0.25
 EDIT_SETTLE_S = 0.4
+#: What trame-slicer's chunk loader may send beyond the upload limit in one message (it sends about 10 MB
+#: at a time; the page refuses larger uploads before sending, the server after receiving).
+UPLOAD_CHUNK_BYTES = 16 * 2 ** 20
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class WebApp:
         from trame_server.utils.typed_state import TypedState
 
         self.config = config
-        self.server = get_server("braintumorcnn", client_type="vue3", ws_max_msg_size=config.upload_limit + 2 ** 20)
+        self.server = get_server("braintumorcnn", client_type="vue3", ws_max_msg_size=config.upload_limit + UPLOAD_CHUNK_BYTES)
         self.server.enable_module(trame_slicer_module)
         self.state, self.ctrl = self.server.state, self.server.controller
         self.slicer_app = SlicerApp()
@@ -87,7 +90,8 @@ class WebApp:
         self.models = job.model_choices()
         self.task = None
         self._edit_timer: Optional[asyncio.TimerHandle] = None
-        self._upload: List[Tuple[str, bytes]] = []
+        self._upload: List[Tuple[str, bytes]] = []  # the chunks of an upload so far, and their bytes
+        self._upload_bytes = 0
 
         self._bind_controller()
         self.layout, editor = ui.build_page(self.server, self.layout_manager, SegmentEditorUI)
@@ -123,6 +127,7 @@ class WebApp:
                 self.state[key] = value
             self.state.cases = [{"title": str(p), "value": str(p)} for p in cases.list_cases(self.session.data_roots)]
             self.state.models = self.models
+            self.state.upload_limit = self.config.upload_limit
             self.state.model = self.models[0]["value"]
             self.state.can_undo = self.state.can_redo = False
 
@@ -212,11 +217,15 @@ class WebApp:
         from trame.app.file_upload import ClientFile
 
         if files:
-            self._upload += [(ClientFile(f).name, ClientFile(f).content) for f in files]
+            received = [(ClientFile(f).name, ClientFile(f).content) for f in files]
+            self._upload_bytes += sum(len(content) for _, content in received)
+            if self._upload_bytes <= self.config.upload_limit:  # past the limit nothing more is kept
+                self._upload += received
             return
-        uploaded, self._upload = self._upload, []
+        uploaded, size, self._upload, self._upload_bytes = self._upload, self._upload_bytes, [], 0
         try:
-            found = self.session.upload(uploaded)
+            cases.check_upload_size(size, self.config.upload_limit)
+            found = self.session.upload(uploaded, self.config.upload_limit)
         except ValueError as exc:
             with self.state:
                 self.state.case_error, self.state.busy = str(exc), False

@@ -128,9 +128,7 @@ def read(case: CaseFiles, roots: ReadableRoots, options: preparation.Preparation
 def store_upload(files: Sequence[Tuple[str, bytes]], folder: Path, limit: int = MAX_UPLOAD_BYTES) -> Path:
     """Write uploaded files ((name, content) pairs; a .zip is unpacked, for DICOM series) into the new
     private folder `folder` under safe names; refuses uploads over `limit` bytes in all."""
-    total = sum(len(content) for _, content in files)
-    if total > limit:
-        raise AccessError(f"upload of {total / 2 ** 20:.0f} MB refused: the limit is {limit / 2 ** 20:.0f} MB a case")
+    check_upload_size(sum(len(content) for _, content in files), limit)
     if not files:
         raise AccessError("nothing was uploaded")
     folder.mkdir(mode=0o700)
@@ -141,6 +139,11 @@ def store_upload(files: Sequence[Tuple[str, bytes]], folder: Path, limit: int = 
         else:
             target.write_bytes(content)
     return folder
+
+
+def check_upload_size(total: int, limit: int = MAX_UPLOAD_BYTES) -> None:
+    if total > limit:
+        raise AccessError(f"upload of {total / 2 ** 20:.1f} MB refused: the limit is {limit / 2 ** 20:.0f} MB a case")
 
 
 def _unzip(name: str, content: bytes, folder: Path, limit: int) -> None:

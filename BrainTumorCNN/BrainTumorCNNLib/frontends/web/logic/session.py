@@ -14,7 +14,7 @@ from ....reading import io
 from ....running import pipeline
 from ... import mrml
 from . import cases
-from .security import ReadableRoots, private_folder
+from .security import MAX_UPLOAD_BYTES, ReadableRoots, private_folder
 
 #: The sequences shown in the slice views, the segmentation over them.
 SHOWN = ("T1c", "FLAIR")
@@ -48,10 +48,10 @@ class Session:
             self.folder = private_folder()
         return self.folder
 
-    def upload(self, files: Sequence[Tuple[str, bytes]]) -> cases.CaseFiles:
+    def upload(self, files: Sequence[Tuple[str, bytes]], limit: int = MAX_UPLOAD_BYTES) -> cases.CaseFiles:
         """Store uploaded files as a new case folder of this session and assign its sequences."""
         self.uploads += 1
-        folder = cases.store_upload(files, self.private() / f"upload-{self.uploads}")
+        folder = cases.store_upload(files, self.private() / f"upload-{self.uploads}", limit)
         return cases.case_files(folder, self.roots)
 
     def show_case(self, case: io.Case) -> None:

@@ -52,8 +52,15 @@ def _case_section(server) -> None:
     v3.VFileInput(label="or upload T1, T1c, T2, FLAIR (NIfTI / MetaImage) or a zip of DICOM series",
                   multiple=True, density="compact", hide_details=True, classes="mt-2", id="upload",
                   prepend_icon="mdi-upload", disabled=("busy",),
-                  change=("busy = true; window.load_files_by_chunks($event.target.files, "
-                          f"{{ trigger_name: '{upload_trigger}' }}).finally(() => {{}});"))
+                  change=("const files = $event.target.files;"
+                          "const size = Array.from(files).reduce((total, file) => total + file.size, 0);"
+                          "if (size > upload_limit) {"
+                          "  case_error = `upload of ${(size / 1048576).toFixed(1)} MB refused: the limit is "
+                          "${(upload_limit / 1048576).toFixed(0)} MB a case`;"
+                          "} else {"
+                          "  busy = true;"
+                          f"  window.load_files_by_chunks(files, {{ trigger_name: '{upload_trigger}' }});"
+                          "}"))
     with html.Div(v_if=("case_kind === 'files'",), classes="mt-2"):
         for modality in MODALITIES:
             v3.VSelect(label=modality, items=("candidates", []), v_model=(f"sequence_{modality}", None),
