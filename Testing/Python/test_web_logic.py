@@ -153,3 +153,32 @@ def test_closing_a_session_removes_its_nodes_and_files(phantom_case):
     session.close()
     assert not folder.exists() and session.case is None
     assert session.scene.GetNumberOfNodes() == nodes
+
+
+@pytest.mark.skipif(importlib.util.find_spec("highdicom") is None, reason="highdicom not installed (the [dicom] extra)")
+def test_a_zip_of_dicom_series_opens_as_a_study_and_downloads_a_dicom_seg(tmp_path):
+    import pydicom
+    import SimpleITK as sitk
+    from conftest import write_synthetic_case
+    from scanner_like import write_series
+
+    case = write_synthetic_case(tmp_path / "cases", shape=(8, 48, 48))
+    archive = bytes_io.BytesIO()
+    study = tmp_path / "study"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for number, (suffix, description) in enumerate(
+                [("t1", "t1_se_tra"), ("t1ce", "t1_se_tra_post_gd"), ("t2", "t2_tse_tra"), ("flair", "t2_flair_tra")], 2):
+            folder = write_series(sitk.ReadImage(str(case / f"{case.name}_{suffix}.nii.gz")), study / f"S{number:02d}",
+                                  description, number, "1.2.826.0.1.3680043.8.498.7")
+            for path in folder.iterdir():
+                zipped.write(path, f"{folder.name}/{path.name}")
+    folder = cases.store_upload([("study.zip", archive.getvalue())], tmp_path / "upload")
+    roots = ReadableRoots.of([tmp_path / "upload"])
+    found = cases.case_files(folder, roots)
+    assert found.kind == "dicom"
+    read = cases.read(found, roots, CLI_DEFAULT)
+    assert sorted(read.series) == ["FLAIR", "T1", "T1c", "T2"]
+    labels = (io.read_image(case / f"{case.name}_seg.nii.gz")[0]).astype(np.uint8)
+    path = downloads.write("dicom_seg", tmp_path / "out", read, labels, 4, "TwoPathCNN")
+    seg = pydicom.dcmread(path)
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) == 3

@@ -83,7 +83,7 @@ def _image_files(folder: Path, roots: ReadableRoots) -> List[Path]:
 
 
 def _holds_dicom(folder: Path) -> bool:
-    from ...reading import dicom
+    from ....reading import dicom
     return dicom.holds_dicom(folder)
 
 

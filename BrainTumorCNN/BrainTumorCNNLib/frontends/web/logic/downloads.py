@@ -32,8 +32,6 @@ def write(kind: str, folder: Path, case: io.Case, labels: np.ndarray, num_classe
         reference = case.series.get("T1c")
         if reference is None:
             raise ValueError(f"{case.name}: a DICOM SEG is made only for DICOM input (this case was read from files)")
-        dicom_seg.require()
-        path = segment_case.dicom_seg_path(folder, case.name)
-        dicom_seg.write_dicom_seg(labels, num_classes, model_name, reference.files, path)
-        return path
+        segmentation = dicom_seg.make_dicom_seg(labels, num_classes, model_name, reference)  # NoDicomSeg: why not
+        return dicom_seg.write_dicom_seg(segmentation, segment_case.dicom_seg_path(folder, case.name))
     raise ValueError(f"unknown download {kind!r}; one of {', '.join(KINDS)}")
