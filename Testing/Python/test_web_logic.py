@@ -87,13 +87,26 @@ def test_plan_and_reading_give_the_command_lines_words(tmp_path, phantom_case):
     case = cases.read(found, roots, CLI_DEFAULT)
     assert case.name == phantom_case.name and case.images.shape[0] == 4
 
-    found.assignment["FLAIR"] = None
+    flair = found.assignment["FLAIR"]
+    with pytest.raises(AccessError, match="not one of the files of case"):
+        cases.assign(found, "FLAIR", Path("/etc/passwd"))
+    cases.assign(found, "FLAIR", None)
     assert cases.plan(found, CLI_DEFAULT) == "Choose a file for FLAIR."
     with pytest.raises(io.CaseError, match="missing FLAIR"):
         cases.read(found, roots, CLI_DEFAULT)
 
-    # another grid: refused without resampling, planned with it
+    # a 2-D image in a slot: the reader's words, as on the command line
     import SimpleITK as sitk
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(flair))[:, :, 10], str(flat / "x_flair.nii.gz"))
+    found.candidates.append(flat / "x_flair.nii.gz")
+    cases.assign(found, "FLAIR", flat / "x_flair.nii.gz")
+    assert "expected a 3-D single-channel volume" in cases.plan(found, CLI_DEFAULT)
+    with pytest.raises(io.CaseError, match="x_flair.nii.gz: expected a 3-D single-channel volume, got a 2-D image"):
+        cases.read(found, roots, CLI_DEFAULT)
+
+    # another grid: refused without resampling, planned with it
     moved = tmp_path / "moved"
     moved.mkdir()
     for path in phantom_case.glob("*.nii.gz"):

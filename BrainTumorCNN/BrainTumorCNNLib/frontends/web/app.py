@@ -182,7 +182,12 @@ class WebApp:
         found = self.session.case_files
         if found is None:
             return
-        found.assignment[modality] = Path(path) if path else None
+        try:
+            cases.assign(found, modality, Path(path) if path else None)
+        except ValueError as exc:
+            with self.state:
+                self.state.case_error = str(exc)
+            return
         asyncio.ensure_future(self.read_case())
 
     async def read_case(self) -> None:
@@ -303,6 +308,8 @@ class WebApp:
 
     async def download(self, kind: str):
         """The file of `kind` written from the segmentation as edited, as an attachment for the page."""
+        if self.session.result is None:
+            raise ValueError("nothing to download: segment a case first")
         labels = self.session.labels()
         result = self.session.result
         path = await asyncio.get_running_loop().run_in_executor(

@@ -87,6 +87,15 @@ def _holds_dicom(folder: Path) -> bool:
     return dicom.holds_dicom(folder)
 
 
+def assign(case: CaseFiles, modality: str, path: Optional[Path]) -> None:
+    """Assign one of the case's own files (or none) to a sequence; any other path is refused."""
+    if modality not in MODALITIES:
+        raise AccessError(f"{modality!r}: not a sequence; one of {', '.join(MODALITIES)}")
+    if path is not None and Path(path) not in case.candidates:
+        raise AccessError(f"{path}: not one of the files of case {case.name}; refused")
+    case.assignment[modality] = Path(path) if path is not None else None
+
+
 def plan(case: CaseFiles, options: preparation.PreparationOptions) -> str:
     """What will put the sequences on the T1c grid, in words (preparation.describe), read from the
     files' headers before anything is read whole; or why it cannot start."""
