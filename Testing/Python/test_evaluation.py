@@ -439,8 +439,11 @@ def test_evaluate_command_on_brats2012_truth_skips_enhancing(shared_data, tmp_pa
     if not cases:
         pytest.skip("no BRATS 2012 case")
     case = read_case(cases[0])
-    io.write_labels(case.truth, case.geometry, tmp_path / f"{cases[0].name}_labels.nii.gz")
-    assert cli.main(["evaluate", str(tmp_path), str(shared_data / "brats2012")]) == 0
-    with open(tmp_path / "metrics.csv") as f:
+    predictions, truth = tmp_path / "predictions", tmp_path / "truth"
+    predictions.mkdir(), truth.mkdir()
+    (truth / cases[0].name).symlink_to(cases[0].resolve(), target_is_directory=True)  # this case only
+    io.write_labels(case.truth, case.geometry, predictions / f"{cases[0].name}_labels.nii.gz")
+    assert cli.main(["evaluate", str(predictions), str(truth)]) == 0
+    with open(predictions / "metrics.csv") as f:
         row = next(csv.DictReader(f))
     assert "dice_enhancing" not in row and float(row["dice_core"]) == 1.0 and float(row["hd95_complete"]) == 0.0

@@ -280,13 +280,14 @@ RELEASES = {  # folder: (scheme, size x y z, internal labels the truth may hold,
     "brats2021": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 13),
     "brats2020": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 1),  # BraTS20_Training_001_t1.nii.gz
     "brats2018": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 2),  # Brats18_<site>_<n>_1_t1.nii.gz
+    "brats2019": ("brats2021", (240, 240, 155), {0, 1, 2, 4}, 2),  # BraTS19_CBICA_<id>_1_t1.nii.gz
     "brats2023": ("brats2023", (240, 240, 155), {0, 1, 2, 4}, 1),
-    "brats2012": ("brats2012", (160, 216, 176), {0, 2, 3}, 1),
+    "brats2012": ("brats2012", (160, 216, 176), {0, 2, 3}, 2),
 }
 
 
 def test_every_real_case_is_found_with_its_files_and_header(shared_data):
-    """All eighteen cases: five files each, every header readable and on the release's grid."""
+    """All twenty-one cases: five files each, every header readable and on the release's grid."""
     cases = {release: io.find_cases(shared_data / release) for release in RELEASES}
     assert [len(cases[r]) for r in RELEASES] == [spec[3] for spec in RELEASES.values()]
     for release, folders in cases.items():
