@@ -311,7 +311,8 @@ def test_shipped_model_cards_carry_the_dice_the_selector_shows():
 #: Web addresses the project may name: only ones that exist.  It has no public home yet (an address of
 #: its own enters here once it is published); others' documentation that the README cites.
 KNOWN_ADDRESSES: set = {"https://distributed.dask.org",  # Dask.distributed documentation
-                        "https://pypi.org/project/deepbet"}  # the brain extractor (brain_extraction.py)
+                        "https://pypi.org/project/deepbet",  # the brain extractor (brain_extraction.py)
+                        "https://github.com/KitwareMedical/trame-slicer"}  # the web page's views (frontends/web/)
 TEXT_SUFFIXES = {".py", ".md", ".txt", ".ui", ".toml", ".cfg", ".json", ".cmake", ""}
 NOT_SOURCE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis", "runs", ".cache",
               ".whl", "braintumorcnn-demo"}

@@ -8,6 +8,7 @@ waits for the volumes and saves the page, reduced to a palette PNG when over 300
 from __future__ import annotations
 
 import argparse
+import io as bytes_io
 import socket
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def main() -> int:
             time.sleep(0.2)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 920})
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.goto(urlunsplit(("http", f"127.0.0.1:{port}", "/", "", "")))
             page.wait_for_function("() => { const b = document.querySelector('#segment'); return b && !b.disabled; }",
                                    timeout=300_000)
@@ -53,14 +54,16 @@ def main() -> int:
             page.locator("#volumes .region-ml").first.wait_for(state="visible", timeout=900_000)
             print(f"segmented in the page in {time.time() - started:.1f} s")
             time.sleep(3)  # the views' last frames
-            page.screenshot(path=args.output)
+            shot = page.screenshot()
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
     output = Path(args.output)
-    if output.stat().st_size > MAX_BYTES:
-        Image.open(output).convert("RGB").quantize(colors=128).save(output, optimize=True)
+    image = Image.open(bytes_io.BytesIO(shot)).convert("RGB")
+    image.save(output, optimize=True)
+    if output.stat().st_size > MAX_BYTES:  # octree keeps the segments' few saturated colours apart
+        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(output, optimize=True)
     print(f"{output}: {output.stat().st_size / 1024:.0f} KB")
     return 0
 

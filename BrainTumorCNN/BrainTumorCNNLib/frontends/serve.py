@@ -43,8 +43,8 @@ def main(args: argparse.Namespace) -> int:
         raise ImportError(f"serve needs trame-slicer: {INSTALL}")
     from .web.app import ServeConfig, WebApp
 
-    config = ServeConfig(host=args.host, port=args.port, data=tuple(Path(d) for d in args.data),
-                         case=Path(args.case) if args.case else None, access_key=args.access_key,
+    config = ServeConfig(host=args.host, port=args.port, data=tuple(Path(d).resolve() for d in args.data),
+                         case=Path(args.case).resolve() if args.case else None, access_key=args.access_key,
                          upload_limit=int(args.max_upload_mb * 2 ** 20))
     app = WebApp(config)
     guard = "access key required (?key=KEY)" if args.access_key else "reachable from this machine only"

@@ -269,7 +269,8 @@ class WebApp:
         node = self.session.show_result(task.result)
         self.editor_logic.on_volume_changed(self.session.volume_nodes["T1c"])
         self.slicer_app.segmentation_editor.set_surface_representation_enabled(True)
-        self.slicer_app.display_manager.reset_views()
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view.reset_view()
         with self.state:
             self.state.progress_message = f"segmented with {task.result.model_name}"
             self.state.result_ready = True

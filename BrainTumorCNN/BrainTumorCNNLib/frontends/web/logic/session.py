@@ -79,7 +79,17 @@ class Session:
         self.segmentation_node = mrml.add_segmentation_node(self.scene, result.labels, self.case.geometry,
                                                             result.num_classes, f"{self.case.name} tumor")
         mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])
+        self.centre_on_tumor(result.labels)
         return self.segmentation_node
+
+    def centre_on_tumor(self, labels: np.ndarray) -> None:
+        """Move the three slice views to the tumor's centre (the volume's middle cuts may miss it)."""
+        import slicer
+        if not labels.any():
+            return
+        z, y, x = (float(np.mean(axis)) for axis in np.nonzero(labels))
+        r, a, s, _ = mrml.ijk_to_ras(self.case.geometry) @ np.array([x, y, z, 1.0])
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
     def labels(self) -> np.ndarray:
         """The segmentation as it stands (edits included): internal labels on the case's grid."""
