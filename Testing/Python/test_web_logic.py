@@ -179,8 +179,8 @@ def test_a_zip_of_dicom_series_opens_as_a_study_and_downloads_a_dicom_seg(tmp_pa
     archive = bytes_io.BytesIO()
     study = tmp_path / "study"
     with zipfile.ZipFile(archive, "w") as zipped:
-        for number, (suffix, description) in enumerate(
-                [("t1", "t1_se_tra"), ("t1ce", "t1_se_tra_post_gd"), ("t2", "t2_tse_tra"), ("flair", "t2_flair_tra")], 2):
+        series = [("t1", "t1_se_tra"), ("t1ce", "t1_se_tra_post_gd"), ("t2", "t2_tse_tra"), ("flair", "t2_flair_tra")]
+        for number, (suffix, description) in enumerate(series, 2):
             folder = write_series(sitk.ReadImage(str(case / f"{case.name}_{suffix}.nii.gz")), study / f"S{number:02d}",
                                   description, number, "1.2.826.0.1.3680043.8.498.7")
             for path in folder.iterdir():

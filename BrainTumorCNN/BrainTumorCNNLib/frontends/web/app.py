@@ -76,7 +76,8 @@ class WebApp:
         from trame_server.utils.typed_state import TypedState
 
         self.config = config
-        self.server = get_server("braintumorcnn", client_type="vue3", ws_max_msg_size=config.upload_limit + UPLOAD_CHUNK_BYTES)
+        self.server = get_server("braintumorcnn", client_type="vue3",
+                                 ws_max_msg_size=config.upload_limit + UPLOAD_CHUNK_BYTES)
         self.server.enable_module(trame_slicer_module)
         self.state, self.ctrl = self.server.state, self.server.controller
         self.slicer_app = SlicerApp()
@@ -139,6 +140,7 @@ class WebApp:
         """The page was closed: cancel its job, free its scene nodes, delete its files."""
         if self.task is not None:
             self.task.cancel()
+        self._release_editor()
         self.session.close()
         self.reset_state()
         log.info("session closed: its case, result and files are gone")
@@ -155,7 +157,8 @@ class WebApp:
         self.server.trigger("download")(self.download)
 
     def _preparation(self) -> preparation.PreparationOptions:
-        return preparation.PreparationOptions(register=bool(self.state.register), register_all=bool(self.state.register),
+        register = bool(self.state.register)  # as read_case does: all sequences when registering
+        return preparation.PreparationOptions(register=register, register_all=register,
                                               resample=bool(self.state.resample))
 
     async def open_case(self, path: Path) -> None:
@@ -243,6 +246,7 @@ class WebApp:
     def segment(self) -> None:
         if self.session.case is None or self.task is not None:
             return
+        self._release_editor()
         self.session.remove_result()
         self.task = job.start(self.session.case, self.state.model)
         with self.state:
@@ -280,6 +284,13 @@ class WebApp:
             self.state.download_names = {k: self._download_path(k).name for k in names}
         self.update_volumes()
         log.info("segmentation node %s in the scene", node.GetID())
+
+    def _release_editor(self) -> None:
+        """Stop the segment editor's effect and forget its undo steps before its segmentation goes."""
+        editor = self.slicer_app.segmentation_editor
+        editor.deactivate_effect()
+        if editor.undo_stack is not None:
+            editor.undo_stack.clear()
 
     def update_volumes(self) -> None:
         volumes = self.session.volumes()
