@@ -5,8 +5,10 @@ them and undo restore them, and the downloaded `.seg.nrrd` is read back with sli
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 from urllib.parse import urlunsplit
 
 import numpy as np
@@ -44,11 +46,13 @@ def command(*args: str) -> List[str]:
 
 
 @contextmanager
-def serving(*args: str, port: int = 0) -> Iterator[str]:
-    """`braintumorcnn serve ARGS` running on a free port; yields its address once it listens."""
+def serving(*args: str, port: int = 0, temporary: Optional[Path] = None) -> Iterator[str]:
+    """`braintumorcnn serve ARGS` running on a free port (its temporary files under `temporary` when
+    given); yields its address once it listens."""
     port = port or free_port()
+    env = dict(os.environ, TMPDIR=str(temporary)) if temporary else None
     process = subprocess.Popen(command("serve", "--port", str(port), *args), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env=env)
     lines: List[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     try:
@@ -198,7 +202,9 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
     for source in sorted(phantom_case.glob("*.nii.gz")):
         content = source.read_bytes()
         (truncated / source.name).write_bytes(content[: len(content) // 2] if "_t2." in source.name else content)
-    with serving("--data", str(data)) as url:
+    temporary = tmp_path / "server-tmp"
+    temporary.mkdir()
+    with serving("--data", str(data), temporary=temporary) as url:
         page = open_page(browser, url)
         page.get_by_text("Preparation plan").wait_for(timeout=60000)
         listed = page.evaluate("() => window.trame.state.get('cases')")
@@ -225,6 +231,16 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
             [str(p) for p in sorted(phantom_case.glob("*.nii.gz")) if "_flair" not in p.name and "_seg." not in p.name])
         page.wait_for_function("() => document.querySelector('#plan')?.innerText.includes('FLAIR')", timeout=60000)
         assert "Choose a file for FLAIR" in page.locator("#plan").inner_text()
+
+        # the uploads lie in one private folder, which closing the page deletes
+        (private,) = temporary.glob("braintumorcnn-serve-*")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        assert sorted(p.name for p in private.iterdir()) == ["upload-1", "upload-2"]
+        page.close()
+        deadline = time.time() + 30
+        while private.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not private.exists(), "the session's uploads outlived it"
 
 
 def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phantom_case):
