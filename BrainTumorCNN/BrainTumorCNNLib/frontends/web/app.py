@@ -209,9 +209,12 @@ class WebApp:
             case = await asyncio.get_running_loop().run_in_executor(None, cases.read, found, self.session.roots,
                                                                     options)
         except (ValueError, OSError) as exc:
-            self.session.clear_case()
-            with self.state:
-                self.state.case_error, self.state.busy, self.state.progress_message = str(exc), False, ""
+            if self.session.case_files is found:
+                self.session.clear_case()
+                with self.state:
+                    self.state.case_error, self.state.busy, self.state.progress_message = str(exc), False, ""
+            return
+        if self.session.case_files is not found:  # another case was chosen, or the session ended, meanwhile
             return
         self.session.show_case(case)
         with self.state:
@@ -324,7 +327,12 @@ class WebApp:
             raise ValueError("nothing to download: segment a case first")
         labels = self.session.labels()
         result = self.session.result
-        path = await asyncio.get_running_loop().run_in_executor(
-            None, downloads.write, kind, self.session.private(), self.session.case, labels, result.num_classes,
-            result.model_name)
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(
+                None, downloads.write, kind, self.session.private(), self.session.case, labels, result.num_classes,
+                result.model_name)
+        except (ValueError, OSError) as exc:  # a DICOM SEG highdicom refuses, a full disk: say why on the page
+            with self.state:
+                self.state.case_error = f"{downloads.KINDS.get(kind, (kind,))[0]} not written: {exc}"
+            raise
         return self.server.protocol.addAttachment(path.read_bytes())
