@@ -269,6 +269,10 @@ def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phant
                                timeout=60000)
         assert "refused: the limit is 1 MB a case" in page.locator("#case-error").inner_text()
 
+        page.reload()  # a new session of the same page, the --case opened again
+        wait_until_loaded(page)
+        assert page.locator("#case-error").is_hidden()
+
         with pytest.raises(urllib.error.HTTPError) as second:
             urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30)
         assert second.value.code == 409 and b"another browser session" in second.value.read()
