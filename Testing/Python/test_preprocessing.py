@@ -136,6 +136,22 @@ def test_n4_removes_a_multiplicative_bias_field_from_t1_and_t1c_only():
     np.testing.assert_array_equal(out[2:, brain], images[2:, brain])  # T2, FLAIR untouched
 
 
+def test_n4_on_the_sequences_a_model_asks_for():
+    biased, clean, brain = biased_tissue()
+    images = np.stack([biased] * 4)
+    noise = coefficient_of_variation(clean[brain])
+    config = PreprocessingConfig(clip=False, zscore=False, n4_sequences=("T2", "FLAIR"))
+    out = preprocess(images, config).images
+    np.testing.assert_array_equal(out[:2, brain], images[:2, brain])
+    for c in (2, 3):
+        assert coefficient_of_variation(out[c][brain]) < 1.5 * noise
+    with pytest.raises(ValueError, match="unknown sequence"):
+        PreprocessingConfig(n4_sequences=("T1", "PD"))
+    card = {"training": {"config": {"preprocessing": {"n4_sequences": ["T1", "T1c", "T2", "FLAIR"]}}}}
+    assert PreprocessingConfig.of_model(card).n4_sequences == ("T1", "T1c", "T2", "FLAIR")
+    assert PreprocessingConfig.of_model({}).n4_sequences == ("T1", "T1c")
+
+
 def test_n4_also_works_on_negative_intensities_and_single_slices():
     biased, clean, brain = biased_tissue()
     shifted = np.stack([biased - 150] * 4) * brain  # negative inside the brain, as after another normalisation

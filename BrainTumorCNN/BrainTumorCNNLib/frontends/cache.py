@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..learning.sampling import CACHE_BITS, CACHE_SUFFIX, cache_path, case_sources, load_case, write_cache
 from ..preparing.preprocessing import PreprocessingConfig
-from .train import add_statistics_option
+from .train import add_preprocessing_options, preprocessing_from_args
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -15,15 +15,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "or cache files / folders of them to convert")
     parser.add_argument("--output", required=True, help="cache folder (give it to train / crossval as cases, "
                         "or as --cache-dir)")
-    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
-    add_statistics_option(parser)
+    add_preprocessing_options(parser)
     parser.add_argument("--bits", type=int, choices=CACHE_BITS, default=16,
                         help="16: float16 images; 8: each modality quantised to 256 levels inside the brain "
                         "(about half the size; error at most 0.02 sd)")
 
 
 def main(args: argparse.Namespace) -> int:
-    config = PreprocessingConfig(n4=not args.no_n4, statistics=args.statistics or "mean-sd")
+    config = preprocessing_from_args(args, PreprocessingConfig())
     output = Path(args.output)
     paths = [c for p in args.cases for c in case_sources(p)]
     total = 0

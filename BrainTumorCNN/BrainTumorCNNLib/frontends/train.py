@@ -13,7 +13,8 @@ import torch.distributed as dist
 
 from ..learning.sampling import SamplingConfig, case_sources
 from ..learning.training import TrainingConfig, train
-from ..preparing.preprocessing import STATISTICS
+from ..modalities import MODALITIES
+from ..preparing.preprocessing import STATISTICS, PreprocessingConfig
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
-    add_statistics_option(parser)
+    add_preprocessing_options(parser)
     parser.add_argument("--augment", action="store_true", default=None,
                         help="augmentation imitating other scanners (AugmentationConfig's defaults)")
     for f in fields(SamplingConfig):
@@ -39,10 +39,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def add_statistics_option(parser: argparse.ArgumentParser) -> None:
+def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing a model is trained with (recorded in its card, used again at inference)."""
+    parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
+    parser.add_argument("--n4-sequences", nargs="+", choices=MODALITIES, default=None,
+                        help="the sequences N4 corrects (default: T1 T1c, as the paper)")
     parser.add_argument("--statistics", choices=STATISTICS, default=None,
                         help="the z-score's centre and spread inside the brain: mean-sd (the paper, default) or "
-                             "median-iqr (robust); recorded in the model card, used again at inference")
+                             "median-iqr (robust)")
+
+
+def preprocessing_from_args(args: argparse.Namespace, base: PreprocessingConfig) -> PreprocessingConfig:
+    changes = {"n4": False} if args.no_n4 else {}
+    if args.n4_sequences:
+        changes["n4_sequences"] = tuple(args.n4_sequences)
+    if args.statistics:
+        changes["statistics"] = args.statistics
+    return replace(base, **changes)
 
 
 NESTED_FIELDS = ("train_cases", "validation_cases", "preprocessing", "augmentation", "sampling")
@@ -55,10 +68,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         value = getattr(args, f.name, None)
         if value is not None and f.name not in NESTED_FIELDS:
             setattr(config, f.name, value)
-    if args.no_n4:
-        config.preprocessing = replace(config.preprocessing, n4=False)
-    if args.statistics:
-        config.preprocessing = replace(config.preprocessing, statistics=args.statistics)
+    config.preprocessing = preprocessing_from_args(args, config.preprocessing)
     if args.augment:
         config.augmentation = replace(config.augmentation, enabled=True)
     overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}

@@ -1,7 +1,7 @@
 """The paper's preprocessing, shared by training and inference so both see the same numbers.
 
 1. clip each modality at its 1st / 99th percentile inside the brain;
-2. N4 bias-field correction (SimpleITK) of T1 and T1c, on a shrunken image so
+2. N4 bias-field correction (SimpleITK) of T1 and T1c (the paper; `n4_sequences`), on a shrunken image so
    it takes seconds;
 3. z-score each modality inside the brain; background set to BACKGROUND_VALUE.
 
@@ -27,7 +27,6 @@ PREPROCESSING_VERSION = 2
 #: padding around a slice in dense inference: below any normalised brain
 #: intensity, so the networks can tell "outside" from tissue.
 BACKGROUND_VALUE = -4.0
-N4_MODALITIES = (0, 1)  # T1, T1c
 #: How the z-score centres and scales each modality: "mean-sd" (the paper) or "median-iqr" (the IQR
 #: divided by IQR_PER_SD, so a Gaussian's spread maps to 1 as with the sd).
 STATISTICS = ("mean-sd", "median-iqr")
@@ -39,6 +38,8 @@ class PreprocessingConfig:
     clip: bool = True
     clip_percentiles: Tuple[float, float] = (1.0, 99.0)
     n4: bool = True
+    # the paper corrects T1 and T1c; a bias field in FLAIR and T2 is the benchmark's worst site shift
+    n4_sequences: Tuple[str, ...] = ("T1", "T1c")
     n4_shrink: int = 4  # N4 runs on the image shrunk by this factor per axis
     n4_iterations: Tuple[int, ...] = (50, 50, 30)  # most iterations per fitting level
     n4_convergence: float = 0.001  # a level stops when the field changes less than this (N4's threshold)
@@ -48,13 +49,17 @@ class PreprocessingConfig:
     def __post_init__(self):
         if self.statistics not in STATISTICS:
             raise ValueError(f"unknown normalisation statistics {self.statistics!r}; known: {', '.join(STATISTICS)}")
+        unknown = [s for s in self.n4_sequences if s not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown sequence(s) {unknown} for N4; known: {', '.join(MODALITIES)}")
 
     @classmethod
     def of_model(cls, card: dict, base: Optional["PreprocessingConfig"] = None) -> "PreprocessingConfig":
-        """`base` (default: the defaults) with the normalisation the model was trained with (its card's
-        training config; cards without one were trained with the paper's mean and sd)."""
+        """`base` (default: the defaults) with the normalisation and the N4-corrected sequences the model
+        was trained with (its card's training config; older cards: the paper's mean and sd, T1 and T1c)."""
         trained = card.get("training", {}).get("config", {}).get("preprocessing", {})
-        return replace(base or cls(), statistics=trained.get("statistics", "mean-sd"))
+        return replace(base or cls(), statistics=trained.get("statistics", "mean-sd"),
+                       n4_sequences=tuple(trained.get("n4_sequences", ("T1", "T1c"))))
 
 
 @dataclass
@@ -88,7 +93,7 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
         if config.clip:
             low, high = np.percentile(channel[mask], config.clip_percentiles)
             channel = np.clip(channel, low, high)
-        if config.n4 and c in N4_MODALITIES:
+        if config.n4 and name in config.n4_sequences:
             channel = n4_correct(channel, mask, config, spacing)
         if config.zscore:
             # in float64: float32 sums of squares overflow near 1e19 and a tiny std underflows
