@@ -1,7 +1,8 @@
 """`braintumorcnn serve` in a real browser: Debian's chromium driven by Playwright's Python package
 against the server started as a subprocess, exactly as a user starts it.  The page's volumes are
 checked against what `braintumorcnn segment` writes for the same case, a paint stroke must change
-them and undo restore them, and the downloaded `.seg.nrrd` is read back with slicer-core."""
+them and undo restore them, and the downloaded `.seg.nrrd` is read back with slicer-core.  Each
+browser session gets its own process, which exits when its page is closed."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,7 +19,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
-from urllib.parse import urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ pytestmark = [
 ]
 #: Seconds the page may take beyond `braintumorcnn segment` for the same case (issue 21).
 ALLOWED_EXTRA_S = 30.0
+VIEWPORT = {"width": 1600, "height": 1000}
 
 
 def free_port() -> int:
@@ -46,14 +48,15 @@ def command(*args: str) -> List[str]:
 
 
 @contextmanager
-def serving(*args: str, port: int = 0, temporary: Optional[Path] = None) -> Iterator[str]:
+def serving(*args: str, port: int = 0, temporary: Optional[Path] = None,
+            lines: Optional[List[str]] = None) -> Iterator[str]:
     """`braintumorcnn serve ARGS` running on a free port (its temporary files under `temporary` when
-    given); yields its address once it listens."""
+    given, its output lines into `lines`); yields its address once it listens."""
     port = port or free_port()
     env = dict(os.environ, TMPDIR=str(temporary)) if temporary else None
     process = subprocess.Popen(command("serve", "--port", str(port), *args), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
-    lines: List[str] = []
+    lines = [] if lines is None else lines
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     try:
         deadline = time.time() + 180
@@ -110,8 +113,12 @@ def page_volumes(page) -> Dict[str, float]:
 
 
 def open_page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    page.goto(url)
+    """A new page at `url`: the server's address redirects it to a new session's process once that listens."""
+    return go(browser.new_page(viewport=VIEWPORT), url)
+
+
+def go(page, url: str):
+    page.goto(url, timeout=180000)
     return page
 
 
@@ -243,7 +250,7 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
         assert not private.exists(), "the session's uploads outlived it"
 
 
-def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phantom_case):
+def test_other_hosts_need_an_access_key_at_the_door_and_in_the_session(browser, phantom_case):
     refused = subprocess.run(command("serve", "--host", "0.0.0.0", "--port", str(free_port())),
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--access-key" in refused.stderr
@@ -254,10 +261,15 @@ def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phant
         with pytest.raises(urllib.error.HTTPError) as no_key:
             urllib.request.urlopen(url + "index.html", timeout=30)
         assert no_key.value.code == 403 and b"access key required" in no_key.value.read()
-        assert urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30).status == 200
 
         page = open_page(browser, url + "?key=s3cret")
         wait_until_loaded(page)
+        session = urlsplit(page.url)  # the session's own process, on another port, given the key
+        assert session.port != port and session.query == "key=s3cret"
+        session_url = urlunsplit(("http", session.netloc, "/", "", ""))
+        with pytest.raises(urllib.error.HTTPError) as no_key:
+            urllib.request.urlopen(session_url + "index.html", timeout=30)
+        assert no_key.value.code == 403 and b"access key required" in no_key.value.read()
         page.get_by_role("button", name="Segment", exact=True).click()
         page.locator("#cancel").click()
         page.wait_for_function("() => document.querySelector('#progress-message')?.innerText === 'cancelled'",
@@ -269,16 +281,76 @@ def test_other_hosts_need_an_access_key_and_one_session_at_a_time(browser, phant
                                timeout=60000)
         assert "refused: the limit is 1 MB a case" in page.locator("#case-error").inner_text()
 
-        page.reload()  # a new session of the same page, the --case opened again
+        page.reload()  # a new session of the same page in the same process, the --case opened again
         wait_until_loaded(page)
         assert page.locator("#case-error").is_hidden()
+        assert urlsplit(page.url).port == session.port
 
-        with pytest.raises(urllib.error.HTTPError) as second:
-            urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30)
-        assert second.value.code == 409 and b"another browser session" in second.value.read()
+        with pytest.raises(urllib.error.HTTPError) as second:  # another page into this session's process
+            urllib.request.urlopen(session_url + "index.html?key=s3cret", timeout=30)
+        assert second.value.code == 409 and b"this session is open in another page" in second.value.read()
         page.close()
-        time.sleep(1)
-        assert urllib.request.urlopen(url + "index.html?key=s3cret", timeout=30).status == 200
+
+
+def session_pids(lines: List[str]) -> Dict[int, int]:
+    """{port: pid} of the sessions' processes the server reported starting."""
+    found = (re.match(r"braintumorcnn serve: session \d+ on port (\d+) \(pid (\d+)\)", line) for line in lines)
+    return {int(m.group(1)): int(m.group(2)) for m in found if m}
+
+
+def wait_until_gone(paths: List[Path], timeout_s: float = 30) -> None:
+    deadline = time.time() + timeout_s
+    while any(p.exists() for p in paths) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(p.exists() for p in paths), f"still there after {timeout_s} s: {[p for p in paths if p.exists()]}"
+
+
+def upload_case(page, case: Path, name: str) -> None:
+    page.locator("input[type=file]").first.set_input_files([str(p) for p in sorted(case.glob("*.nii.gz"))])
+    page.wait_for_function(f"() => document.querySelector('#progress-message')?.innerText.startsWith('{name}:')",
+                           timeout=120000)
+
+
+def test_each_browser_session_has_its_own_process(browser, phantom_case, tmp_path):
+    """Two browser contexts get two processes, each showing the case; closing one page ends its
+    process and deletes its uploads while the other works on; a session over --max-sessions gets 503."""
+    temporary = tmp_path / "server-tmp"
+    temporary.mkdir()
+    lines: List[str] = []
+    with serving("--case", str(phantom_case), "--max-sessions", "2", temporary=temporary, lines=lines) as url:
+        contexts = [browser.new_context(viewport=VIEWPORT) for _ in range(2)]  # two users
+        pages = [go(context.new_page(), url) for context in contexts]
+        for page in pages:
+            wait_until_loaded(page)
+            assert page.locator("#case-name").inner_text() == phantom_case.name
+        ports = [urlsplit(page.url).port for page in pages]
+        assert len(set(ports)) == 2 and urlsplit(url).port not in ports
+        pids = session_pids(lines)
+        processes = [Path(f"/proc/{pids[port]}") for port in ports]
+        assert all(p.exists() for p in processes)
+
+        with pytest.raises(urllib.error.HTTPError) as full:
+            urllib.request.urlopen(url, timeout=60)
+        assert full.value.code == 503 and b"all 2 sessions are in use (--max-sessions 2" in full.value.read()
+
+        upload_case(pages[0], phantom_case, "upload-1")
+        (uploads,) = temporary.glob("braintumorcnn-serve-*")
+        pages[0].close()
+        wait_until_gone([processes[0], uploads])  # the process exits, its uploads are deleted
+        assert processes[1].exists()
+
+        upload_case(pages[1], phantom_case, "upload-1")  # the other session works on, in its own folder
+        assert len(list(temporary.glob("braintumorcnn-serve-*"))) == 1
+        assert pages[1].locator("#case-error").is_hidden()
+
+        third = go(contexts[0].new_page(), url)  # the closed session's place is free again
+        wait_until_loaded(third)
+        assert urlsplit(third.url).port not in ports
+        processes = [Path(f"/proc/{pid}") for pid in session_pids(lines).values()]
+        for context in contexts:
+            context.close()
+    wait_until_gone(processes)  # the server stops every session's process when it stops
+    assert not list(temporary.glob("braintumorcnn-serve-*"))
 
 
 def test_real_case_volumes_match_the_command(browser, shared_data, tmp_path):

@@ -46,7 +46,7 @@ def main() -> int:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.goto(urlunsplit(("http", f"127.0.0.1:{port}", "/", "", "")))
+            page.goto(urlunsplit(("http", f"127.0.0.1:{port}", "/", "", "")), timeout=180000)
             page.wait_for_function("() => { const b = document.querySelector('#segment'); return b && !b.disabled; }",
                                    timeout=300_000)
             started = time.time()

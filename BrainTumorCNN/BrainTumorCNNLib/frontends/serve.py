@@ -5,14 +5,14 @@ preparation plan, segments it with a shipped model as `braintumorcnn segment`
 does, shows the result in Slicer's slice and 3-D views with the volumes, lets
 the segment editor correct it and downloads the command's files
 (frontends/web/).  Listens on 127.0.0.1; another address needs --access-key.
-One browser session at a time: trame-slicer keeps one scene per server.
+Each browser session gets its own app process (frontends/web/door.py): trame-slicer keeps one
+scene per process; `--child` runs one such process, as the door starts it.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 from pathlib import Path
-from urllib.parse import urlunsplit
 
 from .web.logic.security import MAX_UPLOAD_BYTES, check_listening
 
@@ -30,6 +30,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="key the page's address must carry (?key=KEY); required with another --host")
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2 ** 20,
                         help="largest upload of one case, all files together (default %(default).0f MB)")
+    parser.add_argument("--max-sessions", type=int, default=4,
+                        help="browser sessions open at once, one process each (default %(default)s); more get 503")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one session's app process
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,17 +44,28 @@ def main(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.case} (given as --case): no such case folder or image")
     if importlib.util.find_spec("trame_slicer") is None:
         raise ImportError(f"serve needs trame-slicer: {INSTALL}")
+    if args.max_sessions < 1:
+        raise ValueError(f"--max-sessions {args.max_sessions}: give at least 1")
+    guard = "access key required (?key=KEY)" if args.access_key else "reachable from this machine only"
+    if not args.child:
+        from .web import door
+
+        child_args = [arg for folder in args.data for arg in ("--data", str(Path(folder).resolve()))]
+        if args.case:
+            child_args += ["--case", str(Path(args.case).resolve())]
+        child_args += ["--max-upload-mb", repr(args.max_upload_mb)]
+        door.run(door.DoorOptions(host=args.host, port=args.port, access_key=args.access_key,
+                                  max_sessions=args.max_sessions, child_args=tuple(child_args)), guard)
+        return 0
     from .web.app import ServeConfig, WebApp
 
     config = ServeConfig(host=args.host, port=args.port, data=tuple(Path(d).resolve() for d in args.data),
                          case=Path(args.case).resolve() if args.case else None, access_key=args.access_key,
-                         upload_limit=int(args.max_upload_mb * 2 ** 20))
+                         upload_limit=int(args.max_upload_mb * 2 ** 20), exit_when_closed=True)
     app = WebApp(config)
-    guard = "access key required (?key=KEY)" if args.access_key else "reachable from this machine only"
 
-    def announce(**_):
-        address = urlunsplit(("http", f"{args.host}:{app.server.port}", "/", "", ""))
-        print(f"braintumorcnn serve: {address} ({guard}; one browser session at a time)", flush=True)
+    def announce(**_):  # the line the door waits for (door.CHILD_READY)
+        print(f"braintumorcnn serve: session ready on port {app.server.port}", flush=True)
 
     app.ctrl.on_server_ready.add(announce)
     app.start()

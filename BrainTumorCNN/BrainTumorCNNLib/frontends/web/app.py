@@ -1,5 +1,6 @@
-"""The web app: one trame server, one trame-slicer scene and segment editor, one session at a time;
-binds the page's state and buttons to the logic (cases, job, downloads, session)."""
+"""The web app: one trame server, one trame-slicer scene and segment editor, one session at a time
+(the front door, door.py, starts one such process per browser session); binds the page's state and
+buttons to the logic (cases, job, downloads, session)."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,10 @@ EDIT_SETTLE_S = 0.4
 #: What trame-slicer's chunk loader may send beyond the upload limit in one message (it sends about 10 MB
 #: at a time; the page refuses larger uploads before sending, the server after receiving).
 UPLOAD_CHUNK_BYTES = 16 * 2 ** 20
+#: A session's process (exit_when_closed) exits this long after its page closed, unless the page came
+#: back meanwhile (a reload), or when no page connects this long after it started.
+CLOSE_GRACE_S = 10.0
+FIRST_VISIT_S = 120
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class ServeConfig:
     case: Optional[Path] = None  # opened when a session starts (its folder becomes readable)
     access_key: Optional[str] = None
     upload_limit: int = MAX_UPLOAD_BYTES
+    exit_when_closed: bool = False  # one session's process, started by the front door
 
 
 @dataclass
@@ -111,10 +117,12 @@ class WebApp:
     def start(self) -> None:
         argv, sys.argv = sys.argv, sys.argv[:1]  # trame parses sys.argv for its own options; ours are parsed
         try:
+            # wslink's idle timeout stops a session's process that no page ever reaches
             self.server.start(port=self.config.port, host=self.config.host, open_browser=False,
-                              show_connection_info=False, timeout=0)
+                              show_connection_info=False, timeout=FIRST_VISIT_S if self.config.exit_when_closed else 0)
         finally:
             sys.argv = argv
+            self.session.close()  # stopped with its page still open (SIGTERM): its files go all the same
 
     def _add_middlewares(self, web_server) -> None:
         middlewares = [self.one_session.middleware()]
@@ -144,6 +152,14 @@ class WebApp:
         self.session.close()
         self.reset_state()
         log.info("session closed: its case, result and files are gone")
+        if self.config.exit_when_closed:
+            asyncio.get_event_loop().call_later(CLOSE_GRACE_S, self._exit_if_closed)
+
+    def _exit_if_closed(self) -> None:
+        """Stop this session's process, giving its memory back, unless a page reconnected (a reload)."""
+        if not self.one_session.open_sockets:
+            log.info("session's page gone: exiting")
+            asyncio.ensure_future(self.server.stop())
 
     # ------------------------------------------------------------------ opening a case
     def _bind_controller(self) -> None:

@@ -1,6 +1,6 @@
 """What a browser may reach: files only inside the `--data` folders and its session's uploads, the
-server only from this machine unless an access key guards it, one session at a time (the scene is the
-server's), uploads size-limited, privately stored and safely named."""
+server only from this machine unless an access key guards it, one session per app process (the scene is
+the process's), uploads size-limited, privately stored and safely named."""
 from __future__ import annotations
 
 import asyncio
@@ -96,8 +96,8 @@ def access_key_middleware(key: str):
 
 
 class OneSession:
-    """One browser session at a time: trame shares its state, and trame-slicer its scene, between every
-    page of a server.  Another page is refused while a session's websocket is open (a reload gets
+    """One browser session per app process: trame shares its state, and trame-slicer its scene, between
+    every page of a process (the front door starts one process per session).  Another page is refused while a session's websocket is open (a reload gets
     `grace_s` for the old socket to close); the first socket starts a session (`on_start`), and when
     the last closes, `on_end` frees it."""
 
@@ -119,9 +119,9 @@ class OneSession:
                     await asyncio.sleep(0.1)
                     waited += 0.1
                 if self.open_sockets:
-                    raise web.HTTPConflict(text="braintumorcnn serve: another browser session is open on this "
-                                                "server (one session per server: its scene is shared); close it, "
-                                                "or start another server on another --port\n")
+                    raise web.HTTPConflict(text="braintumorcnn serve: this session is open in another page (one "
+                                                "page per session); close it, or open the server's first address "
+                                                "for a session of your own\n")
             if not is_socket:
                 return await handler(request)
             self.open_sockets += 1
