@@ -42,7 +42,7 @@ def imports_of(name: str, path: Path, modules: Set[str]) -> Set[str]:
         if not members:
             found.add(dotted)
 
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith(ROOT + "."):
