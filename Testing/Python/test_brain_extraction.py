@@ -19,6 +19,7 @@ from BrainTumorCNNLib.preparing import brain_extraction
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.reading.geometry import Geometry, to_image
 from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics
 from conftest import write_synthetic_case
 
