@@ -21,7 +21,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path
 from ..labels import REGIONS
 from ..network import weights
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
@@ -30,6 +29,7 @@ from ..running.cases import read_case
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..scoring import site_shifts
 from ..scoring.metrics import as_float, evaluate_case
+from ..scoring.tables import write_csv
 
 CSV_NAME = "robustness.csv"
 KEY = ("case", "model", "shift")
@@ -119,10 +119,8 @@ def run_case(source: Path, todo, loaded, options: SegmentationOptions, args, csv
                    "slices": int(truth.shape[0]), **{k: v for k, v in scores.items() if k.startswith("dice_")
                                                       or k.startswith("sensitivity_")}}
             new.append(row)
-            write_rows(csv_path, rows + new)
-            dice = " / ".join("-" if as_float(row.get(f"dice_{r}")) is None else f"{row[f'dice_{r}']:.3f}"
-                              for r in REGIONS)
-            print(f"{prefix} {case.name} {model_name} {shift}: Dice {dice} "
+            write_csv(csv_path, rows + new, mean=False)
+            print(f"{prefix} {case.name} {model_name} {shift}: Dice {_dice_text(row)} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     return new
 
@@ -135,19 +133,16 @@ def read_rows(path: Path) -> List[dict]:
                  for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_rows(path: Path, rows: Sequence[dict]) -> None:
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=names, restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
 def _value(row: Optional[dict], region: str) -> Optional[float]:
     value = as_float(row.get(f"dice_{region}")) if row else None
     return None if value is None or np.isnan(value) else value
+
+
+def _dice_text(row: Optional[dict]) -> str:
+    """A row's Dice per region as `0.812 / 0.820 / -`; "-" without a row."""
+    if row is None:
+        return "-"
+    return " / ".join("-" if _value(row, r) is None else f"{_value(row, r):.3f}" for r in REGIONS)
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -157,18 +152,32 @@ def _mean_sd(values: Sequence[float]) -> str:
     return f"{np.mean(values):.3f} ± {sd:.3f}"
 
 
+def _by_case(rows: Sequence[dict]) -> Dict[str, Dict[str, dict]]:
+    """{case: {shift: row}}, cases in the order of the rows."""
+    out: Dict[str, Dict[str, dict]] = {}
+    for row in rows:
+        out.setdefault(row["case"], {})[row["shift"]] = row
+    return out
+
+
+def case_changes(shifts: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
+    """{shift: {region: Dice under the shift - clean Dice}} of one case's rows by shift (regions both score)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for shift, row in shifts.items():
+        for region in REGIONS:
+            clean, value = _value(shifts.get("clean"), region), _value(row, region)
+            if clean is not None and value is not None:
+                out.setdefault(shift, {})[region] = value - clean
+    return out
+
+
 def drops(rows: Sequence[dict]) -> Dict[str, Dict[str, List[float]]]:
     """{shift: {region: [Dice under the shift - clean Dice, per case that has both]}}."""
-    by_case: Dict[str, Dict[str, dict]] = {}
-    for row in rows:
-        by_case.setdefault(row["case"], {})[row["shift"]] = row
     out: Dict[str, Dict[str, List[float]]] = {}
-    for shifts in by_case.values():
-        for shift, row in shifts.items():
-            for region in REGIONS:
-                clean, value = _value(shifts.get("clean"), region), _value(row, region)
-                if clean is not None and value is not None:
-                    out.setdefault(shift, {}).setdefault(region, []).append(value - clean)
+    for shifts in _by_case(rows).values():
+        for shift, regions in case_changes(shifts).items():
+            for region, value in regions.items():
+                out.setdefault(shift, {}).setdefault(region, []).append(value)
     return out
 
 
@@ -184,7 +193,7 @@ def report(rows: Sequence[dict], model: str) -> str:
     clean Dice and the worst shift with its change."""
     if not rows:
         return f"{model}: nothing scored"
-    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cases = _by_case(rows)
     change = drops(rows)
     header = " | ".join(f"Dice {r}" for r in REGIONS)
     lines = [f"## {model}: {len(cases)} case(s): {', '.join(cases)}", "",
@@ -201,15 +210,12 @@ def report(rows: Sequence[dict], model: str) -> str:
         f"{r}: {w} ({np.mean(change[w][r]):+.3f})" if w else f"{r}: -" for r, w in worst.items()), "",
         "| case | tumor share of brain | clean Dice (" + " / ".join(REGIONS) + ") | worst shift (complete) "
         "| its change (" + " / ".join(REGIONS) + ") |", "|---|---|---|---|---|"]
-    for name in cases:
-        mine = {r["shift"]: r for r in rows if r["case"] == name}
-        clean = mine.get("clean")
-        share = as_float(next(iter(mine.values())).get("tumor_share"))
-        losses = {s: _value(mine[s], "complete") - _value(clean, "complete") for s in site_shifts.REALISTIC
-                  if s in mine and _value(mine[s], "complete") is not None and _value(clean, "complete") is not None}
-        bad = min(losses, key=losses.get) if losses else None
-        fmt = lambda row: " / ".join("-" if _value(row, r) is None else f"{_value(row, r):.3f}" for r in REGIONS)
-        delta = " / ".join("-" if bad is None or _value(mine[bad], r) is None or _value(clean, r) is None
-                           else f"{_value(mine[bad], r) - _value(clean, r):+.3f}" for r in REGIONS)
-        lines.append(f"| {name} | {100 * share:.1f} % | {fmt(clean) if clean else '-'} | {bad or '-'} | {delta} |")
+    for name, shifts in cases.items():
+        mine = case_changes(shifts)
+        bad = min((s for s in site_shifts.REALISTIC if "complete" in mine.get(s, {})),
+                  key=lambda s: mine[s]["complete"], default=None)
+        delta = " / ".join(f"{mine[bad][r]:+.3f}" if bad and r in mine[bad] else "-" for r in REGIONS)
+        share = as_float(next(iter(shifts.values())).get("tumor_share"))
+        lines.append(f"| {name} | {100 * share:.1f} % | {_dice_text(shifts.get('clean'))} | {bad or '-'} "
+                     f"| {delta} |")
     return "\n".join(lines) + "\n"

@@ -128,16 +128,21 @@ def resample_thick(volume: np.ndarray, geometry: Geometry, thickness_mm: float) 
     slabs = -(-volume.shape[0] // factor)
     padded = np.concatenate([volume, np.repeat(volume[-1:], slabs * factor - volume.shape[0], axis=0)])
     thick = padded.reshape(slabs, factor, *volume.shape[1:]).mean(axis=1, dtype=np.float64).astype(np.float32)
-    direction = np.array(geometry.direction).reshape(3, 3)
     # the first thick slice's centre lies (factor - 1) / 2 thin slices along the slice axis
-    origin = np.array(geometry.origin) + direction[:, 2] * geometry.spacing[2] * (factor - 1) / 2.0
     thick_geometry = Geometry((geometry.size[0], geometry.size[1], slabs),
                               (geometry.spacing[0], geometry.spacing[1], geometry.spacing[2] * factor),
-                              tuple(float(o) for o in origin), geometry.direction)
+                              _origin_after(geometry, (factor - 1) / 2.0), geometry.direction)
     reference = to_image(np.zeros(geometry.shape, np.float32), geometry)
     back = sitk.Resample(to_image(thick, thick_geometry), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
                          sitk.sitkFloat32, True)  # extrapolate: the last half slab keeps its value
     return sitk.GetArrayFromImage(back)
+
+
+def _origin_after(geometry: Geometry, slices: float) -> Tuple[float, float, float]:
+    """The physical point `slices` slices (a fraction allowed) along the grid's slice axis from its origin."""
+    direction = np.array(geometry.direction).reshape(3, 3)
+    origin = np.array(geometry.origin) + direction[:, 2] * geometry.spacing[2] * slices
+    return tuple(float(o) for o in origin)
 
 
 def scale_offset(images, brain, truth, geometry, rng) -> np.ndarray:
@@ -186,8 +191,6 @@ def slab(images: np.ndarray, truth: np.ndarray, geometry: Geometry, slices: int
     centre = int(np.argmax(area)) if area.any() else truth.shape[0] // 2
     start = int(np.clip(centre - slices // 2, 0, max(0, truth.shape[0] - slices)))
     stop = min(truth.shape[0], start + slices)
-    direction = np.array(geometry.direction).reshape(3, 3)
-    origin = np.array(geometry.origin) + direction[:, 2] * geometry.spacing[2] * start
     sub = Geometry((geometry.size[0], geometry.size[1], stop - start), geometry.spacing,
-                   tuple(float(o) for o in origin), geometry.direction)
+                   _origin_after(geometry, start), geometry.direction)
     return images[:, start:stop].copy(), truth[start:stop].copy(), sub
