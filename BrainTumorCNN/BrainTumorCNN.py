@@ -337,7 +337,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         volumes = [getattr(parameters, f) for f in INPUT_FIELDS.values()]
         if any(v is None or v.GetImageData() is None for v in volumes):
             return "Select the four input volumes."
-        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.writing import mrml
         from BrainTumorCNNLib.preparing import preparation
         geometries = {m: mrml.geometry_of(v) for m, v in zip(MODALITIES, volumes)}
         names = {m: f"{m} ({v.GetName()})" for m, v in zip(MODALITIES, volumes)}
@@ -349,7 +349,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
     def process(self, t1, t1c, t2, flair, model: Optional[str] = None, options=None, output=None):
         """Segment four volume nodes and return the segmentation node: `output`
         refilled, or a new node on T1c's grid.  Blocks until done."""
-        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.writing import mrml
         from BrainTumorCNNLib.running import pipeline
         options = options or pipeline.SegmentationOptions()
         if model is not None:
@@ -359,14 +359,14 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, parameters: BrainTumorCNNParameterNode):
         """Read the input volumes (main thread), prepare and segment them on a worker thread."""
-        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.writing import mrml
         from BrainTumorCNNLib.running.task import SegmentationTask
         volumes, names = mrml.read_nodes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
         return SegmentationTask(volumes, self.options(parameters), self.preparation(parameters), names)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""
-        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.writing import mrml
         name = f"{parameters.t1cVolume.GetName()} tumor"
         prepared = {}
         if parameters.keepPrepared:
@@ -379,7 +379,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:
-        from BrainTumorCNNLib.frontends import mrml
+        from BrainTumorCNNLib.writing import mrml
         return mrml.tumor_volumes_ml(task.result.labels, task.geometry, task.result.num_classes)
 
 
@@ -398,7 +398,8 @@ class BrainTumorCNNTest(ScriptedLoadableModuleTest):
     def _phantomVolumes(self):
         logic = BrainTumorCNNLogic()
         logic.installPackages({**REQUIREMENTS, **TEST_REQUIREMENTS})
-        from BrainTumorCNNLib.frontends import mrml, phantom
+        from BrainTumorCNNLib.synthetic import phantom
+        from BrainTumorCNNLib.writing import mrml
         self.delayDisplay("Building a small phantom case")
         case = phantom.make_phantom(0, "small")
         return logic, [mrml.add_volume_node(slicer.mrmlScene, image, case.geometry,

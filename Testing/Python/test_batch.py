@@ -13,9 +13,10 @@ import SimpleITK as sitk
 from conftest import write_broken_case, write_synthetic_case
 
 from BrainTumorCNNLib import labels
-from BrainTumorCNNLib.frontends import cli, mrml
+from BrainTumorCNNLib.frontends import cli
+from BrainTumorCNNLib.writing import mrml
 from BrainTumorCNNLib.frontends.progress import ProgressLine
-from BrainTumorCNNLib.frontends.segment_case import finished, output_paths
+from BrainTumorCNNLib.writing.outputs import finished, output_paths
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.cases import read_case

@@ -117,7 +117,7 @@ def test_console_command_prints_one_line_for_a_missing_folder(tmp_path):
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path, capsys):
     """A bug is not an input error: it is raised, not hidden behind one line."""
-    from BrainTumorCNNLib.frontends import phantom
+    from BrainTumorCNNLib.synthetic import phantom
 
     def broken(*args, **kwargs):
         raise TypeError("a bug")

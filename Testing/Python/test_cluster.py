@@ -10,7 +10,7 @@ import pytest
 from conftest import write_broken_case
 
 from BrainTumorCNNLib.frontends import cli, cluster
-from BrainTumorCNNLib.frontends.segment_case import finished, output_paths
+from BrainTumorCNNLib.writing.outputs import finished, output_paths
 
 pytest.importorskip("distributed", reason="the [cluster] extra (dask[distributed]) is not installed")
 

@@ -171,7 +171,7 @@ def test_a_misaligned_scanner_study_segments_as_well_as_its_brats_files(shared_d
     # the DICOM SEG beside them holds the same labels, frame by frame of the T1c series
     hd = pytest.importorskip("highdicom")
     import pydicom
-    from BrainTumorCNNLib.frontends.segment_case import dicom_seg_path
+    from BrainTumorCNNLib.writing.outputs import dicom_seg_path
     seg = hd.seg.segread(str(dicom_seg_path(tmp_path / "out_study", "study")))
     t1c = dicom.series_at(study / f"S{PROTOCOL['T1c'][1]:02d}")
     uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in t1c.files]

@@ -14,8 +14,9 @@ import SimpleITK as sitk
 hd = pytest.importorskip("highdicom")
 
 from BrainTumorCNNLib import labels as label_table  # noqa: E402
-from BrainTumorCNNLib.frontends import cli, dicom_seg  # noqa: E402
-from BrainTumorCNNLib.frontends.segment_case import dicom_seg_path  # noqa: E402
+from BrainTumorCNNLib.frontends import cli  # noqa: E402
+from BrainTumorCNNLib.writing import dicom_seg  # noqa: E402
+from BrainTumorCNNLib.writing.outputs import dicom_seg_path  # noqa: E402
 from BrainTumorCNNLib.network import registry  # noqa: E402
 from BrainTumorCNNLib.reading import dicom, io  # noqa: E402
 from scanner_like import UID_ROOT, case_file, write_series  # noqa: E402

@@ -18,7 +18,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     import numpy as np
-    from BrainTumorCNNLib.frontends import mrml, preview
+    from BrainTumorCNNLib.writing import mrml, preview
     from BrainTumorCNNLib.reading import io
     from BrainTumorCNNLib.scoring import tables
     from BrainTumorCNNLib.reading.geometry import Geometry

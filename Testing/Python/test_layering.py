@@ -1,6 +1,8 @@
-"""The engine's floors: no import circles between its modules or packages, and
+"""The engine's floors: no import circles between its modules or packages;
 reading a case never reaches into the preparation (composed one floor up, in
-running/cases.py).  Imports are read from the source with `ast`, those inside
+running/cases.py); the ways in (frontends/: the commands, the web page) are the
+top floor, which no other package imports, and writing the outputs (writing/)
+and making synthetic cases (synthetic/) sit below them.  Imports are read from the source with `ast`, those inside
 functions (lazy imports) included, relative imports resolved."""
 from __future__ import annotations
 
@@ -138,3 +140,32 @@ def test_reading_a_case_does_not_import_the_preparation():
     wrong = sorted(f"{m} -> {t}" for m, targets in graph.items() if package_of(m) == "reading"
                    for t in targets if package_of(t) == "preparing")
     assert not wrong, "reading/ imports preparing/ (compose them one floor up): " + ", ".join(wrong)
+
+
+def upward_imports(graph: Dict[str, Set[str]], package: str, above: Set[str]) -> List[str]:
+    """`module -> target` for each import from `package` into one of the packages `above` it."""
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() if package_of(m) == package
+                  for t in targets if package_of(t) in above)
+
+
+def test_nothing_imports_the_ways_in():
+    graph = import_graph()
+    wrong = sorted(f"{m} -> {t}" for m, targets in graph.items() if package_of(m) != "frontends"
+                   for t in targets if package_of(t) == "frontends")
+    assert not wrong, "frontends/ is imported from below (the ways in are the top floor): " + ", ".join(wrong)
+
+
+def test_writing_and_synthetic_cases_do_not_import_upward():
+    graph = import_graph()
+    assert "writing.mrml" in graph["frontends.segment_case"] or "writing.outputs" in graph["frontends.segment_case"]
+    assert "synthetic.phantom" in graph["frontends.phantom"]
+    for package in ("writing", "synthetic"):
+        wrong = upward_imports(graph, package, {"frontends", "learning"})
+        assert not wrong, f"{package}/ imports a floor above it: " + ", ".join(wrong)
+    wrong = upward_imports(graph, "synthetic", {"writing", "running"})
+    assert not wrong, "synthetic/ (cases made from numbers) imports the pipeline or its writers: " + ", ".join(wrong)
+
+
+def test_upward_imports_are_found():
+    graph = {"writing.mrml": {"frontends.cli", "reading.io"}, "frontends.cli": {"writing.mrml"}}
+    assert upward_imports(graph, "writing", {"frontends"}) == ["writing.mrml -> frontends.cli"]

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from BrainTumorCNNLib import labels  # noqa: E402
-from BrainTumorCNNLib.frontends import mrml  # noqa: E402
+from BrainTumorCNNLib.writing import mrml  # noqa: E402
 from BrainTumorCNNLib.reading import io  # noqa: E402
 from BrainTumorCNNLib.reading.geometry import Geometry, GeometryError  # noqa: E402
 from BrainTumorCNNLib.running import inference, pipeline  # noqa: E402

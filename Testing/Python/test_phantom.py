@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from BrainTumorCNNLib.frontends import cli, phantom
-from BrainTumorCNNLib.frontends.template import BRATS_DIRECTION, BRATS_ORIGIN, BRATS_SIZE, BRATS_SPACING
+from BrainTumorCNNLib.frontends import cli
+from BrainTumorCNNLib.synthetic import phantom
+from BrainTumorCNNLib.synthetic.template import BRATS_DIRECTION, BRATS_ORIGIN, BRATS_SIZE, BRATS_SPACING
 from BrainTumorCNNLib.running.cases import read_case
 
 SEED = 3

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from BrainTumorCNNLib.frontends import preview
+from BrainTumorCNNLib.writing import preview
 from BrainTumorCNNLib.reading.geometry import Geometry
 
 SHAPE = (40, 56, 64)  # Z, Y, X

@@ -7,7 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from BrainTumorCNNLib.frontends import cli, phantom, robustness
+from BrainTumorCNNLib.frontends import cli, robustness
+from BrainTumorCNNLib.synthetic import phantom
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
 from BrainTumorCNNLib.reading.geometry import Geometry
 from BrainTumorCNNLib.scoring import site_shifts

@@ -82,7 +82,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def phantom_case(tmp_path_factory) -> Path:
-    from BrainTumorCNNLib.frontends import phantom
+    from BrainTumorCNNLib.synthetic import phantom
 
     folder = tmp_path_factory.mktemp("phantom")
     files = phantom.write_phantom(phantom.make_phantom(0, "small"), folder)
@@ -91,7 +91,7 @@ def phantom_case(tmp_path_factory) -> Path:
 
 def segment_with_command(case: Path, output: Path):
     """(volumes in mL from the label map `braintumorcnn segment` writes, seconds it took, its outputs)."""
-    from BrainTumorCNNLib.frontends import mrml
+    from BrainTumorCNNLib.writing import mrml
     from BrainTumorCNNLib.network import registry
     from BrainTumorCNNLib.reading import io
 
@@ -154,7 +154,7 @@ def assert_same_volumes(shown: Dict[str, float], expected: Dict[str, float]) -> 
 def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
     import slicer
 
-    from BrainTumorCNNLib.frontends import mrml
+    from BrainTumorCNNLib.writing import mrml
 
     expected, command_s, command_labels = segment_with_command(phantom_case, tmp_path / "command")
     with serving("--case", str(phantom_case)) as url:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from BrainTumorCNNLib.frontends import phantom
+from BrainTumorCNNLib.synthetic import phantom
 from BrainTumorCNNLib.frontends.web.logic import cases, downloads, job
 from BrainTumorCNNLib.frontends.web.logic.security import (AccessError, ReadableRoots, check_listening,
                                                            safe_file_name)
@@ -131,7 +131,7 @@ def test_models_are_offered_best_first_with_their_cross_validated_dice():
 def test_downloads_are_the_command_lines_files(tmp_path, phantom_case):
     import slicer
 
-    from BrainTumorCNNLib.frontends import mrml
+    from BrainTumorCNNLib.writing import mrml
     roots = ReadableRoots.of([phantom_case.parent])
     case = cases.read(cases.case_files(phantom_case, roots), roots, CLI_DEFAULT)
     labels = np.zeros(case.geometry.shape, np.uint8)

@@ -61,7 +61,7 @@ from scipy import ndimage, spatial, stats
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "BrainTumorCNN"))
 
-from BrainTumorCNNLib.frontends.template import load_template  # noqa: E402
+from BrainTumorCNNLib.synthetic.template import load_template  # noqa: E402
 from BrainTumorCNNLib.running.cases import read_case  # noqa: E402
 
 MODALITIES = ("T1", "T1c", "T2", "FLAIR")

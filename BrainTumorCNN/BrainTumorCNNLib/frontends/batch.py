@@ -28,7 +28,8 @@ from ..running import cases, inference, pipeline
 from ..running.postprocessing import CleanupConfig
 from ..scoring import tables
 from . import cluster
-from .segment_case import Source, finished, metrics_row, output_paths, run_case
+from ..writing.outputs import finished, output_paths
+from .segment_case import Source, metrics_row, run_case
 
 
 def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:

@@ -63,7 +63,7 @@ from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, Preprocess
 from ..reading.geometry import Geometry, to_image
 from ..running import inference, pipeline
 from ..running.cases import read_case
-from . import phantom
+from ..synthetic import phantom
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
 SHAPE = (155, 240, 240)  # Z, Y, X

@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..reading import io
 from ..running import cases
 from ..running.pipeline import SegmentationOptions
-from .segment_case import Source, finished, metrics_row, output_paths, run_case
+from ..writing.outputs import finished, output_paths
+from .segment_case import Source, metrics_row, run_case
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT = "30s"

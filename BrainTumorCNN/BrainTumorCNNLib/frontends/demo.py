@@ -1,6 +1,6 @@
 """`braintumorcnn demo`: the whole job on a case the project makes itself.
 
-1. writes a synthetic four-modality case with its ground truth (phantom.py) to
+1. writes a synthetic four-modality case with its ground truth (synthetic/phantom.py) to
    `OUTPUT/<name>/` in the BraTS 2021 layout;
 2. segments it with the best shipped model (or `--model`) exactly as
    `braintumorcnn segment` does (segment_case.run_case): `OUTPUT/<name>.seg.nrrd`
@@ -42,7 +42,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..running import pipeline
     from ..scoring import tables
-    from . import phantom, segment_case
+    from ..synthetic import phantom
+    from ..writing.outputs import output_paths
+    from . import segment_case
 
     model = args.model or registry.default_model()
     output = Path(args.output)
@@ -56,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
           f"{time.time() - started:.1f} s]")
     options = pipeline.SegmentationOptions(model=model, device=args.device)
     row = segment_case.run_case(case.name, files["truth"].parent, output, options, truth=None, resample=False).row
-    for kind, path in segment_case.output_paths(output, case.name).items():
+    for kind, path in output_paths(output, case.name).items():
         print(f"{kind:>12}: {path}")
     print(f"\n{model} against the phantom's truth:")
     print(tables.format_table([row]))

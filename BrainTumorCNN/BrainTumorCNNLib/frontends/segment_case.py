@@ -1,15 +1,10 @@
 """One case from its files to its output files, as `braintumorcnn segment`
-runs it on this machine (batch.py) or on a cluster's worker (cluster.py).
-
-Per case: `<case>.seg.nrrd` (a Slicer segmentation), `<case>_labels.nii.gz` on
-the input grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for
-5-class models) and `<case>_preview.png`; for DICOM input also `<case>.seg.dcm`
-(a DICOM SEG against the T1c series, dicom_seg.py).  A DICOM SEG that cannot be
-made (highdicom missing, a T1c series without a Frame of Reference UID) is
-reported and the case delivered without it.  The outputs are written to
-temporary names and moved into place together once all are written, the label
-map last (its presence marks the case finished), so a case that fails leaves
-none of them.
+runs it on this machine (batch.py) or on a cluster's worker (cluster.py): read
+and prepared (running/cases.py), segmented (running/pipeline.py) and written
+(writing/outputs.py: `<case>.seg.nrrd`, `<case>_labels.nii.gz`,
+`<case>_preview.png`, and `<case>.seg.dcm` for DICOM input, all or none).  A
+DICOM SEG that cannot be made (highdicom missing, a T1c series without a Frame
+of Reference UID) is reported and the case delivered without it.
 """
 from __future__ import annotations
 
@@ -19,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from ..atomic import atomic_paths
 from ..reading import io
 from ..running import cases, pipeline
 from ..scoring import metrics
-from . import dicom_seg, mrml, preview
+from ..writing import dicom_seg
+from ..writing.outputs import write_outputs
 from .progress import ProgressLine
 
 Source = Union[Path, Dict[str, Path]]
@@ -35,22 +30,6 @@ class Delivered:
 
     row: Optional[dict] = None
     missing: List[str] = field(default_factory=list)  # a line per output not written (a DICOM SEG) and why
-
-
-def output_paths(output: Path, case: str) -> Dict[str, Path]:
-    """The files every case gets, in the order they are moved into place: the label map,
-    which marks the case finished, last (a DICOM case also gets dicom_seg_path's)."""
-    return {"segmentation": output / f"{case}.seg.nrrd", "preview": output / f"{case}_preview.png",
-            "labels": output / f"{case}_labels.nii.gz"}
-
-
-def dicom_seg_path(output: Path, case: str) -> Path:
-    return output / f"{case}.seg.dcm"
-
-
-def finished(paths: Dict[str, Path]) -> bool:
-    """Whether a case's outputs are all there (a rerun skips it)."""
-    return all(p.is_file() for p in paths.values())
 
 
 def metrics_row(name: str, predicted, case: io.Case) -> dict:
@@ -93,17 +72,8 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
                                                     dicom_reference)
         except dicom_seg.NoDicomSeg as exc:
             _missing(delivered, exc)
-    paths = output_paths(output, name)
-    if segmentation is not None:
-        paths = {"dicom_seg": dicom_seg_path(output, name), **paths}
-    with atomic_paths(list(paths.values())) as temporaries:
-        tmp = dict(zip(paths, temporaries))
-        mrml.write_segmentation_file(result.labels, case.geometry, result.num_classes, tmp["segmentation"])
-        preview.write_preview(case.images, result.labels, tmp["preview"], result.num_classes, title=title,
-                              geometry=case.geometry, truth=case.truth)
-        if segmentation is not None:
-            dicom_seg.write_dicom_seg(segmentation, tmp["dicom_seg"])
-        io.write_labels(result.labels, case.geometry, tmp["labels"])
+    write_outputs(output, name, result.labels, case.geometry, result.num_classes, case.images, title,
+                  truth=case.truth, segmentation=segmentation)
     return delivered
 
 

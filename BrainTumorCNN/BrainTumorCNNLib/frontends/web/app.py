@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 from ...modalities import MODALITIES
 from ...preparing import preparation
 from ...running import inference
-from .. import segment_case
+from ...writing import outputs
 from . import ui
 from .logic import cases, downloads, job
 from .logic.security import MAX_UPLOAD_BYTES, OneSession, ReadableRoots, access_key_middleware
@@ -334,8 +334,8 @@ class WebApp:
     def _download_path(self, kind: str) -> Path:
         folder = self.session.private()
         if kind == "dicom_seg":
-            return segment_case.dicom_seg_path(folder, self.session.case.name)
-        return segment_case.output_paths(folder, self.session.case.name)[kind]
+            return outputs.dicom_seg_path(folder, self.session.case.name)
+        return outputs.output_paths(folder, self.session.case.name)[kind]
 
     async def download(self, kind: str):
         """The file of `kind` written from the segmentation as edited, as an attachment for the page."""

@@ -1,5 +1,5 @@
 """The files a session downloads, written by the writers `braintumorcnn segment` uses and named as
-it names them (segment_case.output_paths), from the segmentation as edited in the page."""
+it names them (outputs.output_paths), from the segmentation as edited in the page."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ....reading import io
-from ... import dicom_seg, mrml, preview, segment_case
+from ....writing import dicom_seg, mrml, outputs, preview
 
 #: What the page offers: kind -> (button text, MIME type).
 KINDS = {
@@ -20,7 +20,7 @@ KINDS = {
 
 def write(kind: str, folder: Path, case: io.Case, labels: np.ndarray, num_classes: int, model_name: str) -> Path:
     """Write one download of `case`'s `labels` (internal values, on its grid) into `folder`."""
-    paths = segment_case.output_paths(folder, case.name)
+    paths = outputs.output_paths(folder, case.name)
     if kind == "segmentation":
         return mrml.write_segmentation_file(labels, case.geometry, num_classes, paths["segmentation"])
     if kind == "labels":
@@ -33,5 +33,5 @@ def write(kind: str, folder: Path, case: io.Case, labels: np.ndarray, num_classe
         if reference is None:
             raise ValueError(f"{case.name}: a DICOM SEG is made only for DICOM input (this case was read from files)")
         segmentation = dicom_seg.make_dicom_seg(labels, num_classes, model_name, reference)  # NoDicomSeg: why not
-        return dicom_seg.write_dicom_seg(segmentation, segment_case.dicom_seg_path(folder, case.name))
+        return dicom_seg.write_dicom_seg(segmentation, outputs.dicom_seg_path(folder, case.name))
     raise ValueError(f"unknown download {kind!r}; one of {', '.join(KINDS)}")

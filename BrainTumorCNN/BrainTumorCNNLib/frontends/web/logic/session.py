@@ -12,7 +12,7 @@ import numpy as np
 from ....modalities import MODALITIES
 from ....reading import io
 from ....running import pipeline
-from ... import mrml
+from ....writing import mrml
 from . import cases
 from .security import MAX_UPLOAD_BYTES, ReadableRoots, private_folder
 
