@@ -15,6 +15,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from . import spectral
+
 INIT_BOUND = 0.005  # kernels start U(-0.005, 0.005), biases 0 (paper, Training)
 LOCAL_CHANNELS = 64
 GLOBAL_CHANNELS = 160
@@ -33,8 +35,24 @@ class MaxoutConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         n, _, h, w = y.shape
-        y = y.view(n, self.channels, self.pieces, h, w).amax(dim=2)
+        # maxima of the strided piece views keep a channels-last layout (a reduction over a view returns
+        # the default layout, and pooling and convolution then run several times slower); amax's backward
+        # was the costliest part of a training step
+        out = y[:, 0::self.pieces]
+        for k in range(1, self.pieces):
+            out = torch.maximum(out, y[:, k::self.pieces])
+        y = out
         return F.max_pool2d(y, self.pool, stride=1) if self.pool > 1 else y
+
+
+class OutputConv(nn.Conv2d):
+    """The 21x21 output convolution; `spectral = True` computes it through FFT (training sets it: the
+    same values, several times faster on the CPU, see `spectral`)."""
+
+    spectral = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spectral.conv2d(x, self.weight, self.bias) if self.spectral else super().forward(x)
 
 
 class LocalPath(nn.Module):
@@ -85,7 +103,7 @@ class TwoPathCNN(nn.Module):
         self.global_ = GlobalPath(in_channels, pieces) if "global" in self.paths else None
         features = (LOCAL_CHANNELS if self.local else 0) + (GLOBAL_CHANNELS if self.global_ else 0)
         self.dropout = nn.Dropout(dropout)
-        self.output = nn.Conv2d(features + pre_output_extra, num_classes, OUTPUT_KERNEL)
+        self.output = OutputConv(features + pre_output_extra, num_classes, OUTPUT_KERNEL)
         paper_init_(self)
 
     def features(self, x: torch.Tensor, local_extra: Optional[torch.Tensor] = None) -> torch.Tensor:
