@@ -18,7 +18,7 @@ from ..reading import io
 from ..running import cases, pipeline
 from ..scoring import metrics
 from ..writing import dicom_seg
-from ..writing.outputs import write_outputs
+from ..writing.outputs import preview_title, write_outputs
 from .progress import ProgressLine
 
 Source = Union[Path, Dict[str, Path]]
@@ -35,6 +35,11 @@ class Delivered:
 def metrics_row(name: str, predicted, case: io.Case) -> dict:
     scores = metrics.evaluate_case(predicted, case.truth, case.geometry.spacing, case.scheme.regions)
     return {"case": name, **scores.as_row()}
+
+
+def dice_of(row: Optional[dict], regions) -> Optional[Dict[str, float]]:
+    """{region: Dice} of a metrics row (metrics_row), None without one."""
+    return {region: row[f"dice_{region}"] for region in regions} if row else None
 
 
 def run_case(name: str, source: Source, output: Path, options: pipeline.SegmentationOptions,
@@ -61,10 +66,7 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     if result.extraction.mode != "off":
         print(f"  {result.extraction.summary()}", flush=True)
     delivered.row = metrics_row(name, result.labels, case) if case.truth is not None else None
-    title = f"{name}: {result.model_name}"
-    if delivered.row:
-        title += " - Dice " + ", ".join(f"{region} {delivered.row[f'dice_{region}']:.2f}"
-                                        for region in case.scheme.regions)
+    title = preview_title(name, result.model_name, dice_of(delivered.row, case.scheme.regions))
     segmentation = None
     if dicom_reference is not None:
         try:

@@ -11,7 +11,7 @@ that fails leaves none of them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -35,6 +35,15 @@ def dicom_seg_path(output: Path, case: str) -> Path:
 def finished(paths: Dict[str, Path]) -> bool:
     """Whether a case's outputs are all there (a rerun skips it)."""
     return all(p.is_file() for p in paths.values())
+
+
+def preview_title(case: str, model_name: str, dice: Optional[Mapping[str, float]] = None) -> str:
+    """The preview's title: the case, the model and, when the case has ground truth, the Dice of each
+    region against it ({region: Dice})."""
+    title = f"{case}: {model_name}"
+    if dice:
+        title += " - Dice " + ", ".join(f"{region} {value:.2f}" for region, value in dice.items())
+    return title
 
 
 def write_outputs(output: Path, case: str, labels: np.ndarray, geometry: Geometry, num_classes: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -16,6 +17,7 @@ from ...running import inference
 from ...writing import outputs
 from . import ui
 from .logic import cases, downloads, job
+from .logic.views import PRESETS, Views, four_up_layout
 from .logic.security import MAX_UPLOAD_BYTES, OneSession, ReadableRoots, access_key_middleware
 from .logic.session import Session
 
@@ -64,8 +66,12 @@ class PageState:
     progress: float = 0.0
     progress_message: str = ""
     result_ready: bool = False
+    confirm_resegment: bool = False
     segment_volumes: List[dict] = field(default_factory=list)
     region_volumes: List[dict] = field(default_factory=list)
+    dice_text: str = ""  # the result's Dice against the case's ground truth, when it has one
+    view_info: dict = field(default_factory=dict)  # what each slice view's overlay shows (logic/views.py)
+    wl_presets: dict = field(default_factory=dict)  # sequence -> window / level preset
     background: str = "T1c"
     downloads: List[str] = field(default_factory=list)
     download_names: dict = field(default_factory=dict)
@@ -87,15 +93,19 @@ class WebApp:
         self.server.enable_module(trame_slicer_module)
         self.state, self.ctrl = self.server.state, self.server.controller
         self.slicer_app = SlicerApp()
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=ui.slice_view_overlay,
+                               three_d_view_ui_f=ui.threed_view_overlay)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
-        self.layout_manager.register_layout_dict({"Quad View": LayoutManager.default_grid_configuration()["Quad View"]})
-        self.layout_manager.set_layout("Quad View")
+        self.layout_manager.register_layout_dict({"Four-Up": four_up_layout()})
+        self.layout_manager.set_layout("Four-Up")
         self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
+        self._one_slice_brush()
         roots = ReadableRoots.of(config.data + ((config.case,) if config.case else ()))
         self.session = Session(self.slicer_app, roots)
+        self.views = Views(self.slicer_app, self.state)
         self.models = job.model_choices()
         self.task = None
+        self._task_started = 0.0
         self._edit_timer: Optional[asyncio.TimerHandle] = None
         self._upload: List[Tuple[str, bytes]] = []  # the chunks of an upload so far, and their bytes
         self._upload_bytes = 0
@@ -107,7 +117,7 @@ class WebApp:
         self.state.change(editor_names.can_undo)(lambda **_: self._mirror_undo(editor_names))
         self.state.change(editor_names.can_redo)(lambda **_: self._mirror_undo(editor_names))
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
-        self.state.change("background")(lambda background, **_: self.session.show_background(background))
+        self.state.change("background")(self._on_background)
         self.state.trame__title = "BrainTumorCNN"
         self.one_session = OneSession(on_start=self.start_session, on_end=self.end_session)
         self.ctrl.on_server_bind.add(self._add_middlewares)
@@ -134,8 +144,10 @@ class WebApp:
         with self.state:
             for key, value in PageState().__dict__.items():
                 self.state[key] = value
-            self.state.cases = [{"title": str(p), "value": str(p)} for p in cases.list_cases(self.session.data_roots)]
+            self.state.cases = [{"title": name, "value": str(path)}
+                                for path, name in cases.named_cases(self.session.data_roots)]
             self.state.models = self.models
+            self.state.wl_preset_names = list(PRESETS)
             self.state.upload_limit = self.config.upload_limit
             self.state.model = self.models[0]["value"]
             self.state.can_undo = self.state.can_redo = False
@@ -149,6 +161,8 @@ class WebApp:
         if self.task is not None:
             self.task.cancel()
         self._release_editor()
+        self._cancel_edit_timer()
+        self.views.clear()
         self.session.close()
         self.reset_state()
         log.info("session closed: its case, result and files are gone")
@@ -162,9 +176,18 @@ class WebApp:
             asyncio.ensure_future(self.server.stop())
 
     # ------------------------------------------------------------------ opening a case
+    def _one_slice_brush(self) -> None:
+        """Paint and erase on the slice under the pointer only (Slicer's default), not with a sphere that
+        paints a tube through the neighbouring slices; the sphere stays a button away."""
+        for logic in self.editor_logic._effect_logic:  # trame-slicer's brush states default to a sphere
+            state = getattr(logic, "_brush_state", None)
+            if state is not None:
+                state.data.use_sphere_brush = False
+
     def _bind_controller(self) -> None:
-        self.state.change("case_path")(
-            lambda case_path, **_: asyncio.ensure_future(self.open_case(Path(case_path))) if case_path else None)
+        self.state.change("case_path")(self._on_case_picked)
+        self.ctrl.set_window_level = self.set_window_level
+        self.server.trigger("slice_key")(self.views_move)
         self.ctrl.assign_sequence = self.assign_sequence
         self.ctrl.change_preparation = lambda: asyncio.ensure_future(self.read_case())
         self.ctrl.upload_chunk = self.upload_chunk
@@ -176,6 +199,21 @@ class WebApp:
         register = bool(self.state.register)  # as read_case does: all sequences when registering
         return preparation.PreparationOptions(register=register, register_all=register,
                                               resample=bool(self.state.resample))
+
+    def _on_case_picked(self, case_path=None, **_) -> None:
+        """A case chosen in the list: opened on the event loop (a change callback returns nothing)."""
+        if case_path:
+            asyncio.ensure_future(self.open_case(Path(case_path)))
+
+    def _on_background(self, background=None, **_) -> None:
+        self.session.show_background(background)
+        self.views.update_info()
+
+    def set_window_level(self, preset: str) -> None:
+        self.views.set_preset(self.state.background or "T1c", preset)
+
+    def views_move(self, key: str) -> None:
+        self.views.move(key)
 
     async def open_case(self, path: Path) -> None:
         try:
@@ -191,7 +229,7 @@ class WebApp:
         with self.state:
             self.state.case_name = found.name
             self.state.case_kind = found.kind
-            self.state.candidates = [{"title": p.name, "value": str(p)} for p in found.candidates]
+            self.state.candidates = [{"title": found.shown_name(p), "value": str(p)} for p in found.candidates]
             for modality in MODALITIES:
                 chosen = found.assignment.get(modality)
                 self.state[f"sequence_{modality}"] = str(chosen) if chosen else None
@@ -215,10 +253,13 @@ class WebApp:
         if found is None:
             return
         options = self._preparation()
+        if self.task is not None:  # a run on the case being replaced: its result would be of another case
+            self.task.cancel()
         with self.state:
             self.state.plan = cases.plan(found, options)
             self.state.case_error = self.state.case_warnings = ""
             self.state.case_loaded = self.state.result_ready = False
+            self.state.segment_volumes, self.state.region_volumes, self.state.dice_text = [], [], ""
             self.state.busy = True
             self.state.progress_message = f"reading {found.name}"
         try:
@@ -226,18 +267,24 @@ class WebApp:
                                                                     options)
         except (ValueError, OSError) as exc:
             if self.session.case_files is found:
+                self._release_editor()
+                self._cancel_edit_timer()
+                self.views.clear()
                 self.session.clear_case()
                 with self.state:
                     self.state.case_error, self.state.busy, self.state.progress_message = str(exc), False, ""
             return
         if self.session.case_files is not found:  # another case was chosen, or the session ended, meanwhile
             return
+        self._release_editor()
+        self._cancel_edit_timer()
         self.session.show_case(case)
         with self.state:
             self.state.case_loaded, self.state.busy = True, False
             self.state.case_warnings = "\n".join(case.warnings)
             self.state.progress_message = f"{case.name}: {' x '.join(map(str, case.geometry.size))} voxels"
             self.state.background = "T1c"
+        self.views.show_case(case, self.session.volume_nodes)
 
     async def upload_chunk(self, files: list) -> None:
         """trame-slicer's chunk loader sends the files in chunks, then an empty list."""
@@ -263,45 +310,61 @@ class WebApp:
 
     # ------------------------------------------------------------------ segmenting
     def segment(self) -> None:
+        """Start a run.  A result already there (with its edits) stays, shown and downloadable, until the
+        new one is ready; the page asks before a second run (confirm_resegment), and a cancelled or
+        failed run leaves it as it was.  Editing waits for the run: its edits would be replaced."""
         if self.session.case is None or self.task is not None:
             return
-        self._release_editor()
-        self.session.remove_result()
+        self.editor_logic.segmentation_editor.deactivate_effect()
         self.task = job.start(self.session.case, self.state.model)
+        self._task_started = time.monotonic()
         with self.state:
-            self.state.running, self.state.result_ready, self.state.progress = True, False, 0.0
+            self.state.running, self.state.progress, self.state.confirm_resegment = True, 0.0, False
             self.state.case_error = ""
+            self.state.progress_message = "starting"
         asyncio.ensure_future(self._follow(self.task))
 
     async def _follow(self, task) -> None:
+        case = self.session.case
         while not task.finished:
             fraction, message = task.progress
             with self.state:
-                self.state.progress, self.state.progress_message = round(100 * fraction, 1), message
+                self.state.progress = round(100 * fraction, 1)
+                self.state.progress_message = job.progress_text(fraction, message,
+                                                                time.monotonic() - self._task_started)
             await asyncio.sleep(POLL_S)
-        self.task = None
-        with self.state:
-            self.state.running = False
-            if task.error is not None:
-                cancelled = isinstance(task.error, inference.Cancelled)
-                self.state.progress_message = "cancelled" if cancelled else ""
-                self.state.case_error = "" if cancelled else f"segmentation failed: {task.error}"
-                return
-        if self.session.case is None:  # the session ended meanwhile
+        if self.task is task:
+            self.task = None
+        if self.session.case is not case or self.session.case is None:  # another case, or the session ended
+            with self.state:
+                self.state.running = False
             return
+        if task.error is not None:
+            with self.state:
+                self.state.running = False
+                cancelled = isinstance(task.error, inference.Cancelled)
+                kept = " (the previous result is kept)" if self.state.result_ready else ""
+                self.state.progress_message = f"cancelled{kept}" if cancelled else ""
+                self.state.case_error = "" if cancelled else f"segmentation failed: {task.error}"
+            return
+        self._release_editor()
+        self._cancel_edit_timer()
         node = self.session.show_result(task.result)
         self.editor_logic.on_volume_changed(self.session.volume_nodes["T1c"])
         self.slicer_app.segmentation_editor.set_surface_representation_enabled(True)
+        self.views.show_tumor(task.result.labels)
         for view in self.slicer_app.view_manager.get_threed_views():
             view.reset_view()
-        with self.state:
-            self.state.progress_message = f"segmented with {task.result.model_name}"
-            self.state.result_ready = True
+        elapsed = time.monotonic() - self._task_started
+        with self.state:  # the volumes of this result appear with it, never those of the one before
+            self.state.running = False
+            self.state.progress_message = f"segmented with {task.result.model_name} in {elapsed:.0f} s"
             names = downloads.KINDS if self.session.case.series.get("T1c") is not None else \
                 [k for k in downloads.KINDS if k != "dicom_seg"]
             self.state.downloads = list(names)
             self.state.download_names = {k: self._download_path(k).name for k in names}
-        self.update_volumes()
+            self.update_volumes()
+            self.state.result_ready = True
         log.info("segmentation node %s in the scene", node.GetID())
 
     def _release_editor(self) -> None:
@@ -312,19 +375,35 @@ class WebApp:
             editor.undo_stack.clear()
 
     def update_volumes(self) -> None:
-        volumes = self.session.volumes()
+        """The volume table (and the Dice against the truth) of the segmentation as it stands."""
+        self._edit_timer = None
+        if self.session.segmentation_node is None or self.session.case is None:
+            return
+        labels = self.session.labels()
+        volumes = self.session.volumes(labels)
         colours = dict(self.session.segments())
         tissues = [name for name in colours if name in volumes]
+        dice = downloads.quick_dice(self.session.case, labels)
         with self.state:
             self.state.segment_volumes = [{"name": n, "color": colours[n], "ml": f"{volumes[n]:.3f}"} for n in tissues]
             self.state.region_volumes = [{"name": n, "ml": f"{volumes[n]:.3f}"} for n in volumes if n not in colours]
+            self.state.dice_text = "" if dice is None else f"Dice against {self._truth_name()}: " + \
+                ", ".join(f"{region} {value:.2f}" for region, value in dice.items())
+
+    def _truth_name(self) -> str:
+        found = self.session.case_files
+        return found.shown_name(found.truth) if found is not None and found.truth is not None else "the ground truth"
 
     def _on_edit(self, *_args) -> None:
-        if not self.state.result_ready:
+        if not self.state.result_ready or self.session.segmentation_node is None:
             return
+        self._cancel_edit_timer()
+        self._edit_timer = asyncio.get_event_loop().call_later(EDIT_SETTLE_S, self.update_volumes)
+
+    def _cancel_edit_timer(self) -> None:
         if self._edit_timer is not None:
             self._edit_timer.cancel()
-        self._edit_timer = asyncio.get_event_loop().call_later(EDIT_SETTLE_S, self.update_volumes)
+            self._edit_timer = None
 
     def _mirror_undo(self, names) -> None:
         with self.state:

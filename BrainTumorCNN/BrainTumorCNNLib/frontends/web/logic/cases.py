@@ -4,6 +4,7 @@ sequences by the readers' name rules (io.modality_of) and changeable; read by ru
 `braintumorcnn segment` reads them (running/cases.py), so a bad file gets the command line's message."""
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +30,34 @@ class CaseFiles:
     kind: str = "files"
     candidates: List[Path] = field(default_factory=list)  # the folder's image files
     assignment: Dict[str, Optional[Path]] = field(default_factory=dict)  # sequence -> one of candidates
+    truth: Optional[Path] = None  # the folder's one ground-truth file (`*_seg.nii.gz`...), scored against
+    given_names: Dict[Path, str] = field(default_factory=dict)  # an upload's stored file -> the name it was sent as
 
     def missing(self) -> List[str]:
         return [m for m in MODALITIES if not self.assignment.get(m)] if self.kind == "files" else []
 
+    def shown_name(self, path: Path) -> str:
+        """A file as the user knows it: an upload by the name it was sent as, any other by its name."""
+        return self.given_names.get(Path(path), Path(path).name)
+
+    def plain(self, message: str) -> str:
+        """`message` with the server's paths of this case's files replaced by the files' own names and its
+        folder's path left out, so a message names what the user gave, never where the server keeps it."""
+        for path in sorted(set(self.candidates) | set(self.given_names) | {self.source}, key=lambda p: -len(str(p))):
+            shown = self.name if path == self.source else self.shown_name(path)
+            message = message.replace(str(path), shown)
+        return message
+
 
 def list_cases(roots: ReadableRoots) -> List[Path]:
     """The cases under every readable folder, those whose real path leaves the folders (a symlink) left out."""
-    found = []
+    return [path for path, _ in named_cases(roots)]
+
+
+def named_cases(roots: ReadableRoots) -> List[Tuple[Path, str]]:
+    """(real path, name to show) of the cases under every readable folder: the name is the case's path
+    inside its folder (`brats2021/BraTS2021_00000`), never the server's absolute path."""
+    found: List[Tuple[Path, str]] = []
     for root in roots.folders:
         try:
             cases = io.find_cases(root)
@@ -47,9 +68,16 @@ def list_cases(roots: ReadableRoots) -> List[Path]:
                 real = roots.check(case)
             except AccessError:
                 continue
-            if real not in found:  # reached twice through a link between the folders
-                found.append(real)
+            if real not in [path for path, _ in found]:  # reached twice through a link between the folders
+                found.append((real, _shown_path(case, root)))
     return found
+
+
+def _shown_path(case: Path, root: Path) -> str:
+    try:
+        return case.relative_to(root).as_posix() or case.name
+    except ValueError:
+        return case.name
 
 
 def case_files(path: Path, roots: ReadableRoots) -> CaseFiles:
@@ -66,7 +94,9 @@ def case_files(path: Path, roots: ReadableRoots) -> CaseFiles:
     for modality in MODALITIES:
         matches = [p for p in candidates if io.modality_of(p) == modality]
         assignment[modality] = matches[0] if len(matches) == 1 else None  # two candidates: the user picks
-    return CaseFiles(path.name, path, candidates=candidates, assignment=assignment)
+    truths = [p for p in candidates if io.modality_of(p) == "truth"]
+    return CaseFiles(path.name, path, candidates=candidates, assignment=assignment,
+                     truth=truths[0] if len(truths) == 1 else None)
 
 
 def _image_files(folder: Path, roots: ReadableRoots) -> List[Path]:
@@ -105,20 +135,27 @@ def plan(case: CaseFiles, options: preparation.PreparationOptions) -> str:
     if case.missing():
         return f"Choose a file for {', '.join(case.missing())}."
     try:
-        geometries = {m: _header_geometry(case.assignment[m]) for m in MODALITIES}
-        names = {m: f"{m} ({case.assignment[m].name})" for m in MODALITIES}
+        geometries = {m: _header_geometry(case.assignment[m], case.shown_name(case.assignment[m]))
+                      for m in MODALITIES}
+        names = {m: f"{m} ({case.shown_name(case.assignment[m])})" for m in MODALITIES}
         return preparation.describe(preparation.plan(geometries, options, names))
     except (ValueError, RuntimeError) as exc:
-        return f"Cannot segment: {exc}"
+        return f"Cannot segment: {case.plain(str(exc))}"
 
 
-def _header_geometry(path: Path) -> Geometry:
+def _header_geometry(path: Path, shown: str) -> Geometry:
+    """The grid a file's header announces; a file SimpleITK cannot read is named as the user knows it
+    (`shown`), never with SimpleITK's own message (a C++ exception naming the server's paths)."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise io.CaseError(f"{shown}: not a readable {_kind_of(path)} image (its header cannot be read); "
+                           "upload the sequence's image file") from None
     size, direction = reader.GetSize(), reader.GetDirection()
     if len(size) != 3:
-        raise io.CaseError(f"{path}: expected a 3-D single-channel volume, got a {len(size)}-D image of size {size}")
+        raise io.CaseError(f"{shown}: expected a 3-D single-channel volume, got a {len(size)}-D image of size {size}")
     return Geometry(tuple(size), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(direction))
 
 
@@ -131,23 +168,62 @@ def read(case: CaseFiles, roots: ReadableRoots, options: preparation.Preparation
                            f"{', '.join(p.name for p in case.candidates) or 'no image files'}); "
                            "choose a file for each sequence")
     files = {m: roots.check(case.assignment[m]) for m in MODALITIES}
-    return read_case(files, resample=options.resample, register=options.register, name=case.name)
+    truth = roots.check(case.truth) if case.truth is not None else None
+    try:
+        return read_case(files, truth=truth, resample=options.resample, register=options.register, name=case.name)
+    except (ValueError, OSError) as exc:  # the reader's words, with the user's file names
+        raise io.CaseError(case.plain(_without_library_detail(str(exc)))) from None
+
+
+def _kind_of(path: Path) -> str:
+    name = path.name.lower()
+    return next((kind for suffix, kind in ((".nii.gz", "NIfTI"), (".nii", "NIfTI"), (".mha", "MetaImage"),
+                                            (".mhd", "MetaImage"), (".nrrd", "NRRD")) if name.endswith(suffix)), "")
+
+
+#: What SimpleITK says in the reader's messages, in brackets: its own words and C++ classes ("(sitk::ERROR:
+#: Unable to determine ImageIO reader for ...)"), not the user's.
+_LIBRARY_DETAIL = re.compile(r"\s*\([^()]*(?:sitk::|itk::|SimpleITK|ImageIO|\.cxx|\.hxx)[^()]*\)")
+
+
+def _without_library_detail(message: str) -> str:
+    return _LIBRARY_DETAIL.sub("", message).strip()
+
+
+def upload_name(names: Sequence[str]) -> str:
+    """The name of an uploaded case, from its files' names: their shared start (`BraTS2021_00000` for
+    `BraTS2021_00000_t1.nii.gz`...; a zip's own name), reduced to plain characters; "upload" when they
+    share none."""
+    stems = [io.image_stem(safe_file_name(n)) if not n.lower().endswith(".zip") else Path(safe_file_name(n)).stem
+             for n in names]
+    shared = io.common_stem(stems) if len(stems) > 1 else (stems[0] if stems else "")
+    if len(stems) == 1 and io.modality_of(shared + ".nii.gz") not in (None, "truth"):
+        shared = re.sub(r"[_.\-\s]*[^_.\-\s]+$", "", shared)  # one sequence's file: its case's part of the name
+    return shared.strip("_-. ") or "upload"
 
 
 def store_upload(files: Sequence[Tuple[str, bytes]], folder: Path, limit: int = MAX_UPLOAD_BYTES) -> Path:
     """Write uploaded files ((name, content) pairs; a .zip is unpacked, for DICOM series) into the new
     private folder `folder` under safe names; refuses uploads over `limit` bytes in all."""
+    return store_upload_named(files, folder, limit)[0]
+
+
+def store_upload_named(files: Sequence[Tuple[str, bytes]], folder: Path,
+                       limit: int = MAX_UPLOAD_BYTES) -> Tuple[Path, Dict[Path, str]]:
+    """store_upload, also returning each stored file's name as it was sent (for messages)."""
     check_upload_size(sum(len(content) for _, content in files), limit)
     if not files:
         raise AccessError("nothing was uploaded")
     folder.mkdir(mode=0o700)
+    given: Dict[Path, str] = {}
     for name, content in files:
         target = folder / safe_file_name(name)
         if target.suffix.lower() == ".zip":
             _unzip(target.name, content, folder, limit)
         else:
             target.write_bytes(content)
-    return folder
+            given[target] = re.split(r"[\\/]", name)[-1]
+    return folder, given
 
 
 def check_upload_size(total: int, limit: int = MAX_UPLOAD_BYTES) -> None:

@@ -51,8 +51,14 @@ class Session:
     def upload(self, files: Sequence[Tuple[str, bytes]], limit: int = MAX_UPLOAD_BYTES) -> cases.CaseFiles:
         """Store uploaded files as a new case folder of this session and assign its sequences."""
         self.uploads += 1
-        folder = cases.store_upload(files, self.private() / f"upload-{self.uploads}", limit)
-        return cases.case_files(folder, self.roots)
+        name = cases.upload_name([n for n, _ in files])
+        folder = self.private() / name
+        if folder.exists():  # the same case uploaded again: its own folder, told apart by a number
+            folder = self.private() / f"{name}-{self.uploads}"
+        folder, given = cases.store_upload_named(files, folder, limit)
+        found = cases.case_files(folder, self.roots)
+        found.given_names = {self.roots.check(stored): sent for stored, sent in given.items()}
+        return found
 
     def show_case(self, case: io.Case) -> None:
         """Replace the scene's case by `case`: its T1c and FLAIR (on the T1c grid) in the slice views."""
@@ -79,25 +85,17 @@ class Session:
         self.segmentation_node = mrml.add_segmentation_node(self.scene, result.labels, self.case.geometry,
                                                             result.num_classes, f"{self.case.name} tumor")
         mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])
-        self.centre_on_tumor(result.labels)
         return self.segmentation_node
-
-    def centre_on_tumor(self, labels: np.ndarray) -> None:
-        """Move the three slice views to the tumor's centre (the volume's middle cuts may miss it)."""
-        import slicer
-        if not labels.any():
-            return
-        z, y, x = (float(np.mean(axis)) for axis in np.nonzero(labels))
-        r, a, s, _ = mrml.ijk_to_ras(self.case.geometry) @ np.array([x, y, z, 1.0])
-        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
     def labels(self) -> np.ndarray:
         """The segmentation as it stands (edits included): internal labels on the case's grid."""
         return mrml.labels_of(self.segmentation_node, self.volume_nodes["T1c"])
 
-    def volumes(self) -> Dict[str, float]:
-        """mL of each segment and region, as the Slicer module computes them (mrml.tumor_volumes_ml)."""
-        return mrml.tumor_volumes_ml(self.labels(), self.case.geometry, self.result.num_classes)
+    def volumes(self, labels: Optional[np.ndarray] = None) -> Dict[str, float]:
+        """mL of each segment and region, as the Slicer module computes them (mrml.tumor_volumes_ml), of
+        `labels` (the segmentation as it stands when not given)."""
+        labels = self.labels() if labels is None else labels
+        return mrml.tumor_volumes_ml(labels, self.case.geometry, self.result.num_classes)
 
     def segments(self) -> List[Tuple[str, str]]:
         """(name, colour as #rrggbb) of each segment in the scene, in order."""

@@ -1,10 +1,10 @@
-"""The page: a side panel (case, sequences, preparation plan, model, Segment, volumes, correction,
-downloads) beside Slicer's three slice views and 3-D view.  Layout only: it reads state names and
+"""The page: a side panel (case, sequences, preparation plan, model, Segment, display, volumes,
+correction, downloads) beside Slicer's three slice views and 3-D view in Slicer's four-up layout.  Layout only: it reads state names and
 calls the controller's functions that app.py binds to the logic."""
 from __future__ import annotations
 
 from trame.ui.vuetify3 import VAppLayout
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 
 from ....modalities import MODALITIES
@@ -25,9 +25,10 @@ def build_page(server, layout_manager, editor_ui_type):
                 _case_section(server)
                 v3.VDivider(classes="my-3")
                 _segment_section(ctrl)
+                _display_section(ctrl)
                 v3.VDivider(classes="my-3")
                 _result_section(ctrl)
-                with html.Div(v_show=("result_ready",)):
+                with html.Div(v_show=("result_ready && !running",), id="correction"):
                     html.Div("Correction", classes="text-subtitle-1 mt-3")
                     html.Div("Paint, erase, islands, smoothing, threshold on the active segment; the volumes "
                              "follow each edit.", classes="text-caption")
@@ -38,6 +39,7 @@ def build_page(server, layout_manager, editor_ui_type):
                                 disabled=("!can_undo",), size="small", variant="tonal")
                         v3.VBtn("Redo", id="redo", click=editor.redo_clicked, prepend_icon="mdi-redo",
                                 disabled=("!can_redo",), size="small", variant="tonal")
+        _slice_keys(server)
         with v3.VMain():
             with html.Div(classes="d-flex fill-height", style="height: calc(100vh - 48px);"):
                 layout_manager.initialize_layout_grid(layout)
@@ -46,8 +48,9 @@ def build_page(server, layout_manager, editor_ui_type):
 
 def _case_section(server) -> None:
     html.Div("Case", classes="text-subtitle-1")
-    v3.VSelect(label="Cases of the --data folders", items=("cases", []), v_model=("case_path", None),
-               density="compact", hide_details=True, no_data_text="no --data folder given", id="case-list")
+    v3.VSelect(label="Open a case", items=("cases", []), v_model=("case_path", None),
+               density="compact", hide_details=True, no_data_text="no cases on this server (serve --data)",
+               id="case-list")
     upload_trigger = server.controller.trigger_name(server.controller.upload_chunk)
     v3.VFileInput(label="or upload T1, T1c, T2, FLAIR (NIfTI / MetaImage) or a zip of DICOM series",
                   multiple=True, density="compact", hide_details=True, classes="mt-2", id="upload",
@@ -80,12 +83,50 @@ def _case_section(server) -> None:
 def _segment_section(ctrl) -> None:
     v3.VSelect(label="Model", items=("models", []), v_model=("model", None), density="compact",
                hide_details=True, id="model")
+    segment = f"trigger('{ctrl.trigger_name(ctrl.segment)}')"
     with html.Div(classes="d-flex ga-2 mt-2"):
-        v3.VBtn("Segment", id="segment", click=ctrl.segment, color="primary",
-                disabled=("!case_loaded || running || busy",))
+        # a result there (perhaps edited): ask before replacing it
+        v3.VBtn("Segment", id="segment", click=f"result_ready ? (confirm_resegment = true) : {segment}",
+                color="primary", disabled=("!case_loaded || running || busy",))
         v3.VBtn("Cancel", id="cancel", click=ctrl.cancel, v_show=("running",), variant="tonal")
     v3.VProgressLinear(model_value=("progress", 0), v_show=("running",), classes="mt-2", height=6)
     html.Div("{{ progress_message }}", classes="text-caption", id="progress-message")
+    with v3.VDialog(v_model=("confirm_resegment", False), max_width=460, persistent=True):
+        with v3.VCard(id="confirm-resegment"):
+            v3.VCardTitle("Segment {{ case_name }} again?")
+            v3.VCardText("The current result, with your corrections, stays until the new one is ready; "
+                         "it is then replaced. Cancel during the run keeps it.")
+            with v3.VCardActions():
+                v3.VSpacer()
+                v3.VBtn("Keep this result", id="resegment-no", click="confirm_resegment = false", variant="text")
+                v3.VBtn("Segment again", id="resegment-yes", click=segment, color="primary", variant="tonal")
+
+
+def _display_section(ctrl) -> None:
+    """Which sequence the slice views show, and its window / level (presets; drag in a view to adjust)."""
+    with html.Div(v_show=("case_loaded",), classes="mt-2", id="display"):
+        with html.Div(classes="d-flex align-center ga-2 flex-wrap"):
+            with v3.VBtnToggle(v_model=("background", "T1c"), density="compact", mandatory=True, id="background"):
+                v3.VBtn("T1c", value="T1c", size="small")
+                v3.VBtn("FLAIR", value="FLAIR", size="small")
+            html.Span("window", classes="text-caption ml-2")
+            with v3.VBtnToggle(model_value=("wl_presets[background]",), density="compact", id="window-level"):
+                v3.VBtn("{{ preset }}", v_for="preset in wl_preset_names", key="preset", value=("preset",),
+                        size="small", click=(ctrl.set_window_level, "[preset]"))
+        html.Div("Drag up / down in a slice view for the level, left / right for the window; arrow keys move "
+                 "one slice, Page Up / Down ten, in the view under the pointer.", classes="text-caption")
+
+
+def _slice_keys(server) -> None:
+    """Arrow and Page keys anywhere on the page (outside its text fields and lists) move the slice view
+    under the pointer."""
+    client.ClientTriggers(mounted=(
+        "window.addEventListener('keydown', (e) => {"
+        "  if (!['ArrowUp', 'ArrowDown', 'ArrowLeft', 'ArrowRight', 'PageUp', 'PageDown'].includes(e.key)) return;"
+        "  const t = e.target; if (t && t.closest && t.closest('input, textarea, select, [role=listbox], "
+        "[role=combobox]')) return;"
+        "  e.preventDefault(); trigger('slice_key', [e.key]);"
+        "})"))
 
 
 def _result_section(ctrl) -> None:
@@ -102,9 +143,7 @@ def _result_section(ctrl) -> None:
                     html.Td()
                     html.Td("{{ row.name }}", classes="region-name font-weight-bold")
                     html.Td("{{ row.ml }}", classes="region-ml text-right font-weight-bold")
-        with v3.VBtnToggle(v_model=("background", "T1c"), density="compact", mandatory=True, classes="mt-2"):
-            v3.VBtn("T1c", value="T1c", size="small")
-            v3.VBtn("FLAIR", value="FLAIR", size="small")
+        html.Div("{{ dice_text }}", v_show=("dice_text",), classes="text-caption mt-1", id="dice")
         html.Div("Downloads", classes="text-subtitle-1 mt-2")
         with html.Div(classes="d-flex flex-wrap ga-2"):
             for kind, (text, mime) in KINDS.items():
