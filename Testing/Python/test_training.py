@@ -117,6 +117,36 @@ def test_two_phase_training_writes_everything_and_phase2_trains_only_the_output(
                for w in training.trainable_kernels(model.requires_grad_(True)))
 
 
+def test_a_run_cut_at_every_step_ends_with_the_weights_of_an_uninterrupted_run(synthetic_cases, tmp_path):
+    """Deadline 0 stops after every step (mid-epoch, at epoch ends, across the phase change); rerunning
+    continues exactly: sampling, augmentation, thick slices, dropout, momentum and schedules included."""
+    from BrainTumorCNNLib.learning.augmentation import AugmentationConfig
+    config = tiny_config(synthetic_cases, batches_per_epoch=3, augmentation=AugmentationConfig(enabled=True),
+                         sampling=sampling.SamplingConfig(thick_slice_fraction=0.5))
+    whole = training.train(config, tmp_path / "whole", progress=False)
+    pieces, calls = None, 0
+    while pieces is None or pieces.get("stopped"):
+        pieces = training.train(config, tmp_path / "pieces", progress=False, deadline=0.0)
+        calls += 1
+    assert calls == 3 * 3 and whole["global_step"] == pieces["global_step"] == 9
+    a, b = load_file(str(tmp_path / "whole" / "last.safetensors")), load_file(str(tmp_path / "pieces" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [list(csv.DictReader((tmp_path / run / "log.csv").open())) for run in ("whole", "pieces")]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "wall_s")}
+    assert [strip(r) for r in rows[0]] == [strip(r) for r in rows[1]]
+    assert [int(r["step"]) for r in rows[0]] == [3, 6, 9] and rows[0][0]["train_dice_complete"]
+
+
+def test_bfloat16_training_learns_and_keeps_float32_weights(synthetic_cases, tmp_path):
+    summary = training.train(tiny_config(synthetic_cases, precision="bfloat16"), tmp_path / "r", progress=False)
+    trained = load_file(str(tmp_path / "r" / "last.safetensors"))
+    assert summary["epoch"] == 3 and all(t.dtype == torch.float32 for t in trained.values())
+    rows = list(csv.DictReader((tmp_path / "r" / "log.csv").open()))
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    with pytest.raises(ValueError, match="precision"):
+        tiny_config(synthetic_cases, precision="float16")
+
+
 def test_resume_continues_from_the_last_epoch(synthetic_cases, tmp_path):
     run = tmp_path / "run"
     training.train(tiny_config(synthetic_cases, phase1_epochs=1, phase2_epochs=0), run, progress=False)

@@ -19,6 +19,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="training cases of each fold set aside for early stopping (0: fixed schedule)")
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds now (0-based); the others "
                         "are read from earlier runs")
+    parser.add_argument("--validate-held-out", action="store_true",
+                        help="draw each fold's validation curve on its held-out cases (then --keep last: nothing "
+                             "is chosen on them)")
     parser.add_argument("--flips", action="store_true", help="test-time left-right flips (probabilities averaged)")
     parser.add_argument("--no-cleanup", action="store_true", help="score the predictions without cleanup")
     for name, what in BASE_RUNS.items():
@@ -33,6 +36,9 @@ BASE_RUNS = {"first_weights": "a cascade's first network (TwoPathCNN)",
 
 def main(args: argparse.Namespace) -> int:
     config = train.config_from_args(args)
+    if args.validate_held_out and config.keep != "last":
+        raise SystemExit("--validate-held-out scores the held-out cases during training: add --keep last, so that "
+                         "no weights are chosen on them")
     cases = [c for p in args.cases for c in case_sources(p)]
     if not cases:
         raise SystemExit("no cases: pass case folders (with a seg/truth file) or cache files")
@@ -41,5 +47,6 @@ def main(args: argparse.Namespace) -> int:
     base_runs = {name: getattr(args, f"{name.split('_')[0]}_run") for name in BASE_RUNS}
     run(cases, args.folds, Path(args.run_dir), config, options, seed=args.fold_seed,
         inner_validation=args.inner_validation, only_folds=args.only_folds,
-        base_runs={name: path for name, path in base_runs.items() if path}, progress=not args.quiet)
+        base_runs={name: path for name, path in base_runs.items() if path}, progress=not args.quiet,
+        validate_held_out=args.validate_held_out, deadline=train.deadline(args))
     return 0

@@ -5,6 +5,7 @@ import argparse
 import gc
 import json
 import os
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--find-lr", action="store_true",
                         help="only run the learning-rate range test (lr_range.csv / .png in --run-dir) and print "
                              "the rate it suggests")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop cleanly with a checkpoint after this many minutes; the same command continues "
+                             "the run exactly")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -73,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         config.augmentation = replace(config.augmentation, enabled=True)
     overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
     config.sampling = replace(config.sampling, **overrides)
-    return config
+    return replace(config)  # checks the options set above (TrainingConfig.__post_init__)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -90,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     if distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        summary = train(config, Path(args.run_dir), progress=not args.quiet)
+        summary = train(config, Path(args.run_dir), progress=not args.quiet, deadline=deadline(args))
         rank = dist.get_rank() if distributed else 0  # read before the process group ends
         if distributed:
             # Gloo's threads must stop while the interpreter is whole: every rank done, the DDP wrappers
@@ -101,5 +105,13 @@ def main(args: argparse.Namespace) -> int:
         if distributed:
             dist.destroy_process_group()
     if rank == 0:
-        print(json.dumps({k: summary[k] for k in ("model", "learning_rate", "best_epoch", "best_score", "run_dir")}))
+        print(json.dumps({k: summary.get(k) for k in ("model", "learning_rate", "best_epoch", "best_score", "global_step",
+                                                      "stopped", "run_dir")}))
     return 0
+
+
+def deadline(args: argparse.Namespace):
+    """The `time.time()` at which `--time-limit` stops the run (None: no limit)."""
+    if args.time_limit is not None and args.time_limit < 0:
+        raise SystemExit("--time-limit must be at least 0 minutes")
+    return None if args.time_limit is None else time.time() + 60 * args.time_limit

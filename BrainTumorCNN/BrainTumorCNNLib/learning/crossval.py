@@ -106,12 +106,16 @@ def score(case: CachedCase, predicted: np.ndarray, rule: Optional[CleanupConfig]
 def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.TrainingConfig,
         options: SegmentationOptions, seed: int = 0, inner_validation: int = 0,
         only_folds: Optional[Sequence[int]] = None, base_runs: Optional[Dict[str, Path]] = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, validate_held_out: bool = False, deadline: Optional[float] = None) -> dict:
     """Train and evaluate every fold (resuming), then write per_case.csv and summary.json.
 
     `base_runs` maps a weights field of TrainingConfig (`first_weights` of a cascade, `local_weights` /
     `global_weights` of AverageCNN) to an earlier cross-validation run on the same folds: each fold builds on
     that run's model of the same fold, which never saw the fold's held-out cases.
+
+    `validate_held_out`: each fold's validation curve is drawn on its held-out cases (with
+    `config.keep == "last"`, so no weights are chosen on them).  Past `deadline` the fold in training
+    stops with a checkpoint and the run returns {"stopped": "deadline", ...}: the same call continues.
     """
     say = print if progress else (lambda *a, **k: None)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +148,8 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
             continue
         trainable = sorted(n for n, f in fold_of.items() if f != fold and by_name[n].trainable)
         rng = np.random.default_rng([seed, fold])
-        validation = _inner_validation(trainable, inner_validation, same_patient, rng)
+        validation = (held_out if validate_held_out
+                      else _inner_validation(trainable, inner_validation, same_patient, rng))
         fold_dir = run_dir / f"fold-{fold}"
         built_on = {name: str(_fold_weights(base, fold)) for name, base in (base_runs or {}).items()}
         fold_config = replace(config, train_cases=[sources[n] for n in trainable if n not in validation],
@@ -152,8 +157,10 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
                               seed=config.seed + fold, **built_on)
         say(f"fold {fold + 1}/{folds}: training on {len(fold_config.train_cases)} cases, "
             f"holding out {', '.join(held_out)}", flush=True)
-        _train(fold_config, fold_dir, progress)
-        all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, say)
+        if _train(fold_config, fold_dir, progress, deadline).get("stopped"):
+            return {"stopped": "deadline", "fold": fold}
+        all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, say,
+                              config.keep)
     for row in all_rows:
         row["twin_trained"] = twins.get(row["case"], "")
     result = _summarise(run_dir, all_rows, by_name, fold_of, config, options, folds, seed)
@@ -207,21 +214,23 @@ def _fold_weights(base: Path, fold: int) -> Path:
     return path
 
 
-def _train(config: training.TrainingConfig, fold_dir: Path, progress: bool) -> None:
+def _train(config: training.TrainingConfig, fold_dir: Path, progress: bool, deadline: Optional[float]) -> dict:
     """Train the fold, unless its run finished before (a rerun goes straight to evaluation)."""
     summary_path = fold_dir / "summary.json"
     total = config.phase1_epochs + config.phase2_epochs
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("epoch") == total:
-        return
-    training.train(config, fold_dir, progress=progress)
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("epoch") == total:
+            return summary
+    return training.train(config, fold_dir, progress=progress, deadline=deadline)
 
 
 def _evaluate(fold: int, fold_dir: Path, cases: List[CachedCase], model_name: str,
-              options: SegmentationOptions, say) -> List[dict]:
+              options: SegmentationOptions, say, keep: str = "best") -> List[dict]:
     """Segment every held-out case (kept in predictions/, so a rerun only scores) and score it."""
     path = fold_dir / "per_case.csv"
     done = {r["case"]: r for r in _read_rows(path)}
-    model, card = weights.load(model_name, fold_dir / "best.safetensors", device="cpu")
+    model, card = weights.load(model_name, fold_dir / f"{keep}.safetensors", device="cpu")
     predictions = fold_dir / "predictions"
     predictions.mkdir(exist_ok=True)
     for i, case in enumerate(cases):

@@ -1,4 +1,5 @@
-"""The figures of a training run: loss and validation Dice per epoch, the learning-rate range test."""
+"""The figures of a training run: loss, training-window and validation Dice against steps, the learning-rate
+range test."""
 from __future__ import annotations
 
 import csv
@@ -29,17 +30,21 @@ def plot_run(run_dir: Path) -> None:
     if not (run_dir / "log.csv").is_file():
         return
     rows = list(csv.DictReader((run_dir / "log.csv").open()))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(epochs, [float(r["train_loss"]) for r in rows], "o-")
-    a.set(xlabel="epoch", ylabel="training loss (NLL)", title="Training loss")
-    for r in labels.REGIONS:
-        key = f"val_dice_{r}"
-        if rows and key in rows[0] and rows[0][key]:
-            b.plot(epochs, [float(x[key]) for x in rows], "o-", label=r)
-    b.set(xlabel="epoch", ylabel="Dice", title="Validation Dice (sampled slices)", ylim=(0, 1))
+    # steps (batches) on the x axis; logs written before steps were counted have epochs only
+    key = "step" if rows and rows[0].get("step") else "epoch"
+    x = [int(r[key]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(x, [float(r["train_loss"]) for r in rows], "o-", markersize=3)
+    a.set(xlabel=key, ylabel="training loss (NLL)", title="Training loss")
+    for region, colour in zip(labels.REGIONS, ("tab:green", "tab:orange", "tab:red")):
+        for prefix, style, what in (("val_dice_", "o-", "validation"), ("train_dice_", "--", "training windows")):
+            column = prefix + region
+            points = [(xi, float(r[column])) for xi, r in zip(x, rows) if r.get(column)]
+            if points:
+                b.plot(*zip(*points), style, color=colour, markersize=3, label=f"{region}, {what}")
+    b.set(xlabel=key, ylabel="Dice", title="Dice per region", ylim=(0, 1))
     if b.lines:
-        b.legend()
+        b.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(run_dir / "curves.png") as tmp:
         fig.savefig(tmp, dpi=100)

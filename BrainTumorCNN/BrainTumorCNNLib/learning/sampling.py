@@ -18,9 +18,11 @@ from files.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -283,6 +285,46 @@ class PatchSampler:
         mixed = np.tensordot(weights.astype(np.float32), stack, axes=([0], [1]))
         brain = (patch != BACKGROUND_VALUE).any(axis=0)
         return np.where(brain, mixed, BACKGROUND_VALUE)
+
+
+class Prefetcher:
+    """Batches of a `PatchSampler`, each drawn in a background thread while the previous step runs.
+
+    `state()` is the sampler's random state before the batch not yet handed out, so a checkpoint that
+    stores it resumes with the very batch an uninterrupted run would draw next.  A batch drawn for the
+    other phase (the step after phase 1 ends) is drawn again, from its state, for the phase asked for."""
+
+    def __init__(self, sampler: PatchSampler, n: int):
+        self.sampler, self.n = sampler, n
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patches")
+        self.pending = None  # (balanced, state before drawing, future)
+
+    def _submit(self, balanced: bool) -> None:
+        before = copy.deepcopy(self.sampler.rng.bit_generator.state)
+        self.pending = (balanced, before, self.pool.submit(self.sampler.batch, self.n, balanced))
+
+    def next(self, balanced: bool) -> Tuple[np.ndarray, np.ndarray]:
+        if self.pending is None:
+            self._submit(balanced)
+        kind, before, future = self.pending
+        batch = future.result()
+        if kind != balanced:
+            self.sampler.rng.bit_generator.state = before
+            batch = self.sampler.batch(self.n, balanced)
+        self._submit(balanced)
+        return batch
+
+    def state(self) -> dict:
+        return copy.deepcopy(self.pending[1] if self.pending else self.sampler.rng.bit_generator.state)
+
+    def restore(self, state: dict) -> None:
+        if self.pending:
+            self.pending[2].result()  # the thread must not draw while the state is replaced
+            self.pending = None
+        self.sampler.rng.bit_generator.state = state
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 THICK_CHANNELS = (2, 3)  # T2, FLAIR: the sequences sites acquire with thick slices

@@ -5,6 +5,15 @@ layer; phase 2 freezes all but the output layer and retrains it with the
 natural label frequencies.  A cascade trains its second network on top of a
 frozen, trained TwoPathCNN.  Runs under `torchrun` with DistributedDataParallel
 (gloo on CPU, NCCL on CUDA): each process draws its own patches, rank 0 writes.
+
+A run is bounded by a deadline and resumes exactly: the checkpoint holds the
+weights, the optimiser, the random states of sampling, augmentation and
+dropout, and the position within the epoch, so stopping and rerunning the same
+command gives the weights an uninterrupted run gives (one process).  The
+learning-rate and momentum schedules are defined over the planned epochs, so a
+run cut into pieces follows the same schedule.  An epoch is
+`batches_per_epoch` steps; validation, the log row and the curves come at its
+end.
 """
 from __future__ import annotations
 
@@ -33,7 +42,10 @@ from ..network import networks, registry, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from . import plots
 from .augmentation import AugmentationConfig, augment
-from .sampling import CachedCase, PatchSampler, SamplingConfig, case_name, load_cases, same_patient_groups
+from .sampling import CachedCase, PatchSampler, Prefetcher, SamplingConfig, case_name, load_cases, same_patient_groups
+
+
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -66,10 +78,22 @@ class TrainingConfig:
     seed: int = 0
     threads: int = 0  # torch CPU threads (0 = torch's default)
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"
+    # "bfloat16": convolutions under bfloat16 autocast (the CPU's matrix units, a GPU's tensor cores); weights,
+    # optimiser, loss and the FFT output layer stay float32
+    precision: str = "float32"
+    # the weights the run keeps (phase 2 starts from them, cross-validation scores them): "best" validation
+    # epoch, or "last" (validation then only draws the curve: nothing is chosen on the validation cases)
+    keep: str = "best"
     cache_dir: Optional[str] = None  # preprocessed-case cache (default: beside the run folder)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', not {self.keep!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainingConfig":
@@ -86,6 +110,39 @@ class TrainingConfig:
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision (float32: none)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def spectral_output(model: nn.Module) -> nn.Module:
+    """Every output layer of `model` computed through FFT (the same values; the step's costliest layer done
+    directly on a CPU)."""
+    for module in model.modules():
+        if isinstance(module, networks.OutputConv):
+            module.spectral = True
+    return model
+
+
+class DiceTally:
+    """Dice per region of the training windows over an epoch (argmax of the outputs against the labels)."""
+
+    def __init__(self, num_classes: int, counts: Optional[dict] = None):
+        self.values = torch.from_numpy(labels.class_values(num_classes).astype(np.int64))
+        self.counts = counts or {r: [0, 0] for r in labels.REGIONS}  # region: [intersection, sizes]
+
+    def add(self, log_probs: torch.Tensor, targets: torch.Tensor) -> None:
+        pred = self.values[log_probs.detach().argmax(1).cpu()].numpy()
+        truth = self.values[targets.cpu()].numpy()
+        for region, count in self.counts.items():
+            a, b = labels.region_mask(pred, region), labels.region_mask(truth, region)
+            count[0] += int(np.logical_and(a, b).sum())
+            count[1] += int(a.sum() + b.sum())
+
+    def dice(self) -> dict:
+        return {r: 2 * i / s for r, (i, s) in self.counts.items() if s}
 
 
 def _world() -> tuple:
@@ -140,7 +197,8 @@ def window_loss(log_probs: torch.Tensor, targets: torch.Tensor, balanced: bool, 
     return (per_label * class_weight[targets]).sum()
 
 
-def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, device: torch.device) -> dict:
+def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, device: torch.device,
+                    precision: str = "float32") -> dict:
     """Mean Dice per region over every `slice_step`-th brain slice of the validation cases."""
     model.eval()
     rf = model.receptive_field
@@ -155,7 +213,8 @@ def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, 
             pred = []
             for z0 in range(0, len(zs), 4):
                 x = torch.from_numpy(np.ascontiguousarray(crop[:, z0:z0 + 4].transpose(1, 0, 2, 3)))
-                pred.append(values[model(x.to(device, torch.float32)).argmax(1).cpu()])
+                with autocast(device, precision):
+                    pred.append(values[model(x.to(device, torch.float32)).argmax(1).cpu()])
             pred = torch.cat(pred).numpy()
             truth, brain = case.truth[zs], case.brain[zs]
             pred[~brain] = 0
@@ -223,8 +282,11 @@ def _refuse_twins(train_cases: List[CachedCase], val_cases: List[CachedCase]) ->
                              "validate on other patients")
 
 
-def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
-    """Train (or resume) in `run_dir`; returns the summary written to `run_dir/summary.json`."""
+def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline: Optional[float] = None) -> dict:
+    """Train (or resume) in `run_dir`; returns the summary written to `run_dir/summary.json`.
+
+    `deadline` (a `time.time()` value): after the first step past it the run stops with a checkpoint
+    (summary "stopped": "deadline"); the same call continues it."""
     rank, world = _world()
     device = training_device(config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +297,7 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
     generator = torch.Generator().manual_seed(1000 * config.seed + rank)
     # channels-last: oneDNN's faster convolution layout on CPU (about 1.5x per training step here)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    model = build_model(config).to(device, memory_format=layout)
+    model = spectral_output(build_model(config)).to(device, memory_format=layout)
     if isinstance(model, networks.AverageCNN):
         return _compose(model, config, run_dir) if rank == 0 else {}
     rf = model.receptive_field
@@ -252,21 +314,28 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
     size = rf + config.output_size - 1
     sampler = PatchSampler(train_cases, rf, config.output_size, config.num_classes, rng, config.sampling,
                            margin=config.augmentation.margin(size))
+    batches = Prefetcher(sampler, config.batch_size // world)
 
     def next_batch(phase: int = 1):
-        x, y = sampler.batch(config.batch_size // world, balanced=(phase == 1))
+        x, y = batches.next(balanced=(phase == 1))
         x, y = augment(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), config.augmentation,
                        size, config.output_size, generator)
         return x.contiguous(memory_format=layout), y
 
     checkpoint_path = run_dir / "checkpoint.pt"
     total_epochs = config.phase1_epochs + config.phase2_epochs
-    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "stale": 0, "wall_s": 0.0, "phase1_done": False,
-             "learning_rate": config.learning_rate, "device": device.type}
+    state = {"epoch": 0, "step": 0, "global_step": 0, "best_score": -math.inf, "best_epoch": -1, "stale": 0,
+             "wall_s": 0.0, "phase1_done": False, "learning_rate": config.learning_rate, "device": device.type,
+             "losses": [], "tally": None, "sampler": None}
     saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file() else None
     if saved is not None:
         model.load_state_dict(saved["model"])
         state.update(json.loads(saved["state"]))
+        if "torch_rng" in saved:  # checkpoints before exact resumption hold no random states
+            torch.set_rng_state(saved["torch_rng"])
+            generator.set_state(saved["augment_rng"])
+        if state["sampler"]:
+            batches.restore(state["sampler"])
     else:
         set_output_bias(model, sampler.class_frequencies())
         if config.learning_rate <= 0:
@@ -277,74 +346,125 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True) -> dict:
                 _write_rows(run_dir / "lr_range.csv", [{"learning_rate": f"{r:.3g}", "smoothed_loss": f"{v:.5f}"}
                                                        for r, v in curve])
                 print(f"learning-rate range test: {state['learning_rate']:.3g}", flush=True)
-    ddp, phase2_started = _wrap(model, world, device), False
+    ddp, phase2_started, optimizer = _wrap(model, world, device), False, None
     if rank == 0:
         write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
 
-    for epoch in range(state["epoch"], total_epochs):
-        phase = 1 if epoch < config.phase1_epochs else 2
-        if phase == 1 and state["phase1_done"]:
-            continue
-        if phase == 2 and not phase2_started:
-            _freeze_all_but_output(model)
-            ddp, phase2_started = _wrap(model, world, device), True  # DDP must see the new set of trained parameters
-        rate, momentum = _lr(state["learning_rate"], config, epoch), _momentum(config, epoch)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=rate, momentum=momentum)
-        if saved is not None and epoch == state["epoch"] and saved["phase"] == phase:
-            optimizer.load_state_dict(saved["optimizer"])
+    def save_checkpoint(phase: int) -> None:
+        state["sampler"] = batches.state()
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase,
+                        "state": json.dumps(state), "torch_rng": torch.get_rng_state(),
+                        "augment_rng": generator.get_state()}, tmp)
+
+    def past_deadline() -> bool:
+        late = deadline is not None and time.time() >= deadline
+        return _from_rank0(late) if world > 1 else late
+
+    try:
+        for epoch in range(state["epoch"], total_epochs):
+            phase = 1 if epoch < config.phase1_epochs else 2
+            if phase == 1 and state["phase1_done"]:
+                continue
+            if phase == 2 and not phase2_started:
+                _freeze_all_but_output(model)
+                ddp, phase2_started = _wrap(model, world, device), True  # DDP must see the new set of parameters
+                optimizer = None
+            rate, momentum = _lr(state["learning_rate"], config, epoch), _momentum(config, epoch)
+            if optimizer is None:  # one optimiser per phase: its momentum carries across epochs
+                optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=rate,
+                                            momentum=momentum)
+                if saved is not None and saved["phase"] == phase:
+                    optimizer.load_state_dict(saved["optimizer"])
+                    saved = None
             for group in optimizer.param_groups:
                 group["lr"], group["momentum"] = rate, momentum
-        model.train()
-        start, losses = time.time(), []
-        for step in range(config.batches_per_epoch):
-            x, y = next_batch(phase)
-            loss = window_loss(ddp(x), y, phase == 1, config.num_classes)
-            penalty = sum(config.l1 * w.abs().sum() + config.l2 * (w ** 2).sum() for w in trainable_kernels(model))
-            optimizer.zero_grad(set_to_none=True)
-            (loss + penalty).backward()
-            optimizer.step()
-            with torch.no_grad():
-                for w in trainable_kernels(model):
-                    w.clamp_(-config.weight_bound, config.weight_bound)
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                       "lower --learning-rate (or 0 to find one) or --weight-bound")
-            losses.append(loss.item())
-            if progress and rank == 0:
-                _bar(epoch, total_epochs, phase, step + 1, config.batches_per_epoch, float(np.mean(losses[-10:])))
-        state["wall_s"] += time.time() - start
-        if rank == 0:
-            score = validation_dice(model, val_cases, config.validation_slice_step, device) if val_cases else {}
-            mean = float(np.mean(list(score.values()))) if score else -float(np.mean(losses))
-            improved = mean > state["best_score"]
-            if improved:
-                state.update(best_score=mean, best_epoch=epoch + 1, stale=0)
-                weights.save(model, config.model, run_dir / "best.safetensors", _card(config, state, score))
-            else:
-                state["stale"] += 1
-            row = {"epoch": epoch + 1, "phase": phase, "lr": rate, "momentum": momentum,
-                   "train_loss": float(np.mean(losses)), "seconds": round(time.time() - start, 1),
-                   "wall_s": round(state["wall_s"], 1), **{f"val_dice_{r}": round(v, 4) for r, v in score.items()}}
-            _log(run_dir, row)
-            if progress:
-                print(f"epoch {epoch + 1}/{total_epochs} phase {phase}: loss {row['train_loss']:.4f} "
-                      f"val dice {score} ({row['seconds']} s){' *best*' if improved else ''}", flush=True)
-            state["epoch"] = epoch + 1
-            if phase == 1 and (epoch + 1 == config.phase1_epochs
-                               or config.patience and state["stale"] >= config.patience):
-                _end_phase1(model, run_dir, state)
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase,
-                            "state": json.dumps(state)}, tmp)
-        if world > 1:
-            state = _from_rank0(state)  # rank 0 alone decides early stopping: everyone follows
-            _broadcast_model(model)
-    summary = dict(state, model=config.model, run_dir=str(run_dir))
+            model.train()
+            start, losses = time.time(), state["losses"]
+            tally = DiceTally(config.num_classes, state["tally"])
+            for step in range(state["step"], config.batches_per_epoch):
+                x, y = next_batch(phase)
+                with autocast(device, config.precision):
+                    out = ddp(x)
+                loss = window_loss(out.float(), y, phase == 1, config.num_classes)
+                penalty = sum(config.l1 * w.abs().sum() + config.l2 * (w ** 2).sum() for w in trainable_kernels(model))
+                optimizer.zero_grad(set_to_none=True)
+                (loss + penalty).backward()
+                optimizer.step()
+                with torch.no_grad():
+                    for w in trainable_kernels(model):
+                        w.clamp_(-config.weight_bound, config.weight_bound)
+                if not math.isfinite(loss.item()):
+                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                           "lower --learning-rate (or 0 to find one) or --weight-bound")
+                losses.append(loss.item())
+                tally.add(out, y)
+                state["global_step"] += 1
+                if progress and rank == 0:
+                    _bar(epoch, total_epochs, phase, step + 1, config.batches_per_epoch, float(np.mean(losses[-10:])))
+                if step + 1 < config.batches_per_epoch and past_deadline():
+                    state.update(step=step + 1, losses=losses, tally=tally.counts)
+                    state["wall_s"] += time.time() - start
+                    if rank == 0:
+                        save_checkpoint(phase)
+                    return _stopped(run_dir, state, config, rank, progress)
+            state["wall_s"] += time.time() - start
+            if rank == 0:
+                _end_epoch(model, config, state, run_dir, val_cases, device, epoch, phase, rate, momentum,
+                           losses, tally, time.time() - start, progress)
+                state.update(step=0, losses=[], tally=None)
+                save_checkpoint(phase)
+            state.update(step=0, losses=[], tally=None)
+            if world > 1:
+                state = _from_rank0(state)  # rank 0 alone decides early stopping: everyone follows
+                _broadcast_model(model)
+            if state["epoch"] < total_epochs and past_deadline():
+                return _stopped(run_dir, state, config, rank, progress)
+    finally:
+        batches.close()
+    summary = dict(state, model=config.model, run_dir=str(run_dir), stopped=None)
+    for key in ("losses", "tally", "sampler"):
+        summary.pop(key)
     if rank == 0:
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         plots.plot_run(run_dir)
     return summary
+
+
+def _end_epoch(model, config, state, run_dir, val_cases, device, epoch, phase, rate, momentum, losses, tally,
+               seconds, progress) -> None:
+    """Validation, the kept weights, the log row and the curves at the end of an epoch (rank 0)."""
+    score = (validation_dice(model, val_cases, config.validation_slice_step, device, config.precision)
+             if val_cases else {})
+    mean = float(np.mean(list(score.values()))) if score else -float(np.mean(losses))
+    improved = mean > state["best_score"]
+    state["epoch"] = epoch + 1
+    if improved:
+        state.update(best_score=mean, best_epoch=epoch + 1, stale=0)
+        weights.save(model, config.model, run_dir / "best.safetensors", _card(config, state, score))
+    else:
+        state["stale"] += 1
+    weights.save(model, config.model, run_dir / "last.safetensors", _card(config, state, score))
+    row = {"epoch": epoch + 1, "step": state["global_step"], "phase": phase, "lr": rate, "momentum": momentum,
+           "train_loss": float(np.mean(losses)), **{f"train_dice_{r}": round(v, 4) for r, v in tally.dice().items()},
+           "seconds": round(seconds, 1), "wall_s": round(state["wall_s"], 1),
+           **{f"val_dice_{r}": round(v, 4) for r, v in score.items()}}
+    _log(run_dir, row)
+    plots.plot_run(run_dir)
+    if progress:
+        print(f"epoch {epoch + 1}/{config.phase1_epochs + config.phase2_epochs} phase {phase} (step "
+              f"{state['global_step']}): loss {row['train_loss']:.4f} val dice {score} ({row['seconds']} s)"
+              f"{' *best*' if improved else ''}", flush=True)
+    if phase == 1 and (epoch + 1 == config.phase1_epochs or config.patience and state["stale"] >= config.patience):
+        _end_phase1(model, run_dir, state, config.keep)
+
+
+def _stopped(run_dir: Path, state: dict, config: TrainingConfig, rank: int, progress: bool) -> dict:
+    if rank == 0 and progress:
+        print(f"deadline reached at step {state['global_step']} (epoch {state['epoch'] + 1}, step {state['step']}): "
+              f"checkpoint in {run_dir}; run the same command to continue", flush=True)
+    return {"model": config.model, "run_dir": str(run_dir), "stopped": "deadline",
+            **{k: state[k] for k in ("epoch", "step", "global_step", "best_epoch", "best_score", "wall_s")}}
 
 
 def _compose(model: nn.Module, config: TrainingConfig, run_dir: Path) -> dict:
@@ -352,7 +472,7 @@ def _compose(model: nn.Module, config: TrainingConfig, run_dir: Path) -> dict:
     path networks put together, with the epochs counted as done so that a rerun does nothing."""
     state = {"epoch": config.phase1_epochs + config.phase2_epochs, "best_epoch": 0, "best_score": None,
              "learning_rate": None, "wall_s": 0.0}
-    weights.save(model, config.model, run_dir / "best.safetensors", _card(config, dict(state, epoch=-1), {}))
+    weights.save(model, config.model, run_dir / "best.safetensors", _card(config, dict(state, epoch=0), {}))
     write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
     summary = dict(state, model=config.model, run_dir=str(run_dir), composed_from=[
         config.local_weights, config.global_weights])
@@ -376,11 +496,11 @@ def _freeze_all_but_output(model: nn.Module) -> None:
         layer.requires_grad_(True)
 
 
-def _end_phase1(model: nn.Module, run_dir: Path, state: dict) -> None:
-    """Keep the best phase-1 model as the one-phase result and start phase 2 from it."""
-    best = run_dir / "best.safetensors"
+def _end_phase1(model: nn.Module, run_dir: Path, state: dict, keep: str) -> None:
+    """Keep the best (or last) phase-1 model as the one-phase result and start phase 2 from it."""
+    kept = run_dir / f"{keep}.safetensors"
     for suffix in (".safetensors", ".json"):
-        shutil.copyfile(best.with_suffix(suffix), run_dir / f"phase1{suffix}")
+        shutil.copyfile(kept.with_suffix(suffix), run_dir / f"phase1{suffix}")
     model.load_state_dict(load_file(str(run_dir / "phase1.safetensors")))
     state.update(phase1_done=True, best_score=-math.inf, stale=0)
 
@@ -392,7 +512,7 @@ def _card(config: TrainingConfig, state: dict, score: dict) -> dict:
         "receptive_field": registry.get(config.model).receptive_field,
         "train_cases": [case_name(p) for p in config.train_cases],
         "validation_cases": [case_name(p) for p in config.validation_cases],
-        "epochs": state["epoch"] + 1, "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"], "steps": state.get("global_step"), "best_epoch": state["best_epoch"],
         "training_wall_s": round(state["wall_s"], 1),
         "validation_slices": {"dice": score, "slice_step": config.validation_slice_step},
         "config": asdict(config),
