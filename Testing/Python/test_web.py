@@ -35,6 +35,9 @@ pytestmark = [
 #: Seconds the page may take beyond `braintumorcnn segment` for the same case (issue 21).
 ALLOWED_EXTRA_S = 30.0
 VIEWPORT = {"width": 1600, "height": 1000}
+#: Every line the servers of this module's tests printed (the door's and its sessions'), read by the
+#: last test: none may hold a traceback or an exception.
+SERVER_LOG: List[str] = []
 
 
 def free_port() -> int:
@@ -57,7 +60,13 @@ def serving(*args: str, port: int = 0, temporary: Optional[Path] = None,
     process = subprocess.Popen(command("serve", "--port", str(port), *args), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
     lines = [] if lines is None else lines
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            SERVER_LOG.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         deadline = time.time() + 180
         while not any(line.startswith("braintumorcnn serve: http") for line in lines):
@@ -151,27 +160,141 @@ def assert_same_volumes(shown: Dict[str, float], expected: Dict[str, float]) -> 
         assert shown[name] == pytest.approx(ml, abs=0.0006), f"{name}: page {shown[name]} mL, command {ml:.4f} mL"
 
 
-def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
-    import slicer
+RECORDER = """() => {
+    window.__progress = []; window.__tables = [];
+    const look = () => {
+        const message = document.querySelector('#progress-message')?.innerText;
+        if (message && window.__progress[window.__progress.length - 1] !== message) window.__progress.push(message);
+        const result = document.querySelector('#result');
+        if (result && result.offsetParent !== null) {
+            const table = document.querySelector('#volumes')?.innerText || '';
+            if (window.__tables[window.__tables.length - 1] !== table) window.__tables.push(table);
+        }
+    };
+    new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true,
+                                                       attributes: true});
+}"""
 
+
+def overlay(page, orientation: str, part: str) -> str:
+    return page.locator(f"#view-{orientation} .{part}").inner_text().strip()
+
+
+def slice_number(page, orientation: str) -> int:
+    return int(re.match(r"slice (\d+) / \d+", overlay(page, orientation, "slice-number")).group(1))
+
+
+def centre(page, selector: str):
+    box = page.locator(selector).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
+    """One session through issue 25's points: Slicer's layout and overlays, the views on the tumor's largest
+    cross-sections, the value under the pointer, keys, window / level, a stable progress line, no stale
+    table, Dice and the command's preview, a one-slice brush, re-segmenting asked and cancelled."""
+    import slicer
+    from matplotlib import image as mpimg
+
+    from BrainTumorCNNLib.reading import io
     from BrainTumorCNNLib.writing import mrml
 
     expected, command_s, command_labels = segment_with_command(phantom_case, tmp_path / "command")
-    with serving("--case", str(phantom_case)) as url:
+    with serving("--case", str(phantom_case), "--data", str(phantom_case.parent)) as url:
         page = open_page(browser, url)
         wait_until_loaded(page)
         assert "none: the four volumes are on the T1c grid" in page.locator("#plan").inner_text()
+        # 7: the case list names cases, under a plain label; models best first, all of them
+        assert page.evaluate("() => window.trame.state.get('cases')")[0]["title"] == phantom_case.name
+        assert page.get_by_text("Open a case", exact=True).count() >= 1
+        means = [m["mean_dice"] for m in page.evaluate("() => window.trame.state.get('models')")]
+        assert means == sorted(means, reverse=True), means
+        # 4: Slicer's four-up layout: axial top left, 3-D top right, sagittal bottom left, coronal bottom right
+        boxes = {v: page.locator(f"#view-{v}").bounding_box() for v in ("Axial", "3D", "Sagittal", "Coronal")}
+        assert boxes["Axial"]["x"] < boxes["3D"]["x"] and boxes["Axial"]["y"] == boxes["3D"]["y"]
+        assert boxes["Sagittal"]["y"] > boxes["Axial"]["y"] and boxes["Sagittal"]["x"] == boxes["Axial"]["x"]
+        assert boxes["Coronal"]["x"] == boxes["3D"]["x"] and boxes["Coronal"]["y"] == boxes["Sagittal"]["y"]
+        assert overlay(page, "Axial", "view-name") == "R Axial"
+        assert [overlay(page, "Axial", f"edge-{e}") for e in ("left", "right", "top", "bottom")] == ["R", "L", "A", "P"]
+        assert [overlay(page, "Coronal", f"edge-{e}") for e in ("left", "right", "top", "bottom")] == ["R", "L", "S", "I"]
+        assert [overlay(page, "Sagittal", f"edge-{e}") for e in ("left", "right", "top", "bottom")] == ["A", "P", "S", "I"]
+        # 11: an orientation marker in the 3-D view's bottom right (the background is a vertical gradient:
+        # each row of an empty view is one colour)
+        shot = tmp_path / "3d.png"
+        page.locator("#view-3D").screenshot(path=str(shot))
+        pixels = mpimg.imread(shot)[..., :3]
+        h, w = pixels.shape[:2]
+        corner = pixels[int(h * 0.75):, int(w * 0.8):]
+        assert (np.abs(corner - corner[:, :1]).max(axis=2) > 0.15).mean() > 0.002, "no orientation marker"
+
+        page.evaluate(RECORDER)
         page_s = click_segment(page, timeout_s=command_s + ALLOWED_EXTRA_S + 60)
         shown = page_volumes(page)
         print(f"segment command {command_s:.1f} s, page from click to volumes {page_s:.1f} s")
         assert_same_volumes(shown, expected)
         assert page_s <= command_s + ALLOWED_EXTRA_S
+        # 6: the table never showed other numbers than the result's
+        tables = page.evaluate("() => window.__tables")
+        assert len(set(tables)) == 1, f"the volume table changed after the result showed: {tables}"
+        # 8: one progress line, no count whose total changes, with the time run and left
+        progress = page.evaluate("() => window.__progress")
+        totals = {m.group(1) for line in progress for m in [re.search(r"\d+/(\d+)", line)] if m}
+        assert len(totals) <= 1, f"the progress total changed during the run: {progress}"
+        assert any("elapsed" in line for line in progress) and any("left" in line for line in progress), progress
+        # 9: Dice against the truth, and the preview the command writes (truth outlined, Dice in its title)
+        assert page.locator("#dice").inner_text().startswith(f"Dice against {phantom_case.name}_seg.nii.gz: complete")
+        with page.expect_download() as download:
+            page.locator("#download-preview").click()
+        command_preview = mpimg.imread(tmp_path / "command" / f"{phantom_case.name}_preview.png")
+        assert np.array_equal(mpimg.imread(download.value.path()), command_preview)
 
-        # a paint stroke on the axial view (bottom right of the quad layout) grows the active segment
+        # 3: each slice view through the tumor's largest cross-section of its orientation
+        tumor = command_labels > 0
+        largest = {"Axial": np.argmax(tumor.sum(axis=(1, 2))), "Coronal": np.argmax(tumor.sum(axis=(0, 2))),
+                   "Sagittal": np.argmax(tumor.sum(axis=(0, 1)))}
+        for orientation, index in largest.items():
+            assert slice_number(page, orientation) == index + 1, orientation
+        # 4: the value under the pointer is the T1c file's; the keys move the slice under the pointer
+        x, y = centre(page, "#view-Axial")
+        for step in range(5):
+            page.mouse.move(x + step, y + step)
+            time.sleep(0.1)
+        page.wait_for_function("() => document.querySelector('#view-Axial .pointer-value')?.innerText.includes(':')",
+                               timeout=10000)
+        probe = re.match(r"T1c \((\d+), (\d+), (\d+)\): (\S+)", overlay(page, "Axial", "pointer-value"))
+        i, j, k = (int(probe.group(n)) for n in (1, 2, 3))
+        t1c, _ = io.read_image(next(phantom_case.glob("*_t1ce.nii.gz")))
+        assert float(probe.group(4)) == pytest.approx(float(t1c[k, j, i]), rel=1e-4)
+        assert k + 1 == slice_number(page, "Axial")
+        page.keyboard.press("ArrowUp")
+        page.wait_for_function(f"() => document.querySelector('#view-Axial .slice-number')?.innerText"
+                               f".startsWith('slice {k + 2} ')", timeout=10000)
+        page.keyboard.press("PageDown")
+        page.wait_for_function(f"() => document.querySelector('#view-Axial .slice-number')?.innerText"
+                               f".startsWith('slice {k - 8} ')", timeout=10000)
+        page.keyboard.press("PageUp")
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(f"() => document.querySelector('#view-Axial .slice-number')?.innerText"
+                               f".startsWith('slice {k + 1} ')", timeout=10000)
+        # 4: window / level presets and a drag
+        window_level = overlay(page, "Axial", "window-level")
+        page.locator("#window-level button", has_text="tumor").click()
+        page.wait_for_function(f"() => document.querySelector('#view-Axial .window-level')?.innerText.trim()"
+                               f" !== {window_level!r}", timeout=10000)
+        window_level = overlay(page, "Axial", "window-level")
+        page.mouse.move(x, y)
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(x + 8 * step, y - 5 * step)
+            time.sleep(0.05)
+        page.mouse.up()
+        page.wait_for_function(f"() => document.querySelector('#view-Axial .window-level')?.innerText.trim()"
+                               f" !== {window_level!r}", timeout=10000)
+        assert slice_number(page, "Axial") == k + 1, "the drag moved the slice"
+
+        # 2: a paint stroke on the axial view paints that slice only, and grows the active segment
         active = page.locator("#volumes .segment-name").first.inner_text()
         page.locator("button:has(.mdi-brush)").first.click()
-        view = page.locator(".remote-controlled-area").nth(3).bounding_box()
-        x, y = view["x"] + view["width"] * 0.5, view["y"] + view["height"] * 0.5
         page.mouse.move(x - 60, y - 40)
         page.mouse.down()
         for step in range(1, 21):
@@ -180,6 +303,11 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         page.mouse.up()
         painted = wait_for_volumes(page, lambda v: v[active] > shown[active] + 0.01)
         assert painted["complete tumor"] >= shown["complete tumor"]
+        with page.expect_download() as download:
+            page.locator("#download-labels").click()
+        edited, _ = io.read_image(Path(download.value.path()).rename(tmp_path / "edited_labels.nii.gz"))
+        changed_slices = np.unique(np.nonzero(edited != command_labels)[0])
+        assert list(changed_slices) == [k], f"the brush painted slices {list(changed_slices)}, not slice {k} alone"
 
         page.locator("#undo").click()
         undone = wait_for_volumes(page, lambda v: v[active] == shown[active])
@@ -195,9 +323,23 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         reference = mrml.read_volume_file(next(phantom_case.glob("*_t1ce.nii.gz")), scene)
         assert np.array_equal(mrml.labels_of(node, reference), command_labels)
 
-        with page.expect_download() as download:
-            page.locator("#download-preview").click()
-        assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # 1: Segment again asks first; kept, nothing runs; a run cancelled leaves the result as it was
+        page.locator("#segment").click()
+        page.locator("#confirm-resegment").wait_for(state="visible", timeout=10000)
+        page.locator("#resegment-no").click()
+        page.locator("#confirm-resegment").wait_for(state="hidden", timeout=10000)
+        assert page.locator("#cancel").is_hidden()
+        page.locator("#segment").click()
+        page.locator("#resegment-yes").click()
+        page.locator("#cancel").wait_for(state="visible", timeout=10000)
+        assert page.locator("#result").is_visible(), "the result went at the start of the new run"
+        page.locator("#cancel").click()
+        page.wait_for_function("() => document.querySelector('#progress-message')?.innerText.startsWith('cancelled')",
+                               timeout=120000)
+        time.sleep(1)  # an edit-settle timer of the old result would fire now (issue 25's AttributeError)
+        assert page.locator("#result").is_visible()
+        assert_same_volumes(page_volumes(page), expected)
+        page.close()
 
 
 def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_case, tmp_path):
@@ -228,6 +370,7 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
         page.wait_for_function("() => document.querySelector('#case-error')?.innerText.includes('truncated')",
                                timeout=60000)
         message = page.locator("#case-error").inner_text()
+        assert str(temporary) not in message and "braintumorcnn-serve" not in message, message
         command_error = subprocess.run(command("segment", str(truncated), "--output", str(tmp_path / "out")),
                                        capture_output=True, text=True).stderr
         # the same reader's words: the file's name, "truncated: N of the M bytes its header announces"
@@ -239,10 +382,24 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
         page.wait_for_function("() => document.querySelector('#plan')?.innerText.includes('FLAIR')", timeout=60000)
         assert "Choose a file for FLAIR" in page.locator("#plan").inner_text()
 
+        # 5: a text file sent as a FLAIR: named as sent, in plain words, without SimpleITK's nor the server's
+        text_flair = tmp_path / "_flair.nii.gz"
+        text_flair.write_text("not an image\n")
+        page.locator("input[type=file]").first.set_input_files(
+            [str(p) for p in sorted(phantom_case.glob("*.nii.gz")) if "_flair" not in p.name and "_seg." not in p.name]
+            + [str(text_flair)])
+        page.wait_for_function("() => document.querySelector('#plan')?.innerText.includes('_flair.nii.gz')",
+                               timeout=60000)
+        for shown in (page.locator("#plan").inner_text(), page.locator("#case-error").inner_text()
+                      if page.locator("#case-error").is_visible() else ""):
+            assert str(temporary) not in shown and "sitk" not in shown and "ImageIO" not in shown, shown
+        assert "_flair.nii.gz: not a readable NIfTI image" in page.locator("#plan").inner_text()
+
         # the uploads lie in one private folder, which closing the page deletes
         (private,) = temporary.glob("braintumorcnn-serve-*")
         assert stat.S_IMODE(private.stat().st_mode) == 0o700
-        assert sorted(p.name for p in private.iterdir()) == ["upload-1", "upload-2"]
+        # 7: each upload named after its files (a second of the same case told apart by its number)
+        assert sorted(p.name for p in private.iterdir()) == [phantom_case.name, f"{phantom_case.name}-2", "upload"]
         page.close()
         deadline = time.time() + 30
         while private.exists() and time.time() < deadline:
@@ -333,13 +490,13 @@ def test_each_browser_session_has_its_own_process(browser, phantom_case, tmp_pat
             urllib.request.urlopen(url, timeout=60)
         assert full.value.code == 503 and b"all 2 sessions are in use (--max-sessions 2" in full.value.read()
 
-        upload_case(pages[0], phantom_case, "upload-1")
+        upload_case(pages[0], phantom_case, phantom_case.name)
         (uploads,) = temporary.glob("braintumorcnn-serve-*")
         pages[0].close()
         wait_until_gone([processes[0], uploads])  # the process exits, its uploads are deleted
         assert processes[1].exists()
 
-        upload_case(pages[1], phantom_case, "upload-1")  # the other session works on, in its own folder
+        upload_case(pages[1], phantom_case, phantom_case.name)  # the other session works on, in its own folder
         assert len(list(temporary.glob("braintumorcnn-serve-*"))) == 1
         assert pages[1].locator("#case-error").is_hidden()
 
@@ -365,3 +522,13 @@ def test_real_case_volumes_match_the_command(browser, shared_data, tmp_path):
         print(f"{case.name}: segment command {command_s:.1f} s, page from click to volumes {page_s:.1f} s")
         assert_same_volumes(page_volumes(page), expected)
         assert page_s <= command_s + ALLOWED_EXTRA_S
+
+
+def test_the_servers_printed_no_traceback():
+    """Runs last: nothing the servers of the tests above printed is a traceback or an exception (a change
+    callback's, a timer's after a cancelled run...)."""
+    if not SERVER_LOG:
+        pytest.skip("no browser test ran in this session")
+    bad = [line.rstrip() for line in SERVER_LOG
+           if re.search(r"Traceback|Exception|exception ignored|Error:|AttributeError|TypeError", line)]
+    assert not bad, "the server printed:\n" + "\n".join(bad[:40])
