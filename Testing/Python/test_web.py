@@ -464,8 +464,9 @@ def wait_until_gone(paths: List[Path], timeout_s: float = 30) -> None:
 
 def upload_case(page, case: Path, name: str) -> None:
     page.locator("input[type=file]").first.set_input_files([str(p) for p in sorted(case.glob("*.nii.gz"))])
-    page.wait_for_function(f"() => document.querySelector('#progress-message')?.innerText.startsWith('{name}:')",
-                           timeout=120000)
+    page.wait_for_function(f"() => document.querySelector('#progress-message')?.innerText.startsWith('{name}:') && "
+                           "window.trame.state.get('candidates')?.[0]?.value.includes('braintumorcnn-serve-')",
+                           timeout=120000)  # the upload's files, not those of a --case of the same name
 
 
 def test_each_browser_session_has_its_own_process(browser, phantom_case, tmp_path):

@@ -4,6 +4,7 @@ sequences by the readers' name rules (io.modality_of) and changeable; read by ru
 `braintumorcnn segment` reads them (running/cases.py), so a bad file gets the command line's message."""
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -191,14 +192,20 @@ def _without_library_detail(message: str) -> str:
 
 
 def upload_name(names: Sequence[str]) -> str:
-    """The name of an uploaded case, from its files' names: their shared start (`BraTS2021_00000` for
-    `BraTS2021_00000_t1.nii.gz`...; a zip's own name), reduced to plain characters; "upload" when they
-    share none."""
-    stems = [io.image_stem(safe_file_name(n)) if not n.lower().endswith(".zip") else Path(safe_file_name(n)).stem
-             for n in names]
-    shared = io.common_stem(stems) if len(stems) > 1 else (stems[0] if stems else "")
-    if len(stems) == 1 and io.modality_of(shared + ".nii.gz") not in (None, "truth"):
-        shared = re.sub(r"[_.\-\s]*[^_.\-\s]+$", "", shared)  # one sequence's file: its case's part of the name
+    """The name of an uploaded case, from its files' names: what they share once each file's sequence
+    word is left off (`BraTS2021_00000` for `BraTS2021_00000_t1.nii.gz`...; a zip's own name), in plain
+    characters; "upload" when they share nothing."""
+    stems = []
+    for name in names:
+        safe = safe_file_name(name)
+        if safe.lower().endswith(".zip"):
+            stems.append(Path(safe).stem)
+            continue
+        stem = io.image_stem(safe)
+        if io.modality_of(safe) is not None:  # a sequence's or the truth's word ends the name
+            stem = re.sub(r"[_.\-\s]*[^_.\-\s]+$", "", stem)
+        stems.append(stem)
+    shared = os.path.commonprefix(stems) if stems else ""
     return shared.strip("_-. ") or "upload"
 
 
