@@ -111,3 +111,25 @@ def test_device_cuda_runs_on_the_gpu_or_says_why_it_was_skipped(tmp_path, capsys
         assert "CUDA is not available" in report["skipped"] and "models" not in report
         assert bench.main(_parse(["--device", "cuda"])) == 0
         assert capsys.readouterr().out.startswith("bench --device cuda skipped: device 'cuda' was requested")
+
+
+def test_training_bench_times_every_route_and_the_sampler(tmp_path, capsys):
+    """`bench --training`: one row per model and route, with a ratio to the route before issue 24, and
+    the sampler drawing from the given cases; the routes compute the same step (one float32 loss each)."""
+    from conftest import write_synthetic_case
+    from BrainTumorCNNLib.frontends import bench_training
+
+    case = write_synthetic_case(tmp_path, shape=(12, 64, 64))
+    args = _parse(["--training", "--models", "TwoPathCNN", "--steps", "1", "--batch-size", "2", "--window", "4",
+                   "--cases", str(case)])
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    routes = {" ".join(line.split()[1:-3]): line.split()[-3:] for line in lines if line.startswith("TwoPathCNN ")}
+    assert sorted(routes) == sorted(bench_training.ROUTES)
+    for seconds, per_second, ratio in routes.values():
+        assert float(seconds) > 0 and float(per_second) > 0 and float(ratio.rstrip("x")) > 0
+    sampler = next(line.split() for line in lines if line.startswith("sampler alone"))
+    assert float(sampler[3]) > 0 and float(sampler[4]) > 0
+    x = torch.randn(2, 4, 36, 36).contiguous(memory_format=torch.channels_last)
+    before, after = (bench_training.build("TwoPathCNN", r).eval() for r in ("float32, before", "float32"))
+    assert torch.allclose(before(x), after(x), atol=1e-5)

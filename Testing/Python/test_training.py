@@ -137,6 +137,26 @@ def test_a_run_cut_at_every_step_ends_with_the_weights_of_an_uninterrupted_run(s
     assert [int(r["step"]) for r in rows[0]] == [3, 6, 9] and rows[0][0]["train_dice_complete"]
 
 
+def test_sigterm_stops_a_run_with_a_checkpoint_that_resumes(synthetic_cases, tmp_path):
+    import signal
+    import threading
+    config = tiny_config(synthetic_cases, batches_per_epoch=4)
+    import time
+
+    def terminate_once_caught():  # as soon as the run has put its handler in place
+        while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_caught, daemon=True).start()
+    stopped = training.train(config, tmp_path / "r", progress=False)
+    assert stopped["stopped"] == "deadline" and 0 < stopped["global_step"] < 12
+    assert (tmp_path / "r" / "checkpoint.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    finished = training.train(config, tmp_path / "r", progress=False)
+    assert finished["stopped"] is None and finished["global_step"] == 12
+
+
 def test_bfloat16_training_learns_and_keeps_float32_weights(synthetic_cases, tmp_path):
     summary = training.train(tiny_config(synthetic_cases, precision="bfloat16"), tmp_path / "r", progress=False)
     trained = load_file(str(tmp_path / "r" / "last.safetensors"))

@@ -64,6 +64,7 @@ from ..reading.geometry import Geometry, to_image
 from ..running import inference, pipeline
 from ..running.cases import read_case
 from ..synthetic import phantom
+from . import bench_training
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
 SHAPE = (155, 240, 240)  # Z, Y, X
@@ -226,32 +227,8 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))
     row["patch_pixels_timed"] = min(args.patch_pixels, int(mask.sum()))
     row["dense_over_patch"] = row["patch_s"] / row["dense_fast_s"]
-    if args.training:
-        row["train_patches_per_s"] = measure_throughput(name, num_classes=args.num_classes)
     row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
     return row
-
-
-def measure_throughput(model_name: str = "TwoPathCNN", batch_size: int = 128, output_size: int = 1,
-                       steps: int = 3, num_classes: int = 4) -> float:
-    """Phase-1 training throughput (patches per second) on random patches."""
-    from ..learning.training import TrainingConfig, window_loss
-
-    config = TrainingConfig(model=model_name, num_classes=num_classes)
-    model = registry.get(model_name).build(num_classes)
-    rf = model.receptive_field
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.5)
-    x = torch.randn(batch_size, 4, rf + output_size - 1, rf + output_size - 1)
-    y = torch.randint(0, num_classes, (batch_size, output_size, output_size))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        loss = window_loss(model(x), y, True, num_classes)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times[1:]))
 
 
 def run_child(name: str, argv: List[str]) -> Dict[str, object]:
@@ -279,11 +256,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--skip-direct", action="store_true", help="do not time dense-direct (the slowest)")
     parser.add_argument("--training", action="store_true",
-                        help="also measure phase-1 training throughput (patches/s, measure_throughput)")
+                        help="instead, time a training step route by route and the sampler (bench_training)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every model in this process (peak memory is then the maximum so far)")
     parser.add_argument("--skip-preparation", action="store_true",
                         help="do not time the preparation of scanner input (skull check, brain extraction, registration)")
+    bench_training.configure(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     # a model's own process gets the volume preprocessed once by the parent, not the case
     parser.add_argument("--preprocessed", help=argparse.SUPPRESS)
@@ -293,7 +271,6 @@ def _child_argv(args: argparse.Namespace, preprocessed: Path) -> List[str]:
     argv = ["--slices", str(args.slices), "--direct-slices", str(args.direct_slices), "--patch-pixels", str(args.patch_pixels), "--repeats", str(args.repeats),
             "--num-classes", str(args.num_classes), "--device", args.device]
     argv += ["--skip-direct"] if args.skip_direct else []
-    argv += ["--training"] if args.training else []
     return argv + ["--preprocessed", str(preprocessed)]
 
 
@@ -307,6 +284,8 @@ def cuda_missing(device: str) -> Optional[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.training:
+        return bench_training.main(args)
     for name in args.models:
         registry.get(name)  # unknown names fail before any work
     skipped = cuda_missing(args.device)
@@ -401,10 +380,6 @@ def format_table(report: dict) -> str:
                      f"{fmt(r.get('case_s'), '10.1f')} | "
                      f"{fmt(r['patch_s'], '16.0f')} | {fmt(r['dense_over_patch'], '10.0f')}x | "
                      f"{fmt(r['peak_rss_gib'], '12.2f')} |")
-    if any("train_patches_per_s" in r for r in report["models"].values()):
-        lines.append("")
-        lines += [f"{name}: phase-1 training {fmt(r.get('train_patches_per_s'), '.0f')} patches/s"
-                  for name, r in report["models"].items()]
     return "\n".join(lines)
 
 

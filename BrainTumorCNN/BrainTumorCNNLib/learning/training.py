@@ -23,7 +23,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -286,7 +288,8 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
     """Train (or resume) in `run_dir`; returns the summary written to `run_dir/summary.json`.
 
     `deadline` (a `time.time()` value): after the first step past it the run stops with a checkpoint
-    (summary "stopped": "deadline"); the same call continues it."""
+    (summary "stopped": "deadline"); the same call continues it.  SIGTERM or SIGINT (Ctrl-C) stops it
+    the same way."""
     rank, world = _world()
     device = training_device(config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -358,9 +361,11 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
                         "augment_rng": generator.get_state()}, tmp)
 
     def past_deadline() -> bool:
-        late = deadline is not None and time.time() >= deadline
+        late = deadline is not None and time.time() >= deadline or bool(interrupted)
         return _from_rank0(late) if world > 1 else late
 
+    interrupted: List[int] = []  # SIGTERM / SIGINT: stop at the end of the step, as at the deadline
+    handlers = _catch_signals(interrupted)
     try:
         for epoch in range(state["epoch"], total_epochs):
             phase = 1 if epoch < config.phase1_epochs else 2
@@ -422,6 +427,8 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
                 return _stopped(run_dir, state, config, rank, progress)
     finally:
         batches.close()
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
     summary = dict(state, model=config.model, run_dir=str(run_dir), stopped=None)
     for key in ("losses", "tally", "sampler"):
         summary.pop(key)
@@ -429,6 +436,17 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         plots.plot_run(run_dir)
     return summary
+
+
+def _catch_signals(caught: List[int]) -> dict:
+    """Record SIGTERM and SIGINT in `caught` instead of dying mid-step (main thread only); returns the
+    handlers to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous[number] = signal.signal(number, lambda signum, frame: caught.append(signum))
+    return previous
 
 
 def _end_epoch(model, config, state, run_dir, val_cases, device, epoch, phase, rate, momentum, losses, tally,

@@ -35,14 +35,41 @@ class MaxoutConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         n, _, h, w = y.shape
-        # maxima of the strided piece views keep a channels-last layout (a reduction over a view returns
-        # the default layout, and pooling and convolution then run several times slower); amax's backward
-        # was the costliest part of a training step
-        out = y[:, 0::self.pieces]
-        for k in range(1, self.pieces):
-            out = torch.maximum(out, y[:, k::self.pieces])
-        y = out
+        y = _Maxout.apply(y, self.pieces)
         return F.max_pool2d(y, self.pool, stride=1) if self.pool > 1 else y
+
+
+class _Maxout(torch.autograd.Function):
+    """Maximum over the `pieces` consecutive channels of each map, keeping the input's memory layout.
+
+    Why not `amax` over a (n, C, K, h, w) view: the reduction returns the default layout (pooling and
+    the next convolution then run several times slower on channels-last tensors) and its backward,
+    which splits ties, was the costliest part of a training step.  Here the winning piece (the first
+    on ties) is kept as bytes and the gradient is written straight into its strided channels."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, pieces: int) -> torch.Tensor:
+        best = y[:, 0::pieces]
+        winner = torch.zeros(best.shape, dtype=torch.uint8, device=y.device)
+        for k in range(1, pieces):
+            piece = y[:, k::pieces]
+            better = piece > best
+            best = torch.where(better, piece, best)
+            winner.masked_fill_(better, k)
+        ctx.save_for_backward(winner)
+        ctx.pieces = pieces
+        return best
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (winner,) = ctx.saved_tensors
+        k_all = ctx.pieces
+        n, c, h, w = grad.shape
+        layout = torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((n, c * k_all, h, w), dtype=grad.dtype, device=grad.device, memory_format=layout)
+        for k in range(k_all):
+            torch.mul(grad, winner == k, out=out[:, k::k_all])
+        return out, None
 
 
 class OutputConv(nn.Conv2d):
