@@ -49,13 +49,13 @@ class _Maxout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, pieces: int) -> torch.Tensor:
-        best = y[:, 0::pieces]
-        winner = torch.zeros(best.shape, dtype=torch.uint8, device=y.device)
+        best, winner = y[:, 0::pieces], None
         for k in range(1, pieces):
             piece = y[:, k::pieces]
-            better = piece > best
-            best = torch.where(better, piece, best)
-            winner.masked_fill_(better, k)
+            if ctx.needs_input_grad[0]:  # the winners only matter to a gradient (not in a frozen network)
+                better = piece > best
+                winner = better.to(torch.uint8) if winner is None else winner.masked_fill_(better, k)
+            best = torch.maximum(best, piece)
         ctx.save_for_backward(winner)
         ctx.pieces = pieces
         return best
