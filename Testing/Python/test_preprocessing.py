@@ -150,6 +150,10 @@ def test_n4_on_the_sequences_a_model_asks_for():
     card = {"training": {"config": {"preprocessing": {"n4_sequences": ["T1", "T1c", "T2", "FLAIR"]}}}}
     assert PreprocessingConfig.of_model(card).n4_sequences == ("T1", "T1c", "T2", "FLAIR")
     assert PreprocessingConfig.of_model({}).n4_sequences == ("T1", "T1c")
+    # a training run's own card (best / last.safetensors) holds its config at the top
+    run_card = {"config": {"preprocessing": {"n4_sequences": ["T1", "T1c", "T2", "FLAIR"], "statistics": "median-iqr"}}}
+    assert PreprocessingConfig.of_model(run_card) == PreprocessingConfig(n4_sequences=("T1", "T1c", "T2", "FLAIR"),
+                                                                         statistics="median-iqr")
 
 
 def test_n4_also_works_on_negative_intensities_and_single_slices():

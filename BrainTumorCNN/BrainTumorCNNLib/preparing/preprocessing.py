@@ -56,8 +56,10 @@ class PreprocessingConfig:
     @classmethod
     def of_model(cls, card: dict, base: Optional["PreprocessingConfig"] = None) -> "PreprocessingConfig":
         """`base` (default: the defaults) with the normalisation and the N4-corrected sequences the model
-        was trained with (its card's training config; older cards: the paper's mean and sd, T1 and T1c)."""
-        trained = card.get("training", {}).get("config", {}).get("preprocessing", {})
+        was trained with (its card's training config: under "training" in a shipped card, at the top in a
+        training run's; older cards: the paper's mean and sd, T1 and T1c)."""
+        config = card.get("training", {}).get("config") or card.get("config") or {}
+        trained = config.get("preprocessing", {})
         return replace(base or cls(), statistics=trained.get("statistics", "mean-sd"),
                        n4_sequences=tuple(trained.get("n4_sequences", ("T1", "T1c"))))
 
