@@ -215,6 +215,7 @@ def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, 
             pred = []
             for z0 in range(0, len(zs), 4):
                 x = torch.from_numpy(np.ascontiguousarray(crop[:, z0:z0 + 4].transpose(1, 0, 2, 3)))
+                x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, precision):
                     pred.append(values[model(x.to(device, torch.float32)).argmax(1).cpu()])
             pred = torch.cat(pred).numpy()

@@ -73,13 +73,18 @@ class _Maxout(torch.autograd.Function):
 
 
 class OutputConv(nn.Conv2d):
-    """The 21x21 output convolution; `spectral = True` computes it through FFT (training sets it: the
-    same values, several times faster on the CPU, see `spectral`)."""
+    """The 21x21 output convolution; with `spectral = True` (training sets it) it is computed through FFT in
+    training mode: the same values, several times faster forward and backward on a training batch's small
+    windows (see `spectral`).  Evaluation (validation, a cascade's frozen first network) stays direct: on
+    whole slices the kernels' spectra at the slice's size cost more than they save without a cache
+    (`fastconv` caches them for inference)."""
 
     spectral = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return spectral.conv2d(x, self.weight, self.bias) if self.spectral else super().forward(x)
+        if self.spectral and self.training:
+            return spectral.conv2d(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 class LocalPath(nn.Module):
