@@ -286,8 +286,11 @@ class WebApp:
             self.state.background = "T1c"
         self.views.show_case(case, self.session.volume_nodes)
 
-    async def upload_chunk(self, files: list) -> None:
-        """trame-slicer's chunk loader sends the files in chunks, then an empty list."""
+    def upload_chunk(self, files: list) -> None:
+        """trame-slicer's chunk loader sends the files in chunks, then an empty list.  The last call stores
+        the upload and returns: the case is read on the event loop, as a picked case is, not inside the call.
+        wslink handles a page's calls one after the other and answers each when it returns, so a call held
+        for the reading would keep the page's close unnoticed and be answered on its closed connection."""
         from trame.app.file_upload import ClientFile
 
         if files:
@@ -306,7 +309,7 @@ class WebApp:
             return
         with self.state:
             self.state.case_path = None
-        await self.show_case_files(found)
+        asyncio.ensure_future(self.show_case_files(found))
 
     # ------------------------------------------------------------------ segmenting
     def segment(self) -> None:
