@@ -126,6 +126,17 @@ def brain_surface(images: np.ndarray, geometry: Geometry):
     return normals.GetOutput()
 
 
+def translucency_ready(view) -> None:
+    """Let a 3-D view draw translucent surfaces (the brain's).  trame-slicer's 3-D view sorts them by depth
+    peeling in a window of 8 samples a pixel, and there (offscreen, EGL) the brain's surface was not drawn
+    at all; depth peeling wants alpha bit planes and no multisampling (vtkRenderer's UseDepthPeeling),
+    which the window gets here."""
+    window = view.render_window()
+    if window.GetMultiSamples() or not window.GetAlphaBitPlanes():
+        window.SetMultiSamples(0)
+        window.SetAlphaBitPlanes(1)
+
+
 class Views:
     """The session's slice and 3-D views: what their overlays show (`view_info` in the page's state),
     window / level, slice moves, the brain surface."""
@@ -183,10 +194,13 @@ class Views:
         node.SetAndObservePolyData(brain_surface(self.case.images, self.case.geometry))
         node.CreateDefaultDisplayNodes()
         display = node.GetDisplayNode()
+        display.SetScalarVisibility(False)  # one colour (with scalars on, an empty lookup table: VTK errors)
         display.SetColor(*SURFACE_COLOR)
         display.SetOpacity(SURFACE_OPACITY)
         display.SetVisibility2D(False)
         self.surface_node = node
+        for view in self.slicer_app.view_manager.get_threed_views():
+            translucency_ready(view)
 
     # ------------------------------------------------------------------ a result
     def show_tumor(self, labels: np.ndarray) -> None:
