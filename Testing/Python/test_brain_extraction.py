@@ -25,7 +25,7 @@ from conftest import write_synthetic_case
 
 needs_deepbet = pytest.mark.skipif(importlib.util.find_spec("deepbet") is None,
                                    reason="deepbet is not installed (pip install 'braintumorcnn[prep]')")
-CASE = "brats2021/BraTS2021_00000"  # one the default model segments well (README, Models)
+CASE = "brats2021/BraTS2021_00000"  # one the default model segments well (docs/accuracy.md)
 SLAB = 6  # slices either side of the tumor's centre that the segmentation test segments
 
 
@@ -64,7 +64,7 @@ def test_brain_of_the_head_atlas_matches_its_expert_mask(atlas):
 def test_extraction_keeps_the_tumor_and_changes_its_segmentation_little(case):
     """Extraction forced on a skull-stripped case keeps >= 99 % of the tumor, and
     the segmentation of a slab through the tumor loses at most 0.02 Dice per
-    region (the whole case: README, Inputs from the scanner)."""
+    region (the whole case: docs/inputs.md, Brain extraction)."""
     extracted, report = brain_extraction.prepare(case.images, case.geometry, "on", device="cpu")
     tumor = case.truth > 0
     kept = np.sum(tumor & (extracted[MODALITIES.index("T1")] != 0)) / tumor.sum()

@@ -142,7 +142,7 @@ def test_a_misaligned_scanner_study_segments_as_well_as_its_brats_files(shared_d
     on a 2-core CPU): the real case as four DICOM series, T1, T2 and FLAIR moved and
     each on its own grid (T2 an oblique slab), `segment STUDY`; Dice against the
     expert truth within 0.03 of the same case segmented from its BraTS files.
-    (Thick slices lose more: see README, Inputs from the scanner.)"""
+    (Thick slices lose more: see docs/inputs.md.)"""
     motions = {"T1": ((2, -3, 3), (3, -4, 2), (1.0, 1.0, 1.2), (0, 0, 0)),
                "T2": ((-8, 12, -15), (-18, 10, -6), (0.9, 0.9, 1.5), (20, 0, 10)),
                "FLAIR": ((10, -5, 12), (15, -12, 8), (1.0, 1.0, 1.0), (0, 0, 0))}

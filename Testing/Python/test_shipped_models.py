@@ -55,7 +55,7 @@ def test_the_floor_refuses_an_untrained_model(tumor_slices):
 
 
 def test_bfloat16_agrees_with_float32_on_a_real_case(tumor_slices):
-    """The precision option's bound (README "Speed"): labels equal on >= 99.9 % of the brain voxels and
+    """The precision option's bound (docs/speed.md): labels equal on >= 99.9 % of the brain voxels and
     Dice between the two label maps >= 0.995 per region, with the default model on the tumor slices."""
     pre, _, zs = tumor_slices
     model, _ = weights.load(registry.default_model())

