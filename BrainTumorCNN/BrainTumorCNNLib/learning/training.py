@@ -338,6 +338,8 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
         if "torch_rng" in saved:  # checkpoints before exact resumption hold no random states
             torch.set_rng_state(saved["torch_rng"])
             generator.set_state(saved["augment_rng"])
+        if "cuda_rng" in saved and device.type == "cuda":  # dropout draws from the GPU's generator there
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         if state["sampler"]:
             batches.restore(state["sampler"])
     else:
@@ -356,10 +358,12 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
 
     def save_checkpoint(phase: int) -> None:
         state["sampler"] = batches.state()
+        randomness = {"torch_rng": torch.get_rng_state(), "augment_rng": generator.get_state()}
+        if device.type == "cuda":
+            randomness["cuda_rng"] = torch.cuda.get_rng_state(device)
         with atomic_path(checkpoint_path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase,
-                        "state": json.dumps(state), "torch_rng": torch.get_rng_state(),
-                        "augment_rng": generator.get_state()}, tmp)
+                        "state": json.dumps(state), **randomness}, tmp)
 
     def past_deadline() -> bool:
         late = deadline is not None and time.time() >= deadline or bool(interrupted)
