@@ -66,7 +66,8 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
     if result.extraction.mode != "off":
         print(f"  {result.extraction.summary()}", flush=True)
     delivered.row = metrics_row(name, result.labels, case) if case.truth is not None else None
-    title = preview_title(name, result.model_name, dice_of(delivered.row, case.scheme.regions))
+    title = preview_title(name, result.model_name,
+                          dice_of(delivered.row, case.scheme.regions) if delivered.row else None)  # no truth: no scheme
     segmentation = None
     if dicom_reference is not None:
         try:
