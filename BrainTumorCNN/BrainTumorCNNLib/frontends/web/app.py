@@ -18,7 +18,8 @@ from ...writing import outputs
 from . import ui
 from .logic import cases, downloads, job
 from .logic.views import PRESETS, Views, four_up_layout
-from .logic.security import MAX_UPLOAD_BYTES, OneSession, ReadableRoots, access_key_middleware
+from .logic.security import (MAX_UPLOAD_BYTES, OneSession, ReadableRoots, access_key_middleware,
+                             drop_replies_to_closed_pages)
 from .logic.session import Session
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class WebApp:
         self.state.trame__title = "BrainTumorCNN"
         self.one_session = OneSession(on_start=self.start_session, on_end=self.end_session)
         self.ctrl.on_server_bind.add(self._add_middlewares)
+        self.ctrl.on_server_ready.add(lambda **_: drop_replies_to_closed_pages(asyncio.get_event_loop()))
         self.reset_state()
 
     # ------------------------------------------------------------------ life cycle

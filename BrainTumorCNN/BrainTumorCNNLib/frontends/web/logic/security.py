@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import os
 import re
 import tempfile
@@ -16,6 +17,8 @@ from typing import Callable, Iterable, Optional, Tuple
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Largest upload of one case, all files together (bytes): a BraTS case is 10-40 MB compressed, 140 MB raw.
 MAX_UPLOAD_BYTES = 400 * 2 ** 20
+log = logging.getLogger(__name__)
+
 KEY_PARAMETER = "key"  # ?key=... in the address, then a cookie
 KEY_COOKIE = "braintumorcnn_key"
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -135,3 +138,17 @@ class OneSession:
                     self.on_end()
 
         return one_session
+
+
+def drop_replies_to_closed_pages(loop: asyncio.AbstractEventLoop) -> None:
+    """wslink sends replies and state pushes in tasks that nothing awaits: one still writing when its page
+    closes fails with a connection reset, which asyncio would print as an unretrieved task's traceback.
+    Such a reply has no reader; it is dropped with a log line.  Every other error still reaches asyncio's
+    own handler."""
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), ConnectionResetError):
+            log.info("a reply to a page that had closed was dropped")
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
