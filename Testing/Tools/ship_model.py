@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from BrainTumorCNNLib.learning import crossval
 from BrainTumorCNNLib.network import registry, weights
 from BrainTumorCNNLib.running import pipeline
 from BrainTumorCNNLib.running.cases import read_case
@@ -63,14 +64,6 @@ def machine(run: Path) -> str:
     return f"{os.cpu_count()} CPU cores (no GPU)"
 
 
-def crossval_rows(run: Path) -> list:
-    """Held-out per-case rows of a cross-validation run, numbers as numbers."""
-    with (run / "per_case.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["case"] != "mean"]
-    return [{k: (v if k in ("case", "release", "twin_trained") else (float(v) if v not in ("", None) else None))
-             for k, v in r.items()} for r in rows]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -94,7 +87,7 @@ def main(argv=None) -> int:
     extra = score(args.name, source, args.extra) if args.extra else []
     left_out = []  # held-out cases whose fold trained on the same patient: listed, not averaged
     if args.crossval:
-        validation = crossval_rows(args.crossval)
+        validation = crossval.held_out_rows(args.crossval)
         left_out = [r for r in validation if r.get("twin_trained")]
         validation = [r for r in validation if not r.get("twin_trained")]
         summary = json.loads((args.crossval / "summary.json").read_text())

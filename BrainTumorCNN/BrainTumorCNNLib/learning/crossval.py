@@ -300,6 +300,13 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def held_out_rows(run_dir: Path) -> List[dict]:
+    """The run's per-case table (per_case.csv), numbers as numbers (None where a region has no truth)."""
+    text = ("case", "release", "twin_trained")
+    return [{k: (v if k in text else (float(v) if v not in ("", None) else None)) for k, v in row.items()}
+            for row in _read_rows(Path(run_dir) / "per_case.csv") if row["case"] != "mean"]
+
+
 def _save_npz(path: Path, **arrays) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)

@@ -155,6 +155,9 @@ def _world() -> tuple:
 
 def build_model(config: TrainingConfig) -> nn.Module:
     spec = registry.get(config.model)
+    if issubclass(spec.cls, networks.EnsembleCNN):
+        raise ValueError(f"{config.model} is not trained: it is assembled from the folds of a cross-validation "
+                         "run (braintumorcnn ensemble RUN_DIR)")
     model = spec.build(config.num_classes, pieces=config.pieces, dropout=config.dropout)
     if isinstance(model, networks.CascadeCNN):
         if not config.first_weights:

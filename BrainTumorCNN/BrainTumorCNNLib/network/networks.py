@@ -182,6 +182,25 @@ class AverageCNN(nn.Module):
         return torch.logsumexp(both, dim=0) - math.log(2.0)
 
 
+class EnsembleCNN(nn.Module):
+    """Mean of the probabilities of several TwoPathCNNs, each trained on other cases (the folds of a
+    cross-validation run, as nnU-Net ships its folds): learning.ensemble assembles it, it is not trained."""
+
+    receptive_field = TwoPathCNN.receptive_field
+
+    def __init__(self, in_channels: int = 4, num_classes: int = 5, pieces: int = 2, dropout: float = 0.0,
+                 members: int = 4):
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"an ensemble needs at least one member, not {members}")
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.members = nn.ModuleList(TwoPathCNN(in_channels, num_classes, pieces, dropout) for _ in range(members))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        each = torch.stack([member(x) for member in self.members])
+        return torch.logsumexp(each, dim=0) - math.log(len(self.members))
+
+
 class CascadeCNN(nn.Module):
     """A frozen TwoPathCNN (`first`) whose probability maps feed a second TwoPathCNN.
 

@@ -50,6 +50,10 @@ class ModelSpec:
     def build(self, num_classes: int, in_channels: int = 4, **kwargs) -> nn.Module:
         return self.cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
 
+    def card_arguments(self, card: dict) -> dict:
+        """What building the network of a weights file needs beyond its classes: an ensemble's members."""
+        return {"members": len(card["members"])} if issubclass(self.cls, networks.EnsembleCNN) else {}
+
 
 MODELS: Dict[str, ModelSpec] = {
     s.name: s
@@ -62,6 +66,8 @@ MODELS: Dict[str, ModelSpec] = {
         ModelSpec("InputCascadeCNN", networks.InputCascadeCNN, True, "TwoPathCNN maps fed to the input"),
         ModelSpec("LocalCascadeCNN", networks.LocalCascadeCNN, True, "TwoPathCNN maps fed to the local path"),
         ModelSpec("MFCascadeCNN", networks.MFCascadeCNN, True, "TwoPathCNN maps fed before the output"),
+        ModelSpec("EnsembleCNN", networks.EnsembleCNN, True,
+                  "Mean probabilities of the TwoPathCNNs of a cross-validation run's folds"),
     )
 }
 

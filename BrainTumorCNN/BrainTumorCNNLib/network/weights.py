@@ -64,7 +64,12 @@ def load(model_name: str, weights_path: Optional[Union[str, Path]] = None,
         state = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types
         raise WeightsError(f"{weights_path} is not a valid safetensors file ({exc})") from None
-    model = spec.build(num_classes=int(card["num_classes"]), in_channels=int(card.get("in_channels", 4)))
+    try:
+        arguments = spec.card_arguments(card)
+    except (KeyError, TypeError):
+        raise WeightsError(f"{card_path} does not describe a {model_name} (its members are missing)") from None
+    model = spec.build(num_classes=int(card["num_classes"]), in_channels=int(card.get("in_channels", 4)),
+                       **arguments)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -108,7 +108,11 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
 def activation_bytes_per_pixel(model: nn.Module) -> int:
     """A conservative bound on the activation memory of one input pixel (bytes):
     every convolution's output counted as live at once, times two for FFT
-    spectra and the layout copies around them."""
+    spectra and the layout copies around them.  An ensemble's members run one after
+    another: one member's layers count, plus every member's output."""
+    members = getattr(model, "members", None)
+    if members is not None:
+        return activation_bytes_per_pixel(members[0]) + 4 * len(members) * int(model.num_classes)
     channels = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
     return 4 * 2 * channels + 4 * getattr(model, "in_channels", 4)
 

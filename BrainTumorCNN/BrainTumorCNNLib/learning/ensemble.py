@@ -1,0 +1,118 @@
+"""The fold models of a finished cross-validation run as one network, EnsembleCNN: the mean of their
+probabilities (nnU-Net ships its folds the same way).
+
+Its card carries the run's held-out scores, each case scored by the one member that never saw it (the
+run's per-case table: the ensemble itself was not scored, and every case the run trained on was seen by
+all but one member), and names for each member the cases it trained on and those it never saw; the
+cases no member saw (`never_seen_by_any_member`, e.g. BRATS 2012 cases, which are never trained on) are
+the only ones of the run on which the ensemble as a whole may be scored.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List
+
+import torch
+
+from ..network import networks, registry, weights
+from . import crossval
+
+NAME = "EnsembleCNN"
+MEMBER = "TwoPathCNN"
+REGIONS = ("complete", "core", "enhancing")
+METRICS = ("dice", "sensitivity", "specificity", "hd95")
+
+
+class EnsembleError(ValueError):
+    """A run that cannot make an ensemble: not cross-validated, unfinished, or with unlike members."""
+
+
+def assemble(run_dir: Path, output: Path) -> dict:
+    """Write `output/EnsembleCNN.safetensors` + `.json` from the folds of the cross-validation run
+    `run_dir`; returns the card.  Refuses a run whose folds are not all trained and scored."""
+    run_dir = Path(run_dir)
+    split_path, summary_path = run_dir / "folds.json", run_dir / "summary.json"
+    if not split_path.is_file():
+        raise EnsembleError(f"{run_dir} is not a cross-validation run (no folds.json)")
+    split = json.loads(split_path.read_text())
+    folds, cases = int(split["folds"]), sorted(split["cases"])
+    members, cards = [], []
+    for fold in range(folds):
+        fold_dir = run_dir / f"fold-{fold}"
+        config = _read(fold_dir / "config.json", f"fold {fold} was never started")
+        planned = int(config["phase1_epochs"]) + int(config["phase2_epochs"])
+        done = _read(fold_dir / "summary.json", f"fold {fold} has not finished training").get("epoch")
+        if done != planned:
+            raise EnsembleError(f"fold {fold} of {run_dir} stopped at epoch {done} of {planned}: finish it "
+                                "(the same crossval command continues it)")
+        if config["model"] != MEMBER:
+            raise EnsembleError(f"fold {fold} trained {config['model']}; an ensemble is made of {MEMBER}s")
+        model, card = weights.load(MEMBER, fold_dir / f"{config.get('keep', 'best')}.safetensors")
+        members.append(model)
+        cards.append(card)
+    summary = _read(summary_path, "its folds have not all been scored: run crossval to the end")
+    if summary.get("missing"):
+        raise EnsembleError(f"{run_dir}: held-out cases never scored: {', '.join(summary['missing'])}")
+    for card in cards[1:]:
+        for key, what in (("num_classes", "classes"), ("label_scheme", "label scheme")):
+            if card[key] != cards[0][key]:
+                raise EnsembleError(f"the folds of {run_dir} differ in their {what}")
+        if card["config"].get("preprocessing") != cards[0]["config"].get("preprocessing"):
+            raise EnsembleError(f"the folds of {run_dir} were trained on differently preprocessed cases")
+
+    ensemble = networks.EnsembleCNN(in_channels=members[0].in_channels, num_classes=members[0].num_classes,
+                                    members=folds)
+    with torch.no_grad():
+        for slot, member in zip(ensemble.members, members):
+            slot.load_state_dict(member.state_dict())
+    rows = crossval.held_out_rows(run_dir)
+    scored = [r for r in rows if not r.get("twin_trained")]
+    trained = [sorted(card["train_cases"]) for card in cards]
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    card = {
+        "description": registry.get(NAME).description,
+        "paper": "Havaei et al., Brain Tumor Segmentation with Deep Neural Networks, Medical Image Analysis 35 (2017)",
+        "label_scheme": cards[0]["label_scheme"],
+        "classes": cards[0]["classes"],
+        "receptive_field": networks.EnsembleCNN.receptive_field,
+        "members": [{"fold": fold, "architecture": MEMBER, "sha256": card["sha256"], "steps": card.get("steps"),
+                     "trained_on": names, "never_saw": sorted(set(cases) - set(names))}
+                    for fold, (card, names) in enumerate(zip(cards, trained))],
+        "never_seen_by_any_member": sorted(set(cases) - {n for names in trained for n in names}),
+        "training": {
+            "run": str(run_dir),
+            "wall_s": round(sum(float(card.get("training_wall_s") or 0.0) for card in cards), 1),
+            "config": cards[0]["config"],
+        },
+        "validation": {
+            "protocol": (f"{folds}-fold cross-validation by case (fold seed {split['seed']}): each case segmented "
+                         "whole through `braintumorcnn segment`'s pipeline by the member that never saw it; "
+                         "mean (sd) over the held-out cases. The ensemble itself is not scored here."),
+            "folds": folds,
+            "fold_seed": split["seed"],
+            "cases": [r["case"] for r in scored],
+            **{metric: {region: round(summary["scores"][key]["mean"], 4) for region in REGIONS
+                        if (key := f"{metric}_{region}") in summary["scores"]} for metric in METRICS},
+            "sd": {metric: {region: round(summary["scores"][key]["sd"], 4) for region in REGIONS
+                            if (key := f"{metric}_{region}") in summary["scores"]} for metric in METRICS},
+            "per_case": scored,
+            **({"left_out_same_patient_trained": [r for r in rows if r.get("twin_trained")]}
+               if len(scored) < len(rows) else {}),
+        },
+        "assembled": time.strftime("%Y-%m-%d"),
+    }
+    return weights.save(ensemble, NAME, output / f"{NAME}.safetensors", card)
+
+
+def member_names(card: dict) -> List[str]:
+    """One line per member: its fold and the cases it never saw."""
+    return [f"fold {m['fold']}: never saw {', '.join(m['never_saw'])}" for m in card["members"]]
+
+
+def _read(path: Path, why: str) -> dict:
+    if not path.is_file():
+        raise EnsembleError(f"{path} is missing: {why}")
+    return json.loads(path.read_text())

@@ -1,0 +1,112 @@
+"""EnsembleCNN: the mean of its members' probabilities, dense and fast as any registry model, assembled
+from a finished cross-validation run with a card naming what each member never saw."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from BrainTumorCNNLib.frontends import cli
+from BrainTumorCNNLib.learning import crossval, ensemble, training
+from BrainTumorCNNLib.network import networks, registry, weights
+from BrainTumorCNNLib.running import inference, pipeline
+from test_crossval import tiny
+from test_inference import brain_volume, lively
+
+
+def test_the_ensemble_gives_the_mean_of_its_members_probabilities_dense_and_fast():
+    model = networks.EnsembleCNN(num_classes=4, members=3)
+    for seed, member in enumerate(model.members):
+        lively(member, seed)
+    model.eval()
+    x = torch.randn(2, 4, 40, 37)
+    with torch.inference_mode():
+        mean = torch.stack([member(x).exp() for member in model.members]).mean(0)
+        torch.testing.assert_close(model(x).exp(), mean, atol=1e-6, rtol=0)
+    volume, mask = brain_volume(slices=1)
+    whole = inference.segment_volume(model, volume, mask, device="cpu", fast=True).probabilities
+    each = [inference.segment_volume(member, volume, mask, device="cpu", fast=False).probabilities
+            for member in model.members]
+    assert np.abs(each[0] - each[1]).max() > 0.05, "degenerate test: the members agree"
+    np.testing.assert_allclose(whole, np.mean(each, axis=0), atol=1e-4, rtol=0)
+    # members run one after another: the memory bound is one member's, not the sum
+    single = inference.activation_bytes_per_pixel(model.members[0])
+    assert single < inference.activation_bytes_per_pixel(model) < 2 * single
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 2-fold cross-validation of a tiny TwoPathCNN on four synthetic cases."""
+    from conftest import write_synthetic_case
+    root = tmp_path_factory.mktemp("ensemble")
+    cases = [write_synthetic_case(root / "cases", f"Synth_{i:03d}", seed=i) for i in range(4)]
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
+    crossval.run(cases, 2, root / "cv", tiny(cases, keep="last"), options, seed=0, progress=False)
+    return root / "cv", cases
+
+
+def test_a_finished_run_becomes_one_network_whose_card_says_what_each_member_never_saw(finished_run, tmp_path,
+                                                                                        monkeypatch, capsys):
+    run, cases = finished_run
+    models = tmp_path / "models"
+    assert cli.main(["ensemble", str(run), "--output", str(models)]) == 0
+    printed = capsys.readouterr().out
+    model, card = weights.load("EnsembleCNN", models / "EnsembleCNN.safetensors")
+    fold_of = json.loads((run / "folds.json").read_text())["cases"]
+    assert [m["fold"] for m in card["members"]] == [0, 1]
+    for member, slot in zip(card["members"], model.members):
+        held_out = sorted(name for name, fold in fold_of.items() if fold == member["fold"])
+        assert member["never_saw"] == held_out and f"fold {member['fold']}: never saw {', '.join(held_out)}" in printed
+        assert sorted(member["trained_on"]) == sorted(set(fold_of) - set(held_out))
+        fold_model, fold_card = weights.load("TwoPathCNN", run / f"fold-{member['fold']}" / "last.safetensors")
+        assert member["sha256"] == fold_card["sha256"]
+        for name, tensor in fold_model.state_dict().items():
+            assert torch.equal(slot.state_dict()[name], tensor), name
+    assert card["never_seen_by_any_member"] == []  # two folds: every case trained one member
+    summary = json.loads((run / "summary.json").read_text())
+    assert card["validation"]["folds"] == 2 and sorted(card["validation"]["cases"]) == sorted(fold_of)
+    assert card["validation"]["dice"]["complete"] == pytest.approx(summary["scores"]["dice_complete"]["mean"],
+                                                                   abs=1e-4)
+    assert card["training"]["config"]["preprocessing"] == json.loads(
+        (run / "fold-0" / "config.json").read_text())["preprocessing"]
+
+    # asked to, and only then, it replaces its earlier file
+    assert cli.main(["ensemble", str(run), "--output", str(models)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["ensemble", str(run), "--output", str(models), "--overwrite"]) == 0
+
+    # cross-validated figures rank it first among the shipped models; `segment` runs it
+    (models / "TwoPathCNN.json").write_text(json.dumps({"validation": {"dice": {"complete": 0.99}}}))
+    shutil.copy(run / "fold-0" / "last.safetensors", models / "TwoPathCNN.safetensors")
+    monkeypatch.setattr(registry, "MODELS_DIR", models)
+    assert registry.default_model() == "EnsembleCNN"
+    output = tmp_path / "segmented"
+    assert cli.main(["segment", str(cases[0]), "--output", str(output), "--device", "cpu", "--no-n4"]) == 0
+    assert "EnsembleCNN" in capsys.readouterr().out
+    assert any(output.rglob("*.nii.gz"))
+
+
+def test_an_unfinished_run_or_a_changed_member_is_refused(finished_run, tmp_path):
+    run, _ = finished_run
+    copy = tmp_path / "cv"
+    shutil.copytree(run, copy)
+    summary = copy / "fold-1" / "summary.json"
+    state = json.loads(summary.read_text())
+    summary.write_text(json.dumps(dict(state, epoch=state["epoch"] - 1)))
+    with pytest.raises(ensemble.EnsembleError, match="fold 1 .* stopped at epoch 1 of 2"):
+        ensemble.assemble(copy, tmp_path / "models")
+    summary.write_text(json.dumps(state))
+    weights_file = copy / "fold-0" / "last.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:-1] + b"\0")
+    with pytest.raises(weights.WeightsError, match="checksum"):
+        ensemble.assemble(copy, tmp_path / "models")
+    (copy / "summary.json").unlink()
+    shutil.copy(run / "fold-0" / "last.safetensors", weights_file)
+    with pytest.raises(ensemble.EnsembleError, match="summary.json is missing"):
+        ensemble.assemble(copy, tmp_path / "models")
+    assert not (tmp_path / "models" / "EnsembleCNN.safetensors").exists()
+    with pytest.raises(ValueError, match="assembled from the folds"):
+        training.build_model(training.TrainingConfig(model="EnsembleCNN"))
