@@ -61,6 +61,24 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert "registration of one sequence" in table and "brain extraction" in table
 
 
+def test_the_screened_run_takes_the_precision_asked_for(tmp_path, capsys, monkeypatch):
+    """`--precision bfloat16` times the whole screened volume as `segment --precision bfloat16` runs it."""
+    from conftest import write_synthetic_case
+
+    runs = []
+    real = bench.time_dense
+    monkeypatch.setattr(bench, "time_dense", lambda *a, **k: runs.append((a[7] if len(a) > 7 else k.get(
+        "precision", "float32"), k.get("screen_step", 1))) or real(*a, **k))
+    case = write_synthetic_case(tmp_path, shape=(8, 48, 48))
+    args = _parse(["--case", str(case), "--models", "TwoPathCNN", "--slices", "1", "--patch-pixels", "8",
+                   "--skip-direct", "--skip-preparation", "--in-process", "--json", "--precision", "bfloat16"])
+    assert bench.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    screened = [precision for precision, step in runs if step > 1]
+    assert screened == ["bfloat16"] and report["screened_precision"] == "bfloat16"
+    assert "the whole volume as `segment` runs it, in bfloat16" in bench.format_table(report)
+
+
 def test_the_preparation_timing_registers_the_moved_sequence_back(shared_data):
     """The registration bench times is a real one: on a real case it finds the motion bench applied."""
     images, geometry, _ = bench.load_volume(None)

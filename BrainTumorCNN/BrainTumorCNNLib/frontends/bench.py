@@ -221,7 +221,7 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     if shipped:
         step = pipeline.screen_step(pipeline.SegmentationOptions())
         row["dense_screened_s"], _, result = time_dense(model, volume, mask, True, args.device, None, args.repeats,
-                                                        screen_step=step)
+                                                        args.precision, screen_step=step)
         row["screened_slices_run"] = len(result.slices)
     seconds = time_patches(model, volume, mask, args.patch_pixels, args.device, args.repeats)
     row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))
@@ -255,6 +255,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=4, choices=(4, 5))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--skip-direct", action="store_true", help="do not time dense-direct (the slowest)")
+    parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
+                        help="arithmetic of the screened whole-volume run, as `segment --precision` (default float32)")
     parser.add_argument("--training", action="store_true",
                         help="instead, time a training step route by route and the sampler (bench_training)")
     parser.add_argument("--in-process", action="store_true",
@@ -269,7 +271,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _child_argv(args: argparse.Namespace, preprocessed: Path) -> List[str]:
     argv = ["--slices", str(args.slices), "--direct-slices", str(args.direct_slices), "--patch-pixels", str(args.patch_pixels), "--repeats", str(args.repeats),
-            "--num-classes", str(args.num_classes), "--device", args.device]
+            "--num-classes", str(args.num_classes), "--device", args.device, "--precision", args.precision]
     argv += ["--skip-direct"] if args.skip_direct else []
     return argv + ["--preprocessed", str(preprocessed)]
 
@@ -316,6 +318,7 @@ def main(args: argparse.Namespace) -> int:
             "dense_fast": args.slices if 0 < args.slices < brain_slices else None,
             "dense_bf16": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
+        "screened_precision": args.precision,
         "preparation": preparation,
         "preprocessing": preprocessing,
         "models": {},
@@ -350,6 +353,7 @@ def format_table(report: dict) -> str:
         if n:
             lines.append(f"{method.replace('_', '-')} extrapolated from {n} slices spread over the brain "
                          "(model preparation counted once); otherwise whole-brain runs")
+    lines.append(f"screened: the whole volume as `segment` runs it, in {report['screened_precision']}")
     lines.append("patch-by-patch extrapolated from a timed sample of brain pixels; "
                  f"medians of {report['repeats']} run(s); load average at the end "
                  + " ".join(f"{x:.1f}" for x in report["load_average"]))
