@@ -172,6 +172,25 @@ def test_bfloat16_precision_is_close_to_float32_and_keeps_fft_in_float32():
         inference.segment_volume(model, volume, mask, device="cpu", precision="int8")
 
 
+def test_bfloat16_weights_cast_once_give_autocasts_numbers_and_leave_the_model_alone():
+    """The prepared copy holds its direct convolutions' weights in bfloat16 (autocast cast them on every
+    call): the probabilities are those of the float32 model run under autocast, bit for bit."""
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=1)
+    runner = inference._Runner(model, torch.device("cpu"), False, inference.DEFAULT_MEMORY_BUDGET, None, "bfloat16")
+    runner.prepare((1, 4, 64, 64))
+    assert {m.weight.dtype for m in runner.prepared.modules() if isinstance(m, nn.Conv2d)} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    result = inference.segment_volume(model, volume, mask, device="cpu", fast=False, precision="bfloat16")
+    pixels = [tuple(p) for p in np.argwhere(mask[0])[::97]]
+    left, right = inference.margins(model.receptive_field)
+    padded = np.pad(volume[:, 0], ((0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        dense = model(torch.from_numpy(padded[None])).float().exp()[0].numpy()
+    expected = np.stack([dense[:, y, x] for y, x in pixels])
+    np.testing.assert_array_equal(np.stack([result.probabilities[:, 0, y, x] for y, x in pixels]), expected)
+
+
 def test_rows_per_band_respects_the_budget():
     model = networks.TwoPathCNN(num_classes=4)
     budget = 64 << 20
