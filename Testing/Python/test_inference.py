@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -191,6 +192,29 @@ def test_bfloat16_weights_cast_once_give_autocasts_numbers_and_leave_the_model_a
     np.testing.assert_array_equal(np.stack([result.probabilities[:, 0, y, x] for y, x in pixels]), expected)
 
 
+def test_the_cpu_runs_two_slices_at_once_with_the_same_result_and_gives_its_threads_back(monkeypatch):
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # one thread: one slice at a time, as before
+        alone = inference.segment_volume(model, volume, mask, device="cpu")
+        torch.set_num_threads(2)
+        seen = []
+        run = inference._Runner.run
+        monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: seen.append(
+            (threading.current_thread().name, torch.get_num_threads(), self.budget)) or run(self, crop, cancel))
+        shared = inference.segment_volume(model, volume, mask, device="cpu")
+        assert torch.get_num_threads() == 2  # given back
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == 4 and {name.startswith("inference") for name, _, _ in seen} == {True}
+    assert {count for _, count, _ in seen} == {1}  # each worker one of the two threads
+    assert {budget for _, _, budget in seen} == {inference.DEFAULT_MEMORY_BUDGET // 2}
+    np.testing.assert_allclose(shared.probabilities, alone.probabilities, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(shared.labels, alone.labels)
+
+
 def test_rows_per_band_respects_the_budget():
     model = networks.TwoPathCNN(num_classes=4)
     budget = 64 << 20
@@ -285,7 +309,8 @@ def test_cancel_raises_cancelled_and_progress_is_reported():
     with pytest.raises(inference.Cancelled):
         inference.segment_volume(model, volume, mask, device="cpu", max_batch=1, group_slices=1,
                                  progress=lambda f, m: seen.append(f), cancel=lambda: len(seen) >= 1)
-    assert seen == [pytest.approx(1 / 3)]
+    turn = min(inference.CPU_WORKERS, torch.get_num_threads())  # slices run at once: cancel stops the next turn
+    assert seen == pytest.approx([k / 3 for k in range(1, turn + 1)])
     fractions = []
     inference.segment_volume(model, volume, mask, device="cpu", max_batch=1,
                              progress=lambda f, m: fractions.append(f))
