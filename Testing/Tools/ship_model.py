@@ -108,10 +108,7 @@ def main(argv=None) -> int:
         else:
             parser.error(f"{args.crossval} ran folds {folds_run} of {summary['folds']}: ship a fold's own model "
                          f"(RUN_DIR = {args.crossval}/fold-K) or run every fold")
-        spread = {metric: {region: round(summary["scores"][f"{metric}_{region}"]["sd"], 4)
-                           for region in ("complete", "core", "enhancing")
-                           if f"{metric}_{region}" in summary["scores"]}
-                  for metric in ("dice", "sensitivity", "specificity", "hd95")}
+        spread = crossval.by_metric(summary["scores"], "sd")
     else:
         validation = score(args.name, source, args.validation)
         protocol = ("whole volumes through `braintumorcnn segment`'s pipeline (preprocessing, dense inference, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import labels
 from ..learning import ensemble
 
 
@@ -28,5 +29,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"  never seen by any member: {', '.join(card['never_seen_by_any_member']) or 'none'}")
     print("  cross-validated Dice (each case by the member that never saw it): "
-          + " / ".join(f"{dice[r]:.3f}" for r in ensemble.REGIONS if r in dice) + " (complete / core / enhancing)")
+          + " / ".join(f"{dice[r]:.3f}" for r in labels.REGIONS if r in dice) + " (complete / core / enhancing)")
     return 0

@@ -300,6 +300,13 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def by_metric(scores: Dict[str, Dict[str, float]], stat: str) -> Dict[str, Dict[str, float]]:
+    """{metric: {region: value}} of a run's summary scores ({"dice_complete": {"mean", "sd"}, ...}),
+    `stat` of each, to 4 digits: the form a model card holds them in."""
+    return {metric: {region: round(scores[key][stat], 4) for region in labels.REGIONS
+                     if (key := f"{metric}_{region}") in scores} for metric in metrics.METRICS}
+
+
 def held_out_rows(run_dir: Path) -> List[dict]:
     """The run's per-case table (per_case.csv), numbers as numbers (None where a region has no truth)."""
     text = ("case", "release", "twin_trained")

@@ -14,15 +14,11 @@ import time
 from pathlib import Path
 from typing import List
 
-import torch
-
 from ..network import networks, registry, weights
 from . import crossval
 
 NAME = "EnsembleCNN"
 MEMBER = "TwoPathCNN"
-REGIONS = ("complete", "core", "enhancing")
-METRICS = ("dice", "sensitivity", "specificity", "hd95")
 
 
 class EnsembleError(ValueError):
@@ -64,9 +60,8 @@ def assemble(run_dir: Path, output: Path) -> dict:
 
     ensemble = networks.EnsembleCNN(in_channels=members[0].in_channels, num_classes=members[0].num_classes,
                                     members=folds)
-    with torch.no_grad():
-        for slot, member in zip(ensemble.members, members):
-            slot.load_state_dict(member.state_dict())
+    for slot, member in zip(ensemble.members, members):
+        slot.load_state_dict(member.state_dict())
     rows = crossval.held_out_rows(run_dir)
     scored = [r for r in rows if not r.get("twin_trained")]
     trained = [sorted(card["train_cases"]) for card in cards]
@@ -94,10 +89,8 @@ def assemble(run_dir: Path, output: Path) -> dict:
             "folds": folds,
             "fold_seed": split["seed"],
             "cases": [r["case"] for r in scored],
-            **{metric: {region: round(summary["scores"][key]["mean"], 4) for region in REGIONS
-                        if (key := f"{metric}_{region}") in summary["scores"]} for metric in METRICS},
-            "sd": {metric: {region: round(summary["scores"][key]["sd"], 4) for region in REGIONS
-                            if (key := f"{metric}_{region}") in summary["scores"]} for metric in METRICS},
+            **crossval.by_metric(summary["scores"], "mean"),
+            "sd": crossval.by_metric(summary["scores"], "sd"),
             "per_case": scored,
             **({"left_out_same_patient_trained": [r for r in rows if r.get("twin_trained")]}
                if len(scored) < len(rows) else {}),

@@ -372,7 +372,7 @@ class _Runner:
     def run_all(self, crops: Sequence[np.ndarray], cancel: Optional[Callable[[], bool]] = None) -> list:
         """`run` of each crop, on the worker threads when sharing them (each batch's activations then
         get an equal part of the memory budget)."""
-        if self._pool is None or len(crops) < 2 or self.device.type != "cpu":
+        if self._pool is None:
             return [self.run(crop, cancel) for crop in crops]
         return list(self._pool.map(lambda crop: self.run(crop, cancel), crops))
 

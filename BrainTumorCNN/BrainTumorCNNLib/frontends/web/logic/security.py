@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Tuple
 
+log = logging.getLogger(__name__)
+
 #: Addresses that only this machine can reach; any other needs --access-key.
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Largest upload of one case, all files together (bytes): a BraTS case is 10-40 MB compressed, 140 MB raw.
 MAX_UPLOAD_BYTES = 400 * 2 ** 20
-log = logging.getLogger(__name__)
-
 KEY_PARAMETER = "key"  # ?key=... in the address, then a cookie
 KEY_COOKIE = "braintumorcnn_key"
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
