@@ -172,6 +172,29 @@ def test_cascade_folds_build_on_the_first_network_of_the_same_fold(tmp_path):
                      base_runs={"first_weights": tmp_path / "first"}, progress=False)
 
 
+def test_a_further_stage_starts_from_the_weights_each_fold_kept(tmp_path):
+    from conftest import write_synthetic_case
+    cases = [write_synthetic_case(tmp_path / "cases", f"Synth_{i:03d}", seed=i) for i in range(4)]
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu")
+    crossval.run(cases, 2, tmp_path / "base", tiny(cases, keep="last"), options, seed=0, progress=False)
+    # a stage that barely moves the weights: they must come out as they went in (no fresh output biases)
+    still = tiny(cases, phase2_epochs=0, learning_rate=1e-12, l1=0.0, l2=0.0, keep="last")
+    crossval.run(cases, 2, tmp_path / "stage", still, options, seed=0,
+                 base_runs={"start_weights": tmp_path / "base"}, progress=False)
+    for fold in range(2):
+        used = json.loads((tmp_path / "stage" / f"fold-{fold}" / "config.json").read_text())["start_weights"]
+        assert Path(used) == tmp_path / "base" / f"fold-{fold}" / "last.safetensors"  # the kept ones, not best
+        start, end = load_file(used), load_file(str(tmp_path / "stage" / f"fold-{fold}" / "last.safetensors"))
+        assert start.keys() == end.keys()
+        for key, value in start.items():
+            torch.testing.assert_close(end[key], value, atol=1e-6, rtol=0, msg=key)
+    kept = str(tmp_path / "base" / "fold-0" / "last.safetensors")
+    with pytest.raises(ValueError, match="preprocessing"):
+        training.build_model(tiny(cases, start_weights=kept, preprocessing=PreprocessingConfig()))
+    with pytest.raises(ValueError, match="classes"):
+        training.build_model(tiny(cases, start_weights=kept, num_classes=5))
+
+
 def test_cache_is_compact_exact_and_trains_with_torch_and_numpy_only(tmp_path, synthetic_cases):
     case = sampling.load_case(synthetic_cases[0], NO_N4, tmp_path / "cache")
     files = list((tmp_path / "cache").glob("*.npz"))

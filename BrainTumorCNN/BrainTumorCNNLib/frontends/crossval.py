@@ -31,7 +31,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 #: The weights a model builds on, taken fold by fold from an earlier run so that no fold sees its held-out cases.
 BASE_RUNS = {"first_weights": "a cascade's first network (TwoPathCNN)",
-             "local_weights": "AverageCNN's LocalPathCNN", "global_weights": "AverageCNN's GlobalPathCNN"}
+             "local_weights": "AverageCNN's LocalPathCNN", "global_weights": "AverageCNN's GlobalPathCNN",
+             "start_weights": "where this run's training starts (a further stage of the same model)"}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -109,9 +109,10 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
         progress: bool = True, validate_held_out: bool = False, deadline: Optional[float] = None) -> dict:
     """Train and evaluate every fold (resuming), then write per_case.csv and summary.json.
 
-    `base_runs` maps a weights field of TrainingConfig (`first_weights` of a cascade, `local_weights` /
-    `global_weights` of AverageCNN) to an earlier cross-validation run on the same folds: each fold builds on
-    that run's model of the same fold, which never saw the fold's held-out cases.
+    `base_runs` maps a weights field of TrainingConfig (`first_weights` of a cascade, `start_weights` of a
+    further stage, `local_weights` / `global_weights` of AverageCNN) to an earlier cross-validation run on the
+    same folds: each fold builds on the weights that run's same fold kept, which never saw the fold's held-out
+    cases.
 
     `validate_held_out`: each fold's validation curve is drawn on its held-out cases (with
     `config.keep == "last"`, so no weights are chosen on them).  Past `deadline` the fold in training
@@ -208,7 +209,10 @@ def _twins_trained(fold_of: Dict[str, int], same_patient: Sequence[Sequence[str]
 
 
 def _fold_weights(base: Path, fold: int) -> Path:
-    path = base / f"fold-{fold}" / "best.safetensors"
+    """The weights fold `fold` of the run `base` kept (best or last, as its config says)."""
+    config = base / f"fold-{fold}" / "config.json"
+    keep = json.loads(config.read_text()).get("keep", "best") if config.is_file() else "best"
+    path = base / f"fold-{fold}" / f"{keep}.safetensors"
     if not path.is_file():
         raise ValueError(f"{path} is missing: run fold {fold} of {base} first")
     return path

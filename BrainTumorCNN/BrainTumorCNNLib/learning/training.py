@@ -61,6 +61,9 @@ class TrainingConfig:
     first_weights: Optional[str] = None  # trained TwoPathCNN for a cascade's first network
     local_weights: Optional[str] = None  # trained LocalPathCNN and GlobalPathCNN that AverageCNN averages
     global_weights: Optional[str] = None
+    # trained weights of the same model the run starts from instead of random ones: a further training stage
+    # with another recipe (e.g. a wider augmentation), its schedules set anew by this config
+    start_weights: Optional[str] = None
     phase1_epochs: int = 10
     phase2_epochs: int = 2  # 0 = one-phase training (TwoPathCNN-1phase)
     batches_per_epoch: int = 100
@@ -159,6 +162,8 @@ def build_model(config: TrainingConfig) -> nn.Module:
         raise ValueError(f"{config.model} is not trained: it is assembled from the folds of a cross-validation "
                          "run (braintumorcnn ensemble RUN_DIR)")
     model = spec.build(config.num_classes, pieces=config.pieces, dropout=config.dropout)
+    if config.start_weights:
+        _start_from(model, config)
     if isinstance(model, networks.CascadeCNN):
         if not config.first_weights:
             raise ValueError(f"{config.model} needs a trained TwoPathCNN: pass --first-weights FILE.safetensors")
@@ -177,6 +182,19 @@ def build_model(config: TrainingConfig) -> nn.Module:
                 raise ValueError(f"{path} has {card['num_classes']} classes, not {config.num_classes}")
             part.load_state_dict(trained.state_dict())
     return model
+
+
+def _start_from(model: nn.Module, config: TrainingConfig) -> None:
+    """Load `config.start_weights` into `model`: the same model, classes and preprocessing, or a clear refusal."""
+    trained, card = weights.load(config.model, config.start_weights)
+    if card["num_classes"] != config.num_classes:
+        raise ValueError(f"{config.start_weights} has {card['num_classes']} classes, not {config.num_classes}")
+    theirs = card.get("config", {}).get("preprocessing")
+    ours = json.loads(json.dumps(asdict(config.preprocessing)))
+    if theirs != ours:
+        raise ValueError(f"{config.start_weights} was trained with preprocessing {theirs}, not {ours}: a run "
+                         "continues weights only on the images they were trained on")
+    model.load_state_dict(trained.state_dict())
 
 
 def trainable_kernels(model: nn.Module) -> List[torch.Tensor]:
@@ -346,7 +364,8 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
         if state["sampler"]:
             batches.restore(state["sampler"])
     else:
-        set_output_bias(model, sampler.class_frequencies())
+        if not config.start_weights:  # trained weights keep their own output biases
+            set_output_bias(model, sampler.class_frequencies())
         if config.learning_rate <= 0:
             state["learning_rate"], curve = lr_range_test(model, config, next_batch)
             if world > 1:
