@@ -49,16 +49,29 @@ def _blobs(seed: int, shape=(40, 24, 24)) -> np.ndarray:
 
 
 @pytest.mark.parametrize("config", [CleanupConfig(), CleanupConfig(flat_max_slices=1),
-                                    CleanupConfig(flat_max_slices=4, min_volume_ml=0.0)])
+                                    CleanupConfig(flat_max_slices=4, min_volume_ml=0.0),
+                                    CleanupConfig(max_distance_mm=4.0), CleanupConfig(max_distance_mm=10.0)])
 def test_screening_at_the_cleanups_span_never_changes_the_cleaned_labels(config):
     step = 1 + config.unseen_span()
-    missed_before_cleanup = 0
+    missed_before_cleanup = distant = 0
     for seed in range(200):
         labels = _blobs(seed)
         seen = _screened(labels, step)
         missed_before_cleanup += int((seen != labels).any())
-        np.testing.assert_array_equal(cleanup(seen, (1, 1, 1), config)[0], cleanup(labels, (1, 1, 1), config)[0])
+        cleaned, report = cleanup(labels, (1, 1, 1), config)
+        distant += sum("distant" in c.reasons for c in report.components)
+        np.testing.assert_array_equal(cleanup(seen, (1, 1, 1), config)[0], cleaned)
     assert missed_before_cleanup > 0  # the blobs do fall between screened slices
+    assert config.max_distance_mm is None or distant > 0  # and the distance rule does remove some
+
+
+def test_a_flat_component_larger_than_the_tumor_is_not_the_distance_rules_reference():
+    """Why screening may leave it unrun: the reference is the largest component the other rules keep."""
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[2:4, :, :] = 2  # a 2-slice sheet of 3,200 voxels
+    labels[8:14, 5:10, 5:10] = 1  # the tumor, 150 voxels, 4 slices from the sheet
+    cleaned, report = cleanup(labels, (1, 1, 1), CleanupConfig(max_distance_mm=1.0))
+    assert not cleaned[2:4].any() and np.array_equal(cleaned[8:14], labels[8:14])
 
 
 def test_one_slice_more_than_the_span_can_change_them():
@@ -71,10 +84,10 @@ def test_one_slice_more_than_the_span_can_change_them():
                               cleanup(labels, (1, 1, 1), config)[0])
 
 
-def test_rules_that_compare_components_turn_screening_off():
+def test_keeping_the_largest_only_or_no_flat_rule_turns_screening_off():
     assert CleanupConfig().unseen_span() == CleanupConfig().flat_max_slices
+    assert CleanupConfig(max_distance_mm=30.0).unseen_span() == CleanupConfig().flat_max_slices
     assert CleanupConfig(keep_largest_only=True).unseen_span() == 0
-    assert CleanupConfig(max_distance_mm=30.0).unseen_span() == 0
     assert CleanupConfig(drop_flat=False).unseen_span() == 0
 
 

@@ -63,9 +63,10 @@ class CleanupConfig:
     def unseen_span(self) -> int:
         """Consecutive slices that inference may leave unrun between two tumor-free slices without
         changing the cleaned labels: a component lying wholly inside them spans that many slices at
-        most, so the flat rule removes it.  0 when a rule that compares components (largest only,
-        distance to the largest) is on, as such a component could change what it compares with."""
-        if not self.drop_flat or self.keep_largest_only or self.max_distance_mm is not None:
+        most, so the flat rule removes it; nor can it change the distance rule, whose reference is the
+        largest component the other rules keep.  0 with `keep_largest_only`, which ranks every component,
+        flat ones too."""
+        if not self.drop_flat or self.keep_largest_only:
             return 0
         return int(self.flat_max_slices)
 
