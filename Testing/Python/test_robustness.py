@@ -181,3 +181,40 @@ def test_drops_and_worst_shift_from_rows():
     assert change["gamma 0.7"]["complete"] == pytest.approx([-0.1, -0.02])
     assert "enhancing" not in change["clean"]
     assert robustness.worst_shift(change, "complete") == "thick slices"
+
+
+def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_it_out(tmp_path, capsys):
+    from conftest import write_synthetic_case
+    from BrainTumorCNNLib.learning import crossval, training
+    from BrainTumorCNNLib.running.pipeline import SegmentationOptions
+    cases = [write_synthetic_case(tmp_path / "cases", f"Synth_{i:03d}", seed=i) for i in range(4)]
+    config = training.TrainingConfig(num_classes=4, phase1_epochs=1, phase2_epochs=0, batches_per_epoch=2,
+                                     batch_size=4, output_size=4, preprocessing=PreprocessingConfig(n4=False),
+                                     threads=1, device="cpu", patience=0, keep="last")
+    run = tmp_path / "cv-tiny"
+    crossval.run(cases, 2, run, config, SegmentationOptions(model="TwoPathCNN", device="cpu"), progress=False)
+    argv = ["robustness", str(tmp_path / "cases"), "--output", str(tmp_path / "by-run"), "--run", str(run),
+            "--shifts", "clean"]
+    assert cli.main(argv) == 0
+    with open(tmp_path / "by-run" / robustness.CSV_NAME, newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {c.name for c in cases} and {r["model"] for r in rows.values()} == {"cv-tiny"}
+    # each row is the one its fold's kept weights give, and the other fold's would differ
+    fold_of, differ = crossval.held_out_folds(run), 0
+    for case in cases[:2]:
+        scores = {}
+        for fold in (0, 1):
+            out = tmp_path / f"{case.name}-fold-{fold}"
+            assert cli.main(["robustness", str(case), "--output", str(out), "--models", "TwoPathCNN",
+                             "--weights", str(run / f"fold-{fold}" / "last.safetensors"), "--shifts", "clean"]) == 0
+            with open(out / robustness.CSV_NAME, newline="") as f:
+                scores[fold] = next(csv.DictReader(f))["sensitivity_complete"]
+        assert rows[case.name]["sensitivity_complete"] == scores[fold_of[case.name]]
+        differ += scores[0] != scores[1]
+    assert differ  # the fold matters, so the check above can fail
+    capsys.readouterr()
+    assert cli.main(["robustness", str(write_synthetic_case(tmp_path / "other", "Other_001")), "--output",
+                     str(tmp_path / "x"), "--run", str(run)]) != 0
+    assert "Other_001: not a case of" in capsys.readouterr().err
+    assert cli.main(argv + ["--models", "TwoPathCNN"]) != 0
+    assert "leave out --models" in capsys.readouterr().err

@@ -8,12 +8,14 @@ written after every segmentation, so a rerun resumes where a run stopped. The ta
 Dice against the tumor's share of the brain) are printed at the end.
 
 Cases the models were trained on measure nothing about unseen sites: pass held-out
-cases (cases outside every model card's training list).
+cases (cases outside every model card's training list), or `--run` a cross-validation run,
+whose every case is then segmented by the fold model that held it out.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..labels import REGIONS
+from ..learning import crossval
 from ..network import weights
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
 from ..reading import io
@@ -42,6 +45,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"folder of {CSV_NAME} (a rerun resumes from it)")
     parser.add_argument("--models", nargs="+", metavar="NAME", help="registry models (default: the default model)")
     parser.add_argument("--weights", type=Path, help="other weights for the one model of --models (card beside them)")
+    parser.add_argument("--run", type=Path, metavar="RUN_DIR",
+                        help="a cross-validation run (braintumorcnn crossval): each case, one of the run's, is "
+                             "segmented by the fold model that held it out (the weights that fold kept); the rows "
+                             "name the run's folder as their model")
     parser.add_argument("--shifts", nargs="+", metavar="SHIFT", choices=tuple(site_shifts.SHIFTS),
                         default=list(site_shifts.SHIFTS), help="site shifts to run (default: all): "
                         + "; ".join(f"'{s.name}': {s.description}" for s in site_shifts.SHIFTS.values()))
@@ -52,26 +59,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..network import registry
-    models = args.models or [registry.default_model()]
-    if args.weights and len(models) != 1:
-        raise ValueError("--weights names the weights of one model: give exactly one name with --models")
-    for name in models:
-        registry.get(name)
     sources = [c for path in args.cases for c in _cases(path)]
+    if args.run and (args.models or args.weights):
+        raise ValueError("--run takes each case's model from the run: leave out --models and --weights")
+    models, models_for = _held_out_models(args.run, sources) if args.run else _named_models(args)
     args.output.mkdir(parents=True, exist_ok=True)
     csv_path = args.output / CSV_NAME
     rows = read_rows(csv_path)
     done = {tuple(row[k] for k in KEY) for row in rows}
     options = SegmentationOptions(device=args.device)
-    loaded = {name: weights.load(name, args.weights) for name in models}
     failed = []
     for index, source in enumerate(sources, 1):
         todo = [(s, m) for s in args.shifts for m in models if (source.name, m, s) not in done]
         if not todo:
             continue
         try:
-            rows += run_case(source, todo, loaded, options, args, csv_path, rows, f"[{index}/{len(sources)}]")
+            rows += run_case(source, todo, models_for(source), options, args, csv_path, rows,
+                             f"[{index}/{len(sources)}]")
         except (ValueError, OSError) as exc:
             failed.append(source.name)
             print(f"{source.name}: FAILED: {exc}", file=sys.stderr)
@@ -79,6 +83,36 @@ def main(args: argparse.Namespace) -> int:
         print(report([r for r in rows if r["model"] == name and r["shift"] in args.shifts], name))
     print(f"scores of {len(rows)} segmentations in {csv_path}")
     return 1 if failed else 0
+
+
+def _named_models(args: argparse.Namespace):
+    """The models of --models (default: the default model), the same for every case."""
+    from ..network import registry
+    models = args.models or [registry.default_model()]
+    if args.weights and len(models) != 1:
+        raise ValueError("--weights names the weights of one model: give exactly one name with --models")
+    for name in models:
+        registry.get(name)
+    loaded = {name: weights.load(name, args.weights) for name in models}
+    return models, lambda source: loaded
+
+
+def _held_out_models(run: Path, sources: Sequence[Path]):
+    """The run's folder name as the one model, and per case the fold model that never saw it."""
+    fold_of = crossval.held_out_folds(run)
+    strangers = [s.name for s in sources if s.name not in fold_of]
+    if strangers:
+        raise ValueError(f"{', '.join(strangers)}: not a case of {run}'s folds; with --run, pass the run's cases")
+    label, loaded = run.resolve().name, {}
+
+    def models_for(source: Path) -> dict:
+        fold = fold_of[source.name]
+        if fold not in loaded:
+            path = crossval.fold_weights(run, fold)
+            model_name = json.loads(path.with_suffix(".json").read_text())["model"]
+            loaded[fold] = weights.load(model_name, path)
+        return {label: loaded[fold]}
+    return [label], models_for
 
 
 def _cases(path: Path) -> List[Path]:

@@ -152,7 +152,7 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
         validation = (held_out if validate_held_out
                       else _inner_validation(trainable, inner_validation, same_patient, rng))
         fold_dir = run_dir / f"fold-{fold}"
-        built_on = {name: str(_fold_weights(base, fold)) for name, base in (base_runs or {}).items()}
+        built_on = {name: str(fold_weights(base, fold)) for name, base in (base_runs or {}).items()}
         fold_config = replace(config, train_cases=[sources[n] for n in trainable if n not in validation],
                               validation_cases=[sources[n] for n in validation], cache_dir=str(cache),
                               seed=config.seed + fold, **built_on)
@@ -167,6 +167,14 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
     result = _summarise(run_dir, all_rows, by_name, fold_of, config, options, folds, seed)
     say(format_summary(result), flush=True)
     return result
+
+
+def held_out_folds(run_dir: Path) -> Dict[str, int]:
+    """{case name: the fold that holds it out} of a cross-validation run."""
+    path = run_dir / "folds.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a cross-validation run (no folds.json)")
+    return {name: int(fold) for name, fold in json.loads(path.read_text())["cases"].items()}
 
 
 def _folds(path: Path, names: List[str], folds: int, seed: int,
@@ -208,8 +216,9 @@ def _twins_trained(fold_of: Dict[str, int], same_patient: Sequence[Sequence[str]
     return out
 
 
-def _fold_weights(base: Path, fold: int) -> Path:
-    """The weights fold `fold` of the run `base` kept (best or last, as its config says)."""
+def fold_weights(base: Path, fold: int) -> Path:
+    """The weights fold `fold` of the cross-validation run `base` kept (best or last, as its config says):
+    the model that never saw that fold's held-out cases."""
     config = base / f"fold-{fold}" / "config.json"
     keep = json.loads(config.read_text()).get("keep", "best") if config.is_file() else "best"
     path = base / f"fold-{fold}" / f"{keep}.safetensors"

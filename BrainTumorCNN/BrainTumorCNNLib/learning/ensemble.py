@@ -45,7 +45,7 @@ def assemble(run_dir: Path, output: Path) -> dict:
                                 "(the same crossval command continues it)")
         if config["model"] != MEMBER:
             raise EnsembleError(f"fold {fold} trained {config['model']}; an ensemble is made of {MEMBER}s")
-        model, card = weights.load(MEMBER, fold_dir / f"{config.get('keep', 'best')}.safetensors")
+        model, card = weights.load(MEMBER, crossval.fold_weights(run_dir, fold))
         members.append(model)
         cards.append(card)
     summary = _read(summary_path, "its folds have not all been scored: run crossval to the end")
