@@ -132,7 +132,13 @@ def test_a_split_that_trained_on_a_held_out_cases_twin_leaves_it_out_of_the_mean
     fresh = crossval.run(cases, 2, tmp_path / "fresh", tiny(cases), options, seed=0, progress=False)
     folds = json.loads((tmp_path / "fresh" / "folds.json").read_text())["cases"]
     assert folds["Synth_000"] == folds["Synth_100"]
-    assert fresh["cases"] == 5 and fresh["left_out_same_patient_trained"] == {}
+    # held out together, the patient counts once in the means
+    assert fresh["cases"] == 4 and fresh["left_out_same_patient_trained"] == {}
+    assert fresh["left_out_same_patient_repeated"] == {"Synth_100": "Synth_000"}
+    rows = list(csv.DictReader((tmp_path / "fresh" / "per_case.csv").open()))
+    assert len(rows) == 5 and {r["case"]: r["same_patient_scored"] for r in rows}["Synth_100"] == "Synth_000"
+    kept = [float(r["dice_complete"]) for r in rows if r["case"] != "Synth_100"]
+    assert fresh["scores"]["dice_complete"]["mean"] == pytest.approx(np.mean(kept))
 
     # a run dealt before the grouping (twins apart) keeps its split when resumed, but the twins' scores saw
     # the answer: listed in per_case.csv, left out of the means

@@ -5,8 +5,8 @@
 One row per run: mean +- sd Dice / sensitivity / HD95 over the held-out cases
 (with `--folds`, only those folds' cases, so runs are compared on the same
 cases); `--per-case` adds each run's per-case table.  Cases whose fold trained
-on the same patient (`twin_trained`) are listed there but left out of the means,
-as in the run's summary.
+on the same patient, and a patient's second case, are listed there but left out
+of the means, as in the run's summary (`crossval.in_means`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from BrainTumorCNNLib.learning.crossval import in_means, left_out_reason
+
 REGIONS = ("complete", "core", "enhancing")
 
 
@@ -25,7 +27,7 @@ def rows_of(run: Path, folds=None, scored_only: bool = True) -> list:
     with (run / "per_case.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["case"] != "mean"]
     return [r for r in rows if (folds is None or int(r["fold"]) in folds)
-            and not (scored_only and r.get("twin_trained"))]
+            and not (scored_only and not in_means(r))]
 
 
 def cell(rows: list, key: str, digits: int = 3) -> str:
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
             for r in rows_of(run, args.folds, scored_only=False):
                 dice = " / ".join(f"{float(r[f'dice_{g}']):.3f}" if r.get(f"dice_{g}") else "–" for g in REGIONS)
                 hd = " / ".join(f"{float(r[f'hd95_{g}']):.1f}" if r.get(f"hd95_{g}") else "–" for g in REGIONS)
-                twin = f" (not in the means: trained on {r['twin_trained']})" if r.get("twin_trained") else ""
+                twin = f" (not in the means: {left_out_reason(r)})" if not in_means(r) else ""
                 print(f"| {r['fold']} | {r['case']}{twin} | {r['release']} | {dice} | {hd} |")
     return 0
 

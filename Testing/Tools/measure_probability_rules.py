@@ -9,7 +9,7 @@ weights (tumor classes x w, and NCR/NET + enhancing x a further c) that maximise
 itself.  With `--average-with OTHER_RUN` (same folds, its probabilities kept by an earlier run of
 this tool), the two runs' probabilities are also averaged per case, both from models that never saw
 the case.  Dice is on the sampled slices, before cleanup.  Cases the run leaves out of its means
-(`twin_trained`: their fold trained on the same patient) are left out here too.
+(`crossval.in_means`: their fold trained on the same patient, or a patient's second case) are left out here too.
 
     PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_probability_rules.py RUN_DIR CACHE_DIR
         [--model TwoPathCNN] [--slice-step 3] [--average-with OTHER_RUN]
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from BrainTumorCNNLib import labels
+from BrainTumorCNNLib.learning.crossval import in_means
 from BrainTumorCNNLib.learning.sampling import case_name, case_sources, load_case
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
@@ -40,7 +41,7 @@ def probabilities(run_dir: Path, cache: Path, model_name: str, step: int, store:
     fold_of = json.loads((run_dir / "folds.json").read_text())["cases"]
     with (run_dir / "per_case.csv").open() as f:
         for row in csv.DictReader(f):
-            if row.get("twin_trained"):
+            if not in_means(row):
                 fold_of.pop(row["case"], None)
     paths = {case_name(p): p for p in case_sources(str(cache))}
     store.mkdir(parents=True, exist_ok=True)

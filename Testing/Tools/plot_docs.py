@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from BrainTumorCNNLib.learning.crossval import in_means  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 PLOTS = DOCS / "plots"
@@ -59,7 +61,7 @@ def plot_accuracy() -> Path:
     for ax, region in zip(axes, REGIONS):
         for k, card in enumerate(cards):
             dice = [row[f"dice_{region}"] for row in card["validation"]["per_case"]
-                    if row[f"dice_{region}"] is not None and not row.get("twin_trained")]
+                    if row[f"dice_{region}"] is not None and in_means(row)]
             ax.bar(k, np.mean(dice), color=REGION_COLOURS[region], alpha=0.35, width=0.7)
             ax.scatter(k + rng.uniform(-0.22, 0.22, len(dice)), dice, s=10, color=REGION_COLOURS[region])
         ax.set_xticks(range(len(cards)), [c["model"] for c in cards], rotation=60, ha="right", fontsize=8)

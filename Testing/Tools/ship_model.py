@@ -85,11 +85,11 @@ def main(argv=None) -> int:
         with open(args.run_dir / "log.csv") as f:
             epochs = [row for row in csv.DictReader(f) if args.weights == "best" or row["phase"] == "1"]
     extra = score(args.name, source, args.extra) if args.extra else []
-    left_out = []  # held-out cases whose fold trained on the same patient: listed, not averaged
+    left_out = []  # held-out cases whose fold trained on the same patient, or a patient's second case: listed
     if args.crossval:
         validation = crossval.held_out_rows(args.crossval)
-        left_out = [r for r in validation if r.get("twin_trained")]
-        validation = [r for r in validation if not r.get("twin_trained")]
+        left_out = [dict(r, reason=crossval.left_out_reason(r)) for r in validation if not crossval.in_means(r)]
+        validation = [r for r in validation if crossval.in_means(r)]
         summary = json.loads((args.crossval / "summary.json").read_text())
         folds_run = sorted({int(r["fold"]) for r in validation})
         own_fold = [k for k in folds_run if args.run_dir.resolve() == (args.crossval / f"fold-{k}").resolve()]
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             **({"sd": spread, "folds": summary["folds"], "fold_seed": summary["seed"]} if spread else {}),
             **({"folds_run": folds_run} if spread and len(folds_run) < summary["folds"] else {}),
             "per_case": validation,
-            **({"left_out_same_patient_trained": left_out} if left_out else {}),
+            **({"left_out": left_out} if left_out else {}),
         },
         "other_cases": extra,
         "shipped": time.strftime("%Y-%m-%d"),

@@ -20,7 +20,9 @@ by their images (`sampling.same_patient_groups`) and dealt into one fold (and
 kept together when a fold's inner validation cases are drawn).  A run whose
 split was made without that grouping keeps its split; a held-out case whose
 same-patient twin was trained on in its fold is scored (column `twin_trained`)
-but left out of the means.
+but left out of the means, and of twins held out together only the first by
+name counts (the others name it in column `same_patient_scored`): the means are
+over patients.
 """
 from __future__ import annotations
 
@@ -162,8 +164,10 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
             return {"stopped": "deadline", "fold": fold}
         all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, say,
                               config.keep)
+    repeats = _repeats(fold_of, same_patient, twins)
     for row in all_rows:
         row["twin_trained"] = twins.get(row["case"], "")
+        row["same_patient_scored"] = repeats.get(row["case"], "")
     result = _summarise(run_dir, all_rows, by_name, fold_of, config, options, folds, seed)
     say(format_summary(result), flush=True)
     return result
@@ -214,6 +218,31 @@ def _twins_trained(fold_of: Dict[str, int], same_patient: Sequence[Sequence[str]
             if trained:
                 out[name] = trained[0]
     return out
+
+
+def _repeats(fold_of: Dict[str, int], same_patient: Sequence[Sequence[str]],
+             twins: Dict[str, str]) -> Dict[str, str]:
+    """{held-out case: the same-patient case held out in the same fold that the means count instead}."""
+    out = {}
+    for group in same_patient:
+        for fold in {fold_of[name] for name in group}:
+            together = sorted(name for name in group if fold_of[name] == fold and name not in twins)
+            out.update({name: together[0] for name in together[1:]})
+    return out
+
+
+def in_means(row: dict) -> bool:
+    """Whether a per-case row counts in the run's means: one row per patient, none whose fold saw it."""
+    return not (row.get("twin_trained") or row.get("same_patient_scored"))
+
+
+def left_out_reason(row: dict) -> str:
+    """Why a row is not in the means ('' when it is)."""
+    if row.get("twin_trained"):
+        return f"its fold trained on {row['twin_trained']}, the same patient"
+    if row.get("same_patient_scored"):
+        return f"the same patient as {row['same_patient_scored']}, counted once"
+    return ""
 
 
 def fold_weights(base: Path, fold: int) -> Path:
@@ -273,7 +302,8 @@ def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], 
     rows = sorted(rows, key=lambda r: (int(r["fold"]), r["case"]))
     _write_rows(run_dir / "per_case.csv", rows)
     left_out = {r["case"]: r["twin_trained"] for r in rows if r.get("twin_trained")}
-    kept = [r for r in rows if r["case"] not in left_out]
+    repeated = {r["case"]: r["same_patient_scored"] for r in rows if r.get("same_patient_scored")}
+    kept = [r for r in rows if in_means(r)]
     rules = {}
     for name, rule in CLEANUP_RULES.items():
         scored = []
@@ -285,7 +315,8 @@ def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], 
     missing = sorted(set(fold_of) - {r["case"] for r in rows})
     result = {
         "model": config.model, "folds": folds, "seed": seed, "cases": len(kept), "missing": missing,
-        "left_out_same_patient_trained": left_out, "scores": mean_sd(kept), "cleanup_rules": rules,
+        "left_out_same_patient_trained": left_out, "left_out_same_patient_repeated": repeated,
+        "scores": mean_sd(kept), "cleanup_rules": rules,
         "training": {k: v for k, v in asdict(config).items() if k not in ("train_cases", "validation_cases")},
         "inference": {"flips": options.flips, "cleanup": asdict(options.cleanup) if options.cleanup else None},
         "train_seconds_per_fold": [_wall(run_dir / f"fold-{f}") for f in range(folds)],
@@ -304,6 +335,8 @@ def format_summary(result: dict) -> str:
     lines = [f"{result['model']}: {result['cases']} held-out cases, {result['folds']} folds (seed {result['seed']})"]
     lines += [f"  left out of the means: {case} (its fold trained on {twin}, the same patient)"
               for case, twin in result.get("left_out_same_patient_trained", {}).items()]
+    lines += [f"  left out of the means: {case} (the same patient as {twin}, counted once)"
+              for case, twin in result.get("left_out_same_patient_repeated", {}).items()]
     for metric in ("dice", "sensitivity", "specificity", "hd95"):
         cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
                  if (k := f"{metric}_{r}") in scores]
@@ -322,7 +355,7 @@ def by_metric(scores: Dict[str, Dict[str, float]], stat: str) -> Dict[str, Dict[
 
 def held_out_rows(run_dir: Path) -> List[dict]:
     """The run's per-case table (per_case.csv), numbers as numbers (None where a region has no truth)."""
-    text = ("case", "release", "twin_trained")
+    text = ("case", "release", "twin_trained", "same_patient_scored")
     return [{k: (v if k in text else (float(v) if v not in ("", None) else None)) for k, v in row.items()}
             for row in _read_rows(Path(run_dir) / "per_case.csv") if row["case"] != "mean"]
 
