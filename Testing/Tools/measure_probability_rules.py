@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from BrainTumorCNNLib import labels
-from BrainTumorCNNLib.learning.crossval import in_means
+from BrainTumorCNNLib.learning.crossval import held_out_folds, in_means
 from BrainTumorCNNLib.learning.sampling import case_name, case_sources, load_case
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
@@ -38,7 +38,7 @@ CORE = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 def probabilities(run_dir: Path, cache: Path, model_name: str, step: int, store: Path) -> dict:
     """{case: (fold, probabilities (C, n, Y, X) float16, truth (n, Y, X), regions)} on every step-th slice."""
-    fold_of = json.loads((run_dir / "folds.json").read_text())["cases"]
+    fold_of = held_out_folds(run_dir)
     with (run_dir / "per_case.csv").open() as f:
         for row in csv.DictReader(f):
             if not in_means(row):

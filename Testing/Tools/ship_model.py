@@ -87,9 +87,7 @@ def main(argv=None) -> int:
     extra = score(args.name, source, args.extra) if args.extra else []
     left_out = []  # held-out cases whose fold trained on the same patient, or a patient's second case: listed
     if args.crossval:
-        validation = crossval.held_out_rows(args.crossval)
-        left_out = [dict(r, reason=crossval.left_out_reason(r)) for r in validation if not crossval.in_means(r)]
-        validation = [r for r in validation if crossval.in_means(r)]
+        validation, left_out = crossval.split_means(crossval.held_out_rows(args.crossval))
         summary = json.loads((args.crossval / "summary.json").read_text())
         folds_run = sorted({int(r["fold"]) for r in validation})
         own_fold = [k for k in folds_run if args.run_dir.resolve() == (args.crossval / f"fold-{k}").resolve()]

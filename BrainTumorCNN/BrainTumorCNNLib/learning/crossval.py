@@ -32,7 +32,7 @@ import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -243,6 +243,12 @@ def left_out_reason(row: dict) -> str:
     if row.get("same_patient_scored"):
         return f"the same patient as {row['same_patient_scored']}, counted once"
     return ""
+
+
+def split_means(rows: Sequence[dict]) -> Tuple[List[dict], List[dict]]:
+    """The per-case rows the means count, and the others, each with its `reason` (what a card lists)."""
+    return ([r for r in rows if in_means(r)],
+            [dict(r, reason=left_out_reason(r)) for r in rows if not in_means(r)])
 
 
 def fold_weights(base: Path, fold: int) -> Path:

@@ -63,7 +63,7 @@ def assemble(run_dir: Path, output: Path) -> dict:
     for slot, member in zip(ensemble.members, members):
         slot.load_state_dict(member.state_dict())
     rows = crossval.held_out_rows(run_dir)
-    scored = [r for r in rows if crossval.in_means(r)]
+    scored, left_out = crossval.split_means(rows)
     trained = [sorted(card["train_cases"]) for card in cards]
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -92,8 +92,7 @@ def assemble(run_dir: Path, output: Path) -> dict:
             **crossval.by_metric(summary["scores"], "mean"),
             "sd": crossval.by_metric(summary["scores"], "sd"),
             "per_case": scored,
-            **({"left_out": [dict(r, reason=crossval.left_out_reason(r)) for r in rows if not crossval.in_means(r)]}
-               if len(scored) < len(rows) else {}),
+            **({"left_out": left_out} if left_out else {}),
         },
         "assembled": time.strftime("%Y-%m-%d"),
     }
