@@ -78,6 +78,7 @@ class BrainTumorCNNParameterNode:
     minimumVolumeMl: Annotated[float, WithinRange(0.0, 100.0)] = CleanupConfig.min_volume_ml
     removeFlat: bool = CleanupConfig.drop_flat
     largestOnly: bool = CleanupConfig.keep_largest_only
+    removeDistant: bool = True  # the distance rule of the model's card (SegmentationOptions.model_cleanup)
     probabilities: bool = False
     labelmap: bool = False
     register: bool = True  # register volumes not on the T1c grid onto the T1c
@@ -323,6 +324,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
                                 keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
         # probability volumes asked for: every slice run (screening leaves slices far from tumor background)
         return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup,
+                                            model_cleanup=parameters.removeDistant,
                                             brain_extraction=parameters.brainExtraction,
                                             screen=not parameters.probabilities)
 

@@ -79,6 +79,8 @@ def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
     assert set(result["cleanup_rules"]) == set(crossval.CLEANUP_RULES)
     # the default rule's figures are those of the per-case table
     assert result["cleanup_rules"]["small+flat (default)"]["dice_complete"]["mean"] == pytest.approx(np.mean(dice))
+    chosen = result["cleanup_rule_chosen_by_other_folds"]
+    assert set(chosen["rule_of_fold"]) == {"0", "1"} and set(chosen["rule_of_fold"].values()) <= set(crossval.CLEANUP_RULES)
 
     weights_before = {p: p.stat().st_mtime_ns for p in run.glob("fold-*/best.safetensors")}
     again = crossval.run(cases, 2, run, tiny(cases), options, seed=0, progress=False)
@@ -87,6 +89,17 @@ def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
         assert again["scores"][key]["mean"] == pytest.approx(value["mean"], rel=1e-5), key
     with pytest.raises(ValueError, match="new --run-dir"):
         crossval.run(cases, 2, run, tiny(cases), options, seed=1, progress=False)
+
+
+def test_each_folds_cleanup_rule_is_chosen_on_the_other_folds_cases():
+    """A rule that wins on a fold's own cases but loses on the others' is not that fold's choice."""
+    def rows(*dice):
+        return [{"dice_complete": d, "dice_core": d, "dice_enhancing": d} for d in dice]
+    folds = [0, 0, 1, 1, 2, 2]
+    scored = {"a": rows(0.9, 0.9, 0.5, 0.5, 0.5, 0.5), "b": rows(0.6, 0.6, 0.6, 0.6, 0.6, 0.6),
+              "c": rows(0.1, 0.1, 0.7, 0.7, 0.1, 0.1)}
+    # fold 0: a 0.5, b 0.6, c 0.4 on folds 1-2; fold 1: a 0.7, b 0.6; fold 2: a 0.7, b 0.6, c 0.4
+    assert crossval.nested_rule_choice(folds, scored) == {0: "b", 1: "a", 2: "a"}
 
 
 def test_the_same_scan_under_two_names_is_one_patient_dealt_into_one_fold(tmp_path):

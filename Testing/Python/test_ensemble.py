@@ -13,6 +13,7 @@ from BrainTumorCNNLib.frontends import cli
 from BrainTumorCNNLib.learning import crossval, ensemble, training
 from BrainTumorCNNLib.network import networks, registry, weights
 from BrainTumorCNNLib.running import inference, pipeline
+from BrainTumorCNNLib.running.postprocessing import CleanupConfig
 from test_crossval import tiny
 from test_inference import brain_volume, lively
 
@@ -70,6 +71,10 @@ def test_a_finished_run_becomes_one_network_whose_card_says_what_each_member_nev
     assert card["validation"]["folds"] == 2 and sorted(card["validation"]["cases"]) == sorted(fold_of)
     assert card["validation"]["dice"]["complete"] == pytest.approx(summary["scores"]["dice_complete"]["mean"],
                                                                    abs=1e-4)
+    rule = crossval.chosen_rule(summary)  # the cleanup rule the run's held-out cases chose, for the pipeline
+    assert card["cleanup"]["rule"] == rule and set(card["cleanup"]) >= {"chosen", "dice_chosen_on_other_folds"}
+    if crossval.CLEANUP_RULES[rule] is not None:
+        assert CleanupConfig.of_model(card) == CleanupConfig.of_model({}, crossval.CLEANUP_RULES[rule])
     assert card["training"]["config"]["preprocessing"] == json.loads(
         (run / "fold-0" / "config.json").read_text())["preprocessing"]
 

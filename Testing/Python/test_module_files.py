@@ -217,6 +217,7 @@ def test_cleanup_defaults_come_from_the_engine():
                           ("largestOnly", "keep_largest_only")):
         assert re.search(rf"{field}: .*= CleanupConfig\.{config}\n", source), field
         assert re.search(rf"{config}=parameters\.{field}\b", source), f"{field} is not passed to CleanupConfig"
+    assert re.search(r"model_cleanup=parameters\.removeDistant\b", source), "removeDistant is not passed on"
 
 
 # --------------------------------------------------------------------------- CMakeLists.txt

@@ -106,6 +106,24 @@ def test_distant_rule_keeps_satellites_near_the_main_tumor_and_removes_far_blobs
                           labels_in)  # off by default
 
 
+def test_distant_rule_keeps_a_second_focus_of_a_multifocal_tumor_by_its_size():
+    labels_in = np.zeros((20, 60, 24), np.uint8)
+    labels_in[5:15, 2:12, 2:12] = 2  # main tumor, 1000 voxels
+    labels_in[5:13, 40:50, 2:12] = 2  # second focus, 800 voxels (80 % of the main), 28 mm away
+    labels_in[6:10, 50:54, 14:18] = 4  # far blob, 64 voxels (6 %)
+    guarded = CleanupConfig(drop_small=False, drop_flat=False, max_distance_mm=10.0, distant_max_share=0.25)
+    out, report = cleanup(labels_in, ONE_MM, guarded)
+    assert out[5:13, 40:50, 2:12].all() and not out[6:10, 50:54, 14:18].any()
+    assert [c.reasons for c in report.components] == [(), (), ("distant",)]
+    out, _ = cleanup(labels_in, ONE_MM, CleanupConfig(drop_small=False, drop_flat=False, max_distance_mm=10.0))
+    assert not out[5:13, 40:50, 2:12].any()  # without the share every distant component goes
+    for share in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="distant_max_share"):
+            CleanupConfig(max_distance_mm=10.0, distant_max_share=share)
+    with pytest.raises(ValueError, match="max_distance_mm"):
+        CleanupConfig(max_distance_mm=-1.0)
+
+
 def test_each_rule_can_be_switched_off():
     labels_in = tumor((20, 40, 40))
     labels_in[0, 30:32, 30:32] = 2  # small, flat, and not the largest
@@ -195,7 +213,8 @@ def label_maps(max_side=7):
 
 configs = st.builds(CleanupConfig, drop_small=st.booleans(), min_volume_ml=st.sampled_from([0.0, 0.002, 0.01, 0.05]),
                     drop_flat=st.booleans(), flat_max_slices=st.integers(0, 3), keep_largest_only=st.booleans(),
-                    max_distance_mm=st.sampled_from([None, 0.0, 1.5, 4.0]), fully_connected=st.booleans())
+                    max_distance_mm=st.sampled_from([None, 0.0, 1.5, 4.0]),
+                    distant_max_share=st.sampled_from([1.0, 0.5, 0.05]), fully_connected=st.booleans())
 spacings = st.tuples(*[st.sampled_from([0.5, 1.0, 2.5])] * 3)
 
 
@@ -240,7 +259,8 @@ def test_cleanup_only_removes_whole_components_by_its_rules(labels_in, config, s
                 if np.count_nonzero(sizes == sizes[others_keep[0] - 1]) > 1:
                     continue
                 gap = ndimage.distance_transform_edt(components != others_keep[0], sampling=spacing[::-1])
-                expected_removed = gap[member].min() > config.max_distance_mm + 1e-3
+                expected_removed = (gap[member].min() > config.max_distance_mm + 1e-3
+                                    and sizes[index - 1] < config.distant_max_share * sizes[others_keep[0] - 1])
                 if abs(gap[member].min() - config.max_distance_mm) < 1e-3:
                     continue  # on the limit: float rounding decides
         assert removed == expected_removed, (index, sizes[index - 1], z)
@@ -254,3 +274,23 @@ def test_cleanup_only_removes_whole_components_by_its_rules(labels_in, config, s
 def test_disabled_cleanup_is_the_identity(labels_in):
     out, report = cleanup(labels_in, ONE_MM, CleanupConfig.disabled())
     assert np.array_equal(out, labels_in) and isinstance(report, CleanupReport)
+
+
+def test_a_models_card_adds_the_rule_its_cross_validation_chose_unless_the_user_compares_components():
+    card = {"cleanup": {"rule": "small+flat+within 10 mm of largest or over 1/4 of it", "max_distance_mm": 10.0,
+                        "distant_max_share": 0.25, "keep_largest_only": False}}
+    rule = CleanupConfig.of_model(card)
+    assert (rule.max_distance_mm, rule.distant_max_share, rule.keep_largest_only) == (10.0, 0.25, False)
+    mine = CleanupConfig(min_volume_ml=0.5, drop_flat=False)
+    assert CleanupConfig.of_model(card, mine) == CleanupConfig(min_volume_ml=0.5, drop_flat=False,
+                                                               max_distance_mm=10.0, distant_max_share=0.25)
+    for own in (CleanupConfig(max_distance_mm=30.0), CleanupConfig(keep_largest_only=True)):
+        assert CleanupConfig.of_model(card, own) == own
+    assert CleanupConfig.of_model({}) == CleanupConfig() == CleanupConfig.of_model({"cleanup": {"rule": "none"}})
+    # the rule is applied: the far blob of the multifocal case goes, the second focus stays
+    labels_in = np.zeros((20, 60, 24), np.uint8)
+    labels_in[5:15, 2:12, 2:12] = 2
+    labels_in[5:13, 40:50, 2:12] = 2
+    labels_in[6:10, 50:54, 14:18] = 4
+    out, _ = cleanup(labels_in, ONE_MM, CleanupConfig.of_model(card))
+    assert out[5:13, 40:50, 2:12].all() and not out[6:10, 50:54, 14:18].any()

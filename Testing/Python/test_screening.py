@@ -127,3 +127,17 @@ def test_screened_segmentation_of_a_real_case_equals_the_full_one(slab, flips):
     assert 0 < unrun.sum() < brain_slices.sum()
     run = brain_slices & ~unrun
     np.testing.assert_array_equal(runs[True].probabilities[:, run], runs[False].probabilities[:, run])
+
+
+def test_the_pipeline_cleans_with_the_rule_of_the_models_card_unless_told_not_to():
+    from BrainTumorCNNLib.network import registry
+    model = registry.get("TwoPathCNN").build(4).eval()
+    volume, brain = np.zeros((4, 3, 40, 40), np.float32), np.ones((3, 40, 40), bool)
+    card = {"cleanup": {"max_distance_mm": 10.0, "distant_max_share": 0.25, "keep_largest_only": False}}
+    for model_cleanup, expected in ((True, "removing small, flat and distant components"),
+                                    (False, "removing small, flat components")):
+        said = []
+        options = pipeline.SegmentationOptions(device="cpu", model_cleanup=model_cleanup)
+        pipeline.segment_preprocessed(model, "TwoPathCNN", card, volume, brain, (1.0, 1.0, 1.0), options,
+                                      progress=lambda fraction, message: said.append(message))
+        assert expected in said

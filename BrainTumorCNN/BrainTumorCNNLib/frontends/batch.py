@@ -79,6 +79,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights file for --model (its model card beside it)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-cleanup", action="store_true", help="keep all connected components")
+    parser.add_argument("--keep-distant", action="store_true",
+                        help="keep components far from the main tumor that the model's card removes (the rule its "
+                             "cross-validation chose; only small and flat components are then removed)")
     parser.add_argument("--flips", action="store_true",
                         help="test-time augmentation: average the probabilities of the image and its left-right "
                              "flip (twice the network time)")
@@ -115,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
         model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
         screen=not args.no_screening,
         brain_extraction=args.brain_extraction,
-        preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig())
+        preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig(),
+        model_cleanup=not args.keep_distant)
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped, without_dicom_seg = [], [], 0, []
     local_jobs = jobs

@@ -8,7 +8,8 @@ Layout of a run folder (each step resumes where a previous run stopped):
     fold-K/           the training run of fold K (training.train) and
     fold-K/predictions/<case>.npz   its held-out cases' labels before cleanup (cropped, uint8)
     per_case.csv      scores of every held-out case, with its fold and release
-    summary.json      mean and sd of every score, the cleanup rules compared, the settings
+    summary.json      mean and sd of every score, the cleanup rules compared (and each fold's rule chosen
+                      on the other folds' cases), the settings
 
 Cases whose truth lacks the enhancing / non-enhancing split (BRATS 2012) are
 never trained on; they are held out in their fold and scored on the regions
@@ -45,12 +46,15 @@ from ..scoring import metrics, tables
 from . import training
 from .sampling import CachedCase, load_case, same_patient_groups
 
-#: Cleanup rules compared on the held-out predictions (cheap: the network runs once per case).
+#: Cleanup rules compared on the held-out predictions (cheap: the network runs once per case), the
+#: gentler first: a tie in `nested_rule_choice` goes to the earlier.
 CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
     "none": None,
     "small+flat (default)": CleanupConfig(),
-    "small+flat+within 10 mm of largest": CleanupConfig(max_distance_mm=10.0),
+    "small+flat+within 10 mm of largest or over 1/4 of it": CleanupConfig(max_distance_mm=10.0,
+                                                                          distant_max_share=0.25),
     "small+flat+within 20 mm of largest": CleanupConfig(max_distance_mm=20.0),
+    "small+flat+within 10 mm of largest": CleanupConfig(max_distance_mm=10.0),
     "small+flat+largest only": CleanupConfig(keep_largest_only=True),
 }
 
@@ -310,25 +314,55 @@ def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], 
     left_out = {r["case"]: r["twin_trained"] for r in rows if r.get("twin_trained")}
     repeated = {r["case"]: r["same_patient_scored"] for r in rows if r.get("same_patient_scored")}
     kept = [r for r in rows if in_means(r)]
-    rules = {}
-    for name, rule in CLEANUP_RULES.items():
-        scored = []
-        for row in kept:
-            stored = run_dir / f"fold-{row['fold']}" / "predictions" / f"{row['case']}.npz"
-            with np.load(stored, allow_pickle=False) as data:
-                scored.append(score(by_name[row["case"]], data["labels"], rule))
-        rules[name] = {k: v for k, v in mean_sd(scored).items() if k.startswith("dice_")}
+    scored = {name: [] for name in CLEANUP_RULES}
+    for row in kept:
+        stored = run_dir / f"fold-{row['fold']}" / "predictions" / f"{row['case']}.npz"
+        with np.load(stored, allow_pickle=False) as data:
+            for name, rule in CLEANUP_RULES.items():
+                scored[name].append(score(by_name[row["case"]], data["labels"], rule))
+    rules = {name: _dice(rows_of) for name, rows_of in scored.items()}
+    chosen = nested_rule_choice([int(r["fold"]) for r in kept], scored)
     missing = sorted(set(fold_of) - {r["case"] for r in rows})
     result = {
         "model": config.model, "folds": folds, "seed": seed, "cases": len(kept), "missing": missing,
         "left_out_same_patient_trained": left_out, "left_out_same_patient_repeated": repeated,
         "scores": mean_sd(kept), "cleanup_rules": rules,
+        "cleanup_rule_chosen_by_other_folds": {
+            "rule_of_fold": {str(f): name for f, name in chosen.items()},
+            "dice": _dice([scored[chosen[int(r["fold"])]][i] for i, r in enumerate(kept)])},
         "training": {k: v for k, v in asdict(config).items() if k not in ("train_cases", "validation_cases")},
         "inference": {"flips": options.flips, "cleanup": asdict(options.cleanup) if options.cleanup else None},
         "train_seconds_per_fold": [_wall(run_dir / f"fold-{f}") for f in range(folds)],
     }
     write_text(run_dir / "summary.json", json.dumps(result, indent=2))
     return result
+
+
+def _dice(rows: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+    return {k: v for k, v in mean_sd(rows).items() if k.startswith("dice_")}
+
+
+def nested_rule_choice(folds: Sequence[int], scored: Dict[str, List[dict]]) -> Dict[int, str]:
+    """For each fold, the cleanup rule with the best mean Dice (mean of the regions' means) over the
+    other folds' held-out cases (a tie: the earlier in `scored`): the rule's figure on the fold's own cases
+    is then not chosen on them.
+    `scored[rule][i]` is the scores of the i-th case, held out by fold `folds[i]`."""
+    return {fold: max(scored, key=lambda name: rule_merit(_dice([row for row, f in zip(scored[name], folds)
+                                                                 if f != fold])))
+            for fold in sorted(set(folds))}
+
+
+def rule_merit(dice: Dict[str, Dict[str, float]]) -> float:
+    """What ranks cleanup rules: the mean of the regions' mean Dice ({"dice_complete": {"mean": ...}, ...})."""
+    means = [v["mean"] for v in dice.values()]
+    return float(np.mean(means)) if means else float("-inf")
+
+
+def chosen_rule(summary: dict) -> str:
+    """The cleanup rule with the best mean Dice over every held-out case of a run's summary (a tie: the
+    gentler); `summary["cleanup_rule_chosen_by_other_folds"]` says what choosing it costs in honesty."""
+    rules = summary["cleanup_rules"]
+    return max((name for name in CLEANUP_RULES if name in rules), key=lambda name: rule_merit(rules[name]))
 
 
 def _wall(fold_dir: Path) -> Optional[float]:
@@ -347,8 +381,14 @@ def format_summary(result: dict) -> str:
         cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
                  if (k := f"{metric}_{r}") in scores]
         lines.append(f"  {metric:12s} " + " / ".join(cells) + "   (complete / core / enhancing)")
+    width = max(map(len, result["cleanup_rules"]))
     for name, dice in result["cleanup_rules"].items():
-        lines.append(f"  cleanup {name:26s} Dice " + " / ".join(f"{v['mean']:.3f}" for v in dice.values()))
+        lines.append(f"  cleanup {name:{width}s} Dice " + " / ".join(f"{v['mean']:.3f}" for v in dice.values()))
+    if "cleanup_rule_chosen_by_other_folds" in result:
+        chosen = result["cleanup_rule_chosen_by_other_folds"]
+        lines.append("  cleanup rule of each fold chosen on the other folds' cases: Dice "
+                     + " / ".join(f"{v['mean']:.3f}" for v in chosen["dice"].values()) + " ("
+                     + "; ".join(f"fold {f}: {name}" for f, name in chosen["rule_of_fold"].items()) + ")")
     return "\n".join(lines)
 
 

@@ -65,6 +65,11 @@ def assemble(run_dir: Path, output: Path) -> dict:
     rows = crossval.held_out_rows(run_dir)
     scored, left_out = crossval.split_means(rows)
     trained = [sorted(card["train_cases"]) for card in cards]
+    rule = crossval.chosen_rule(summary)
+    nested = summary.get("cleanup_rule_chosen_by_other_folds")
+    if nested is None:
+        raise EnsembleError(f"{summary_path} predates the nested choice of the cleanup rule: rerun the run's "
+                            "crossval command with --only-folds (no fold) to summarise it again")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     card = {
@@ -77,6 +82,15 @@ def assemble(run_dir: Path, output: Path) -> dict:
                      "trained_on": names, "never_saw": sorted(set(cases) - set(names))}
                     for fold, (card, names) in enumerate(zip(cards, trained))],
         "never_seen_by_any_member": sorted(set(cases) - {n for names in trained for n in names}),
+        "cleanup": {
+            "rule": rule, **_model_rule(crossval.CLEANUP_RULES[rule]),
+            "chosen": ("the cleanup rule of crossval.CLEANUP_RULES with the best mean Dice over the held-out "
+                       "cases; chosen for each fold on the other folds' cases instead, the rules "
+                       + "; ".join(f"fold {f}: {n}" for f, n in nested["rule_of_fold"].items())
+                       + " give the Dice in dice_chosen_on_other_folds"),
+            "dice_chosen_on_other_folds": {k.replace("dice_", ""): round(v["mean"], 4)
+                                           for k, v in nested["dice"].items()},
+        },
         "training": {
             "run": str(run_dir),
             "wall_s": round(sum(float(card.get("training_wall_s") or 0.0) for card in cards), 1),
@@ -97,6 +111,12 @@ def assemble(run_dir: Path, output: Path) -> dict:
         "assembled": time.strftime("%Y-%m-%d"),
     }
     return weights.save(ensemble, NAME, output / f"{NAME}.safetensors", card)
+
+
+def _model_rule(rule) -> dict:
+    """The fields of a cleanup rule that CleanupConfig.of_model takes from a card: none for "none" (the
+    user's cleanup then decides)."""
+    return {} if rule is None else {k: getattr(rule, k) for k in rule.MODEL_RULES}
 
 
 def member_names(card: dict) -> List[str]:

@@ -35,6 +35,8 @@ class SegmentationOptions:
     # N4's settings; the normalisation statistics are the model's own (PreprocessingConfig.of_model)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
+    # with cleanup, also the distance rule the model's card chose by cross-validation (CleanupConfig.of_model)
+    model_cleanup: bool = True
 
 
 @dataclass
@@ -88,8 +90,10 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     out_labels = result.labels
     cleanup_report = None
     if options.cleanup is not None:
-        report(0.96, "removing small and flat components")
-        out_labels, cleanup_report = cleanup(out_labels, spacing, options.cleanup)
+        rule = CleanupConfig.of_model(card, options.cleanup) if options.model_cleanup else options.cleanup
+        report(0.96, "removing small, flat" + (" and distant" if rule.max_distance_mm is not None else "")
+               + " components")
+        out_labels, cleanup_report = cleanup(out_labels, spacing, rule)
     report(1.0, "done")
     return Segmentation(out_labels, result.probabilities, model.num_classes, name, card, cleanup_report)
 
