@@ -3,6 +3,7 @@ robustness` runs the whole pipeline under them on a slab of a phantom, resumes, 
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -193,6 +194,12 @@ def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_i
                                      threads=1, device="cpu", patience=0, keep="last")
     run = tmp_path / "cv-tiny"
     crossval.run(cases, 2, run, config, SegmentationOptions(model="TwoPathCNN", device="cpu"), progress=False)
+    summary_path = run / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    default, distant = "small+flat (default)", "small+flat+within 10 mm of largest or over 1/4 of it"
+    rules = summary["cleanup_rules"]
+    rules[default] = {k: {**v, "mean": 1.0} for k, v in rules[default].items()}  # the default rule wins here
+    summary_path.write_text(json.dumps(summary))
     argv = ["robustness", str(tmp_path / "cases"), "--output", str(tmp_path / "by-run"), "--run", str(run),
             "--shifts", "clean"]
     assert cli.main(argv) == 0
@@ -218,3 +225,10 @@ def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_i
     assert "Other_001: not a case of" in capsys.readouterr().err
     assert cli.main(argv + ["--models", "TwoPathCNN"]) != 0
     assert "leave out --models" in capsys.readouterr().err
+    # a run that chose another cleanup rule is scored with it, under a label naming it
+    rules[distant] = {k: {**v, "mean": 2.0} for k, v in rules[default].items()}
+    summary_path.write_text(json.dumps(summary))
+    assert cli.main(argv) == 0
+    with open(tmp_path / "by-run" / robustness.CSV_NAME, newline="") as f:
+        labels = {r["model"] for r in csv.DictReader(f)}
+    assert labels == {"cv-tiny", f"cv-tiny, cleanup {distant}"}

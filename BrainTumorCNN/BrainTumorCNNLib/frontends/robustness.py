@@ -47,8 +47,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, help="other weights for the one model of --models (card beside them)")
     parser.add_argument("--run", type=Path, metavar="RUN_DIR",
                         help="a cross-validation run (braintumorcnn crossval): each case, one of the run's, is "
-                             "segmented by the fold model that held it out (the weights that fold kept); the rows "
-                             "name the run's folder as their model")
+                             "segmented by the fold model that held it out (the weights that fold kept) and cleaned "
+                             "with the rule the run chose (as its EnsembleCNN); the rows name the run's folder, and "
+                             "that rule when not the default, as their model")
     parser.add_argument("--shifts", nargs="+", metavar="SHIFT", choices=tuple(site_shifts.SHIFTS),
                         default=list(site_shifts.SHIFTS), help="site shifts to run (default: all): "
                         + "; ".join(f"'{s.name}': {s.description}" for s in site_shifts.SHIFTS.values()))
@@ -62,12 +63,15 @@ def main(args: argparse.Namespace) -> int:
     sources = [c for path in args.cases for c in _cases(path)]
     if args.run and (args.models or args.weights):
         raise ValueError("--run takes each case's model from the run: leave out --models and --weights")
-    models, models_for = _held_out_models(args.run, sources) if args.run else _named_models(args)
+    options = SegmentationOptions(device=args.device)
+    if args.run:
+        models, models_for, options.cleanup = _held_out_models(args.run, sources)
+    else:
+        models, models_for = _named_models(args)
     args.output.mkdir(parents=True, exist_ok=True)
     csv_path = args.output / CSV_NAME
     rows = read_rows(csv_path)
     done = {tuple(row[k] for k in KEY) for row in rows}
-    options = SegmentationOptions(device=args.device)
     failed = []
     for index, source in enumerate(sources, 1):
         todo = [(s, m) for s in args.shifts for m in models if (source.name, m, s) not in done]
@@ -98,12 +102,17 @@ def _named_models(args: argparse.Namespace):
 
 
 def _held_out_models(run: Path, sources: Sequence[Path]):
-    """The run's folder name as the one model, and per case the fold model that never saw it."""
+    """The run as the one model, per case the fold model that never saw it, and the cleanup rule the run
+    chose (the rule its EnsembleCNN's card carries; named in the model's label when not the default)."""
     fold_of = crossval.held_out_folds(run)
     strangers = [s.name for s in sources if s.name not in fold_of]
     if strangers:
         raise ValueError(f"{', '.join(strangers)}: not a case of {run}'s folds; with --run, pass the run's cases")
+    summary = run / "summary.json"
+    rule = crossval.chosen_rule(json.loads(summary.read_text())) if summary.is_file() else None
     label, loaded = run.resolve().name, {}
+    if rule is not None and crossval.CLEANUP_RULES[rule] != SegmentationOptions().cleanup:
+        label += f", cleanup {rule}"
 
     def models_for(source: Path) -> dict:
         fold = fold_of[source.name]
@@ -112,7 +121,8 @@ def _held_out_models(run: Path, sources: Sequence[Path]):
             model_name = json.loads(path.with_suffix(".json").read_text())["model"]
             loaded[fold] = weights.load(model_name, path)
         return {label: loaded[fold]}
-    return [label], models_for
+    cleanup = crossval.CLEANUP_RULES[rule] if rule is not None else SegmentationOptions().cleanup
+    return [label], models_for, cleanup
 
 
 def _cases(path: Path) -> List[Path]:
