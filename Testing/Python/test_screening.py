@@ -50,7 +50,8 @@ def _blobs(seed: int, shape=(40, 24, 24)) -> np.ndarray:
 
 @pytest.mark.parametrize("config", [CleanupConfig(), CleanupConfig(flat_max_slices=1),
                                     CleanupConfig(flat_max_slices=4, min_volume_ml=0.0),
-                                    CleanupConfig(max_distance_mm=4.0), CleanupConfig(max_distance_mm=10.0)])
+                                    CleanupConfig(max_distance_mm=4.0), CleanupConfig(max_distance_mm=10.0),
+                                    CleanupConfig(max_distance_mm=4.0, distant_max_share=0.5)])
 def test_screening_at_the_cleanups_span_never_changes_the_cleaned_labels(config):
     step = 1 + config.unseen_span()
     missed_before_cleanup = distant = 0
