@@ -223,3 +223,16 @@ def test_the_preparation_of_each_case_is_reported(untrained_models, synthetic_ca
     argv = ["segment", "--output", str(tmp_path / "out"), "--device", "cpu", "--resample"]
     assert cli.main(argv + [x for m in io.MODALITIES for x in (f"--{m.lower()}", str(files[m]))]) == 0
     assert "  resample T1 onto the T1c grid (as it lies: no registration)\n" in capsys.readouterr().out
+
+
+def test_cleanup_flags_reach_the_pipeline():
+    import argparse
+    from BrainTumorCNNLib.frontends import batch
+    from BrainTumorCNNLib.running.postprocessing import CleanupConfig
+    parser = argparse.ArgumentParser()
+    batch.configure_parser(parser)
+    options = batch.segmentation_options(parser.parse_args(["case", "--output", "out"]))
+    assert options.cleanup == CleanupConfig() and options.model_cleanup  # the model's rule on top
+    options = batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--keep-distant"]))
+    assert options.cleanup == CleanupConfig() and not options.model_cleanup
+    assert batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--no-cleanup"])).cleanup is None

@@ -106,6 +106,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "local:N worker processes of this machine; needs the [cluster] extra (cluster.py)")
 
 
+def segmentation_options(args: argparse.Namespace) -> pipeline.SegmentationOptions:
+    return pipeline.SegmentationOptions(
+        model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
+        screen=not args.no_screening, brain_extraction=args.brain_extraction,
+        preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig(),
+        model_cleanup=not args.keep_distant)
+
+
 def main(args: argparse.Namespace) -> int:
     jobs = collect_jobs(args)
     if args.brain_extraction == "on":
@@ -114,12 +122,7 @@ def main(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
         stale.unlink()
-    options = pipeline.SegmentationOptions(
-        model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
-        screen=not args.no_screening,
-        brain_extraction=args.brain_extraction,
-        preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig(),
-        model_cleanup=not args.keep_distant)
+    options = segmentation_options(args)
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped, without_dicom_seg = [], [], 0, []
     local_jobs = jobs
