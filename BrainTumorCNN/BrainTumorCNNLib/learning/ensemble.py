@@ -84,8 +84,8 @@ def assemble(run_dir: Path, output: Path) -> dict:
         "never_seen_by_any_member": sorted(set(cases) - {n for names in trained for n in names}),
         "cleanup": {
             "rule": rule, **_model_rule(crossval.CLEANUP_RULES[rule]),
-            "chosen": ("the cleanup rule of crossval.CLEANUP_RULES with the best mean Dice over the held-out "
-                       "cases; chosen for each fold on the other folds' cases instead, the rules "
+            "chosen": ("of the cleanup rules a model may carry (crossval.MODEL_RULES), the one with the best mean "
+                       "Dice over the held-out cases; chosen for each fold on the other folds' cases instead, the rules "
                        + "; ".join(f"fold {f}: {n}" for f, n in nested["rule_of_fold"].items())
                        + " give the Dice in dice_chosen_on_other_folds"),
             "dice_chosen_on_other_folds": {k.replace("dice_", ""): round(v["mean"], 4)
@@ -114,9 +114,8 @@ def assemble(run_dir: Path, output: Path) -> dict:
 
 
 def _model_rule(rule) -> dict:
-    """The fields of a cleanup rule that CleanupConfig.of_model takes from a card: none for "none" (the
-    user's cleanup then decides)."""
-    return {} if rule is None else {k: getattr(rule, k) for k in rule.MODEL_RULES}
+    """The fields of a cleanup rule that CleanupConfig.of_model takes from a card."""
+    return {k: getattr(rule, k) for k in rule.CARD_FIELDS}
 
 
 def member_names(card: dict) -> List[str]:

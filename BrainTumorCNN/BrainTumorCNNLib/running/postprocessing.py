@@ -78,16 +78,16 @@ class CleanupConfig:
             return 0
         return int(self.flat_max_slices)
 
-    #: The rules a model's card may carry (CleanupConfig.of_model): those that compare components.
-    MODEL_RULES = ("max_distance_mm", "distant_max_share", "keep_largest_only")
+    #: The fields a model's card may set (CleanupConfig.of_model): the rules that compare components.
+    CARD_FIELDS = ("max_distance_mm", "distant_max_share", "keep_largest_only")
 
     @classmethod
     def of_model(cls, card: dict, base: Optional["CleanupConfig"] = None) -> "CleanupConfig":
         """`base` (default: the defaults) with the rule comparing components that the model's card chose by
-        cross-validation (its "cleanup": MODEL_RULES' fields), as nnU-Net ships the post-processing its folds
+        cross-validation (its "cleanup": CARD_FIELDS), as nnU-Net ships the post-processing its folds
         chose; `base` unchanged when the card names none or `base` compares components itself."""
         base = base or cls()
-        chosen = {k: v for k, v in (card.get("cleanup") or {}).items() if k in cls.MODEL_RULES}
+        chosen = {k: v for k, v in (card.get("cleanup") or {}).items() if k in cls.CARD_FIELDS}
         if base.max_distance_mm is not None or base.keep_largest_only or not chosen:
             return base
         return replace(base, **chosen)
