@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from BrainTumorCNNLib import labels
-from BrainTumorCNNLib.learning.crossval import held_out_folds, in_means
+from BrainTumorCNNLib.learning.crossval import fold_weights, held_out_folds, in_means
 from BrainTumorCNNLib.learning.sampling import case_name, case_sources, load_case
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
@@ -55,8 +55,7 @@ def probabilities(run_dir: Path, cache: Path, model_name: str, step: int, store:
                 probs = data["probabilities"]
         else:
             if fold not in models:
-                models[fold] = weights.load(model_name, run_dir / f"fold-{fold}" / "best.safetensors",
-                                            device="cpu")[0]
+                models[fold] = weights.load(model_name, fold_weights(run_dir, fold), device="cpu")[0]
             result = inference.segment_volume(models[fold], case.images.astype(np.float32), case.brain,
                                               device="cpu", only_slices=slices)
             probs = result.probabilities[:, slices].astype(np.float16)
