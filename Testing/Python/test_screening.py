@@ -142,3 +142,13 @@ def test_the_pipeline_cleans_with_the_rule_of_the_models_card_unless_told_not_to
         pipeline.segment_preprocessed(model, "TwoPathCNN", card, volume, brain, (1.0, 1.0, 1.0), options,
                                       progress=lambda fraction, message: said.append(message))
         assert expected in said
+
+
+def test_a_cards_rule_that_ranks_every_component_turns_screening_off():
+    options = pipeline.SegmentationOptions()
+    assert pipeline.screen_step(options) == pipeline.screen_step(options, {}) == 1 + CleanupConfig().flat_max_slices
+    largest = {"cleanup": {"keep_largest_only": True}}
+    assert pipeline.screen_step(options, largest) == 1
+    assert pipeline.screen_step(pipeline.SegmentationOptions(model_cleanup=False), largest) > 1
+    distant = {"cleanup": {"max_distance_mm": 10.0, "distant_max_share": 0.25}}
+    assert pipeline.screen_step(options, distant) == pipeline.screen_step(options)

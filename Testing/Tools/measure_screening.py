@@ -48,11 +48,11 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", help="also write the rows here")
     args = parser.parse_args(argv)
     options = pipeline.SegmentationOptions()
-    config, step = options.cleanup, pipeline.screen_step(options)
     paths = [p for arg in args.cases for p in case_sources(arg)]
     rows = []
     for model_name in args.models:
-        model, _ = weights.load(model_name)
+        model, card = weights.load(model_name)
+        config, step = pipeline.cleanup_rule(options, card), pipeline.screen_step(options, card)
         for path in paths:
             row = dict(model=model_name, **measure(model, load_case(path, PreprocessingConfig()), step, config))
             rows.append(row)

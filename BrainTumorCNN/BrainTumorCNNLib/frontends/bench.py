@@ -219,7 +219,7 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     # the whole volume as `segment` runs it (screening decides which slices run; it needs a trained model)
     row["dense_screened_s"] = row["screened_slices_run"] = None
     if shipped:
-        step = pipeline.screen_step(pipeline.SegmentationOptions())
+        step = pipeline.screen_step(pipeline.SegmentationOptions(), spec.card())
         row["dense_screened_s"], _, result = time_dense(model, volume, mask, True, args.device, None, args.repeats,
                                                         args.precision, screen_step=step)
         row["screened_slices_run"] = len(result.slices)

@@ -83,14 +83,14 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     """Dense inference (averaged over a left-right flip when `options.flips`) and cleanup of a
     preprocessed volume; `segment` and cross-validation share it."""
     report = progress or (lambda fraction, message: None)
+    rule = cleanup_rule(options, card)
     result = inference.segment_volume(
         model, volume, brain, device=options.device, fast=options.fast, precision=options.precision,
-        flips=options.flips, screen_step=screen_step(options), cancel=cancel,
+        flips=options.flips, screen_step=screen_step(options, card), cancel=cancel,
         progress=lambda f, m: report(0.95 * f, m))
     out_labels = result.labels
     cleanup_report = None
-    if options.cleanup is not None:
-        rule = CleanupConfig.of_model(card, options.cleanup) if options.model_cleanup else options.cleanup
+    if rule is not None:
         report(0.96, "removing small, flat" + (" and distant" if rule.max_distance_mm is not None else "")
                + " components")
         out_labels, cleanup_report = cleanup(out_labels, spacing, rule)
@@ -98,12 +98,21 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     return Segmentation(out_labels, result.probabilities, model.num_classes, name, card, cleanup_report)
 
 
-def screen_step(options: SegmentationOptions) -> int:
-    """inference.segment_volume's screen_step for these options: as many unrun slices as the cleanup
-    removes anyway (CleanupConfig.unseen_span), 1 (every slice) without screening or cleanup."""
-    if not options.screen or options.cleanup is None:
+def cleanup_rule(options: SegmentationOptions, card: dict) -> Optional[CleanupConfig]:
+    """The cleanup these options give with this model: theirs, plus the rule the model's card carries
+    when `options.model_cleanup` (CleanupConfig.of_model); None without cleanup."""
+    if options.cleanup is None or not options.model_cleanup:
+        return options.cleanup
+    return CleanupConfig.of_model(card, options.cleanup)
+
+
+def screen_step(options: SegmentationOptions, card: Optional[dict] = None) -> int:
+    """inference.segment_volume's screen_step for these options and model: as many unrun slices as its
+    cleanup removes anyway (CleanupConfig.unseen_span), 1 (every slice) without screening or cleanup."""
+    rule = cleanup_rule(options, card or {})
+    if not options.screen or rule is None:
         return 1
-    return 1 + options.cleanup.unseen_span()
+    return 1 + rule.unseen_span()
 
 
 def _check_cancel(cancel: Optional[Callable[[], bool]]) -> None:
