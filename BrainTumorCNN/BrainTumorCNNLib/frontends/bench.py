@@ -199,7 +199,7 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     """Every figure of one model (run in this process)."""
     spec = registry.get(name)
     shipped = name in registry.shipped() and spec.card().get("num_classes") == args.num_classes
-    model = weights.load(name)[0] if shipped else spec.build(args.num_classes).eval()
+    model, card = weights.load(name) if shipped else (spec.build(args.num_classes).eval(), {})
     brain_slices = int(mask.any(axis=(1, 2)).sum())
     row: Dict[str, object] = {"receptive_field": model.receptive_field, "weights": "shipped" if shipped else "untrained"}
     for key, fast, sample, precision in (("dense_direct_s", False, args.direct_slices or args.slices, "float32"),
@@ -219,7 +219,7 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     # the whole volume as `segment` runs it (screening decides which slices run; it needs a trained model)
     row["dense_screened_s"] = row["screened_slices_run"] = None
     if shipped:
-        step = pipeline.screen_step(pipeline.SegmentationOptions(), spec.card())
+        step = pipeline.screen_step(pipeline.SegmentationOptions(), card)
         row["dense_screened_s"], _, result = time_dense(model, volume, mask, True, args.device, None, args.repeats,
                                                         args.precision, screen_step=step)
         row["screened_slices_run"] = len(result.slices)

@@ -108,11 +108,10 @@ def _held_out_models(run: Path, sources: Sequence[Path]):
     strangers = [s.name for s in sources if s.name not in fold_of]
     if strangers:
         raise ValueError(f"{', '.join(strangers)}: not a case of {run}'s folds; with --run, pass the run's cases")
-    summary = run / "summary.json"
+    summary, default = run / "summary.json", SegmentationOptions().cleanup
     rule = crossval.chosen_rule(json.loads(summary.read_text())) if summary.is_file() else None
-    label, loaded = run.resolve().name, {}
-    if rule is not None and crossval.CLEANUP_RULES[rule] != SegmentationOptions().cleanup:
-        label += f", cleanup {rule}"
+    cleanup = crossval.CLEANUP_RULES[rule] if rule is not None else default
+    label, loaded = run.resolve().name + (f", cleanup {rule}" if cleanup != default else ""), {}
 
     def models_for(source: Path) -> dict:
         fold = fold_of[source.name]
@@ -121,7 +120,6 @@ def _held_out_models(run: Path, sources: Sequence[Path]):
             model_name = json.loads(path.with_suffix(".json").read_text())["model"]
             loaded[fold] = weights.load(model_name, path)
         return {label: loaded[fold]}
-    cleanup = crossval.CLEANUP_RULES[rule] if rule is not None else SegmentationOptions().cleanup
     return [label], models_for, cleanup
 
 

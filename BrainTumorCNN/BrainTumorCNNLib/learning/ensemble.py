@@ -83,7 +83,7 @@ def assemble(run_dir: Path, output: Path) -> dict:
                     for fold, (card, names) in enumerate(zip(cards, trained))],
         "never_seen_by_any_member": sorted(set(cases) - {n for names in trained for n in names}),
         "cleanup": {
-            "rule": rule, **_model_rule(crossval.CLEANUP_RULES[rule]),
+            "rule": rule, **crossval.CLEANUP_RULES[rule].card_fields(),
             "chosen": ("of the cleanup rules a model may carry (crossval.MODEL_RULES), the one with the best mean "
                        "Dice over the held-out cases; chosen for each fold on the other folds' cases instead, the rules "
                        + "; ".join(f"fold {f}: {n}" for f, n in nested["rule_of_fold"].items())
@@ -111,11 +111,6 @@ def assemble(run_dir: Path, output: Path) -> dict:
         "assembled": time.strftime("%Y-%m-%d"),
     }
     return weights.save(ensemble, NAME, output / f"{NAME}.safetensors", card)
-
-
-def _model_rule(rule) -> dict:
-    """The fields of a cleanup rule that CleanupConfig.of_model takes from a card."""
-    return {k: getattr(rule, k) for k in rule.CARD_FIELDS}
 
 
 def member_names(card: dict) -> List[str]:

@@ -86,7 +86,7 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     rule = cleanup_rule(options, card)
     result = inference.segment_volume(
         model, volume, brain, device=options.device, fast=options.fast, precision=options.precision,
-        flips=options.flips, screen_step=screen_step(options, card), cancel=cancel,
+        flips=options.flips, screen_step=_screen_step(options.screen, rule), cancel=cancel,
         progress=lambda f, m: report(0.95 * f, m))
     out_labels = result.labels
     cleanup_report = None
@@ -109,10 +109,11 @@ def cleanup_rule(options: SegmentationOptions, card: dict) -> Optional[CleanupCo
 def screen_step(options: SegmentationOptions, card: Optional[dict] = None) -> int:
     """inference.segment_volume's screen_step for these options and model: as many unrun slices as its
     cleanup removes anyway (CleanupConfig.unseen_span), 1 (every slice) without screening or cleanup."""
-    rule = cleanup_rule(options, card or {})
-    if not options.screen or rule is None:
-        return 1
-    return 1 + rule.unseen_span()
+    return _screen_step(options.screen, cleanup_rule(options, card or {}))
+
+
+def _screen_step(screen: bool, rule: Optional[CleanupConfig]) -> int:
+    return 1 + rule.unseen_span() if screen and rule is not None else 1
 
 
 def _check_cancel(cancel: Optional[Callable[[], bool]]) -> None:

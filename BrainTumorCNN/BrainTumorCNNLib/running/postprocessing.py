@@ -92,6 +92,10 @@ class CleanupConfig:
             return base
         return replace(base, **chosen)
 
+    def card_fields(self) -> dict:
+        """What a model's card holds of this rule (its "cleanup"), for `of_model` to read back."""
+        return {k: getattr(self, k) for k in self.CARD_FIELDS}
+
     @classmethod
     def disabled(cls) -> "CleanupConfig":
         """A configuration that removes nothing."""
