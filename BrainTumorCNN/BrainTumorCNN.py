@@ -74,6 +74,7 @@ class BrainTumorCNNParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode  # None: a new segmentation node per run
     model: str = ""  # registry name; "" until a model with weights is known
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    precision: Annotated[str, Choice(["auto", "float32", "bfloat16"])] = "auto"  # inference.PRECISIONS
     cleanup: bool = True
     minimumVolumeMl: Annotated[float, WithinRange(0.0, 100.0)] = CleanupConfig.min_volume_ml
     removeFlat: bool = CleanupConfig.drop_flat
@@ -323,7 +324,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         cleanup = CleanupConfig(min_volume_ml=parameters.minimumVolumeMl, drop_flat=parameters.removeFlat,
                                 keep_largest_only=parameters.largestOnly) if parameters.cleanup else None
         # probability volumes asked for: every slice run (screening leaves slices far from tumor background)
-        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device, cleanup=cleanup,
+        return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device,
+                                            precision=parameters.precision, cleanup=cleanup,
                                             model_cleanup=parameters.removeDistant,
                                             brain_extraction=parameters.brainExtraction,
                                             screen=not parameters.probabilities)

@@ -208,9 +208,27 @@ def test_precision_option_reaches_the_pipeline(untrained_models, synthetic_cases
                                            preprocessing=pipeline.PreprocessingConfig(n4=False))
     lower = pipeline.segment(case.images, case.geometry, options)
     exact = pipeline.segment(case.images, case.geometry,
-                             pipeline.SegmentationOptions(device="cpu", cleanup=None, preprocessing=options.preprocessing))
+                             pipeline.SegmentationOptions(device="cpu", cleanup=None, precision="float32",
+                                                          preprocessing=options.preprocessing))
     np.testing.assert_array_equal(written, lower.labels)
     assert not np.allclose(lower.probabilities, exact.probabilities, atol=1e-6)
+
+
+def test_segment_runs_in_the_precision_auto_resolves_to_unless_told(untrained_models, synthetic_cases, tmp_path,
+                                                                   monkeypatch):
+    """Without --precision, `segment` runs bfloat16 on a CPU with native bfloat16 and float32 elsewhere."""
+    from BrainTumorCNNLib.running import inference
+
+    ran = []
+    real = inference.segment_volume
+    monkeypatch.setattr(inference, "segment_volume", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
+    for native, arithmetic in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(inference, "native_bfloat16", lambda: native)
+        output = tmp_path / arithmetic
+        assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu",
+                         "--no-n4", "--no-cleanup"]) == 0
+        assert ran[-1].precision == arithmetic
+        assert (output / "Synth_000_labels.nii.gz").is_file()
 
 
 def test_the_preparation_of_each_case_is_reported(untrained_models, synthetic_cases, tmp_path, capsys):

@@ -350,6 +350,19 @@ def test_brain_extraction_is_chosen_in_the_preparation_section_among_the_engines
     assert {k.arg: ast.unparse(k.value) for k in call.keywords}["brain_extraction"] == "parameters.brainExtraction"
 
 
+def test_precision_is_chosen_in_the_model_section_among_the_engines_precisions(app):
+    from BrainTumorCNNLib.running.inference import PRECISIONS
+    root, _ = load_ui(UI_FILE)
+    section = widgets_by_name(root)["modelCollapsibleButton"]
+    (selector,) = [w for w in section.findChildren(QWidget) if w.property("SlicerParameterName") == "precision"]
+    assert qt_class(selector) == "QComboBox"
+    assert tuple(selector.itemText(i) for i in range(selector.count())) == PRECISIONS
+    (options,) = [f for f in ast.walk(ast.parse(MODULE_SCRIPT.read_text()))
+                  if isinstance(f, ast.FunctionDef) and f.name == "options"]
+    (call,) = [c for c in ast.walk(options) if isinstance(c, ast.Call) and ast.unparse(c.func).endswith("Options")]
+    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["precision"] == "parameters.precision"
+
+
 # --------------------------------------------------------------------------- the checks can fail
 def broken_ui(tmp_path: Path, old: str, new: str) -> Path:
     text = UI_FILE.read_text()

@@ -6,6 +6,8 @@ import copy
 import math
 import threading
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -169,7 +171,7 @@ def test_bfloat16_precision_is_close_to_float32_and_keeps_fft_in_float32():
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
         out = fft(x.to(torch.bfloat16))
     assert out.dtype == torch.float32
-    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
         inference.segment_volume(model, volume, mask, device="cpu", precision="int8")
 
 
@@ -454,3 +456,36 @@ def test_fft_convolution_reuses_a_larger_spectrum_exactly():
         expected = conv(small)
     assert len(fft._spectra) == 1 and next(iter(fft._spectra))[:2] == (fastconv.fft_length(90), fastconv.fft_length(70))
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bfloat16(monkeypatch):
+    """"auto" resolves by the CPU's instructions; the result says what ran, on every route that reports it."""
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume, mask = brain_volume(slices=1)
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(inference, "native_bfloat16", lambda: native)
+        assert inference.resolve_precision("auto", torch.device("cpu")) == expected
+        messages = []
+        result = inference.segment_volume(model, volume, mask, device="cpu", fast=False, precision="auto",
+                                          progress=lambda f, m: messages.append(m))
+        assert result.precision == expected and f"(cpu, {expected})" in messages[-1]
+        same = inference.segment_volume(model, volume, mask, device="cpu", fast=False, precision=expected)
+        np.testing.assert_array_equal(result.probabilities, same.probabilities)
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: True)
+    assert inference.resolve_precision("auto", torch.device("cuda")) == "float32"
+    assert inference.resolve_precision("bfloat16", torch.device("cuda")) == "bfloat16"
+    assert inference.resolve_precision("float32", torch.device("cpu")) == "float32"
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
+        inference.resolve_precision("float16", torch.device("cpu"))
+
+
+def test_native_bfloat16_follows_what_torch_detects_on_this_cpu():
+    """True exactly when torch reports AMX tiles or AVX512-BF16 (the flags /proc/cpuinfo names on Linux)."""
+    flags = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert inference.native_bfloat16() == bool(flags & {"amx_tile", "avx512_bf16"})

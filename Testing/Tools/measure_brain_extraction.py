@@ -87,7 +87,8 @@ def main() -> None:
             case = read_case(SHARED_DATA / case_path)
             for mode in ("off", "on"):
                 result = pipeline.segment(case.images, case.geometry,
-                                          pipeline.SegmentationOptions(device="cpu", brain_extraction=mode))
+                                          pipeline.SegmentationOptions(device="cpu", precision="float32",
+                                                                                       brain_extraction=mode))
                 scores = metrics.evaluate_case(result.labels, case.truth, case.geometry.spacing, labels.REGIONS)
                 print(case.name, mode, {k: round(v, 4) for k, v in scores.as_row().items() if k.startswith("dice")},
                       result.extraction.summary(), flush=True)

@@ -76,7 +76,8 @@ def measure(path: Path, new: preprocessing.PreprocessingConfig, segment: bool) -
     row["intensity_max_abs"], row["intensity_mean_abs"] = float(difference.max()), float(difference.mean())
     if segment:
         seg = {key: pipeline.segment(case.images, case.geometry,
-                                     pipeline.SegmentationOptions(device="cpu", preprocessing=config)).labels
+                                     pipeline.SegmentationOptions(device="cpu", precision="float32",
+                                                                              preprocessing=config)).labels
                for key, config in (("old", OLD), ("new", new))}
         row["dice_new_vs_old"] = region_dice(seg["new"], seg["old"])
         if case.truth is not None:

@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def score(name: str, weights_path: Path, cases: list) -> list:
     rows = []
-    options = pipeline.SegmentationOptions(model=name, weights_path=str(weights_path), device="cpu")
+    options = pipeline.SegmentationOptions(model=name, weights_path=str(weights_path), device="cpu",
+                                           precision="float32")
     for folder in cases:
         case = read_case(folder)
         started = time.time()

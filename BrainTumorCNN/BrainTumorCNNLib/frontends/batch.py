@@ -85,9 +85,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flips", action="store_true",
                         help="test-time augmentation: average the probabilities of the image and its left-right "
                              "flip (twice the network time)")
-    parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
+    parser.add_argument("--precision", choices=inference.PRECISIONS, default="auto",
                         help="arithmetic of the direct convolutions: bfloat16 is faster on CPUs with AVX512-BF16 "
-                             "or AMX and agrees with float32 on >= 99.9 %% of brain voxels (README, Speed)")
+                             "or AMX and agrees with float32 on >= 99.9 %% of brain voxels (docs/speed.md); auto "
+                             "(default): bfloat16 on such a CPU, float32 elsewhere (GPUs included)")
     parser.add_argument("--no-screening", action="store_true",
                         help="run the network on every brain slice (default: every third first, then only the "
                              "slices near tumor; the cleaned labels are the same, README Speed)")

@@ -255,8 +255,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=4, choices=(4, 5))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--skip-direct", action="store_true", help="do not time dense-direct (the slowest)")
-    parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
-                        help="arithmetic of the screened whole-volume run, as `segment --precision` (default float32)")
+    parser.add_argument("--precision", choices=inference.PRECISIONS, default="auto",
+                        help="arithmetic of the screened whole-volume run, as `segment --precision` (default auto, "
+                             "as segment)")
     parser.add_argument("--training", action="store_true",
                         help="instead, time a training step route by route and the sampler (bench_training)")
     parser.add_argument("--in-process", action="store_true",
@@ -318,7 +319,9 @@ def main(args: argparse.Namespace) -> int:
             "dense_fast": args.slices if 0 < args.slices < brain_slices else None,
             "dense_bf16": args.slices if 0 < args.slices < brain_slices else None},
         "repeats": args.repeats,
-        "screened_precision": args.precision,
+        "screened_precision": inference.resolve_precision(args.precision, inference.resolve_device(args.device)),
+        "precision_asked": args.precision,
+        "cpu_native_bfloat16": inference.native_bfloat16(),
         "preparation": preparation,
         "preprocessing": preprocessing,
         "models": {},
@@ -353,7 +356,9 @@ def format_table(report: dict) -> str:
         if n:
             lines.append(f"{method.replace('_', '-')} extrapolated from {n} slices spread over the brain "
                          "(model preparation counted once); otherwise whole-brain runs")
-    lines.append(f"screened: the whole volume as `segment` runs it, in {report['screened_precision']}")
+    lines.append(f"screened: the whole volume as `segment` runs it, in {report['screened_precision']} (--precision "
+                 f"{report['precision_asked']}; native bfloat16 on this CPU: "
+                 f"{'yes' if report['cpu_native_bfloat16'] else 'no'})")
     lines.append("patch-by-patch extrapolated from a timed sample of brain pixels; "
                  f"medians of {report['repeats']} run(s); load average at the end "
                  + " ".join(f"{x:.1f}" for x in report["load_average"]))

@@ -43,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     cases = [c for p in args.cases for c in case_sources(p)]
     if not cases:
         raise SystemExit("no cases: pass case folders (with a seg/truth file) or cache files")
-    options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips,
+    # held-out cases scored in float32, the reference, whatever arithmetic trained and whatever the CPU
+    options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips, precision="float32",
                                   cleanup=None if args.no_cleanup else CleanupConfig())
     base_runs = {name: getattr(args, f"{name.split('_')[0]}_run") for name in BASE_RUNS}
     run(cases, args.folds, Path(args.run_dir), config, options, seed=args.fold_seed,

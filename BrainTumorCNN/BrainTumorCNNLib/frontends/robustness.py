@@ -28,6 +28,7 @@ from ..learning import crossval
 from ..network import weights
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
 from ..reading import io
+from ..running import inference
 from ..running.cases import read_case
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..scoring import site_shifts
@@ -57,13 +58,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "cross-section (a quick check; the whole case by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random shifts (bias field, noise)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
+                        help="arithmetic of the convolutions (default float32, the reference: figures that do not "
+                             "depend on the CPU; auto as `segment` runs)")
 
 
 def main(args: argparse.Namespace) -> int:
     sources = [c for path in args.cases for c in _cases(path)]
     if args.run and (args.models or args.weights):
         raise ValueError("--run takes each case's model from the run: leave out --models and --weights")
-    options = SegmentationOptions(device=args.device)
+    options = SegmentationOptions(device=args.device, precision=args.precision)
     if args.run:
         models, models_for, options.cleanup = _held_out_models(args.run, sources)
     else:

@@ -62,10 +62,11 @@ CUDA_MAX_BATCH = 32
 GROUP_SLICES = 16
 #: Fewest output rows of a band before giving up on a device after OOM.
 MIN_BAND_ROWS = 8
-#: Arithmetic of the direct convolutions: "float32" (the reference) or "bfloat16" (torch.autocast;
-#: native on CPUs with AVX512-BF16 or AMX, emulated and slower elsewhere).  FFT convolutions, Maxout,
-#: pooling and the softmax stay float32 either way (README "Speed": agreement with float32 measured).
-PRECISIONS = ("float32", "bfloat16")
+#: Arithmetic of the direct convolutions: "float32" (the reference), "bfloat16" (torch.autocast;
+#: native on CPUs with AVX512-BF16 or AMX, emulated and slower elsewhere) or "auto": bfloat16 on a CPU
+#: that computes it natively (`native_bfloat16`), float32 elsewhere, CUDA included.  FFT convolutions,
+#: Maxout, pooling and the softmax stay float32 either way (docs/speed.md: agreement with float32 measured).
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 class Cancelled(Exception):
@@ -82,6 +83,7 @@ class InferenceResult:
     device: str  # where the work ran ("cpu" after a CUDA fallback)
     seconds: float  # wall time of the inference proper
     prepare_seconds: float = 0.0  # part of `seconds` spent preparing the model (copy, FFT-or-direct timing)
+    precision: str = "float32"  # the direct convolutions' arithmetic that ran ("auto" resolved)
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +94,24 @@ def margins(receptive_field: int) -> Tuple[int, int]:
     """Pixels of context before and after an output pixel: (left, right)."""
     left = (receptive_field - 1) // 2
     return left, receptive_field - 1 - left
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16), as torch detects it;
+    False where torch cannot tell."""
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check() for check in checks if check is not None)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic `precision` (one of PRECISIONS) means on `device`: "auto" is bfloat16 on a CPU with
+    native bfloat16 (faster there, labels as float32's on >= 99.99 % of brain voxels: docs/speed.md) and
+    float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if torch.device(device).type == "cpu" and native_bfloat16() else "float32"
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -144,7 +164,8 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     memory_budget: bytes the activations of one batch may take.
     only_slices: process only these slices (each cropped as in a whole run;
         the others stay background), e.g. to time a sample of slices.
-    precision: one of PRECISIONS, for the direct convolutions.
+    precision: one of PRECISIONS, for the direct convolutions ("auto": resolve_precision; the result
+        says what ran).
     flips: average the probabilities with those of the left-right flipped
         volume (test-time augmentation; one prepared model serves both passes).
     screen_step: k > 1 runs every k-th brain slice first and then only the
@@ -201,7 +222,7 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
             for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, runner.run_all(crops, cancel)):
                 total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
                 done += len(batch)
-                report(done / planned, f"slice {done}/{planned} ({runner.device.type})"
+                report(done / planned, f"slice {done}/{planned} ({runner.device.type}, {runner.precision})"
                        + (" (flipped)" if flipped else ""))
 
     with _exact_float32(runner.device), runner.sharing_threads():
@@ -234,7 +255,7 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     values = labels.class_values(num_classes)
     best = argmax_classes(probabilities)
     return InferenceResult(probabilities, values[best], slices,
-                           runner.device.type, time.perf_counter() - start, prepare_seconds)
+                           runner.device.type, time.perf_counter() - start, prepare_seconds, runner.precision)
 
 
 def screen_plan(slices: np.ndarray, step: int, positive: np.ndarray) -> np.ndarray:
@@ -337,7 +358,7 @@ class _Runner:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.model, self.fast, self.memory_budget = model, fast, int(memory_budget)
-        self.lower = precision == "bfloat16"
+        self.asked = precision
         self.receptive_field = int(model.receptive_field)
         self.bytes_per_pixel = activation_bytes_per_pixel(model)
         self.user_max_batch = max_batch
@@ -346,6 +367,8 @@ class _Runner:
 
     def _set_device(self, device: torch.device) -> None:
         self.device = device
+        self.precision = resolve_precision(self.asked, device)  # resolved again after a fallback to the CPU
+        self.lower = self.precision == "bfloat16"
         default = CUDA_MAX_BATCH if device.type == "cuda" else CPU_MAX_BATCH
         self.max_batch = max(1, self.user_max_batch or default)
         self.band_rows: Optional[int] = None  # output rows per band after an OOM

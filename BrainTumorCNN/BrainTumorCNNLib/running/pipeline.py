@@ -27,7 +27,8 @@ class SegmentationOptions:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     fast: bool = True  # FFT convolutions where they are faster
     flips: bool = False  # test-time augmentation: probabilities averaged with a left-right flipped pass
-    precision: str = "float32"  # "bfloat16": direct convolutions in bfloat16 (inference.PRECISIONS)
+    # direct convolutions' arithmetic (inference.PRECISIONS): "auto" = bfloat16 where the CPU computes it natively
+    precision: str = "auto"
     # screening (inference.segment_volume's screen_step): slices far from any tumor are not run, the cleaned
     # labels unchanged; their probabilities stay background, so turn it off to look at probabilities there
     screen: bool = True
