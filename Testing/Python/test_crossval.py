@@ -375,7 +375,7 @@ def test_test_time_flips_average_the_two_passes(synthetic_cases, untrained_model
     pre = preprocess(case.images, NO_N4)
     model, card = weights.load("TwoPathCNN")
     options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", flips=True, cleanup=None,
-                                           preprocessing=NO_N4)
+                                           precision="float32", preprocessing=NO_N4)
     result = pipeline.segment(case.images, case.geometry, options)
     direct = inference.segment_volume(model, pre.images, pre.brain_mask, device="cpu").probabilities
     flipped = inference.segment_volume(model, np.ascontiguousarray(pre.images[..., ::-1]),

@@ -149,6 +149,7 @@ TORCH_API_SINCE = {
     "torch.maximum": "1.7",
     "torch.inference_mode": "1.9",
     "torch.cuda.OutOfMemoryError": "1.13",
+    "torch.cpu": "2.1",  # its private _is_*_supported checks are read with getattr (absent: float32)
 }
 
 
