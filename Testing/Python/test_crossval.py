@@ -91,6 +91,27 @@ def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
         crossval.run(cases, 2, run, tiny(cases), options, seed=1, progress=False)
 
 
+def test_a_fold_finished_by_another_process_meanwhile_enters_the_summary(tmp_path, monkeypatch):
+    """Folds run at once by separate processes (`--only-folds K`): the last to finish summarises every fold,
+    as the other folds' scores are read after its own training, not before."""
+    from conftest import write_synthetic_case
+    cases = [write_synthetic_case(tmp_path / "cases", f"Synth_{i:03d}", seed=i) for i in range(4)]
+    run = tmp_path / "cv"
+    options = pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", precision="float32")
+    real = crossval._train
+
+    def fold_0_finishes_meanwhile(config, fold_dir, *args):
+        if fold_dir.name == "fold-1":  # the other process trains and scores fold 0 while this one trains fold 1
+            crossval.run(cases, 2, run, tiny(cases), options, seed=0, only_folds=[0], progress=False)
+        return real(config, fold_dir, *args)
+
+    monkeypatch.setattr(crossval, "_train", fold_0_finishes_meanwhile)
+    result = crossval.run(cases, 2, run, tiny(cases), options, seed=0, only_folds=[1], progress=False)
+    assert sorted(r["case"] for r in csv.DictReader((run / "per_case.csv").open())) == [
+        f"Synth_{i:03d}" for i in range(4)]
+    assert result["scores"]["dice_complete"]["n"] == 4
+
+
 def test_each_folds_cleanup_rule_is_chosen_on_the_other_folds_cases():
     """A rule that wins on a fold's own cases but loses on the others' is not that fold's choice."""
     def rows(*dice):

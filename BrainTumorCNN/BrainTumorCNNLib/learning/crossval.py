@@ -153,11 +153,11 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
     for base in (base_runs or {}).values():
         if not (base / "folds.json").is_file() or json.loads((base / "folds.json").read_text()) != json.loads(split):
             raise ValueError(f"{base} is not a cross-validation run of these cases on the same folds")
-    all_rows = []
+    all_rows, elsewhere = [], []
     for fold in range(folds):
         held_out = sorted(n for n, f in fold_of.items() if f == fold)
         if only_folds is not None and fold not in only_folds:
-            all_rows += _read_rows(run_dir / f"fold-{fold}" / "per_case.csv")
+            elsewhere.append(fold)
             continue
         trainable = sorted(n for n, f in fold_of.items() if f != fold and by_name[n].trainable)
         rng = np.random.default_rng([seed, fold])
@@ -174,6 +174,13 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
             return {"stopped": "deadline", "fold": fold}
         all_rows += _evaluate(fold, fold_dir, [by_name[n] for n in held_out], config.model, options, say,
                               config.keep)
+    # the other folds' scores are read last: a fold run at the same time by another process counts once done
+    for fold in elsewhere:
+        rows = _read_rows(run_dir / f"fold-{fold}" / "per_case.csv")
+        if not rows:
+            say(f"fold {fold + 1}/{folds} has no scores yet: its cases are missing from this summary (run the "
+                "same command with --only-folds and no fold once every fold is done)", flush=True)
+        all_rows += rows
     repeats = _repeats(fold_of, same_patient, twins)
     for row in all_rows:
         row["twin_trained"] = twins.get(row["case"], "")
