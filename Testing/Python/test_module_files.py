@@ -211,6 +211,14 @@ def test_ui_bindings_match_the_parameter_node():
     assert "new" in props["noneDisplay"].lower()
 
 
+def test_the_precision_parameter_offers_the_engines_precisions_and_defaults_to_auto():
+    from BrainTumorCNNLib.running.inference import PRECISIONS
+    (choice,) = [n for n in ast.walk(ast.parse(parameter_fields()["precision"]))
+                 if isinstance(n, ast.Call) and ast.unparse(n.func) == "Choice"]
+    assert tuple(ast.literal_eval(choice.args[0])) == PRECISIONS
+    assert re.search(r"\n    precision: .*= \"auto\"", MODULE_SCRIPT.read_text())
+
+
 def test_cleanup_defaults_come_from_the_engine():
     source = MODULE_SCRIPT.read_text()
     for field, config in (("minimumVolumeMl", "min_volume_ml"), ("removeFlat", "drop_flat"),

@@ -88,7 +88,7 @@ def main() -> None:
             for mode in ("off", "on"):
                 result = pipeline.segment(case.images, case.geometry,
                                           pipeline.SegmentationOptions(device="cpu", precision="float32",
-                                                                                       brain_extraction=mode))
+                                                                       brain_extraction=mode))
                 scores = metrics.evaluate_case(result.labels, case.truth, case.geometry.spacing, labels.REGIONS)
                 print(case.name, mode, {k: round(v, 4) for k, v in scores.as_row().items() if k.startswith("dice")},
                       result.extraction.summary(), flush=True)

@@ -77,7 +77,7 @@ def measure(path: Path, new: preprocessing.PreprocessingConfig, segment: bool) -
     if segment:
         seg = {key: pipeline.segment(case.images, case.geometry,
                                      pipeline.SegmentationOptions(device="cpu", precision="float32",
-                                                                              preprocessing=config)).labels
+                                                                  preprocessing=config)).labels
                for key, config in (("old", OLD), ("new", new))}
         row["dice_new_vs_old"] = region_dice(seg["new"], seg["old"])
         if case.truth is not None:
