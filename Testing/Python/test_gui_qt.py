@@ -337,30 +337,33 @@ def test_the_preparation_section_offers_each_step_and_keeping_the_prepared_volum
     assert "text" in members["preparationLabel"], "the plan is not shown"
 
 
-def test_brain_extraction_is_chosen_in_the_preparation_section_among_the_engines_modes(app):
-    from BrainTumorCNNLib.preparing.brain_extraction import MODES
+def combo_choices(section: str, parameter: str) -> tuple:
+    """The items of the combo box in `section` bound to `parameter`."""
     root, _ = load_ui(UI_FILE)
-    section = widgets_by_name(root)["preparationCollapsibleButton"]
-    (selector,) = [w for w in section.findChildren(QWidget) if w.property("SlicerParameterName") == "brainExtraction"]
+    (selector,) = [w for w in widgets_by_name(root)[section].findChildren(QWidget)
+                   if w.property("SlicerParameterName") == parameter]
     assert qt_class(selector) == "QComboBox"
-    assert tuple(selector.itemText(i) for i in range(selector.count())) == MODES
+    return tuple(selector.itemText(i) for i in range(selector.count()))
+
+
+def options_arguments() -> dict:
+    """Keyword -> source of the engine options the module builds from its parameters (`options`)."""
     (options,) = [f for f in ast.walk(ast.parse(MODULE_SCRIPT.read_text()))
                   if isinstance(f, ast.FunctionDef) and f.name == "options"]
     (call,) = [c for c in ast.walk(options) if isinstance(c, ast.Call) and ast.unparse(c.func).endswith("Options")]
-    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["brain_extraction"] == "parameters.brainExtraction"
+    return {k.arg: ast.unparse(k.value) for k in call.keywords}
+
+
+def test_brain_extraction_is_chosen_in_the_preparation_section_among_the_engines_modes(app):
+    from BrainTumorCNNLib.preparing.brain_extraction import MODES
+    assert combo_choices("preparationCollapsibleButton", "brainExtraction") == MODES
+    assert options_arguments()["brain_extraction"] == "parameters.brainExtraction"
 
 
 def test_precision_is_chosen_in_the_model_section_among_the_engines_precisions(app):
     from BrainTumorCNNLib.running.inference import PRECISIONS
-    root, _ = load_ui(UI_FILE)
-    section = widgets_by_name(root)["modelCollapsibleButton"]
-    (selector,) = [w for w in section.findChildren(QWidget) if w.property("SlicerParameterName") == "precision"]
-    assert qt_class(selector) == "QComboBox"
-    assert tuple(selector.itemText(i) for i in range(selector.count())) == PRECISIONS
-    (options,) = [f for f in ast.walk(ast.parse(MODULE_SCRIPT.read_text()))
-                  if isinstance(f, ast.FunctionDef) and f.name == "options"]
-    (call,) = [c for c in ast.walk(options) if isinstance(c, ast.Call) and ast.unparse(c.func).endswith("Options")]
-    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["precision"] == "parameters.precision"
+    assert combo_choices("modelCollapsibleButton", "precision") == PRECISIONS
+    assert options_arguments()["precision"] == "parameters.precision"
 
 
 # --------------------------------------------------------------------------- the checks can fail
