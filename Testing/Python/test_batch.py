@@ -20,6 +20,7 @@ from BrainTumorCNNLib.writing.outputs import finished, output_paths
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.cases import read_case
+from BrainTumorCNNLib.network import registry, weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -254,3 +255,23 @@ def test_cleanup_flags_reach_the_pipeline():
     options = batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--keep-distant"]))
     assert options.cleanup == CleanupConfig() and not options.model_cleanup
     assert batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--no-cleanup"])).cleanup is None
+
+
+def test_through_plane_option_segments_the_averaged_volume(untrained_models, synthetic_cases, tmp_path):
+    """`segment --through-plane` writes what the network gives on FLAIR and T2 averaged along the slices."""
+    from BrainTumorCNNLib.preparing.preprocessing import preprocess, through_plane_average
+
+    output = tmp_path / "out"
+    assert cli.main(["segment", str(synthetic_cases[0]), "--output", str(output), "--device", "cpu",
+                     "--through-plane", "--no-n4", "--no-cleanup", "--no-screening", "--precision", "float32"]) == 0
+    written, _ = io.read_image(output / "Synth_000_labels.nii.gz")
+    case = read_case(synthetic_cases[0])
+    options = pipeline.SegmentationOptions(device="cpu", cleanup=None, precision="float32", screen=False,
+                                           preprocessing=pipeline.PreprocessingConfig(n4=False))
+    pre = preprocess(case.images, options.preprocessing, spacing=case.geometry.spacing)
+    averaged = through_plane_average(pre.images, pre.brain_mask, case.geometry.spacing[2])
+    assert not np.array_equal(averaged, pre.images)
+    model, card = weights.load(registry.default_model())
+    expected = pipeline.segment_preprocessed(model, registry.default_model(), card, averaged, pre.brain_mask,
+                                             case.geometry.spacing, options)
+    np.testing.assert_array_equal(written, expected.labels)

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from BrainTumorCNNLib.preparing import preprocessing
 from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig, brain_mask, preprocess
 
 OFF = PreprocessingConfig(clip=False, n4=False, zscore=False)
@@ -264,3 +265,24 @@ def test_one_brain_mask_for_raw_and_preprocessed_images():
     np.testing.assert_array_equal(brain_mask(images), pre.brain_mask)
     np.testing.assert_array_equal(brain_mask(pre.images, background=BACKGROUND_VALUE), pre.brain_mask)
     assert brain_mask(pre.images).all()  # the preprocessed background is not 0: the parameter matters
+
+
+def test_through_plane_average_spreads_along_the_slice_axis_inside_the_brain_only():
+    """FLAIR over 5 slices (1 mm) and T2 over 3, box applied three times; T1 / T1c, background and a
+    slice spacing at least the width untouched; a bright slice's sum over the column is kept."""
+    images = np.zeros((4, 31, 6, 6), np.float32)
+    brain = np.zeros((31, 6, 6), bool)
+    brain[2:29, 1:5, 1:5] = True
+    images[:, ~brain] = BACKGROUND_VALUE
+    images[:, 15][:, brain[15]] = 3.0
+    out = preprocessing.through_plane_average(images, brain, 1.0)
+    np.testing.assert_array_equal(out[:2], images[:2])
+    np.testing.assert_array_equal(out[:, ~brain], images[:, ~brain])
+    flair, t2 = out[3, 2:29, 2, 2], out[2, 2:29, 2, 2]  # the brain's voxels of one column
+    assert np.count_nonzero(flair > 1e-6) == 13 and np.count_nonzero(t2 > 1e-6) == 7  # 3 (n - 1) + 1 slices
+    assert flair.sum() == pytest.approx(3.0, rel=1e-5) and t2.sum() == pytest.approx(3.0, rel=1e-5)
+    assert flair[13] == flair.max() and flair[12] == pytest.approx(flair[14])
+    edge = images.copy()
+    edge[3][brain] = 1.0  # a constant brain stays constant up to its top and bottom slices
+    np.testing.assert_allclose(preprocessing.through_plane_average(edge, brain, 1.0)[3][brain], 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(preprocessing.through_plane_average(images, brain, 5.0), images)

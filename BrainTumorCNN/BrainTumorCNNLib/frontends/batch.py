@@ -89,6 +89,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="arithmetic of the direct convolutions: bfloat16 is faster on CPUs with AVX512-BF16 "
                              "or AMX and agrees with float32 on >= 99.9 %% of brain voxels (docs/speed.md); auto "
                              "(default): bfloat16 on such a CPU, float32 elsewhere (GPUs included)")
+    parser.add_argument("--through-plane", action="store_true",
+                        help="average FLAIR over 5 mm and T2 over 3 mm along the slice axis before the network "
+                             "(raised the cross-validated complete Dice; docs/training.md)")
     parser.add_argument("--no-screening", action="store_true",
                         help="run the network on every brain slice (default: every third first, then only the "
                              "slices near tumor; the cleaned labels are the same, README Speed)")
@@ -112,7 +115,7 @@ def segmentation_options(args: argparse.Namespace) -> pipeline.SegmentationOptio
         model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
         screen=not args.no_screening, brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig(),
-        model_cleanup=not args.keep_distant)
+        model_cleanup=not args.keep_distant, through_plane=args.through_plane)
 
 
 def main(args: argparse.Namespace) -> int:

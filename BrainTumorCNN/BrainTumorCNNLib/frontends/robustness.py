@@ -61,17 +61,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
                         help="arithmetic of the convolutions (default float32, the reference: figures that do not "
                              "depend on the CPU; auto as `segment` runs)")
+    parser.add_argument("--through-plane", action="store_true",
+                        help="segment as `segment --through-plane` does (FLAIR and T2 averaged along the slice axis)")
 
 
 def main(args: argparse.Namespace) -> int:
     sources = [c for path in args.cases for c in _cases(path)]
     if args.run and (args.models or args.weights):
         raise ValueError("--run takes each case's model from the run: leave out --models and --weights")
-    options = SegmentationOptions(device=args.device, precision=args.precision)
+    options = SegmentationOptions(device=args.device, precision=args.precision, through_plane=args.through_plane)
     if args.run:
         models, models_for, options.cleanup = _held_out_models(args.run, sources)
     else:
         models, models_for = _named_models(args)
+    if args.through_plane:  # labelled apart, so a table holding plain runs never resumes with their rows
+        models, plain_for = [f"{m}, through-plane" for m in models], models_for
+        models_for = lambda source: {f"{m}, through-plane": v for m, v in plain_for(source).items()}  # noqa: E731
     args.output.mkdir(parents=True, exist_ok=True)
     csv_path = args.output / CSV_NAME
     rows = read_rows(csv_path)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import labels
 from ..network import registry, weights
 from ..preparing import brain_extraction
-from ..preparing.preprocessing import PreprocessingConfig, preprocess
+from ..preparing.preprocessing import PreprocessingConfig, preprocess, through_plane_average
 from ..reading.geometry import Geometry
 from . import inference
 from .inference import Progress
@@ -38,6 +38,8 @@ class SegmentationOptions:
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
     # with cleanup, also the distance rule the model's card chose by cross-validation (CleanupConfig.of_model)
     model_cleanup: bool = True
+    # FLAIR and T2 averaged along the slice axis before the network (preprocessing.through_plane_average)
+    through_plane: bool = False
 
 
 @dataclass
@@ -85,6 +87,8 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     preprocessed volume; `segment` and cross-validation share it."""
     report = progress or (lambda fraction, message: None)
     rule = cleanup_rule(options, card)
+    if options.through_plane:
+        volume = through_plane_average(volume, brain, spacing[2])
     result = inference.segment_volume(
         model, volume, brain, device=options.device, fast=options.fast, precision=options.precision,
         flips=options.flips, screen_step=_screen_step(options.screen, rule), cancel=cancel,
