@@ -258,7 +258,8 @@ def test_cleanup_flags_reach_the_pipeline():
 
 
 def test_through_plane_option_segments_the_averaged_volume(untrained_models, synthetic_cases, tmp_path):
-    """`segment --through-plane` writes what the network gives on FLAIR and T2 averaged along the slices."""
+    """`segment --through-plane` writes what the network gives on FLAIR and T2 averaged along the slices
+    before preprocessing."""
     from BrainTumorCNNLib.preparing.preprocessing import preprocess, through_plane_average
 
     output = tmp_path / "out"
@@ -268,10 +269,10 @@ def test_through_plane_option_segments_the_averaged_volume(untrained_models, syn
     case = read_case(synthetic_cases[0])
     options = pipeline.SegmentationOptions(device="cpu", cleanup=None, precision="float32", screen=False,
                                            preprocessing=pipeline.PreprocessingConfig(n4=False))
-    pre = preprocess(case.images, options.preprocessing, spacing=case.geometry.spacing)
-    averaged = through_plane_average(pre.images, pre.brain_mask, case.geometry.spacing[2])
-    assert not np.array_equal(averaged, pre.images)
+    averaged = through_plane_average(case.images, case.images.any(axis=0), case.geometry.spacing[2])
+    assert not np.array_equal(averaged, case.images)
+    pre = preprocess(averaged, options.preprocessing, spacing=case.geometry.spacing)
     model, card = weights.load(registry.default_model())
-    expected = pipeline.segment_preprocessed(model, registry.default_model(), card, averaged, pre.brain_mask,
+    expected = pipeline.segment_preprocessed(model, registry.default_model(), card, pre.images, pre.brain_mask,
                                              case.geometry.spacing, options)
     np.testing.assert_array_equal(written, expected.labels)

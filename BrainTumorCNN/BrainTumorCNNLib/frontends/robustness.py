@@ -26,7 +26,7 @@ import numpy as np
 from ..labels import REGIONS
 from ..learning import crossval
 from ..network import weights
-from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
+from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess, through_plane_average
 from ..reading import io
 from ..running import inference
 from ..running.cases import read_case
@@ -155,6 +155,8 @@ def run_case(source: Path, todo, loaded, options: SegmentationOptions, args, csv
     new = []
     for shift in dict.fromkeys(s for s, _ in todo):
         shifted = site_shifts.apply(shift, images, brain, truth, geometry, seed=args.seed)
+        if options.through_plane:  # as `segment --through-plane`: on the shifted raw images
+            shifted = through_plane_average(shifted, brain, geometry.spacing[2])
         prepared = {}  # preprocessed once per normalisation the models use
         for model_name in [m for s, m in todo if s == shift]:
             model, card = loaded[model_name]

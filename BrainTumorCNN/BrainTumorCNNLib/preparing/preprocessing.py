@@ -33,7 +33,7 @@ BACKGROUND_VALUE = -4.0
 STATISTICS = ("mean-sd", "median-iqr")
 IQR_PER_SD = 1.349
 #: Widths of `through_plane_average` at inference: FLAIR over 5 mm, T2 over 3 mm along the slice axis, as
-#: the thick slices of other sites show them (docs/training.md: it raised under-segmented cases' sensitivity).
+#: the thick slices of other sites show them (docs/training.md: on the raw images it raised the complete Dice).
 THROUGH_PLANE_MM = {"T2": 3.0, "FLAIR": 5.0}
 
 
@@ -114,11 +114,15 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
 
 def through_plane_average(images: np.ndarray, brain: np.ndarray, slice_spacing_mm: float,
                           widths_mm=THROUGH_PLANE_MM) -> np.ndarray:
-    """A copy of preprocessed (4, Z, Y, X) images whose named sequences are averaged along the slice axis
-    inside the brain: a box of width / spacing slices applied three times, what a thick slice of that width
-    resampled back linearly gives on average over where its slab starts.  Background voxels neither enter
-    the averages nor change; a width of at most one slice (thick slices already) changes nothing."""
-    out = images.copy()
+    """A float32 copy of (4, Z, Y, X) images whose named sequences are averaged along the slice axis inside
+    the brain: a box of width / spacing slices applied three times, what a thick slice of that width
+    resampled back linearly gives on average over where its slab starts.  Voxels outside the brain neither
+    enter the averages nor change; a width of at most one slice (thick slices already) changes nothing.
+
+    Meant for the raw images, before `preprocess`: the z-score then divides by the smoothed brain's smaller
+    spread, so the lesion stands further above the brain than in the thin slices (averaging the z-scores
+    instead smooths without that, and measured no gain: docs/training.md)."""
+    out = images.astype(np.float32, copy=True)
     inside = brain.astype(np.float32)
     for name, width in widths_mm.items():
         n = int(round(width / slice_spacing_mm))
@@ -129,7 +133,7 @@ def through_plane_average(images: np.ndarray, brain: np.ndarray, slice_spacing_m
         for _ in range(3):
             values = ndimage.uniform_filter1d(values, n, axis=0, mode="constant")
             weights = ndimage.uniform_filter1d(weights, n, axis=0, mode="constant")
-        out[c] = np.where(brain, values / np.maximum(weights, 1e-6), BACKGROUND_VALUE)
+        out[c] = np.where(brain, values / np.maximum(weights, 1e-6), out[c])
     return out
 
 

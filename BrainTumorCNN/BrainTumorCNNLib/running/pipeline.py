@@ -13,7 +13,7 @@ import numpy as np
 from .. import labels
 from ..network import registry, weights
 from ..preparing import brain_extraction
-from ..preparing.preprocessing import PreprocessingConfig, preprocess, through_plane_average
+from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess, through_plane_average
 from ..reading.geometry import Geometry
 from . import inference
 from .inference import Progress
@@ -38,7 +38,7 @@ class SegmentationOptions:
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
     # with cleanup, also the distance rule the model's card chose by cross-validation (CleanupConfig.of_model)
     model_cleanup: bool = True
-    # FLAIR and T2 averaged along the slice axis before the network (preprocessing.through_plane_average)
+    # FLAIR and T2 averaged along the slice axis before preprocessing (preprocessing.through_plane_average)
     through_plane: bool = False
 
 
@@ -70,6 +70,8 @@ def segment(images: np.ndarray, geometry: Geometry, options: SegmentationOptions
         report(0.01, "checking for a skull" if options.brain_extraction == "auto" else "brain extraction")
     images, extraction = brain_extraction.prepare(images, geometry, options.brain_extraction, options.device)
     _check_cancel(cancel)
+    if options.through_plane:
+        images = through_plane_average(images, brain_mask(images), geometry.spacing[2])
     report(0.02, "preprocessing (clipping, N4 bias correction, normalisation)")
     pre = preprocess(images, PreprocessingConfig.of_model(card, options.preprocessing), spacing=geometry.spacing)
     _check_cancel(cancel)
@@ -87,8 +89,6 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
     preprocessed volume; `segment` and cross-validation share it."""
     report = progress or (lambda fraction, message: None)
     rule = cleanup_rule(options, card)
-    if options.through_plane:
-        volume = through_plane_average(volume, brain, spacing[2])
     result = inference.segment_volume(
         model, volume, brain, device=options.device, fast=options.fast, precision=options.precision,
         flips=options.flips, screen_step=_screen_step(options.screen, rule), cancel=cancel,
