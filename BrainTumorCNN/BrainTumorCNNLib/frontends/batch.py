@@ -90,7 +90,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "or AMX and agrees with float32 on >= 99.9 %% of brain voxels (docs/speed.md); auto "
                              "(default): bfloat16 on such a CPU, float32 elsewhere (GPUs included)")
     parser.add_argument("--through-plane", action="store_true",
-                        help="average FLAIR over 5 mm and T2 over 3 mm along the slice axis before the network "
+                        help="average FLAIR over 5 mm and T2 over 3 mm along the slice axis before preprocessing "
                              "(raised the cross-validated complete Dice; docs/training.md)")
     parser.add_argument("--no-screening", action="store_true",
                         help="run the network on every brain slice (default: every third first, then only the "
