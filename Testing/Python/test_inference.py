@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-
 from pathlib import Path
 
 import numpy as np

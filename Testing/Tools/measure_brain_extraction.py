@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.preparing import brain_extraction
 from BrainTumorCNNLib.reading.geometry import Geometry, to_image
-from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics
 
@@ -86,9 +86,9 @@ def main() -> None:
         for case_path in CASES:
             case = read_case(SHARED_DATA / case_path)
             for mode in ("off", "on"):
-                result = pipeline.segment(case.images, case.geometry,
-                                          pipeline.SegmentationOptions(device="cpu", precision="float32",
-                                                                       brain_extraction=mode))
+                options = pipeline.SegmentationOptions(device="cpu", precision=inference.SCORING_PRECISION,
+                                                       brain_extraction=mode)
+                result = pipeline.segment(case.images, case.geometry, options)
                 scores = metrics.evaluate_case(result.labels, case.truth, case.geometry.spacing, labels.REGIONS)
                 print(case.name, mode, {k: round(v, 4) for k, v in scores.as_row().items() if k.startswith("dice")},
                       result.extraction.summary(), flush=True)

@@ -24,7 +24,7 @@ import numpy as np
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.preparing import preprocessing
-from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.cases import read_case
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -75,9 +75,8 @@ def measure(path: Path, new: preprocessing.PreprocessingConfig, segment: bool) -
     difference = np.abs(pre["new"].images[:, mask] - pre["old"].images[:, mask])
     row["intensity_max_abs"], row["intensity_mean_abs"] = float(difference.max()), float(difference.mean())
     if segment:
-        seg = {key: pipeline.segment(case.images, case.geometry,
-                                     pipeline.SegmentationOptions(device="cpu", precision="float32",
-                                                                  preprocessing=config)).labels
+        seg = {key: pipeline.segment(case.images, case.geometry, pipeline.SegmentationOptions(
+                   device="cpu", precision=inference.SCORING_PRECISION, preprocessing=config)).labels
                for key, config in (("old", OLD), ("new", new))}
         row["dice_new_vs_old"] = region_dice(seg["new"], seg["old"])
         if case.truth is not None:

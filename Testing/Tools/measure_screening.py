@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["TwoPathCNN"])
     parser.add_argument("--csv", help="also write the rows here")
     args = parser.parse_args(argv)
-    options = pipeline.SegmentationOptions(precision="float32")
+    options = pipeline.SegmentationOptions(precision=inference.SCORING_PRECISION)
     paths = [p for arg in args.cases for p in case_sources(arg)]
     rows = []
     for model_name in args.models:

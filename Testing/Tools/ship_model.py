@@ -32,7 +32,7 @@ from pathlib import Path
 
 from BrainTumorCNNLib.learning import crossval
 from BrainTumorCNNLib.network import registry, weights
-from BrainTumorCNNLib.running import pipeline
+from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.scoring import metrics, tables
 
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 def score(name: str, weights_path: Path, cases: list) -> list:
     rows = []
     options = pipeline.SegmentationOptions(model=name, weights_path=str(weights_path), device="cpu",
-                                           precision="float32")
+                                           precision=inference.SCORING_PRECISION)
     for folder in cases:
         case = read_case(folder)
         started = time.time()

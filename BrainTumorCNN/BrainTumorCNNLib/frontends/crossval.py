@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..learning.crossval import run
 from ..learning.sampling import case_sources
+from ..running import inference
 from ..running.pipeline import SegmentationOptions
 from ..running.postprocessing import CleanupConfig
 from . import train
@@ -43,8 +44,9 @@ def main(args: argparse.Namespace) -> int:
     cases = [c for p in args.cases for c in case_sources(p)]
     if not cases:
         raise SystemExit("no cases: pass case folders (with a seg/truth file) or cache files")
-    # held-out cases scored in float32, the reference, whatever arithmetic trained and whatever the CPU
-    options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips, precision="float32",
+    # held-out cases scored in the reference arithmetic, whatever arithmetic trained and whatever the CPU
+    options = SegmentationOptions(model=config.model, device=config.device, flips=args.flips,
+                                  precision=inference.SCORING_PRECISION,
                                   cleanup=None if args.no_cleanup else CleanupConfig())
     base_runs = {name: getattr(args, f"{name.split('_')[0]}_run") for name in BASE_RUNS}
     run(cases, args.folds, Path(args.run_dir), config, options, seed=args.fold_seed,

@@ -58,9 +58,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "cross-section (a quick check; the whole case by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random shifts (bias field, noise)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=inference.PRECISIONS, default="float32",
-                        help="arithmetic of the convolutions (default float32, the reference: figures that do not "
-                             "depend on the CPU; auto as `segment` runs)")
+    parser.add_argument("--precision", choices=inference.PRECISIONS, default=inference.SCORING_PRECISION,
+                        help=f"arithmetic of the convolutions (default {inference.SCORING_PRECISION}, the reference: "
+                             "figures that do not depend on the CPU; auto as `segment` runs)")
     parser.add_argument("--through-plane", action="store_true",
                         help="segment as `segment --through-plane` does (FLAIR and T2 averaged along the slice axis)")
 

@@ -67,6 +67,9 @@ MIN_BAND_ROWS = 8
 #: that computes it natively (`native_bfloat16`), float32 elsewhere, CUDA included.  FFT convolutions,
 #: Maxout, pooling and the softmax stay float32 either way (docs/speed.md: agreement with float32 measured).
 PRECISIONS = ("auto", "float32", "bfloat16")
+#: The arithmetic accuracy is scored in (cross-validation, robustness, the cards' Dice, the measuring tools):
+#: figures that do not depend on the CPU that measured them.
+SCORING_PRECISION = "float32"
 
 
 class Cancelled(Exception):
@@ -355,10 +358,8 @@ class _Runner:
                  memory_budget: int, max_batch: Optional[int], precision: str = "float32"):
         if fast not in (True, False, "auto", "fft"):
             raise ValueError(f"fast must be True, False, 'auto' or 'fft', not {fast!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.model, self.fast, self.memory_budget = model, fast, int(memory_budget)
-        self.asked = precision
+        self.asked = precision  # checked and resolved by _set_device (resolve_precision)
         self.receptive_field = int(model.receptive_field)
         self.bytes_per_pixel = activation_bytes_per_pixel(model)
         self.user_max_batch = max_batch
