@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from BrainTumorCNNLib.frontends import cli, robustness
+from BrainTumorCNNLib.learning import crossval
 from BrainTumorCNNLib.synthetic import phantom
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
 from BrainTumorCNNLib.reading.geometry import Geometry
-from BrainTumorCNNLib.scoring import site_shifts
+from BrainTumorCNNLib.scoring import site_shifts, tables
 
 FLAIR, T2 = site_shifts.FLAIR, site_shifts.T2
 
@@ -232,3 +235,38 @@ def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_i
     with open(tmp_path / "by-run" / robustness.CSV_NAME, newline="") as f:
         labels = {r["model"] for r in csv.DictReader(f)}
     assert labels == {"cv-tiny", f"cv-tiny, cleanup {distant}"}
+
+
+def _nested_tool():
+    tools = str(Path(__file__).resolve().parents[1] / "Tools")
+    sys.path.insert(0, tools)
+    try:
+        import measure_nested_option
+    finally:
+        sys.path.remove(tools)
+    return measure_nested_option
+
+
+def test_a_test_time_option_is_scored_on_each_fold_as_the_other_folds_chose_it(tmp_path):
+    """Fold 0's cases gain from the option, fold 1's lose: each fold is scored with the choice of the
+    other, so the honest figure is worse than both tables (the figure that picking per table hides)."""
+    tool = _nested_tool()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "folds.json").write_text(json.dumps({"folds": 2, "seed": 0, "cases": {"a": 0, "b": 0, "c": 1, "d": 1}}))
+    dice = {"off": {"a": 0.6, "b": 0.6, "c": 0.9, "d": 0.9}, "on": {"a": 0.9, "b": 0.9, "c": 0.5, "d": 0.5}}
+    for name, of_case in dice.items():
+        rows = [{"case": case, "dice_complete": value, "dice_core": value, "dice_enhancing": None, "model": name,
+                 "shift": shift, "slices": 32} for case, value in of_case.items() for shift in ("clean", "gamma 0.7")]
+        tables.write_csv(tmp_path / f"{name}.csv", rows, mean=False)
+    off, on = (tool.read_rows(tmp_path / f"{n}.csv", "clean") for n in ("off", "on"))
+    assert off["a"] == {"dice_complete": 0.6, "dice_core": 0.6, "dice_enhancing": None}
+    result = tool.nested_option(crossval.held_out_folds(run), off, on)
+    assert result["choice"] == {0: "off", 1: "on"}
+    chosen = result["dice"]["chosen on the other folds"]["dice_complete"]
+    assert chosen["mean"] == pytest.approx(0.55) and chosen["n"] == 4
+    assert result["dice"]["on"]["dice_complete"]["mean"] == pytest.approx(0.7)
+    with pytest.raises(SystemExit, match="different cases"):
+        tool.nested_option({"a": 0, "b": 0, "c": 1, "d": 1}, off, {k: on[k] for k in "abc"})
+    with pytest.raises(SystemExit, match="no rows of the shift"):
+        tool.read_rows(tmp_path / "off.csv", "bias field")
