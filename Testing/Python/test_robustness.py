@@ -3,6 +3,7 @@ robustness` runs the whole pipeline under them on a slab of a phantom, resumes, 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -237,20 +238,20 @@ def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_i
     assert labels == {"cv-tiny", f"cv-tiny, cleanup {distant}"}
 
 
-def _nested_tool():
+def _tool(name):
+    """A maintainer tool of Testing/Tools, imported as its command line runs it."""
     tools = str(Path(__file__).resolve().parents[1] / "Tools")
     sys.path.insert(0, tools)
     try:
-        import measure_nested_option
+        return importlib.import_module(name)
     finally:
         sys.path.remove(tools)
-    return measure_nested_option
 
 
 def test_a_test_time_option_is_scored_on_each_fold_as_the_other_folds_chose_it(tmp_path):
     """Fold 0's cases gain from the option, fold 1's lose: each fold is scored with the choice of the
     other, so the honest figure is worse than both tables (the figure that picking per table hides)."""
-    tool = _nested_tool()
+    tool = _tool("measure_nested_option")
     run = tmp_path / "run"
     run.mkdir()
     (run / "folds.json").write_text(json.dumps({"folds": 2, "seed": 0, "cases": {"a": 0, "b": 0, "c": 1, "d": 1}}))
@@ -270,3 +271,17 @@ def test_a_test_time_option_is_scored_on_each_fold_as_the_other_folds_chose_it(t
         tool.nested_option({"a": 0, "b": 0, "c": 1, "d": 1}, off, {k: on[k] for k in "abc"})
     with pytest.raises(SystemExit, match="no rows of the shift"):
         tool.read_rows(tmp_path / "off.csv", "bias field")
+
+
+def test_lesion_contrast_is_measured_in_healthy_brain_sd_and_falls_with_the_shift(small):
+    measure_lesion_contrast = _tool("measure_lesion_contrast")
+    case, brain = small
+    clean = preprocess(case.images, PreprocessingConfig(), spacing=case.geometry.spacing)
+    shifted = preprocess(_apply("lesion contrast x0.6", small), PreprocessingConfig(), spacing=case.geometry.spacing)
+    before = measure_lesion_contrast.contrast(clean.images, clean.brain_mask, case.truth)
+    after = measure_lesion_contrast.contrast(shifted.images, shifted.brain_mask, case.truth)
+    assert before["FLAIR"] > 1.0, "the phantom's tumor is bright on FLAIR"
+    for name in measure_lesion_contrast.SEQUENCES:
+        assert after[name] < before[name]
+    with pytest.raises(ValueError, match="no labelled tumor"):
+        measure_lesion_contrast.contrast(clean.images, clean.brain_mask, np.zeros_like(case.truth))
