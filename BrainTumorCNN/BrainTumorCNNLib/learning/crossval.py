@@ -168,7 +168,7 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
         fold_config = replace(config, train_cases=[sources[n] for n in trainable if n not in validation],
                               validation_cases=[sources[n] for n in validation], cache_dir=str(cache),
                               seed=config.seed + fold, **built_on)
-        say(f"fold {fold + 1}/{folds}: training on {len(fold_config.train_cases)} cases, "
+        say(f"fold {fold} ({fold + 1} of {folds}): training on {len(fold_config.train_cases)} cases, "
             f"holding out {', '.join(held_out)}", flush=True)
         if _train(fold_config, fold_dir, progress, deadline).get("stopped"):
             return {"stopped": "deadline", "fold": fold}
@@ -178,7 +178,7 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
     for fold in elsewhere:
         rows = _read_rows(run_dir / f"fold-{fold}" / "per_case.csv")
         if not rows:
-            say(f"fold {fold + 1}/{folds} has no scores yet: its cases are missing from this summary (run the "
+            say(f"fold {fold} ({fold + 1} of {folds}) has no scores yet: its cases are missing from this summary (run the "
                 "same command with --only-folds and no fold once every fold is done)", flush=True)
         all_rows += rows
     repeats = _repeats(fold_of, same_patient, twins)
@@ -315,7 +315,7 @@ def _evaluate(fold: int, fold_dir: Path, cases: List[CachedCase], model_name: st
                **score(case, predicted, options.cleanup), "seconds": round(time.time() - started, 1)}
         done[case.name] = row
         _write_rows(path, list(done.values()))
-        say(f"  fold {fold + 1}: {case.name} ({i + 1}/{len(cases)}) Dice "
+        say(f"  fold {fold}: {case.name} ({i + 1}/{len(cases)}) Dice "
             + " / ".join(f"{row.get('dice_' + r, float('nan')):.3f}" for r in labels.REGIONS), flush=True)
     return [done[case.name] for case in cases]
 
