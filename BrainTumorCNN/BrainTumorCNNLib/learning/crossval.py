@@ -178,8 +178,8 @@ def run(cases: Sequence[Path], folds: int, run_dir: Path, config: training.Train
     for fold in elsewhere:
         rows = _read_rows(run_dir / f"fold-{fold}" / "per_case.csv")
         if not rows:
-            say(f"fold {fold} ({fold + 1} of {folds}) has no scores yet: its cases are missing from this summary (run the "
-                "same command with --only-folds and no fold once every fold is done)", flush=True)
+            say(f"fold {fold} ({fold + 1} of {folds}) has no scores yet: its cases are missing from this summary "
+                "(run the same command with --only-folds and no fold once every fold is done)", flush=True)
         all_rows += rows
     repeats = _repeats(fold_of, same_patient, twins)
     for row in all_rows:
