@@ -1,13 +1,25 @@
 """Shared test fixtures: the real BraTS cases beside the repository, when present."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(os.environ.get("BRAINTUMORCNN_SHARED_DATA",
                                   Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+
+
+def maintainer_tool(name: str):
+    """A maintainer tool of Testing/Tools (a script, not a package), imported as its command line runs it."""
+    tools = str(Path(__file__).resolve().parents[1] / "Tools")
+    sys.path.insert(0, tools)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(tools)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
+from conftest import maintainer_tool
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Slicer 5.6-5.8 ship Python 3.9
@@ -356,11 +358,7 @@ def test_icon_is_a_128_pixel_png(path):
 
 def test_icons_are_the_generator_output():
     assert ICONS[0].read_bytes() == ICONS[1].read_bytes(), "extension and module icons differ"
-    sys.path.insert(0, str(REPO / "Testing" / "Tools"))
-    try:
-        import make_icon
-    finally:
-        sys.path.remove(str(REPO / "Testing" / "Tools"))
+    make_icon = maintainer_tool("make_icon")
     stored = mpimg.imread(ICONS[0])
     assert np.abs(stored - make_icon.draw()).max() <= 1 / 255 + 1e-6, "icon differs from make_icon.py's drawing"
     alpha = stored[..., 3]

@@ -3,13 +3,12 @@ robustness` runs the whole pipeline under them on a slab of a phantom, resumes, 
 from __future__ import annotations
 
 import csv
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import maintainer_tool
 
 from BrainTumorCNNLib.frontends import cli, robustness
 from BrainTumorCNNLib.learning import crossval
@@ -238,20 +237,10 @@ def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_i
     assert labels == {"cv-tiny", f"cv-tiny, cleanup {distant}"}
 
 
-def _tool(name):
-    """A maintainer tool of Testing/Tools, imported as its command line runs it."""
-    tools = str(Path(__file__).resolve().parents[1] / "Tools")
-    sys.path.insert(0, tools)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(tools)
-
-
 def test_a_test_time_option_is_scored_on_each_fold_as_the_other_folds_chose_it(tmp_path):
     """Fold 0's cases gain from the option, fold 1's lose: each fold is scored with the choice of the
     other, so the honest figure is worse than both tables (the figure that picking per table hides)."""
-    tool = _tool("measure_nested_option")
+    tool = maintainer_tool("measure_nested_option")
     run = tmp_path / "run"
     run.mkdir()
     (run / "folds.json").write_text(json.dumps({"folds": 2, "seed": 0, "cases": {"a": 0, "b": 0, "c": 1, "d": 1}}))
@@ -274,7 +263,7 @@ def test_a_test_time_option_is_scored_on_each_fold_as_the_other_folds_chose_it(t
 
 
 def test_lesion_contrast_is_measured_in_healthy_brain_sd_and_falls_with_the_shift(small):
-    measure_lesion_contrast = _tool("measure_lesion_contrast")
+    measure_lesion_contrast = maintainer_tool("measure_lesion_contrast")
     case, brain = small
     clean = preprocess(case.images, PreprocessingConfig(), spacing=case.geometry.spacing)
     shifted = preprocess(_apply("lesion contrast x0.6", small), PreprocessingConfig(), spacing=case.geometry.spacing)
