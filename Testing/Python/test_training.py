@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import maintainer_tool
+
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.learning import sampling, training
 from BrainTumorCNNLib.network import networks, weights
@@ -249,3 +251,25 @@ def test_distributed_training_with_two_cpu_processes(synthetic_cases, tmp_path, 
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [r["phase"] for r in rows] == ["1", "1", "2"] if early_stop else ["1", "2"]
     assert json.loads((run / "summary.json").read_text())["epoch"] == (5 if early_stop else 2)
+
+
+def test_campaign_table_sets_runs_side_by_side_by_windows_of_steps(synthetic_cases, tmp_path, capsys):
+    """`campaign_table.py --by STEPS`: each window's validation Dice is the mean of the log rows inside it,
+    phase 2 apart; a run whose log ends sooner shows no figure for the windows it never reached."""
+    tool = maintainer_tool("campaign_table")
+    long_run, short_run = tmp_path / "long", tmp_path / "short"
+    training.train(tiny_config(synthetic_cases, phase1_epochs=3, validation_slice_step=1), long_run, progress=False)
+    training.train(tiny_config(synthetic_cases, phase1_epochs=1, validation_slice_step=1), short_run, progress=False)
+    logs = [tool.read_log(long_run), tool.read_log(short_run)]
+    windows = dict(tool.windows(logs, 4))
+    assert list(windows) == ["1–4", "5–6", "phase 2"]
+    first = [r for r in logs[0] if int(r["step"]) <= 4]
+    assert len(first) == 2
+    assert windows["1–4"][0] == pytest.approx(
+        [np.mean([float(r[f"val_dice_{region}"]) for r in first]) for region in tool.REGIONS])
+    assert windows["5–6"][1] is None and windows["phase 2"][1] is not None
+    assert tool.main(["--by", "4", str(long_run), str(short_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 5–6 | " in printed and " | – |" in printed
+    with pytest.raises(SystemExit):
+        tool.main(["--by", "4"])
