@@ -273,3 +273,21 @@ def test_campaign_table_sets_runs_side_by_side_by_windows_of_steps(synthetic_cas
     assert "| 5–6 | " in printed and " | – |" in printed
     with pytest.raises(SystemExit):
         tool.main(["--by", "4"])
+
+
+def test_a_range_test_whose_first_loss_is_not_finite_fails_clearly_and_stops_the_prefetch_thread(
+        synthetic_cases, tmp_path):
+    import dataclasses
+    import threading
+    broken = training.build_model(tiny_config(synthetic_cases))
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    start = tmp_path / "nan.safetensors"
+    weights.save(broken, "TwoPathCNN", start, {"config": {"preprocessing": json.loads(json.dumps(
+        dataclasses.asdict(NO_N4)))}})
+    config = tiny_config(synthetic_cases, start_weights=str(start), learning_rate=0.0)
+    with pytest.raises(training.TrainingDiverged, match="first loss is nan") as failure:
+        training.train(config, tmp_path / "r", progress=False)
+    # while the caller still holds the error (its traceback keeps train's frame alive), no thread is left
+    assert failure.tb is not None
+    assert [t.name for t in threading.enumerate() if t.name.startswith("patches")] == []

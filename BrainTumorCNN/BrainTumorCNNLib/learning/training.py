@@ -288,6 +288,9 @@ def lr_range_test(model: nn.Module, config: TrainingConfig, next_batch, steps: i
             break
         smooth = value if smooth is None else 0.8 * smooth + 0.2 * value
         curve.append((rate, smooth))
+    if not curve:
+        raise TrainingDiverged(f"learning-rate range test: the first loss is {value} (rate {low:.3g}), so no rate "
+                               "can be chosen; check the start weights and the inputs, or give --learning-rate")
     best = min(curve, key=lambda point: point[1])[0]
     return best / 3, curve
 
@@ -352,31 +355,36 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
     state = {"epoch": 0, "step": 0, "global_step": 0, "best_score": -math.inf, "best_epoch": -1, "stale": 0,
              "wall_s": 0.0, "phase1_done": False, "learning_rate": config.learning_rate, "device": device.type,
              "losses": [], "tally": None, "sampler": None}
-    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file() else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        state.update(json.loads(saved["state"]))
-        if "torch_rng" in saved:  # checkpoints before exact resumption hold no random states
-            torch.set_rng_state(saved["torch_rng"])
-            generator.set_state(saved["augment_rng"])
-        if "cuda_rng" in saved and device.type == "cuda":  # dropout draws from the GPU's generator there
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        if state["sampler"]:
-            batches.restore(state["sampler"])
-    else:
-        if not config.start_weights:  # trained weights keep their own output biases
-            set_output_bias(model, sampler.class_frequencies())
-        if config.learning_rate <= 0:
-            state["learning_rate"], curve = lr_range_test(model, config, next_batch)
-            if world > 1:
-                state["learning_rate"] = _from_rank0(state["learning_rate"])
-            if rank == 0:
-                _write_rows(run_dir / "lr_range.csv", [{"learning_rate": f"{r:.3g}", "smoothed_loss": f"{v:.5f}"}
-                                                       for r, v in curve])
-                print(f"learning-rate range test: {state['learning_rate']:.3g}", flush=True)
-    ddp, phase2_started, optimizer = _wrap(model, world, device), False, None
-    if rank == 0:
-        write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
+    try:  # the prefetch thread is closed on any error before the training loop's own try
+        saved = (torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file()
+                 else None)
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            state.update(json.loads(saved["state"]))
+            if "torch_rng" in saved:  # checkpoints before exact resumption hold no random states
+                torch.set_rng_state(saved["torch_rng"])
+                generator.set_state(saved["augment_rng"])
+            if "cuda_rng" in saved and device.type == "cuda":  # dropout draws from the GPU's generator there
+                torch.cuda.set_rng_state(saved["cuda_rng"], device)
+            if state["sampler"]:
+                batches.restore(state["sampler"])
+        else:
+            if not config.start_weights:  # trained weights keep their own output biases
+                set_output_bias(model, sampler.class_frequencies())
+            if config.learning_rate <= 0:
+                state["learning_rate"], curve = lr_range_test(model, config, next_batch)
+                if world > 1:
+                    state["learning_rate"] = _from_rank0(state["learning_rate"])
+                if rank == 0:
+                    _write_rows(run_dir / "lr_range.csv", [{"learning_rate": f"{r:.3g}", "smoothed_loss": f"{v:.5f}"}
+                                                           for r, v in curve])
+                    print(f"learning-rate range test: {state['learning_rate']:.3g}", flush=True)
+        ddp, phase2_started, optimizer = _wrap(model, world, device), False, None
+        if rank == 0:
+            write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
+    except BaseException:
+        batches.close()
+        raise
 
     def save_checkpoint(phase: int) -> None:
         state["sampler"] = batches.state()
