@@ -106,6 +106,9 @@ REGIONS: Dict[str, Tuple[int, ...]] = {
     "enhancing": (4,),
 }
 
+#: What readers call the regions (BraTS: whole tumor, tumor core, enhancing tumor).
+REGION_NAMES: Dict[str, str] = {"complete": "whole tumor", "core": "tumor core", "enhancing": "enhancing tumor"}
+
 
 def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
     """Boolean mask of an evaluation region in an internal label map."""

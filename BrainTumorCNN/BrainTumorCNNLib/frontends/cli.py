@@ -21,6 +21,8 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "segment": ("frontends.batch", "segment cases (folders or four files) and write segmentations"),
     "evaluate": ("frontends.evaluate", "score predicted label maps against ground truth (BraTS metrics)"),
+    "compare": ("frontends.compare", "compare a prior scan with the current one: volumes then and now, the "
+                "bidimensional measure, what is new and resolved"),
     "train": ("frontends.train", "train a model of the registry on BraTS-style cases"),
     "crossval": ("frontends.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
     "ensemble": ("frontends.ensemble", "make the fold models of a finished cross-validation run one network "
