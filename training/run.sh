@@ -15,6 +15,10 @@
 #   augmented-lesion-strong: a further stage of each finished augmented-lesion fold, 600 + 400 steps at a lower
 #           rate, lesion contrast reduced by up to 85 % (training/lesion-strong.json): the four cases that lost
 #           0.15-0.23 complete Dice under the x0.6 shift were under-segmented already (sensitivity about 0.5)
+#   augmented-thick: a further stage of each finished augmented-lesion fold (issue 33), as the lesion stage but
+#           half the patches with FLAIR and T2 in 3-6 mm slices made as a scanner makes them, before the
+#           preprocessing (slabs mixing the brain's ends with the outside, then the thick volume's own clipping
+#           and z-score: training/thick.json, sampling.ThickStatistics)
 # Usage: training/run.sh RECIPE FOLD MINUTES [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +30,12 @@ case $recipe in
   augmented) cache=paper extra=(--config training/robust.json) ;;
   augmented-lesion) cache=paper extra=(--config training/lesion.json --start-run training/cv4-TwoPathCNN-augmented
       --phase1-epochs 10 --learning-rate 0.0003 --lr-decay 0.4 --momentum-start 0.9) ;;
+  augmented-thick) cache=paper extra=(--config training/thick.json --start-run training/cv4-TwoPathCNN-augmented-lesion
+      --phase1-epochs 10 --learning-rate 0.0003 --lr-decay 0.4 --momentum-start 0.9) ;;
   augmented-lesion-strong) cache=paper extra=(--config training/lesion-strong.json
       --start-run training/cv4-TwoPathCNN-augmented-lesion --phase1-epochs 6 --learning-rate 0.0002 --lr-decay 0.4
       --momentum-start 0.9) ;;
-  *) echo "recipe: paper, robust, augmented, augmented-lesion, augmented-lesion-strong or paper-float32" >&2; exit 2 ;;
+  *) echo "recipe: paper, robust, augmented, augmented-lesion, augmented-lesion-strong, augmented-thick or paper-float32" >&2; exit 2 ;;
 esac
 exec nice -n 10 .venv/bin/braintumorcnn crossval $(ls -d ../shared/data/*/*/) \
   --folds 4 --fold-seed 0 --only-folds "$fold" --validate-held-out --keep last \

@@ -114,6 +114,29 @@ def test_thick_slices_touch_only_flair_and_t2(small):
     assert not np.allclose(shifted[FLAIR], case.images[FLAIR])
 
 
+def test_thick_flair_touches_flair_alone_and_keeps_the_background(small):
+    case, brain = small
+    shifted = _apply("thick FLAIR", small)
+    assert np.array_equal(shifted[:FLAIR], case.images[:FLAIR].astype(np.float32))
+    assert not np.allclose(shifted[FLAIR], case.images[FLAIR])
+    assert np.all(shifted[:, ~brain] == 0)
+
+
+def test_inplane_resampling_blurs_every_sequence_in_plane_only():
+    geometry = Geometry((40, 40, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    rng = np.random.default_rng(3)
+    images = np.full((4, 6, 40, 40), 100.0, np.float32) + rng.normal(0, 10, (4, 6, 40, 40)).astype(np.float32)
+    brain = np.ones((6, 40, 40), bool)
+    shifted = site_shifts.apply("in-plane resampling", images, brain, None, geometry)
+    centre = (slice(None), slice(None), slice(12, 28), slice(12, 28))  # away from the rotation's corners
+    # linear interpolation averages neighbours: the noise shrinks, the mean and each slice's level stay
+    assert np.all(shifted[centre].std(axis=(2, 3)) < 0.85 * images[centre].std(axis=(2, 3)))
+    assert np.allclose(shifted[centre].mean(axis=(2, 3)), images[centre].mean(axis=(2, 3)), atol=1.0)
+    flat = np.tile(np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1) * 50 + 10, (4, 1, 40, 40))
+    # nothing moves along the slice axis
+    assert np.allclose(site_shifts.apply("in-plane resampling", flat, brain, None, geometry)[centre], flat[centre])
+
+
 def test_scale_and_offset_change_nothing_in_clipping_and_z_scores(small):
     case, brain = small
     config = PreprocessingConfig(n4=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import maintainer_tool
+from conftest import maintainer_tool, write_synthetic_case
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.learning import sampling, training
@@ -85,6 +85,44 @@ def test_thick_slice_sampling_changes_only_flair_and_t2_of_the_chosen_share(synt
     assert 0.35 < changed.mean() < 0.65
     background = x0 == -4.0
     assert np.all(x1[background] == -4.0)
+
+
+def test_renormalised_thick_patches_are_what_preprocessing_makes_of_a_thick_raw_scan(tmp_path):
+    """The recipe's thick slices (issue 33): FLAIR acquired in 5 mm slices on the raw scan, then clipped and
+    z-scored as `segment` does, against the sampler's patch made from the cached thin z-scores."""
+    from BrainTumorCNNLib.preparing.preprocessing import preprocess
+    from BrainTumorCNNLib.running.cases import read_case
+    from BrainTumorCNNLib.scoring.site_shifts import FLAIR, resample_thick
+    folder = write_synthetic_case(tmp_path, shape=(30, 48, 48))
+    raw = read_case(folder)
+    case = sampling.load_case(folder, NO_N4)
+    brain = raw.images.any(axis=0)
+    thick_raw = raw.images.astype(np.float32)
+    thick_raw[FLAIR] = np.where(brain, resample_thick(thick_raw[FLAIR], raw.geometry, 5.0), 0.0)
+    expected = preprocess(thick_raw, NO_N4).images[FLAIR]
+    z0, z1, y0, y1, x0, x1 = case.box
+    renormalised = sampling.PatchSampler([case], 33, 4, 4, np.random.default_rng(0), sampling.SamplingConfig(
+        thick_slice_fraction=1.0, thick_slice_min=5, thick_slice_max=5, thick_slice_renormalise=True))
+    plain = sampling.PatchSampler([case], 33, 4, 4, np.random.default_rng(0),
+                                  sampling.SamplingConfig(thick_slice_fraction=1.0))
+    pad, depth = renormalised.pad, case.images.shape[1]
+    rows, columns = np.arange(pad, pad + y1 - y0), np.arange(pad, pad + x1 - x0)
+    errors, plain_errors = [], []
+    for z in range(4, depth - 4):  # slabs of the raw scan start at raw slice 0: phase (-z0) mod 5 in the crop
+        slices, _ = sampling.thick_slice_kernel(z, 5, (-z0) % 5)
+        inside = case.brain[np.clip(slices, 0, depth - 1)].all(axis=0) & (slices.min() >= 0) & (slices.max() < depth)
+        if not inside.any():
+            continue
+        thin = renormalised.images[0][:, z][:, rows][:, :, columns].astype(np.float32)
+        truth = expected[z0 + z, y0:y1, x0:x1][inside]
+        for sampler, out in ((renormalised, errors), (plain, plain_errors)):
+            patch = sampler.thick_patch(0, z, rows, columns, thin, 5, (-z0) % 5)
+            out.append(np.abs(patch[1][inside] - truth))
+    errors, plain_errors = np.concatenate(errors), np.concatenate(plain_errors)
+    assert errors.size > 1000
+    assert np.median(errors) < 0.05 and np.percentile(errors, 99) < 0.1, (np.median(errors), np.percentile(errors, 99))
+    # averaging the thin z-scores, without the thick volume's own statistics, misses it
+    assert np.median(plain_errors) > 5 * np.median(errors), np.median(plain_errors)
 
 
 def test_balanced_loss_weighs_each_present_class_equally():
@@ -191,6 +229,58 @@ def test_cascade_trains_the_second_network_on_a_frozen_first(synthetic_cases, tm
     for name, tensor in first.state_dict().items():
         assert torch.equal(trained[f"first.{name}"], tensor), name
     assert not torch.equal(trained["second.output.weight"], networks.MFCascadeCNN(num_classes=4).second.output.weight)
+
+
+def _varied(model):
+    """Weights large enough that outputs differ from pixel to pixel (the paper's initialisation gives
+    nearly uniform maps, which would let a misaligned map pass)."""
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["InputCascadeCNN", "LocalCascadeCNN", "MFCascadeCNN"])
+def test_a_cascade_given_the_first_maps_outputs_what_it_computes_itself(name):
+    model = _varied(getattr(networks, name)(num_classes=4))
+    size = model.receptive_field + 5
+    wide = torch.randn(2, 4, size + 32, size + 32)  # the patch and the context the first network's maps saw
+    patch = wide[:, :, 16:16 + size, 16:16 + size]
+    with torch.no_grad():
+        maps = model.first(wide).exp()  # (2, 4, size, size): the first network at every pixel of the patch
+        assert torch.allclose(model(torch.cat([patch, maps], dim=1)), model(patch), atol=1e-5)
+
+
+def test_first_stage_maps_travel_with_the_sampled_patches_aligned(synthetic_cases, tmp_path):
+    from BrainTumorCNNLib.learning import first_stage
+    cascade = networks.InputCascadeCNN(num_classes=4)
+    cascade.first = _varied(networks.TwoPathCNN(num_classes=4))
+    cases = sampling.load_cases(synthetic_cases[:1], NO_N4)
+    with_maps = first_stage.with_first_stage(cases, cascade, "sha-of-test-weights", tmp_path, torch.device("cpu"),
+                                             "float32")
+    assert with_maps[0].images.shape == (8,) + cases[0].images.shape[1:]
+    again = first_stage.with_first_stage(cases, cascade, "sha-of-test-weights", tmp_path, torch.device("cpu"),
+                                         "float32")  # from the cache this time
+    assert np.array_equal(again[0].images, with_maps[0].images) and len(list(tmp_path.glob("*-first-*.npz"))) == 1
+    sampler = sampling.PatchSampler(with_maps, 65, 4, 4, np.random.default_rng(3))
+    centres = sampler.centres(64, balanced=True)
+    sampler.centres = lambda n, balanced: centres
+    x, _ = sampler.batch(64, balanced=True)
+    assert x.shape == (64, 8, 68, 68)
+    with torch.no_grad():
+        live = cascade.first(torch.from_numpy(x[:, :4])).exp().numpy()  # (64, 4, 36, 36)
+    carried = x[:, 4:, 16:52, 16:52]
+    # where the maps were computed: the pixels inside the case's crop (beyond it they stand for background)
+    _, rows, columns = np.unravel_index(centres[1], sampler.shapes[0])
+    reach = np.arange(68)[16:52] - sampler.before
+    depth, height, width = cases[0].brain.shape
+    inside = (((rows[:, None] + reach >= sampler.pad) & (rows[:, None] + reach < sampler.pad + height))[:, :, None]
+              & ((columns[:, None] + reach >= sampler.pad) & (columns[:, None] + reach < sampler.pad + width))[:, None])
+    assert inside.mean() > 0.5
+    error = np.abs(live - carried).max(axis=1)
+    assert error[inside].max() < 3e-3  # the 8-bit codes and float16 rounding
+    assert live.std() > 0.05  # the maps vary, so a shift of one pixel would show
 
 
 def test_cascade_without_first_weights_is_a_clear_error(synthetic_cases, tmp_path):

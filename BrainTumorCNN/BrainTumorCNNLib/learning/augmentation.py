@@ -46,14 +46,18 @@ class AugmentationConfig:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, config: AugmentationConfig, size: int, window: int,
-            generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator, images: int = 4) -> Tuple[torch.Tensor, torch.Tensor]:
     """Augment patches x (N, C, S+2m, S+2m) with labels y (N, S+2m, S+2m) (or (N, k, k) when m = 0);
-    returns x (N, C, size, size) and window labels (N, window, window)."""
+    returns x (N, C, size, size) and window labels (N, window, window).  The warps move every channel, the
+    intensity changes only the first `images` (the others: a cascade's first-stage maps)."""
     if config.enabled:
         x, y = _warp(x, y, config, generator)
+        x, maps = x[:, :images], x[:, images:]
         if config.lesion_contrast > 0:
             x = _lesion_contrast(x, y, config.lesion_contrast, generator)
         x = _intensities(x, config, generator)
+        if maps.shape[1]:
+            x = torch.cat([x, maps], dim=1)
     return crop(x, y, size, window)
 
 

@@ -50,6 +50,8 @@ class CachedCase:
     spacing: Tuple[float, float, float]  # mm, x y z
     box: Tuple[int, ...]  # z0, z1, y0, y1, x0, x1 of the crop in the full volume
     full_shape: Tuple[int, int, int]
+    # per modality the normalised value of a raw 0 (Preprocessed.zero); None in caches made before it
+    zero: Optional[Tuple[float, ...]] = None
 
     @property
     def trainable(self) -> bool:
@@ -106,7 +108,8 @@ def _preprocess_files(path: Path, config: PreprocessingConfig) -> CachedCase:
         raise ValueError(f"{path}: {outside} tumor voxels of the truth lie outside the brain's bounding box")
     return CachedCase(case.name, pre.images[(slice(None),) + crop].astype(np.float16), pre.brain_mask[crop],
                       case.truth[crop].astype(np.uint8), tuple(case.scheme.regions),
-                      tuple(float(s) for s in case.geometry.spacing), box, tuple(pre.brain_mask.shape))
+                      tuple(float(s) for s in case.geometry.spacing), box, tuple(pre.brain_mask.shape),
+                      tuple(float(v) for v in pre.zero))
 
 
 def write_cache(case: CachedCase, path: Path, bits: int = 16) -> Path:
@@ -121,6 +124,7 @@ def write_cache(case: CachedCase, path: Path, bits: int = 16) -> Path:
                             meta=json.dumps({"name": case.name, "regions": list(case.regions),
                                              "spacing": list(case.spacing), "box": list(case.box),
                                              "full_shape": list(case.full_shape),
+                                             **({"zero": list(case.zero)} if case.zero is not None else {}),
                                              "preprocessing_version": PREPROCESSING_VERSION}))
     return path
 
@@ -152,7 +156,7 @@ def _read_cache(path: Path) -> CachedCase:
                   else _dequantise(data["codes"], data["low"], data["step"], brain))
         return CachedCase(meta["name"], images, brain, data["truth"],
                           tuple(meta["regions"]), tuple(meta["spacing"]), tuple(meta["box"]),
-                          tuple(meta["full_shape"]))
+                          tuple(meta["full_shape"]), tuple(meta["zero"]) if "zero" in meta else None)
 
 
 def case_sources(path) -> List[Path]:
@@ -192,9 +196,14 @@ class SamplingConfig:
     hard_negative_fraction: float = 0.0  # healthy voxels with FLAIR or T2 z-score above the threshold
     hard_negative_z: float = 1.5
     # share of patches (both phases) whose FLAIR and T2 are remade as thick axial slices would show them
-    # (`thick_slice_kernel`), thickness drawn from 2 .. thick_slice_max slices: sites acquire them so
+    # (`thick_slice_kernel`), thickness drawn from thick_slice_min .. thick_slice_max slices: sites acquire them so
     thick_slice_fraction: float = 0.0
+    thick_slice_min: int = 2
     thick_slice_max: int = 5
+    # the thick slices made as a scanner makes them, before the preprocessing: the slab mixes the brain's
+    # edges with the dark outside, and the whole thick volume's own clipping and z-score (a smaller spread
+    # than the thin slices') are applied (`ThickStatistics`); without it the z-scored thin slices are averaged
+    thick_slice_renormalise: bool = False
 
 
 class PatchSampler:
@@ -214,8 +223,7 @@ class PatchSampler:
         self.size = receptive_field + output_size - 1
         self.before = (receptive_field - 1) // 2 + (output_size - 1) // 2 + margin  # pixels before the centre
         self.pad = self.before + 1
-        self.images = [np.pad(c.images, ((0, 0), (0, 0), (self.pad,) * 2, (self.pad,) * 2),
-                              constant_values=BACKGROUND_VALUE) for c in cases]
+        self.images = [_pad_channels(c.images, self.pad) for c in cases]
         self.classes = [np.pad(labels.labels_to_classes(c.truth, num_classes), ((0, 0), (self.pad,) * 2,
                                                                                  (self.pad,) * 2)) for c in cases]
         self.shapes = [c.shape for c in self.classes]
@@ -230,6 +238,9 @@ class PatchSampler:
         self.pools = {name: _Pool(per_case) for name, per_case in pools.items()}
         self.classes_present = [k for k in range(num_classes) if self.pools[f"class{k}"].total]
         self.num_classes = num_classes
+        self.thick_range = range(max(2, sampling.thick_slice_min), max(2, sampling.thick_slice_max) + 1)
+        self.thick_statistics = ([ThickStatistics.of(c, self.thick_range) for c in cases]
+                                 if sampling.thick_slice_fraction > 0 and sampling.thick_slice_renormalise else None)
 
     def class_frequencies(self) -> np.ndarray:
         counts = np.array([self.pools[f"class{k}"].total for k in range(self.num_classes)], dtype=np.float64)
@@ -260,7 +271,7 @@ class PatchSampler:
         offsets = np.arange(size) - self.before
         label_size = size if self.margin else self.k
         label_offsets = offsets if self.margin else np.arange(self.k) - (self.k - 1) // 2
-        x = np.empty((n, 4, size, size), dtype=np.float32)
+        x = np.empty((n, self.images[0].shape[0], size, size), dtype=np.float32)
         y = np.empty((n, label_size, label_size), dtype=np.int64)
         for i in np.unique(cases):
             rows = np.flatnonzero(cases == i)
@@ -277,14 +288,81 @@ class PatchSampler:
 
     def _thick(self, case: int, z: int, rows: np.ndarray, columns: np.ndarray, patch: np.ndarray) -> np.ndarray:
         """FLAIR and T2 of one patch (at slice z) as slices of a random thickness and phase show them."""
-        thickness = int(self.rng.integers(2, max(2, self.config.thick_slice_max) + 1))
-        slices, weights = thick_slice_kernel(z, thickness, int(self.rng.integers(thickness)))
-        slices = np.clip(slices, 0, self.shapes[case][0] - 1)
-        stack = self.images[case][np.array(THICK_CHANNELS)[:, None, None, None], slices[None, :, None, None],
-                                  rows[None, None, :, None], columns[None, None, None, :]]
-        mixed = np.tensordot(weights.astype(np.float32), stack, axes=([0], [1]))
-        brain = (patch != BACKGROUND_VALUE).any(axis=0)
+        thickness = int(self.rng.integers(self.thick_range.start, self.thick_range.stop))
+        return self.thick_patch(case, z, rows, columns, patch, thickness, int(self.rng.integers(thickness)))
+
+    def thick_patch(self, case: int, z: int, rows: np.ndarray, columns: np.ndarray, patch: np.ndarray,
+                    thickness: int, phase: int) -> np.ndarray:
+        """(2, S, S) FLAIR and T2 of the patch at slice z, `rows` x `columns` of the padded case, acquired as
+        slices `thickness` thin slices thick starting at `phase`."""
+        slices, weights = thick_slice_kernel(z, thickness, phase)
+        depth = self.shapes[case][0]
+        stack = self.images[case][np.array(THICK_CHANNELS)[:, None, None, None],
+                                  np.clip(slices, 0, depth - 1)[None, :, None, None],
+                                  rows[None, None, :, None], columns[None, None, None, :]].astype(np.float32)
+        brain = (patch[:IMAGE_CHANNELS] != BACKGROUND_VALUE).any(axis=0)
+        if self.thick_statistics is not None:
+            stats = self.thick_statistics[case]
+            outside = (stack == BACKGROUND_VALUE) | ((slices < 0) | (slices >= depth))[None, :, None, None]
+            stack = np.where(outside, stats.floor[:, None, None, None], stack)
+            mixed = stats.normalise(np.tensordot(weights.astype(np.float32), stack, axes=([0], [1])), thickness)
+        else:
+            mixed = np.tensordot(weights.astype(np.float32), stack, axes=([0], [1]))
         return np.where(brain, mixed, BACKGROUND_VALUE)
+
+
+@dataclass
+class ThickStatistics:
+    """What the preprocessing would make of one case's FLAIR and T2 had they been acquired in thick slices.
+
+    A cached case holds the thin slices clipped and z-scored; a thick acquisition happens before that:
+    the slab averages the brain's edge slices with the dark outside (raw 0, `floor`: `CachedCase.zero`, or
+    in older caches the brain's lowest value), and the preprocessing then clips and z-scores the thick
+    volume by its own statistics, whose spread is smaller.  Per thickness (slices), the clip range and the centre and
+    spread of the whole thick volume (phase 0; the phase moves them by little), in the thin z-score's units,
+    so a thick patch becomes (clip(mix) - centre) / spread."""
+
+    floor: np.ndarray  # (2,) float32: THICK_CHANNELS' value of the outside
+    per_thickness: Dict[int, np.ndarray]  # thickness: (2, 4) float32 rows of low, high, centre, spread
+
+    @classmethod
+    def of(cls, case: CachedCase, thicknesses: Sequence[int],
+           percentiles: Tuple[float, float] = PreprocessingConfig.clip_percentiles) -> "ThickStatistics":
+        brain = case.brain
+        channels = case.images[np.array(THICK_CHANNELS)].astype(np.float32)
+        floor = np.array([case.zero[t] if case.zero is not None else c[brain].min()
+                          for t, c in zip(THICK_CHANNELS, channels)], dtype=np.float32)
+        filled = np.where(brain[None], channels, floor[:, None, None, None])
+        per_thickness = {}
+        for thickness in thicknesses:
+            thick = _thick_volume(filled, thickness, floor)
+            rows = []
+            for c in range(len(THICK_CHANNELS)):
+                values = thick[c][brain].astype(np.float64)
+                low, high = np.percentile(values, percentiles)
+                clipped = np.clip(values, low, high)
+                rows.append((low, high, clipped.mean(), max(clipped.std(), 1e-6)))
+            per_thickness[thickness] = np.array(rows, dtype=np.float32)
+        return cls(floor, per_thickness)
+
+    def normalise(self, mixed: np.ndarray, thickness: int) -> np.ndarray:
+        """(2, ...) thick-slice mixes of the thin z-scores -> the thick volume's own z-scores."""
+        low, high, centre, spread = (v.reshape((2,) + (1,) * (mixed.ndim - 1))
+                                     for v in self.per_thickness[thickness].T)
+        return (np.clip(mixed, low, high) - centre) / spread
+
+
+def _thick_volume(channels: np.ndarray, thickness: int, floor: np.ndarray) -> np.ndarray:
+    """(C, Z, Y, X) volumes as `thickness`-slice slabs (phase 0) interpolated back along Z, beyond the
+    ends the outside value `floor` (C,): `thick_slice_kernel` applied to every slice."""
+    depth = channels.shape[1]
+    out = np.empty_like(channels)
+    for z in range(depth):
+        slices, weights = thick_slice_kernel(z, thickness, 0)
+        inside = (slices >= 0) & (slices < depth)
+        mix = np.tensordot(weights[inside].astype(np.float32), channels[:, slices[inside]], axes=([0], [1]))
+        out[:, z] = mix + (weights[~inside].sum() * floor)[:, None, None]
+    return out
 
 
 class Prefetcher:
@@ -328,6 +406,15 @@ class Prefetcher:
 
 
 THICK_CHANNELS = (2, 3)  # T2, FLAIR: the sequences sites acquire with thick slices
+IMAGE_CHANNELS = 4  # T1, T1c, T2, FLAIR; channels after them carry a cascade's first-stage maps (first_stage.py)
+
+
+def _pad_channels(images: np.ndarray, pad: int) -> np.ndarray:
+    """(C, Z, Y, X) padded in plane by `pad`: images with BACKGROUND_VALUE, first-stage maps (channels after
+    IMAGE_CHANNELS, class 0 first) with what the first network gives outside the brain, background only."""
+    width = ((0, 0), (pad, pad), (pad, pad))
+    return np.stack([np.pad(channel, width, constant_values=BACKGROUND_VALUE if c < IMAGE_CHANNELS
+                            else float(c == IMAGE_CHANNELS)) for c, channel in enumerate(images)])
 
 
 def thick_slice_kernel(z: int, thickness: int, phase: int) -> Tuple[np.ndarray, np.ndarray]:

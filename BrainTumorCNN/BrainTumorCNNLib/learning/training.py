@@ -42,7 +42,7 @@ from .. import labels
 from ..atomic import atomic_path, write_text
 from ..network import networks, registry, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
-from . import plots
+from . import first_stage, plots
 from .augmentation import AugmentationConfig, augment
 from .sampling import CachedCase, PatchSampler, Prefetcher, SamplingConfig, case_name, load_cases, same_patient_groups
 
@@ -59,6 +59,9 @@ class TrainingConfig:
     train_cases: List[str] = field(default_factory=list)
     validation_cases: List[str] = field(default_factory=list)
     first_weights: Optional[str] = None  # trained TwoPathCNN for a cascade's first network
+    # a cascade's first network run once per training case and its maps carried with the images
+    # (first_stage.py), not run on every batch
+    first_stage_maps: bool = True
     local_weights: Optional[str] = None  # trained LocalPathCNN and GlobalPathCNN that AverageCNN averages
     global_weights: Optional[str] = None
     # trained weights of the same model the run starts from instead of random ones: a further training stage
@@ -339,6 +342,9 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
     val_cases = load_cases([Path(p) for p in config.validation_cases], config.preprocessing, cache,
                            _printer(rank, progress))
     _refuse_twins(train_cases, val_cases)
+    if isinstance(model, networks.CascadeCNN) and config.first_stage_maps:
+        train_cases = first_stage.with_first_stage(train_cases, model, weights.sha256(config.first_weights), cache,
+                                                   device, config.precision, _printer(rank, progress))
     size = rf + config.output_size - 1
     sampler = PatchSampler(train_cases, rf, config.output_size, config.num_classes, rng, config.sampling,
                            margin=config.augmentation.margin(size))
@@ -347,7 +353,7 @@ def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline
     def next_batch(phase: int = 1):
         x, y = batches.next(balanced=(phase == 1))
         x, y = augment(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), config.augmentation,
-                       size, config.output_size, generator)
+                       size, config.output_size, generator, images=model.in_channels)
         return x.contiguous(memory_format=layout), y
 
     checkpoint_path = run_dir / "checkpoint.pt"

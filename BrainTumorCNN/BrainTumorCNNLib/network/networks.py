@@ -207,6 +207,10 @@ class CascadeCNN(nn.Module):
     `offset` is where the second network's 33x33 input sits inside the larger
     patch, chosen so both networks are centred on the same pixel (to half a
     pixel for the even-sized LocalCascadeCNN patch).
+
+    An input of `in_channels + num_classes` channels carries the first network's
+    maps already computed at every pixel (training: learning/first_stage.py);
+    they are used instead of running the first network.
     """
 
     receptive_field: int
@@ -235,13 +239,20 @@ class CascadeCNN(nn.Module):
         return self
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The images (given maps left out) where the second network reads them."""
         size = x.shape[-1] - (self.receptive_field - TwoPathCNN.receptive_field)
         height = x.shape[-2] - (self.receptive_field - TwoPathCNN.receptive_field)
         o = self.offset
-        return x[..., o:o + height, o:o + size]
+        return x[:, :self.in_channels, o:o + height, o:o + size]
 
     def first_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return self.first(x).exp()
+        """The first network's probabilities at every pixel its 33x33 window fits: computed, or the maps the
+        input carries (cut to the same pixels)."""
+        if x.shape[1] == self.in_channels:
+            return self.first(x).exp()
+        left = (TwoPathCNN.receptive_field - 1) // 2
+        right = TwoPathCNN.receptive_field - 1 - left
+        return x[:, self.in_channels:, left:x.shape[-2] - right, left:x.shape[-1] - right]
 
 
 class InputCascadeCNN(CascadeCNN):

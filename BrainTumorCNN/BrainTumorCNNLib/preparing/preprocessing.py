@@ -72,6 +72,9 @@ class PreprocessingConfig:
 class Preprocessed:
     images: np.ndarray  # float32 (4, Z, Y, X), normalised, background = BACKGROUND_VALUE
     brain_mask: np.ndarray  # bool (Z, Y, X)
+    # per modality, the value a raw 0 (no signal; N4's field multiplies it) takes after the normalisation:
+    # what a thick slab that mixes the brain's edge with the outside brings in (learning.sampling)
+    zero: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
 
 
 def brain_mask(images: np.ndarray, background: float = 0.0) -> np.ndarray:
@@ -94,6 +97,7 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
     if not mask.any():
         raise ValueError("the volume is empty: no non-zero voxel in any modality")
     out = np.empty(images.shape, dtype=np.float32)
+    zero = [0.0] * len(MODALITIES)
     for c, name in enumerate(MODALITIES):
         channel = images[c].astype(np.float32)
         if config.clip:
@@ -107,9 +111,10 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
             if spread == 0.0 or not np.isfinite(spread):
                 raise ValueError(f"{name} is constant inside the brain; it carries no image information")
             channel = ((channel - centre) / spread).astype(np.float32)
+            zero[c] = -centre / spread
         channel[~mask] = BACKGROUND_VALUE
         out[c] = channel
-    return Preprocessed(out, mask)
+    return Preprocessed(out, mask, tuple(zero))
 
 
 def through_plane_average(images: np.ndarray, brain: np.ndarray, slice_spacing_mm: float,

@@ -29,6 +29,7 @@ CLINICAL_SNR = 15.0
 LESION_CONTRAST = 0.6  # tumor-to-healthy-brain contrast kept on FLAIR and T2
 BIAS_AMPLITUDE = 0.4  # the bias field spans about exp(+-0.4) = x0.67 .. x1.49 over the brain
 THICK_SLICES_MM = {FLAIR: 5.0, T2: 3.0}
+RESAMPLING_ROTATION_DEG = 5.0  # in-plane resampling: rotated by this and back, linear interpolation each way
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,26 @@ def thick_slices(images, brain, truth, geometry, rng) -> np.ndarray:
     return out
 
 
+def thick_flair(images, brain, truth, geometry, rng) -> np.ndarray:
+    """FLAIR alone acquired with 5 mm axial slices beside 1 mm 3-D T1c, T1 and T2 (many clinical
+    protocols), on the whole raw scan: its top and bottom slices mix with the outside."""
+    out = images.astype(np.float32, copy=True)
+    out[FLAIR] = np.where(brain, resample_thick(out[FLAIR], geometry, THICK_SLICES_MM[FLAIR]), 0.0)
+    return out
+
+
+def inplane_resampling(images, brain, truth, geometry, rng) -> np.ndarray:
+    """Every sequence resampled in plane twice with linear interpolation (rotated by
+    RESAMPLING_ROTATION_DEG about the slice centre and back), as registrations onto another grid do:
+    the blur of interpolation without moving the anatomy away from its truth."""
+    out = images.astype(np.float32, copy=True)
+    for c in range(len(out)):
+        there = ndimage.rotate(out[c], RESAMPLING_ROTATION_DEG, axes=(1, 2), reshape=False, order=1)
+        back = ndimage.rotate(there, -RESAMPLING_ROTATION_DEG, axes=(1, 2), reshape=False, order=1)
+        out[c] = np.where(brain, np.maximum(back, 1e-3), 0.0)  # the brain's edge keeps some signal: same mask
+    return out
+
+
 def resample_thick(volume: np.ndarray, geometry: Geometry, thickness_mm: float) -> np.ndarray:
     """A (Z, Y, X) volume as slices of `thickness_mm` along Z would show it, back on `geometry`'s grid."""
     import SimpleITK as sitk
@@ -161,6 +182,10 @@ SHIFTS: Dict[str, Shift] = {shift.name: shift for shift in (
           f" .. x{np.exp(BIAS_AMPLITUDE):.2f}", bias_field),
     Shift("rician noise", f"Rician noise at SNR {CLINICAL_SNR:g} (sigma = brain mean / SNR)", rician_noise),
     Shift("thick slices", "FLAIR 5 mm and T2 3 mm axial slices, resampled back linearly", thick_slices),
+    Shift("thick FLAIR", "FLAIR alone in 5 mm axial slices, resampled back linearly (T1, T1c, T2 thin)",
+          thick_flair),
+    Shift("in-plane resampling", f"every sequence rotated {RESAMPLING_ROTATION_DEG:g} degrees in plane and "
+          "back, linear interpolation each way", inplane_resampling),
     Shift("scale+offset", "every sequence x2.5 + 300 inside the brain (should change nothing)", scale_offset),
 )}
 
