@@ -26,14 +26,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainingConfig):
         if f.name in NESTED_FIELDS:
             continue
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        kind = {"int": int, "float": float, "str": str, "bool": _yes_no}.get(
+            str(f.type).replace("Optional[", "").rstrip("]"), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
     add_preprocessing_options(parser)
     parser.add_argument("--augment", action="store_true", default=None,
                         help="augmentation imitating other scanners (AugmentationConfig's defaults)")
     for f in fields(SamplingConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=float if f.type == "float" else int, default=None,
-                            help="phase-1 window sampling (SamplingConfig)")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type={"float": float, "bool": _yes_no}.get(f.type, int),
+                            default=None, help="phase-1 window sampling (SamplingConfig)")
     parser.add_argument("--find-lr", action="store_true",
                         help="only run the learning-rate range test (lr_range.csv / .png in --run-dir) and print "
                              "the rate it suggests")
@@ -41,6 +42,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="stop cleanly with a checkpoint after this many minutes; the same command continues "
                              "the run exactly")
     parser.add_argument("--quiet", action="store_true")
+
+
+def _yes_no(text: str) -> bool:
+    """A yes / no option's value (yes, no, true, false, 1, 0)."""
+    value = text.strip().lower()
+    if value not in ("yes", "no", "true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, not {text!r}")
+    return value in ("yes", "true", "1")
 
 
 def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
