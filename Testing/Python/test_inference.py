@@ -93,8 +93,8 @@ def test_result_is_cropped_to_the_brain_and_skips_empty_slices(monkeypatch):
     volume[:, 0] = BACKGROUND_VALUE  # no brain in slice 0
     mask[0] = False
     crops = []
-    run = inference._Runner.run
-    monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
+    run = inference.Runner.run
+    monkeypatch.setattr(inference.Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
                         or run(self, crop, cancel))
     result = inference.segment_volume(model, volume, device="cpu")  # mask from BACKGROUND_VALUE
     rows, cols = np.flatnonzero(mask.any((0, 2))), np.flatnonzero(mask.any((0, 1)))
@@ -122,8 +122,8 @@ def test_each_slice_gets_its_own_crop_when_slices_run_one_by_one(monkeypatch):
     volume[:, 1][:, ~small] = BACKGROUND_VALUE
     mask[1] &= small
     crops = []
-    run = inference._Runner.run
-    monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
+    run = inference.Runner.run
+    monkeypatch.setattr(inference.Runner, "run", lambda self, crop, cancel=None: crops.append(crop.shape)
                         or run(self, crop, cancel))
     alone = inference.segment_volume(model, volume, mask, device="cpu", max_batch=1)
     assert [c[2:] for c in crops] == [(61 + 32, 81 + 32), (21 + 32, 25 + 32)]
@@ -179,7 +179,7 @@ def test_bfloat16_weights_cast_once_give_autocasts_numbers_and_leave_the_model_a
     call): the probabilities are those of the float32 model run under autocast, bit for bit."""
     model = lively(networks.TwoPathCNN(num_classes=4))
     volume, mask = brain_volume(slices=1)
-    runner = inference._Runner(model, torch.device("cpu"), False, inference.DEFAULT_MEMORY_BUDGET, None, "bfloat16")
+    runner = inference.Runner(model, torch.device("cpu"), False, inference.DEFAULT_MEMORY_BUDGET, None, "bfloat16")
     runner.prepare((1, 4, 64, 64))
     assert {m.weight.dtype for m in runner.prepared.modules() if isinstance(m, nn.Conv2d)} == {torch.bfloat16}
     assert {p.dtype for p in model.parameters()} == {torch.float32}
@@ -202,8 +202,8 @@ def test_the_cpu_runs_two_slices_at_once_with_the_same_result_and_gives_its_thre
         alone = inference.segment_volume(model, volume, mask, device="cpu")
         torch.set_num_threads(2)
         seen = []
-        run = inference._Runner.run
-        monkeypatch.setattr(inference._Runner, "run", lambda self, crop, cancel=None: seen.append(
+        run = inference.Runner.run
+        monkeypatch.setattr(inference.Runner, "run", lambda self, crop, cancel=None: seen.append(
             (threading.current_thread().name, torch.get_num_threads(), self.budget)) or run(self, crop, cancel))
         shared = inference.segment_volume(model, volume, mask, device="cpu")
         assert torch.get_num_threads() == 2  # given back
@@ -219,7 +219,7 @@ def test_the_cpu_runs_two_slices_at_once_with_the_same_result_and_gives_its_thre
 def test_rows_per_band_respects_the_budget():
     model = networks.TwoPathCNN(num_classes=4)
     budget = 64 << 20
-    runner = inference._Runner(model, torch.device("cpu"), False, memory_budget=budget, max_batch=None)
+    runner = inference.Runner(model, torch.device("cpu"), False, memory_budget=budget, max_batch=None)
     rows = runner.rows_per_band(1, 200, 150)
     assert 1 <= rows < 200
     assert inference.activation_bytes_per_pixel(model) * (rows + 32) * (150 + 32) <= budget
@@ -405,16 +405,86 @@ def test_fast_model_equals_direct_model(name):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_auto_choice_is_timed_and_recorded():
-    model = networks.TwoPathCNN(num_classes=4)
-    report = []
-    fast = fastconv.prepare(model, (1, 4, 100, 90), "cpu", conv="auto", report=report)
-    large = [r for r in report if r.kernel >= fastconv.MIN_FFT_KERNEL]
-    assert {r.kernel for r in large} == {13, 21}
-    assert all(r.direct_s > 0 and r.fft_s > 0 and r.use_fft == (r.fft_s < fastconv.FFT_ADVANTAGE * r.direct_s)
-               for r in large)
-    assert all(r.direct_s is None and not r.use_fft for r in report if r.kernel < fastconv.MIN_FFT_KERNEL)
-    assert sum(isinstance(m, fastconv.FFTConv2d) for m in fast.modules()) == sum(r.use_fft for r in report)
+@pytest.mark.parametrize("name", ["TwoPathCNN", "InputCascadeCNN"])
+def test_auto_choice_is_a_fixed_rule_not_a_timing(name):
+    """FFT for the output layers (21x21 over 224 maps), direct for the global paths (13x13 over 4 or 8):
+    the same choice on every preparation, whatever the machine's load (a timed choice flipped)."""
+    model = registry.get(name).build(4)
+    reports = [[], []]
+    for report in reports:
+        fast = fastconv.prepare(model, (1, 4, 100, 90), "cpu", conv="auto", report=report)
+    large = [r for r in reports[0] if r.kernel >= fastconv.MIN_FFT_KERNEL]
+    assert {(r.kernel, r.use_fft) for r in large} == {(13, False), (21, True)}
+    assert all(r.use_fft == (r.in_channels * r.kernel ** 2 >= fastconv.FFT_MIN_TAPS) for r in large)
+    assert not any(r.use_fft for r in reports[0] if r.kernel < fastconv.MIN_FFT_KERNEL)
+    assert reports[0] == reports[1]
+    assert sum(isinstance(m, fastconv.FFTConv2d) for m in fast.modules()) == sum(r.use_fft for r in reports[0])
+
+
+def test_crop_extent_takes_the_largest_height_and_width_from_different_crops():
+    tall, wide = (10, 80, 100, 112), (50, 62, 20, 140)  # 70 x 12 and 12 x 120 (y0, y1, x0, x1)
+    assert inference.crop_extent([tall, wide], 33) == (70 + 32, 120 + 32)
+
+
+def test_tall_and_wide_crops_of_different_slices_fit_the_prepared_spectrum(monkeypatch):
+    """The largest height and the largest width come from different slices: the FFT layers are prepared
+    for both, so no spectrum is computed after preparation (a crop outside it rebuilt the spectra), and
+    the probabilities equal those of the plain model with F.conv2d."""
+    model = lively(networks.TwoPathCNN(num_classes=4))
+    volume = np.full((4, 2, 160, 160), BACKGROUND_VALUE, np.float32)
+    mask = np.zeros((2, 160, 160), bool)
+    mask[0, 10:80, 100:112] = True  # tall and narrow: 70 x 12, area 840
+    mask[1, 50:62, 20:100] = True  # short and wide: 12 x 80, area 960 (the largest area)
+    volume[:, mask] = np.random.default_rng(0).normal(size=(4, int(mask.sum())))
+    computed = []
+    real = fastconv.kernel_spectrum
+    monkeypatch.setattr(fastconv, "kernel_spectrum", lambda *a: computed.append(a[1:]) or real(*a))
+    runner = inference.Runner(model, torch.device("cpu"), "fft", inference.DEFAULT_MEMORY_BUDGET, None)
+    fast = runner.segment(volume, mask)
+    layers = [m for m in runner.prepared.modules() if isinstance(m, fastconv.FFTConv2d)]
+    assert len(layers) == 2 and len(computed) == len(layers)  # once each, at preparation
+    plain = inference.segment_volume(model, volume, mask, device="cpu", fast=False)
+    np.testing.assert_allclose(fast.probabilities, plain.probabilities, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(fast.labels, plain.labels)
+
+
+def test_two_threads_sharing_one_fft_layer_get_exact_results():
+    """The CPU's two worker threads share the prepared model: one layer hammered by two threads with
+    inputs inside and outside its reserved size (spectra computed, inserted and evicted meanwhile)
+    never fails and gives every input, bit for bit, the result it gets alone (the transform size no
+    longer depends on what the other thread left in the cache), F.conv2d's within FFT rounding."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 3, 13)
+    layer = fastconv.FFTConv2d(conv)
+    layer.reserve(40, 40, torch.device("cpu"))
+    sizes = [(40, 40), (30, 38), (52, 20), (20, 61), (44, 44), (25, 25)]
+    inputs = [torch.randn(1, 5, h, w) for h, w in sizes]
+    with torch.inference_mode():
+        expected = [F.conv2d(x, conv.weight, conv.bias) for x in inputs]
+        alone = [layer(x) for x in reversed(inputs)][::-1]
+    assert max((a - e).abs().max().item() for a, e in zip(alone, expected)) < 1e-4
+    errors, worst = [], [0.0]
+    start = threading.Barrier(2)
+
+    def hammer(offset: int) -> None:
+        try:
+            start.wait()
+            with torch.inference_mode():
+                for i in range(150):
+                    k = (i + offset) % len(inputs)
+                    out = layer(inputs[k])
+                    if not torch.equal(out, alone[k]):
+                        worst[0] = max(worst[0], (out - alone[k]).abs().max().item(), 1e-30)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(offset,)) for offset in (0, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert worst[0] == 0.0
 
 
 def test_fft_segment_volume_equals_direct():

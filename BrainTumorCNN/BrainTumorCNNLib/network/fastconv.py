@@ -7,28 +7,36 @@ once.  Results are float32 and equal the direct convolution to float32
 rounding of the FFT (about 1e-6 relative to the output's scale).
 
 `prepare(model, input_shape)` returns a copy of a model in which every large
-kernel convolution is replaced by its FFT form where that is faster *on the
-device at the size it will actually see*: both forms of each candidate layer
-are timed once (on one row band of one slice at the layer's real width) and the
-faster is kept.  The decision is cached per layer shape, input size and
-device.  The original model is never modified.
+kernel convolution with enough taps per output channel (`in_channels * kh * kw
+>= FFT_MIN_TAPS`) is replaced by its FFT form.  The choice is a fixed rule, not
+a timing: a choice timed at preparation differs from run to run on a loaded
+machine (the 13x13 global-path convolution is within 15 % either way in
+float32), and each flip changes the arithmetic and so a few labels
+(docs/speed.md, "Same input, same labels").  The original model is never
+modified.
 
-Why: a 21x21 output convolution over 224 maps costs 224*5*441 multiply-adds
-per pixel directly; through FFT it is a few transforms plus 224*5 complex
+Why: a 21x21 output convolution over 224 maps costs 224*4*441 multiply-adds
+per pixel directly; through FFT it is a few transforms plus 224*4 complex
 multiply-adds per frequency, and the weights' spectra are shared by every
-slice of the batch.  On a 2-core CPU this takes the output layer from about
-two thirds of a TwoPathCNN slice to a small part of it.  The 13x13 global-path
-convolution over 4 input channels is usually faster direct (its 320 inverse
-transforms cost as much as the convolution) but over the 9 input channels of
-the InputCascadeCNN's second network FFT wins; the timing decides.
+slice.  On a 2-core CPU this takes the output layer from about two thirds of
+a TwoPathCNN slice to a small part of it (2.3 s direct, 0.3 s by FFT on a
+whole slice).  The 13x13 global-path convolution over 4 or 8 input channels
+is faster direct in bfloat16 (0.07 s against 0.23 s) and about even in
+float32 (0.27 s against 0.23 s), so it stays direct.
+
+Every FFT layer transforms at one size, `reserve`d for the largest input it
+will see (the largest crop's height and, separately, its width): each slice's
+result then depends on the slice alone, not on which crops came before it or
+on the other worker thread; the spectrum cache is locked, as the CPU's two
+worker threads share the layers.
 """
 from __future__ import annotations
 
 import copy
-import time
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -39,15 +47,13 @@ from .spectral import correlate_channels_last, fft_length, kernel_spectrum
 
 #: Kernels smaller than this are always left direct (3x3 and 7x7 never win by FFT).
 MIN_FFT_KERNEL = 9
-#: Output rows of the band on which direct and FFT forms are timed.
-TIMING_ROWS = 32
-#: Spectra kept per layer (one per input size): a volume is processed group by
-#: group, each group at one size, so one is enough and keeps memory low.
+#: Kernel taps per output channel (in_channels * kh * kw) from which FFT is used: the output layers'
+#: 21x21 over 224 maps (98,784) are, the global paths' 13x13 over 4 or 8 (676, 1,352) are not
+#: (module docstring; timings in docs/speed.md).
+FFT_MIN_TAPS = 4096
+#: Spectra kept per layer beside the reserved one, for inputs larger than the reservation (a
+#: caller outside `segment_volume`); each costs up to a few hundred MB.
 SPECTRUM_CACHE = 1
-#: FFT is chosen only when it takes at most this fraction of the direct time:
-#: its cached spectra cost memory (up to a few hundred MB per layer), so a
-#: marginal gain is not worth it.
-FFT_ADVANTAGE = 0.85
 
 
 class FFTConv2d(nn.Module):
@@ -70,36 +76,73 @@ class FFTConv2d(nn.Module):
         self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
                      if conv.bias is not None else None)
         self.out_channels, self.in_channels, self.kh, self.kw = self.weight.shape
-        self._spectra: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+        self.shrink = (0, 0)  # rows and columns the model's layers before this one take off its input (prepare)
+        self._reserved: Optional[tuple] = None  # (fh, fw, device): the transform of every input that fits
+        self._spectra: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()  # guarded by _lock
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        # a copy gets its own lock and an empty cache (a lock cannot be copied; spectra are rebuilt)
+        copied = FFTConv2d.__new__(FFTConv2d)
+        nn.Module.__init__(copied)
+        copied.weight = nn.Parameter(self.weight.detach().clone(), requires_grad=False)
+        copied.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False) if self.bias is not None else None
+        copied.out_channels, copied.in_channels, copied.kh, copied.kw = self.weight.shape
+        copied.shrink = self.shrink
+        copied._reserved, copied._spectra, copied._lock = None, OrderedDict(), threading.Lock()
+        copied.train(self.training)
+        memo[id(self)] = copied
+        return copied
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kh}, {self.kw}), fft=True"
 
     def spectrum(self, fh: int, fw: int, device: torch.device) -> torch.Tensor:
-        """Conjugate kernel spectrum for an `fh x fw` transform, `(fh*(fw//2+1), in, out)` complex64."""
+        """Conjugate kernel spectrum for an `fh x fw` transform, `(fh*(fw//2+1), in, out)` complex64;
+        computed once per size and device (the reserved one is kept, SPECTRUM_CACHE others)."""
         key = (fh, fw, str(device))
-        cached = self._spectra.get(key)
-        if cached is not None:
-            self._spectra.move_to_end(key)
-            return cached
-        spec = kernel_spectrum(self.weight.to(device=device, dtype=torch.float32), fh, fw)
-        self._spectra[key] = spec
-        while len(self._spectra) > SPECTRUM_CACHE:
-            self._spectra.popitem(last=False)
-        return spec
+        with self._lock:  # the worker threads share this layer: one computes, the other waits for it
+            cached = self._spectra.get(key)
+            if cached is not None:
+                self._spectra.move_to_end(key)
+                return cached
+            spec = kernel_spectrum(self.weight.to(device=device, dtype=torch.float32), fh, fw)
+            self._spectra[key] = spec
+            others = [k for k in self._spectra if k != self._reserved]
+            for old in others[:max(0, len(others) - SPECTRUM_CACHE)]:
+                del self._spectra[old]
+            return spec
+
+    def reserve(self, h: int, w: int, device: torch.device) -> Tuple[int, int]:
+        """Transform every later input of at most h x w at the size that holds h x w (more zero padding
+        leaves the valid outputs unchanged), so a slice's result does not depend on the crops before
+        it; the spectrum is computed now and the previous reservation's dropped.  Returns the size."""
+        fh, fw = fft_length(h), fft_length(w)
+        key = (fh, fw, str(device))
+        with self._lock:
+            if self._reserved != key:
+                self._spectra.clear()
+            self._reserved = key
+        self.spectrum(fh, fw, device)
+        return fh, fw
 
     def _transform_size(self, h: int, w: int, device: torch.device) -> Tuple[int, int]:
-        """A cached transform size that holds an h x w input (more zero padding
-        leaves the valid outputs unchanged), else the smallest fast one: the
-        slices of a volume come in crops of several sizes, and recomputing the
-        kernel spectra for each would cost more than the larger transforms."""
-        for fh, fw, where in self._spectra:
-            if fh >= h and fw >= w and where == str(device):
-                return fh, fw
+        """The reserved transform size when it holds an h x w input, else the smallest fast one for it;
+        without a reservation the first input's size is reserved (crops come in several sizes, and
+        recomputing the kernel spectra for each would cost more than the larger transforms)."""
+        with self._lock:
+            if self._reserved is None:
+                self._reserved = (fft_length(h), fft_length(w), str(device))
+            fh, fw, where = self._reserved
+        if fh >= h and fw >= w and where == str(device):
+            return fh, fw
         return fft_length(h), fft_length(w)
 
     def clear_cache(self) -> None:
-        self._spectra.clear()
+        """Drop every spectrum and the reservation (memory between cases)."""
+        with self._lock:
+            self._spectra.clear()
+            self._reserved = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 even under a bfloat16 autocast (inference's precision option): the transforms and the
@@ -194,21 +237,6 @@ def max_pool_stride1(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
-    """Seconds of one run after one warm-up run (which also fills caches)."""
-    fn()
-    _synchronize(device)
-    start = time.perf_counter()
-    fn()
-    _synchronize(device)
-    return time.perf_counter() - start
-
-
 @dataclass(frozen=True)
 class LayerChoice:
     """What `prepare` decided for one convolution."""
@@ -217,14 +245,8 @@ class LayerChoice:
     kernel: int
     in_channels: int
     out_channels: int
-    input_size: Tuple[int, int]
-    direct_s: Optional[float]  # one timed run on a band of TIMING_ROWS output rows
-    fft_s: Optional[float]
+    input_size: Tuple[int, int]  # at the input_shape `prepare` was given
     use_fft: bool
-
-
-#: Decisions already timed: (in, out, kernel, H, W, batch, channels_last, device) -> (use FFT, times).
-_DECISIONS: Dict[tuple, Tuple[bool, Optional[float], Optional[float]]] = {}
 
 
 def fft_eligible(conv: nn.Conv2d) -> bool:
@@ -233,35 +255,10 @@ def fft_eligible(conv: nn.Conv2d) -> bool:
             and conv.groups == 1 and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros")
 
 
-def choose(conv: nn.Conv2d, input_shape: Sequence[int], device="cpu",
-           channels_last: bool = False) -> Tuple[bool, Optional[float], Optional[float]]:
-    """Whether FFT beats direct for `conv` on inputs `(batch, C, H, W)` on `device`.
-
-    Both forms are timed once, on one slice of the real width and a band of
-    TIMING_ROWS output rows (direct time is linear in rows and slices; FFT
-    time a little more than linear in rows and a little less in slices, which
-    share the kernels' spectrum), with random input; returns
-    (use_fft, direct_s, fft_s).  Cached per layer shape, size and device."""
-    device = torch.device(device)
-    batch, _, h, w = (int(v) for v in input_shape)
-    batch = 1
-    k = conv.kernel_size[0]
-    key = (conv.in_channels, conv.out_channels, tuple(conv.kernel_size), h, w, batch, channels_last, str(device))
-    if key not in _DECISIONS:
-        if not fft_eligible(conv):
-            _DECISIONS[key] = (False, None, None)
-        else:
-            x = torch.randn(batch, conv.in_channels, min(h, TIMING_ROWS + k - 1), w, device=device)
-            direct = copy.deepcopy(conv).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-                direct = direct.to(memory_format=torch.channels_last)
-            fft = FFTConv2d(conv).to(device)
-            with torch.inference_mode():
-                direct_s = _time(lambda: direct(x), device)
-                fft_s = _time(lambda: fft(x), device)
-            _DECISIONS[key] = (fft_s < FFT_ADVANTAGE * direct_s, direct_s, fft_s)
-    return _DECISIONS[key]
+def prefers_fft(conv: nn.Conv2d) -> bool:
+    """The fixed rule of conv="auto": FFT for an eligible convolution of at least FFT_MIN_TAPS taps
+    per output channel (the same answer on every run, unlike a timing)."""
+    return fft_eligible(conv) and conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] >= FFT_MIN_TAPS
 
 
 def conv_input_shapes(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Tuple[int, int, int, int]]:
@@ -297,11 +294,12 @@ def default_channels_last(device) -> bool:
 def prepare(model: nn.Module, input_shape: Sequence[int], device="cpu", conv: str = "auto",
             channels_last: Optional[bool] = None, report: Optional[List[LayerChoice]] = None) -> nn.Module:
     """A copy of `model`, in eval mode on `device`, set up for fast dense inference
-    on inputs of `input_shape` `(batch, C, H, W)`; `model` itself is untouched.
+    on inputs of up to `input_shape` `(batch, C, H, W)` (H the largest height, W the largest width
+    it will see, which may come from different crops); `model` itself is untouched.
 
-    Maxout layers become `FastMaxoutConv`; `conv` = "auto" replaces each
-    large-kernel convolution by `FFTConv2d` where timing on the device says it
-    is faster at its real input size, "fft" every eligible one, "direct" none.
+    Maxout layers become `FastMaxoutConv`; `conv` = "auto" replaces each large-kernel convolution
+    that `prefers_fft` by `FFTConv2d`, "fft" every eligible one, "direct" none; each FFT layer is
+    `reserve`d for its input at `input_shape` (`fit` reserves another size later).
     With `channels_last` (default: on CPU) the copy's weights are channels-last
     and the caller should pass channels-last input (`prepared_input`).  Each
     convolution's choice is appended to `report` when given.
@@ -316,27 +314,41 @@ def prepare(model: nn.Module, input_shape: Sequence[int], device="cpu", conv: st
             _set_submodule(fast, name, FastMaxoutConv(module))
     fast = fast.to(device)
     fast.requires_grad_(False)
+    batch, _, height, width = (int(v) for v in input_shape)
     shapes = conv_input_shapes(fast, input_shape)
     for name, module in list(fast.named_modules()):
         if not isinstance(module, nn.Conv2d) or name not in shapes:
             continue
-        direct_s = fft_s = None
-        if conv == "auto":
-            use_fft, direct_s, fft_s = choose(module, shapes[name], device, channels_last)
-        else:
-            use_fft = conv == "fft" and fft_eligible(module)
+        use_fft = prefers_fft(module) if conv == "auto" else conv == "fft" and fft_eligible(module)
         if report is not None:
             report.append(LayerChoice(name, module.kernel_size[0], module.in_channels, module.out_channels,
-                                      tuple(shapes[name][-2:]), direct_s, fft_s, use_fft))
+                                      tuple(shapes[name][-2:]), use_fft))
         if use_fft:
             layer = FFTConv2d(module).to(device)
-            height, width = shapes[name][-2:]
-            layer.spectrum(fft_length(height), fft_length(width), device)  # the largest input's: all smaller fit
+            h, w = shapes[name][-2:]
+            layer.shrink = (height - h, width - w)  # rows and columns the layers before it take off
+            layer.reserve(h, w, device)
             _set_submodule(fast, name, layer)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     fast.channels_last = channels_last
     return fast
+
+
+def fit(prepared: nn.Module, height: int, width: int) -> None:
+    """Reserve every FFT layer of a `prepare`d model for model inputs of up to height x width (the
+    next volume's largest crop), so that each slice's result depends on that volume alone."""
+    for module in prepared.modules():
+        if isinstance(module, FFTConv2d):
+            dh, dw = module.shrink
+            module.reserve(height - dh, width - dw, module.weight.device)
+
+
+def release(prepared: nn.Module) -> None:
+    """Drop the kernel spectra of a `prepare`d model (up to a few hundred MB a layer) until `fit`."""
+    for module in prepared.modules():
+        if isinstance(module, FFTConv2d):
+            module.clear_cache()
 
 
 def prepared_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

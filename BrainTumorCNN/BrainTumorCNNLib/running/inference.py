@@ -85,7 +85,7 @@ class InferenceResult:
     slices: np.ndarray  # int (n,), the slices processed (those with brain)
     device: str  # where the work ran ("cpu" after a CUDA fallback)
     seconds: float  # wall time of the inference proper
-    prepare_seconds: float = 0.0  # part of `seconds` spent preparing the model (copy, FFT-or-direct timing)
+    prepare_seconds: float = 0.0  # part of `seconds` spent preparing the model (copy, kernel spectra)
     precision: str = "float32"  # the direct convolutions' arithmetic that ran ("auto" resolved)
 
     @property
@@ -156,13 +156,14 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     """Class probabilities and labels of every voxel of a preprocessed volume.
 
     model: a registry network (`num_classes`, `receptive_field`); it is not
-        modified (the work runs on a copy prepared for `device`).
+        modified (the work runs on a copy prepared for `device`; `Runner` keeps that copy for many
+        volumes).
     volume: float32 (4, Z, Y, X), preprocessed (background = BACKGROUND_VALUE).
     mask: bool (Z, Y, X) brain mask; default: voxels not equal to
         BACKGROUND_VALUE in some modality.
     device: "auto" (CUDA if available), "cpu" or "cuda".
-    fast: True/"auto" = exact speed-ups (fastconv.prepare: FFT for large kernels
-        where timed faster, fused Maxout and pooling, channels-last on CPU);
+    fast: True/"auto" = exact speed-ups (fastconv.prepare: FFT for the large kernels
+        fastconv.prefers_fft names, fused Maxout and pooling, channels-last on CPU);
         "fft" = FFT for every large kernel; False = the plain model, direct.
     memory_budget: bytes the activations of one batch may take.
     only_slices: process only these slices (each cropped as in a whole run;
@@ -179,86 +180,16 @@ def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarr
     progress(fraction, message) is called after every batch; `cancel()` is
         checked before every batch and raises Cancelled when true.
     """
-    start = time.perf_counter()
-    volume = np.asarray(volume)
-    if volume.ndim != 4:
-        raise ValueError(f"volume must be (channels, Z, Y, X), got shape {volume.shape}")
-    in_channels = getattr(model, "in_channels", volume.shape[0])
-    if volume.shape[0] != in_channels:
-        raise ValueError(f"the model takes {in_channels} modalities, the volume has {volume.shape[0]}")
-    mask = brain_mask(volume, BACKGROUND_VALUE) if mask is None else np.asarray(mask, dtype=bool)
-    if mask.shape != volume.shape[1:]:
-        raise ValueError(f"brain mask shape {mask.shape} does not match the volume {volume.shape[1:]}")
-    if int(screen_step) != screen_step or screen_step < 1:
-        raise ValueError(f"screen_step must be a whole number >= 1, not {screen_step}")
-    if screen_step > 1 and only_slices is not None:
-        raise ValueError("screen_step and only_slices cannot be combined: screening needs every brain slice")
-    num_classes = int(model.num_classes)
-    slices = np.flatnonzero(mask.any(axis=(1, 2)))
-    if only_slices is not None:
-        slices = np.intersect1d(slices, np.asarray(only_slices, dtype=int))
-    report = progress or (lambda fraction, message: None)
+    runner = Runner(model, resolve_device(device), fast, memory_budget, max_batch, precision)
+    return runner.segment(volume, mask, group_slices=group_slices, only_slices=only_slices, flips=flips,
+                          screen_step=screen_step, progress=progress, cancel=cancel)
 
-    runner = _Runner(model, resolve_device(device), fast, memory_budget, max_batch, precision)
-    # one pass per view: the volume, and its left-right mirror with its own crops (mirrored back at the end)
-    views = [(volume, mask)] + ([(np.ascontiguousarray(volume[..., ::-1]), np.ascontiguousarray(mask[..., ::-1]))]
-                                if flips else [])
-    # slices share a crop only to run as one batch: on the CPU (one slice per batch) each slice gets its
-    # own bounding box, 12 % fewer pixels than a group's union on a real brain
-    size = max(1, min(group_slices, runner.max_batch))
-    groups = [list(_groups(m, np.flatnonzero(m.any(axis=(1, 2))), size)) for _, m in views]
-    sums = [np.zeros((num_classes,) + mask.shape, dtype=np.float32) for _ in views]
-    for total in sums:
-        total[0] = 1.0
-    planned = len(slices) * len(views)
-    done, prepare_seconds = 0, 0.0
 
-    def run(chosen: np.ndarray) -> None:
-        nonlocal done
-        work = [(data, total, flipped, batch, box)
-                for (data, _), view_groups, total, flipped in zip(views, groups, sums, (False, True))
-                for zs, box in view_groups for batch in _batches(np.intersect1d(zs, chosen), runner.max_batch)]
-        for i in range(0, len(work), runner.workers):  # `workers` batches at once, in order
-            _check(cancel)
-            turn = work[i:i + runner.workers]
-            crops = [_padded_crop(data, batch, *box, runner.receptive_field) for data, _, _, batch, box in turn]
-            for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, runner.run_all(crops, cancel)):
-                total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
-                done += len(batch)
-                report(done / planned, f"slice {done}/{planned} ({runner.device.type}, {runner.precision})"
-                       + (" (flipped)" if flipped else ""))
-
-    with _exact_float32(runner.device), runner.sharing_threads():
-        if len(slices):
-            rf = runner.receptive_field
-            boxes = [box for zs, box in groups[0] if len(np.intersect1d(zs, slices))]
-            largest = max(boxes, key=lambda b: (b[1] - b[0]) * (b[3] - b[2]))
-            y0, y1, x0, x1 = largest
-            shape = (size, volume.shape[0], y1 - y0 + rf - 1, x1 - x0 + rf - 1)
-            prepare_start = time.perf_counter()
-            runner.prepare((runner.batch_for(shape),) + shape[1:])
-            prepare_seconds = time.perf_counter() - prepare_start
-        if screen_step > 1:
-            screens = slices[::screen_step]
-            run(screens)
-            tumor = argmax_classes(_average(sums, screens)) > 0
-            positive = tumor.reshape(len(screens), -1).any(axis=1)
-            rest = screen_plan(slices, screen_step, positive)
-            planned = done + len(rest) * len(views)
-            run(rest)
-            slices = np.union1d(screens, rest)
-        else:
-            run(slices)
-    if not len(slices):
-        report(1.0, "no brain voxels: nothing to segment")
-    probabilities = sums[0]
-    if flips:
-        probabilities += sums[1][..., ::-1]
-        probabilities /= 2
-    values = labels.class_values(num_classes)
-    best = argmax_classes(probabilities)
-    return InferenceResult(probabilities, values[best], slices,
-                           runner.device.type, time.perf_counter() - start, prepare_seconds, runner.precision)
+def crop_extent(boxes: Sequence[Tuple[int, int, int, int]], receptive_field: int) -> Tuple[int, int]:
+    """(H, W) of the padded crops of `boxes` (y0, y1, x0, x1): the largest height and, separately, the
+    largest width, which may come from different slices (a tall narrow crop and a short wide one)."""
+    return (max(y1 - y0 for y0, y1, _, _ in boxes) + receptive_field - 1,
+            max(x1 - x0 for _, _, x0, x1 in boxes) + receptive_field - 1)
 
 
 def screen_plan(slices: np.ndarray, step: int, positive: np.ndarray) -> np.ndarray:
@@ -349,10 +280,10 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
 
 
-class _Runner:
-    """Runs padded slice batches through a model prepared for one device,
-    shrinking batches / row bands on out-of-memory and falling back from CUDA
-    to the CPU when even one band does not fit."""
+class Runner:
+    """Runs volumes (`segment`) as padded slice batches through a copy of a model prepared for one
+    device, kept for every volume it runs; shrinks batches / row bands on out-of-memory and falls
+    back from CUDA to the CPU when even one band does not fit."""
 
     def __init__(self, model: nn.Module, device: torch.device, fast: Union[bool, str],
                  memory_budget: int, max_batch: Optional[int], precision: str = "float32"):
@@ -375,6 +306,100 @@ class _Runner:
         self.band_rows: Optional[int] = None  # output rows per band after an OOM
         self.prepared: Optional[nn.Module] = None
         self.workers = min(CPU_WORKERS, torch.get_num_threads()) if device.type == "cpu" else 1
+
+    def segment(self, volume: np.ndarray, mask: Optional[np.ndarray] = None, *, group_slices: int = GROUP_SLICES,
+                only_slices: Optional[Sequence[int]] = None, flips: bool = False, screen_step: int = 1,
+                progress: Optional[Progress] = None,
+                cancel: Optional[Callable[[], bool]] = None) -> InferenceResult:
+        """`segment_volume` with this runner's model, device and prepared copy (arguments as there); the
+        copy is made on the first volume and only fitted to each later one's largest crop."""
+        start = time.perf_counter()
+        volume = np.asarray(volume)
+        if volume.ndim != 4:
+            raise ValueError(f"volume must be (channels, Z, Y, X), got shape {volume.shape}")
+        in_channels = getattr(self.model, "in_channels", volume.shape[0])
+        if volume.shape[0] != in_channels:
+            raise ValueError(f"the model takes {in_channels} modalities, the volume has {volume.shape[0]}")
+        mask = brain_mask(volume, BACKGROUND_VALUE) if mask is None else np.asarray(mask, dtype=bool)
+        if mask.shape != volume.shape[1:]:
+            raise ValueError(f"brain mask shape {mask.shape} does not match the volume {volume.shape[1:]}")
+        if int(screen_step) != screen_step or screen_step < 1:
+            raise ValueError(f"screen_step must be a whole number >= 1, not {screen_step}")
+        if screen_step > 1 and only_slices is not None:
+            raise ValueError("screen_step and only_slices cannot be combined: screening needs every brain slice")
+        num_classes = int(self.model.num_classes)
+        slices = np.flatnonzero(mask.any(axis=(1, 2)))
+        if only_slices is not None:
+            slices = np.intersect1d(slices, np.asarray(only_slices, dtype=int))
+        report = progress or (lambda fraction, message: None)
+
+        # one pass per view: the volume, and its left-right mirror with its own crops (mirrored back at the end)
+        views = [(volume, mask)] + ([(np.ascontiguousarray(volume[..., ::-1]), np.ascontiguousarray(mask[..., ::-1]))]
+                                    if flips else [])
+        # slices share a crop only to run as one batch: on the CPU (one slice per batch) each slice gets its
+        # own bounding box, 12 % fewer pixels than a group's union on a real brain
+        size = max(1, min(group_slices, self.max_batch))
+        groups = [list(_groups(m, np.flatnonzero(m.any(axis=(1, 2))), size)) for _, m in views]
+        sums = [np.zeros((num_classes,) + mask.shape, dtype=np.float32) for _ in views]
+        for total in sums:
+            total[0] = 1.0
+        planned = len(slices) * len(views)
+        done, prepare_seconds = 0, 0.0
+
+        def run(chosen: np.ndarray) -> None:
+            nonlocal done
+            work = [(data, total, flipped, batch, box)
+                    for (data, _), view_groups, total, flipped in zip(views, groups, sums, (False, True))
+                    for zs, box in view_groups for batch in _batches(np.intersect1d(zs, chosen), self.max_batch)]
+            for i in range(0, len(work), self.workers):  # `workers` batches at once, in order
+                _check(cancel)
+                turn = work[i:i + self.workers]
+                crops = [_padded_crop(data, batch, *box, self.receptive_field) for data, _, _, batch, box in turn]
+                for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, self.run_all(crops, cancel)):
+                    total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
+                    done += len(batch)
+                    report(done / planned, f"slice {done}/{planned} ({self.device.type}, {self.precision})"
+                           + (" (flipped)" if flipped else ""))
+
+        with _exact_float32(self.device), self.sharing_threads(), self.holding_spectra():
+            if len(slices):
+                # every crop either view will run (flipped boxes are mirrored: same heights and widths)
+                boxes = [box for zs, box in groups[0] if len(np.intersect1d(zs, slices))]
+                shape = (size, volume.shape[0]) + crop_extent(boxes, self.receptive_field)
+                prepare_start = time.perf_counter()
+                self.prepare((self.batch_for(shape),) + shape[1:])
+                prepare_seconds = time.perf_counter() - prepare_start
+            if screen_step > 1:
+                screens = slices[::screen_step]
+                run(screens)
+                tumor = argmax_classes(_average(sums, screens)) > 0
+                positive = tumor.reshape(len(screens), -1).any(axis=1)
+                rest = screen_plan(slices, screen_step, positive)
+                planned = done + len(rest) * len(views)
+                run(rest)
+                slices = np.union1d(screens, rest)
+            else:
+                run(slices)
+        if not len(slices):
+            report(1.0, "no brain voxels: nothing to segment")
+        probabilities = sums[0]
+        if flips:
+            probabilities += sums[1][..., ::-1]
+            probabilities /= 2
+        values = labels.class_values(num_classes)
+        best = argmax_classes(probabilities)
+        return InferenceResult(probabilities, values[best], slices,
+                               self.device.type, time.perf_counter() - start, prepare_seconds, self.precision)
+
+    @contextlib.contextmanager
+    def holding_spectra(self):
+        """The prepared copy's kernel spectra are dropped when the volume is done (up to a few hundred
+        MB; the next volume reserves its own size)."""
+        try:
+            yield
+        finally:
+            if self.prepared is not None:
+                fastconv.release(self.prepared)
 
     @contextlib.contextmanager
     def sharing_threads(self):
@@ -401,8 +426,11 @@ class _Runner:
         return list(self._pool.map(lambda crop: self.run(crop, cancel), crops))
 
     def prepare(self, shape: Tuple[int, ...]) -> None:
-        """Set up the model for this device; FFT-or-direct choices are timed
-        at `shape` (the largest crop of the volume) and kept for every size."""
+        """Set up the model for this device, for padded crops of up to `shape` (n, C, H, W): the copy
+        is made once (fastconv.prepare), later volumes only fit its FFT layers to their H and W."""
+        if self.prepared is not None:
+            fastconv.fit(self.prepared, shape[-2], shape[-1])
+            return
         if self.fast is False:
             self.prepared = copy.deepcopy(self.model).to(self.device).eval()
         else:
