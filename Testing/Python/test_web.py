@@ -69,7 +69,7 @@ def serving(*args: str, port: int = 0, temporary: Optional[Path] = None,
     threading.Thread(target=read, daemon=True).start()
     try:
         deadline = time.time() + 180
-        while not any(line.startswith("braintumorcnn serve: http") for line in lines):
+        while not any("braintumorcnn serve: http" in line for line in lines):
             assert process.poll() is None, f"serve exited with {process.returncode}: {''.join(lines)}"
             assert time.time() < deadline, f"serve did not start in 180 s: {''.join(lines)}"
             time.sleep(0.2)
@@ -459,7 +459,7 @@ def test_other_hosts_need_an_access_key_at_the_door_and_in_the_session(browser, 
 
 def session_pids(lines: List[str]) -> Dict[int, int]:
     """{port: pid} of the sessions' processes the server reported starting."""
-    found = (re.match(r"braintumorcnn serve: session \d+ on port (\d+) \(pid (\d+)\)", line) for line in lines)
+    found = (re.search(r"braintumorcnn serve: session \d+ on port (\d+) \(pid (\d+)\)", line) for line in lines)
     return {int(m.group(1)): int(m.group(2)) for m in found if m}
 
 

@@ -31,8 +31,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2 ** 20,
                         help="largest upload of one case, all files together (default %(default).0f MB)")
     parser.add_argument("--max-sessions", type=int, default=4,
-                        help="browser sessions open at once, one process each (default %(default)s); more get 503")
+                        help="browser sessions open at once, one process each (default %(default)s); more get a "
+                             "page that tries again by itself")
+    parser.add_argument("--idle-minutes", type=float, default=30.0,
+                        help="release a session whose page shows no activity this long, warning on the page "
+                             "first (default %(default).0f; 0: never)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one session's app process
+    parser.add_argument("--session-number", type=int, default=0, help=argparse.SUPPRESS)  # the door's number for it
+    parser.add_argument("--door-port", type=int, default=0, help=argparse.SUPPRESS)  # where its page goes when it ends
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,6 +52,8 @@ def main(args: argparse.Namespace) -> int:
         raise ImportError(f"serve needs trame-slicer: {INSTALL}")
     if args.max_sessions < 1:
         raise ValueError(f"--max-sessions {args.max_sessions}: give at least 1")
+    if args.idle_minutes < 0:
+        raise ValueError(f"--idle-minutes {args.idle_minutes:g}: give 0 (never) or more")
     guard = "access key required (?key=KEY)" if args.access_key else "reachable from this machine only"
     if not args.child:
         from .web import door
@@ -53,15 +61,18 @@ def main(args: argparse.Namespace) -> int:
         child_args = [arg for folder in args.data for arg in ("--data", str(Path(folder).resolve()))]
         if args.case:
             child_args += ["--case", str(Path(args.case).resolve())]
-        child_args += ["--max-upload-mb", repr(args.max_upload_mb)]
+        child_args += ["--max-upload-mb", repr(args.max_upload_mb), "--idle-minutes", repr(args.idle_minutes)]
         door.run(door.DoorOptions(host=args.host, port=args.port, access_key=args.access_key,
                                   max_sessions=args.max_sessions, child_args=tuple(child_args)), guard)
         return 0
-    from .web.app import ServeConfig, WebApp
+    from .web.app import ServeConfig, WebApp, quiet_child
 
+    quiet_child()
     config = ServeConfig(host=args.host, port=args.port, data=tuple(Path(d).resolve() for d in args.data),
                          case=Path(args.case).resolve() if args.case else None, access_key=args.access_key,
-                         upload_limit=int(args.max_upload_mb * 2 ** 20), exit_when_closed=True)
+                         upload_limit=int(args.max_upload_mb * 2 ** 20), exit_when_closed=True,
+                         session_number=args.session_number, door_port=args.door_port,
+                         idle_s=60.0 * args.idle_minutes)
     app = WebApp(config)
 
     def announce(**_):  # the line the door waits for (door.CHILD_READY)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,10 @@ UPLOAD_CHUNK_BYTES = 16 * 2 ** 20
 #: back meanwhile (a reload), or when no page connects this long after it started.
 CLOSE_GRACE_S = 10.0
 FIRST_VISIT_S = 120
+#: An idle session (serve --idle-minutes) is warned on its page this long before it is released (at most
+#: half its idle time), and its activity is looked at this often.
+IDLE_WARNING_S = 120.0
+IDLE_CHECK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class ServeConfig:
     access_key: Optional[str] = None
     upload_limit: int = MAX_UPLOAD_BYTES
     exit_when_closed: bool = False  # one session's process, started by the front door
+    session_number: int = 0  # the door's number for this session
+    door_port: int = 0  # the front door's port: where the page goes when this session ends
+    idle_s: float = 0.0  # released after this long without activity on its page (0: never)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class PageState:
     background: str = "T1c"
     downloads: List[str] = field(default_factory=list)
     download_names: dict = field(default_factory=dict)
+    idle_warning: str = ""  # shown before an idle session is released
 
 
 class WebApp:
@@ -94,6 +105,10 @@ class WebApp:
         self.server.enable_module(trame_slicer_module)
         self.state, self.ctrl = self.server.state, self.server.controller
         self.slicer_app = SlicerApp()
+        if config.exit_when_closed:  # trame-slicer's SlicerApp sends VTK's warnings to stderr: not here
+            import vtk
+
+            vtk.vtkOutputWindow.GetInstance().SetDisplayModeToNever()
         register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=ui.slice_view_overlay,
                                three_d_view_ui_f=ui.threed_view_overlay)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
@@ -102,7 +117,7 @@ class WebApp:
         self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
         self._one_slice_brush()
         roots = ReadableRoots.of(config.data + ((config.case,) if config.case else ()))
-        self.session = Session(self.slicer_app, roots)
+        self.session = Session(self.slicer_app, roots, on_folder=self._announce_folder)
         self.views = Views(self.slicer_app, self.state)
         self.models = job.model_choices()
         self.task = None
@@ -110,9 +125,13 @@ class WebApp:
         self._edit_timer: Optional[asyncio.TimerHandle] = None
         self._upload: List[Tuple[str, bytes]] = []  # the chunks of an upload so far, and their bytes
         self._upload_bytes = 0
+        self._last_activity = time.monotonic()
+        self._idle_timer: Optional[asyncio.TimerHandle] = None
 
         self._bind_controller()
-        self.layout, editor = ui.build_page(self.server, self.layout_manager, SegmentEditorUI)
+        self.layout, editor = ui.build_page(self.server, self.layout_manager, SegmentEditorUI,
+                                            ui.SessionLife(config.door_port, config.session_number,
+                                                           activity_ms=round(1000 * self._idle_check_s())))
         self.editor_logic.set_ui(editor)
         editor_names = TypedState(self.state, SegmentEditorState).name
         self.state.change(editor_names.can_undo)(lambda **_: self._mirror_undo(editor_names))
@@ -123,6 +142,8 @@ class WebApp:
         self.one_session = OneSession(on_start=self.start_session, on_end=self.end_session)
         self.ctrl.on_server_bind.add(self._add_middlewares)
         self.ctrl.on_server_ready.add(lambda **_: drop_replies_to_closed_pages(asyncio.get_event_loop()))
+        if config.exit_when_closed:
+            self.ctrl.on_server_ready.add(lambda **_: self._watch_door(asyncio.get_event_loop()))
         self.reset_state()
 
     # ------------------------------------------------------------------ life cycle
@@ -155,6 +176,10 @@ class WebApp:
             self.state.can_undo = self.state.can_redo = False
 
     def start_session(self) -> None:
+        self._upload, self._upload_bytes = [], 0
+        self.note_activity()
+        if self.config.idle_s:
+            self._check_idle()
         if self.config.case is not None:
             asyncio.ensure_future(self.open_case(self.config.case))
 
@@ -164,6 +189,10 @@ class WebApp:
             self.task.cancel()
         self._release_editor()
         self._cancel_edit_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._upload, self._upload_bytes = [], 0  # an upload the closed page had begun is not the next one's
         self.views.clear()
         self.session.close()
         self.reset_state()
@@ -174,8 +203,64 @@ class WebApp:
     def _exit_if_closed(self) -> None:
         """Stop this session's process, giving its memory back, unless a page reconnected (a reload)."""
         if not self.one_session.open_sockets:
-            log.info("session's page gone: exiting")
-            asyncio.ensure_future(self.server.stop())
+            self.exit("its page was closed")
+
+    def exit(self, reason: str) -> None:
+        """End this session's process, telling the door why (door.CHILD_ENDING: its page then says so)."""
+        try:
+            print(f"braintumorcnn serve: session ending: {reason}", flush=True)
+        except OSError:  # the door is gone, and its pipe with it
+            pass
+        asyncio.ensure_future(self.server.stop())
+
+    def _watch_door(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The door holds this process's stdin open and never writes: end of file means the door is gone
+        (stopped, or killed); this session then ends too, deleting its files, rather than live on alone."""
+        def wait_for_end_of_file() -> None:
+            while os.read(stdin, 4096):  # the raw descriptor: no buffer lock held at the interpreter's exit
+                pass
+            loop.call_soon_threadsafe(self.exit, "the server stopped")
+
+        stdin = sys.stdin.fileno()
+        threading.Thread(target=wait_for_end_of_file, name="door-watch", daemon=True).start()
+
+    def _announce_folder(self, folder: Path) -> None:
+        """Tell the door where this session's files are (door.CHILD_FILES): it deletes them if this process dies."""
+        if self.config.exit_when_closed:
+            print(f"braintumorcnn serve: session files in {folder}", flush=True)
+
+    # ------------------------------------------------------------------ idle sessions
+    def _idle_check_s(self) -> float:
+        return min(IDLE_CHECK_S, self.config.idle_s / 10) if self.config.idle_s else IDLE_CHECK_S
+
+    def note_activity(self) -> None:
+        """The page's reader did something (the page reports it at most once per check)."""
+        self._last_activity = time.monotonic()
+        if self.state.idle_warning:
+            with self.state:
+                self.state.idle_warning = ""
+
+    def _check_idle(self) -> None:
+        """Warn a page idle for a while (idle_s less the warning) and release its session at idle_s; a
+        running segmentation counts as activity."""
+        self._idle_timer = None
+        if not self.one_session.open_sockets:
+            return
+        if self.task is not None:
+            self._last_activity = time.monotonic()
+        left = self.config.idle_s - (time.monotonic() - self._last_activity)
+        if left <= 0:
+            minutes = self.config.idle_s / 60
+            self.exit(f"released after {minutes:g} minute{'s' if minutes != 1 else ''} without activity on its "
+                      "page (serve --idle-minutes)")
+            return
+        warning = "" if left > min(IDLE_WARNING_S, self.config.idle_s / 2) else (
+            f"This session has been idle for a while: it will be released in about {math.ceil(left)} s, its case "
+            "and result gone from the server. Move the pointer or press a key to keep it.")
+        if warning != self.state.idle_warning:
+            with self.state:
+                self.state.idle_warning = warning
+        self._idle_timer = asyncio.get_event_loop().call_later(self._idle_check_s(), self._check_idle)
 
     # ------------------------------------------------------------------ opening a case
     def _one_slice_brush(self) -> None:
@@ -192,8 +277,9 @@ class WebApp:
         self.server.trigger("slice_key")(self.views_move)
         self.ctrl.assign_sequence = self.assign_sequence
         self.ctrl.change_preparation = lambda: asyncio.ensure_future(self.read_case())
-        self.ctrl.upload_chunk = self.upload_chunk
+        self.server.trigger(ui.UPLOAD_TRIGGER)(self.upload_chunk)
         self.ctrl.segment = self.segment
+        self.server.trigger("activity")(self.note_activity)
         self.ctrl.cancel = lambda: self.task.cancel() if self.task is not None else None
         self.server.trigger("download")(self.download)
 
@@ -306,6 +392,7 @@ class WebApp:
             cases.check_upload_size(size, self.config.upload_limit)
             found = self.session.upload(uploaded, self.config.upload_limit)
         except ValueError as exc:
+            log.warning("upload refused: %s", exc)
             with self.state:
                 self.state.case_error, self.state.busy = str(exc), False
             return
@@ -436,3 +523,15 @@ class WebApp:
                 self.state.case_error = f"{downloads.KINDS.get(kind, (kind,))[0]} not written: {exc}"
             raise
         return self.server.protocol.addAttachment(path.read_bytes())
+
+
+def quiet_child() -> None:
+    """A session's process prints its own lines and errors, not VTK's warnings (no X display, deprecations):
+    VTK's logger to errors only (its output window is silenced once the SlicerApp has set its own)."""
+    import vtk
+
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_ERROR)
+    handler = logging.StreamHandler(sys.stdout)  # the door adds the time to each line
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger(__name__.split(".")[0]).setLevel(logging.INFO)

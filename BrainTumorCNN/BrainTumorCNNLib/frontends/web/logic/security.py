@@ -21,6 +21,8 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_UPLOAD_BYTES = 400 * 2 ** 20
 KEY_PARAMETER = "key"  # ?key=... in the address, then a cookie
 KEY_COOKIE = "braintumorcnn_key"
+#: The name of a session's private folder begins so (the front door deletes such a folder when its session ends).
+PRIVATE_PREFIX = "braintumorcnn-serve-"
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -74,7 +76,7 @@ def safe_file_name(name: str) -> str:
 
 def private_folder() -> Path:
     """A new folder only this user can enter (mode 0700) for a session's uploads and downloads."""
-    folder = Path(tempfile.mkdtemp(prefix="braintumorcnn-serve-"))
+    folder = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
     os.chmod(folder, 0o700)
     return folder
 
@@ -88,6 +90,7 @@ def access_key_middleware(key: str):
     async def require_key(request, handler):
         given = request.query.get(KEY_PARAMETER) or request.cookies.get(KEY_COOKIE, "")
         if not hmac.compare_digest(given.encode(), key.encode()):
+            log.warning("refused (403, no access key): %s %s from %s", request.method, request.path, request.remote)
             raise web.HTTPForbidden(text="braintumorcnn serve: access key required: open the address with "
                                          f"?{KEY_PARAMETER}=KEY (the key given to --access-key)\n")
         response = await handler(request)
@@ -122,6 +125,8 @@ class OneSession:
                     await asyncio.sleep(0.1)
                     waited += 0.1
                 if self.open_sockets:
+                    log.warning("refused (409, a second page into this session): %s from %s", request.path,
+                                request.remote)
                     raise web.HTTPConflict(text="braintumorcnn serve: this session is open in another page (one "
                                                 "page per session); close it, or open the server's first address "
                                                 "for a session of your own\n")

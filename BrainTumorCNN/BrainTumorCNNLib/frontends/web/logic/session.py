@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,9 +23,10 @@ SHOWN = ("T1c", "FLAIR")
 class Session:
     """The state of the one session a server holds; close() gives back its memory and files."""
 
-    def __init__(self, slicer_app, roots: ReadableRoots):
+    def __init__(self, slicer_app, roots: ReadableRoots, on_folder: Callable[[Path], None] = lambda folder: None):
         self.slicer_app = slicer_app
         self.data_roots = roots
+        self.on_folder = on_folder  # told of the private folder when it is made
         self.folder: Optional[Path] = None  # private (0700), made at the first upload or download
         self.uploads = 0
         self.case_files: Optional[cases.CaseFiles] = None
@@ -46,6 +47,7 @@ class Session:
     def private(self) -> Path:
         if self.folder is None:
             self.folder = private_folder()
+            self.on_folder(self.folder)
         return self.folder
 
     def upload(self, files: Sequence[Tuple[str, bytes]], limit: int = MAX_UPLOAD_BYTES) -> cases.CaseFiles:

@@ -3,6 +3,8 @@ correction, downloads) beside Slicer's three slice views and 3-D view in Slicer'
 calls the controller's functions that app.py binds to the logic."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from trame.ui.vuetify3 import VAppLayout
 from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
@@ -10,10 +12,24 @@ from trame.widgets import vuetify3 as v3
 from ....modalities import MODALITIES
 from ..logic.downloads import KINDS
 
+#: The trigger trame-slicer's chunk loader sends an upload's chunks to (app.py binds it).
+UPLOAD_TRIGGER = "upload_chunk"
 
-def build_page(server, layout_manager, editor_ui_type):
+
+@dataclass(frozen=True)
+class SessionLife:
+    """What the page needs to know of its session's life: the front door's port (where the page goes when
+    the session ends), the session's number there, and how often it reports the reader's activity."""
+
+    door_port: int = 0
+    session_number: int = 0
+    activity_ms: int = 5000
+
+
+def build_page(server, layout_manager, editor_ui_type, life: SessionLife = SessionLife()):
     """The page's layout; returns (layout, the trame-slicer segment editor panel in it)."""
     ctrl = server.controller
+    _session_life(server, life)
     with VAppLayout(server, full_height=True) as layout:
         layout.root.theme = "dark"
         with v3.VAppBar(density="compact"):
@@ -22,6 +38,8 @@ def build_page(server, layout_manager, editor_ui_type):
             html.Span("{{ case_name }}", classes="mx-4 text-subtitle-1", id="case-name")
         with v3.VNavigationDrawer(permanent=True, width=430, location="left"):
             with html.Div(classes="pa-3", style="overflow-y: auto;"):
+                v3.VAlert(text=("idle_warning",), v_if=("idle_warning",), type="warning", density="compact",
+                          id="idle-warning", classes="mb-2")
                 _case_section(server)
                 v3.VDivider(classes="my-3")
                 _segment_section(ctrl)
@@ -51,7 +69,7 @@ def _case_section(server) -> None:
     v3.VSelect(label="Open a case", items=("cases", []), v_model=("case_path", None),
                density="compact", hide_details=True, no_data_text="no cases on this server (serve --data)",
                id="case-list")
-    upload_trigger = server.controller.trigger_name(server.controller.upload_chunk)
+    upload_trigger = UPLOAD_TRIGGER
     v3.VFileInput(label="or upload T1, T1c, T2, FLAIR (NIfTI / MetaImage) or a zip of DICOM series",
                   multiple=True, density="compact", hide_details=True, classes="mt-2", id="upload",
                   prepend_icon="mdi-upload", disabled=("busy",),
@@ -151,3 +169,36 @@ def _result_section(ctrl) -> None:
                         v_show=(f"downloads.includes('{kind}')",),
                         click=(f"utils.download(download_names['{kind}'], trigger('download', ['{kind}']), "
                                f"'{mime}')"))
+
+
+#: What the page shows once its session's connection has closed (trame's error template), until it goes to
+#: the door's page that says why.
+ENDED_TEMPLATE = """
+<div id="session-ended" style="max-width: 44em; margin: 4em auto; font-family: sans-serif;">
+  <h2>This session has ended</h2>
+  <p>Its connection to the server closed: its case, its result and the files uploaded to it are gone from the
+  server. If you had not downloaded the result, open the case again in a new session.</p>
+  <p><a id="start-again" :href="door_address || '/'">Start a new session</a></p>
+</div>"""
+
+
+def _session_life(server, life: SessionLife) -> None:
+    """The reader's activity (pointer, keys) reported at most once per `activity_ms` (an idle session is
+    released: serve --idle-minutes); when the connection closes, the page says so in words and, once the
+    front door answers, goes to the door's page saying why the session ended: the page's address is then
+    the door's, and a reload starts a new session."""
+    server.state.trame__template_error = ENDED_TEMPLATE
+    if not life.door_port:
+        return
+    client.ClientTriggers(mounted=(
+        f"const door = window.location.protocol + '//' + window.location.hostname + ':{life.door_port}/';"
+        "window.trame.state.set('door_address', door);"
+        "let last = 0;"
+        "const active = () => {"
+        "  const now = Date.now(); if (now - last < %d) return; last = now; trigger('activity');"
+        "};"
+        "['pointerdown', 'pointermove', 'keydown', 'wheel'].forEach("
+        "  (kind) => window.addEventListener(kind, active, { passive: true }));"
+        "window.trame.client.onConnectionClose(() => window.setTimeout(() => window.fetch(door, "
+        "  { method: 'HEAD', mode: 'no-cors' }).then(() => window.location.replace(door + 'ended?session=%d'))"
+        "  .catch(() => {}), 1000));" % (life.activity_ms, life.session_number)))
