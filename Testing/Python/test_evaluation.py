@@ -74,6 +74,22 @@ def test_empty_regions_follow_the_brats_convention():
     assert EMPTY_HD95_MM == 373.0
 
 
+def test_precision_is_the_share_of_the_prediction_that_is_tumor_and_tells_under_from_over_calling():
+    truth = np.zeros((4, 10, 10), np.uint8)
+    truth[1:3, 2:8, 2:8] = 2  # 72 voxels
+    under = np.zeros_like(truth)
+    under[1:3, 3:6, 3:6] = 2  # 18 voxels, all inside the truth
+    over = truth.copy()
+    over[3, :, :] = 2  # the truth plus 100 voxels
+    low = evaluate_case(under, truth, ONE_MM, ("complete",))["complete"]
+    high = evaluate_case(over, truth, ONE_MM, ("complete",))["complete"]
+    assert (low.sensitivity, low.precision) == (pytest.approx(18 / 72), 1.0)
+    assert (high.sensitivity, high.precision) == (1.0, pytest.approx(72 / 172))
+    empty = np.zeros_like(truth)
+    assert evaluate_case(empty, truth, ONE_MM, ("complete",))["complete"].precision == 0.0  # called nothing
+    assert evaluate_case(empty, empty, ONE_MM, ("complete",))["complete"].precision == 1.0
+
+
 def test_regions_of_the_truth_scheme_are_respected():
     truth = np.zeros((4, 8, 8), np.uint8)
     truth[1:3, 2:6, 2:6] = 2
@@ -82,7 +98,8 @@ def test_regions_of_the_truth_scheme_are_respected():
     assert set(scores.regions) == {"complete", "core"}
     row = scores.as_row()
     assert list(row) == ["dice_complete", "dice_core", "sensitivity_complete", "sensitivity_core",
-                         "specificity_complete", "specificity_core", "hd95_complete", "hd95_core"]
+                         "precision_complete", "precision_core", "specificity_complete", "specificity_core",
+                         "hd95_complete", "hd95_core"]
     assert all(row[f"dice_{r}"] == 1.0 and row[f"hd95_{r}"] == 0.0 for r in ("complete", "core"))
     with pytest.raises(ValueError, match="unknown region"):
         evaluate_case(truth, truth, ONE_MM, ("whole",))

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
             "cases": [r["case"] for r in validation],
             **{metric: {region: round(mean[f"{metric}_{region}"], 4)
                         for region in ("complete", "core", "enhancing") if f"{metric}_{region}" in mean}
-               for metric in ("dice", "sensitivity", "specificity", "hd95")},
+               for metric in metrics.METRICS},
             **({"sd": spread, "folds": summary["folds"], "fold_seed": summary["seed"]} if spread else {}),
             **({"folds_run": folds_run} if spread and len(folds_run) < summary["folds"] else {}),
             "per_case": validation,

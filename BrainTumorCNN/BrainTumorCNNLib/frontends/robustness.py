@@ -170,7 +170,7 @@ def run_case(source: Path, todo, loaded, options: SegmentationOptions, args, csv
             scores = evaluate_case(result.labels, truth, geometry.spacing, case.scheme.regions).as_row()
             row = {"case": case.name, "model": model_name, "shift": shift, "tumor_share": round(share, 5),
                    "slices": int(truth.shape[0]), **{k: v for k, v in scores.items() if k.startswith("dice_")
-                                                      or k.startswith("sensitivity_")}}
+                                                      or k.startswith(("sensitivity_", "precision_"))}}
             new.append(row)
             write_csv(csv_path, rows + new, mean=False)
             print(f"{prefix} {case.name} {model_name} {shift}: Dice {_dice_text(row)} "
@@ -182,7 +182,7 @@ def read_rows(path: Path) -> List[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (as_float(v) if k.startswith(("dice_", "sensitivity_", "tumor_share")) else v)
+        return [{k: (as_float(v) if k.startswith(("dice_", "sensitivity_", "precision_", "tumor_share")) else v)
                  for k, v in row.items()} for row in csv.DictReader(f)]
 
 

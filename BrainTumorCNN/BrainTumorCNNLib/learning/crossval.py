@@ -390,7 +390,7 @@ def format_summary(result: dict) -> str:
               for case, twin in result.get("left_out_same_patient_trained", {}).items()]
     lines += [f"  left out of the means: {case} (the same patient as {twin}, counted once)"
               for case, twin in result.get("left_out_same_patient_repeated", {}).items()]
-    for metric in ("dice", "sensitivity", "specificity", "hd95"):
+    for metric in metrics.METRICS:
         cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
                  if (k := f"{metric}_{r}") in scores]
         lines.append(f"  {metric:12s} " + " / ".join(cells) + "   (complete / core / enhancing)")

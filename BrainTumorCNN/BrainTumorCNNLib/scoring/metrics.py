@@ -1,4 +1,4 @@
-"""The BraTS scores of a segmentation: Dice, sensitivity, specificity, HD95.
+"""The BraTS scores of a segmentation: Dice, sensitivity, precision, specificity, HD95.
 
 Per evaluation region (labels.REGIONS: complete {1,2,3,4}, core {1,3,4},
 enhancing {4}), with P the predicted and T the true region mask and P0, T0
@@ -6,6 +6,7 @@ their complements over the whole volume:
 
 - Dice = 2|P∩T| / (|P| + |T|)
 - sensitivity = |P∩T| / |T|
+- precision = |P∩T| / |P| (beside sensitivity it tells under-calling from over-calling)
 - specificity = |P0∩T0| / |T0|
 - HD95: the 95th percentile (numpy's linear interpolation) of the pooled
   distances, in mm (voxel spacing applied), from every surface voxel of P to the
@@ -22,8 +23,9 @@ Empty regions, the BraTS convention:
   `brats-evaluation` substitutes for an infinite HD95 (the diagonal of the
   240x240x155 mm SRI-24 box, 373.13 mm, rounded down as the package does);
   sensitivity 0 when the truth is empty (as in the BraTS 2023 metrics code,
-  from GaNDLF); specificity mirrors sensitivity (1 when T0 and P0 are both
-  empty, 0 when only T0 is).
+  from GaNDLF); precision and specificity mirror it (precision 0 when the
+  prediction alone is empty; specificity 1 when T0 and P0 are both empty, 0 when
+  only T0 is).
 - non-empty in both but not overlapping: Dice 0 and the measured HD95
   (`brats-evaluation` reports an infinite HD95, i.e. 373, whenever the overlap is
   empty; BraTS 2018-2023 rankings measured the distance, as here).
@@ -47,8 +49,9 @@ from .. import labels as label_table
 
 #: HD95 (mm) when a region is empty in exactly one of truth and prediction.
 EMPTY_HD95_MM = 373.0
-METRICS = ("dice", "sensitivity", "specificity", "hd95")
-METRIC_TITLES = {"dice": "Dice", "sensitivity": "Sensitivity", "specificity": "Specificity", "hd95": "HD95 (mm)"}
+METRICS = ("dice", "sensitivity", "precision", "specificity", "hd95")
+METRIC_TITLES = {"dice": "Dice", "sensitivity": "Sensitivity", "precision": "Precision", "specificity": "Specificity",
+                 "hd95": "HD95 (mm)"}
 INTERNAL_VALUES = (0, 1, 2, 3, 4)
 
 
@@ -58,6 +61,7 @@ class RegionMetrics:
 
     dice: float
     sensitivity: float
+    precision: float
     specificity: float
     hd95: float  # mm
     truth_voxels: int
@@ -140,7 +144,7 @@ def hausdorff95(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[floa
 
 def region_metrics(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
                    total_voxels: Optional[int] = None) -> RegionMetrics:
-    """Dice, sensitivity, specificity and HD95 of one region.
+    """Dice, sensitivity, precision, specificity and HD95 of one region.
 
     predicted, truth: boolean (Z, Y, X) masks of the region; spacing: mm, (x, y, z);
     total_voxels: voxels of the whole volume when the masks are a crop of it (for the
@@ -155,8 +159,9 @@ def region_metrics(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[f
     tn = n - p - t + tp  # |P0 ∩ T0|
     dice = 1.0 if p + t == 0 else 2.0 * tp / (p + t)
     sensitivity = (1.0 if p == 0 else 0.0) if t == 0 else tp / t
+    precision = (1.0 if t == 0 else 0.0) if p == 0 else tp / p
     specificity = (1.0 if p == n else 0.0) if t == n else tn / (n - t)
-    return RegionMetrics(dice, sensitivity, specificity, hausdorff95(predicted, truth, spacing), t, p)
+    return RegionMetrics(dice, sensitivity, precision, specificity, hausdorff95(predicted, truth, spacing), t, p)
 
 
 def check_labels(labels: np.ndarray, source: str = "label map") -> np.ndarray:
