@@ -221,8 +221,8 @@ def test_segment_runs_in_the_precision_auto_resolves_to_unless_told(untrained_mo
     from BrainTumorCNNLib.running import inference
 
     ran = []
-    real = inference.segment_volume
-    monkeypatch.setattr(inference, "segment_volume", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
+    real = inference.Runner.segment
+    monkeypatch.setattr(inference.Runner, "segment", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
     for native, arithmetic in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(inference, "native_bfloat16", lambda: native)
         output = tmp_path / arithmetic

@@ -25,6 +25,7 @@ from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig
 from ..reading import io
 from ..running import cases, inference, pipeline
+from ..running.segmenter import Segmenter
 from ..running.postprocessing import CleanupConfig
 from ..scoring import tables
 from . import cluster
@@ -127,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
     for stale in output.glob(".*.part*"):  # temporary files of a killed run (one batch per folder at a time)
         stale.unlink()
     options = segmentation_options(args)
+    # the model loaded and checked once for every case here (the cluster's workers build their own)
+    segmenter = Segmenter(options) if not args.scheduler else None
     truth = Path(args.truth) if args.truth else None
     rows, failed, skipped, without_dicom_seg = [], [], 0, []
     local_jobs = jobs
@@ -147,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
                     predicted, _ = io.read_image(paths["labels"])
                     rows.append(metrics_row(name, predicted, case))
                 continue
-            delivered = run_case(name, source, output, options, truth, args.resample, args.register)
+            delivered = run_case(name, source, output, segmenter, truth, args.resample, args.register)
             rows += [delivered.row] if delivered.row else []
             without_dicom_seg += [name] if delivered.missing else []
         except KeyboardInterrupt:

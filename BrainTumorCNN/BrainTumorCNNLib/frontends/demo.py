@@ -41,6 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..running import pipeline
+    from ..running.segmenter import Segmenter
     from ..scoring import tables
     from ..synthetic import phantom
     from ..writing.outputs import output_paths
@@ -56,8 +57,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"phantom {case.name} (seed {args.seed}): {files['truth'].parent} "
           f"[NCR/NET {volumes['ncr_net']} ml, edema {volumes['edema']} ml, enhancing {volumes['enhancing']} ml; "
           f"{time.time() - started:.1f} s]")
-    options = pipeline.SegmentationOptions(model=model, device=args.device)
-    row = segment_case.run_case(case.name, files["truth"].parent, output, options, truth=None, resample=False).row
+    segmenter = Segmenter(pipeline.SegmentationOptions(model=model, device=args.device))
+    row = segment_case.run_case(case.name, files["truth"].parent, output, segmenter, truth=None, resample=False).row
     for kind, path in output_paths(output, case.name).items():
         print(f"{kind:>12}: {path}")
     print(f"\n{model} against the phantom's truth:")

@@ -1,8 +1,10 @@
 """One case from its files to its output files, as `braintumorcnn segment`
 runs it on this machine (batch.py) or on a cluster's worker (cluster.py): read
-and prepared (running/cases.py), segmented (running/pipeline.py) and written
-(writing/outputs.py: `<case>.seg.nrrd`, `<case>_labels.nii.gz`,
-`<case>_preview.png`, and `<case>.seg.dcm` for DICOM input, all or none).  A
+and prepared (running/cases.py), segmented by the run's Segmenter
+(running/segmenter.py, built once for every case) and written
+(writing/outputs.py: `<case>.seg.nrrd`, `<case>.json` (how it was made),
+`<case>_labels.nii.gz`, `<case>_preview.png`, and `<case>.seg.dcm` for DICOM
+input, all or none).  A
 DICOM SEG that cannot be made (highdicom missing, a T1c series without a Frame
 of Reference UID) is reported and the case delivered without it.
 """
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from ..modalities import MODALITIES
 from ..reading import io
-from ..running import cases, pipeline
+from ..running import cases, pipeline, segmenter as segmenters
 from ..scoring import metrics
 from ..writing import dicom_seg
 from ..writing.outputs import preview_title, write_outputs
@@ -42,9 +45,13 @@ def dice_of(row: Optional[dict], regions) -> Optional[Dict[str, float]]:
     return {region: row[f"dice_{region}"] for region in regions} if row else None
 
 
-def run_case(name: str, source: Source, output: Path, options: pipeline.SegmentationOptions,
+def run_case(name: str, source: Source, output: Path,
+             segmenter: Union[segmenters.Segmenter, pipeline.SegmentationOptions],
              truth: Optional[Path], resample: bool, register: Optional[bool] = None) -> Delivered:
-    """Segment one case and write its outputs, all of them or (on an error) none."""
+    """Segment one case with `segmenter` (or this process's Segmenter for these options:
+    segmenter.shared) and write its outputs, all of them or (on an error) none."""
+    if not isinstance(segmenter, segmenters.Segmenter):
+        segmenter = segmenters.shared(segmenter)
     case = cases.read_case(source, truth=truth, resample=resample, register=register, name=name)
     for step in case.preparation:  # what was done to put the sequences on the T1c grid
         print(f"  {step.describe()}")
@@ -61,7 +68,8 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
             dicom_reference = None
     started = time.time()
     progress = ProgressLine()
-    result = pipeline.segment(case.images, case.geometry, options, progress=progress)
+    inputs = {m: case.files[m] for m in MODALITIES if m in case.files}  # the truth file is no input
+    result = segmenter.segment(case.images, case.geometry, progress=progress, inputs=inputs)
     progress.finish(f"segmented in {time.time() - started:.1f} s with {result.model_name}")
     if result.extraction.mode != "off":
         print(f"  {result.extraction.summary()}", flush=True)
@@ -76,7 +84,7 @@ def run_case(name: str, source: Source, output: Path, options: pipeline.Segmenta
         except dicom_seg.NoDicomSeg as exc:
             _missing(delivered, exc)
     write_outputs(output, name, result.labels, case.geometry, result.num_classes, case.images, title,
-                  truth=case.truth, segmentation=segmentation)
+                  result.provenance, truth=case.truth, segmentation=segmentation)
     return delivered
 
 

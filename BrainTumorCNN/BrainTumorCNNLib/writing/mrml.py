@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from ..modalities import MODALITIES
 from ..reading import sanity
 from ..reading.geometry import Geometry, check_same
 from ..running import pipeline
+from . import provenance as provenance_fields
 
 logger = logging.getLogger(__name__)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -132,16 +133,36 @@ def fill_segmentation_node(node, label_map: np.ndarray, geometry: Geometry, num_
         scene.RemoveNode(labelmap)
 
 
-def add_segmentation_node(scene, label_map: np.ndarray, geometry: Geometry, num_classes: int, name: str):
-    """A new segmentation node filled as by fill_segmentation_node; none is left when that fails."""
+def add_segmentation_node(scene, label_map: np.ndarray, geometry: Geometry, num_classes: int, name: str,
+                          provenance: Optional[Mapping] = None):
+    """A new segmentation node filled as by fill_segmentation_node, carrying `provenance` (a Segmenter's
+    record) as attributes (set_provenance); none is left when that fails."""
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     try:
         node.CreateDefaultDisplayNodes()
         fill_segmentation_node(node, label_map, geometry, num_classes)
+        set_provenance(node, provenance)
     except Exception:
         remove_node(scene, node)
         raise
     return node
+
+
+def set_provenance(node, provenance: Optional[Mapping]) -> None:
+    """Record how a segmentation was made as the node's attributes (`BrainTumorCNN.model.name`, ...:
+    writing/provenance.py), replacing any earlier record; nothing when `provenance` is None."""
+    if provenance is None:
+        return
+    for name in list(node.GetAttributeNames() or ()):
+        if name.startswith(provenance_fields.PREFIX):
+            node.RemoveAttribute(name)
+    for key, value in provenance_fields.fields(provenance).items():
+        node.SetAttribute(key, value)
+
+
+def provenance_of(node) -> Dict[str, object]:
+    """The record set_provenance left on a node ({} when none)."""
+    return provenance_fields.record_of({name: node.GetAttribute(name) for name in node.GetAttributeNames() or ()})
 
 
 def remove_node(scene, node) -> None:
@@ -186,9 +207,10 @@ def _string_array(items: Sequence[str]):
 
 
 def write_segmentation_file(label_map: np.ndarray, geometry: Geometry, num_classes: int,
-                            path: Union[str, Path]) -> Path:
+                            path: Union[str, Path], provenance: Optional[Mapping] = None) -> Path:
     """Write a `.seg.nrrd` Slicer segmentation of an internal label map with
-    Slicer's segmentation storage node, atomically."""
+    Slicer's segmentation storage node, atomically; `provenance` (a Segmenter's record) goes into
+    its header as key/value fields (the storage node writes no node attributes)."""
     slicer = _slicer()
     scene = slicer.vtkMRMLScene()
     node = add_segmentation_node(scene, label_map, geometry, num_classes, Path(path).name.split(".")[0])
@@ -200,6 +222,8 @@ def write_segmentation_file(label_map: np.ndarray, geometry: Geometry, num_class
         storage.SetUseCompression(True)
         if not storage.WriteData(node):
             raise OSError(f"could not write the segmentation {path} (disk full or not writable?)")
+        if provenance is not None:
+            provenance_fields.add_nrrd_fields(tmp, provenance_fields.fields(provenance))
     return path
 
 
@@ -290,7 +314,8 @@ def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name:
                  prepared: Optional[Dict[str, np.ndarray]] = None):
     """Put a finished segmentation into the scene (main thread) and return its node: a new node named
     `name`, or `output_node` (an existing segmentation the user chose to replace) refilled, linked to
-    `reference_volume` (the T1c, on whose grid `geometry` is) by link_to_reference.  Optionally also
+    `reference_volume` (the T1c, on whose grid `geometry` is) by link_to_reference, carrying the
+    result's provenance as attributes (set_provenance).  Optionally also
     one volume per tissue holding the network's probability (`probabilities`), a label map volume in
     the label values files use (`labelmap`), and the `prepared` volumes ({volume name: array on
     `geometry`}: inputs registered or resampled onto the T1c grid).  All or nothing: on an error every
@@ -298,10 +323,12 @@ def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name:
     added = []
     try:
         if output_node is None:
-            segmentation = add_segmentation_node(scene, result.labels, geometry, result.num_classes, name)
+            segmentation = add_segmentation_node(scene, result.labels, geometry, result.num_classes, name,
+                                                 result.provenance or None)
             added.append(segmentation)
         else:
             fill_segmentation_node(output_node, result.labels, geometry, result.num_classes)
+            set_provenance(output_node, result.provenance or None)
             segmentation = output_node
         if reference_volume is not None:
             link_to_reference(segmentation, reference_volume)
@@ -332,7 +359,8 @@ def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pip
     node on their grid, pipeline result).  Nothing enters the scene before the
     result is complete, so a cancel or an error leaves the scene as it was."""
     images, geometry, _ = read_volumes(volumes)
-    result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel)
+    inputs = {m: f"volume node {v.GetName()!r}" for m, v in zip(MODALITIES, volumes)}
+    result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel, inputs=inputs)
     node = store_result(volumes[1].GetScene(), result, geometry, name or f"{volumes[1].GetName()} tumor",
                         output_node, reference_volume=volumes[1])
     return node, result

@@ -1,7 +1,8 @@
 """A segmented case's output files, named and written as `braintumorcnn segment` writes them (and the
 web page's downloads, the demo and the cluster runs name them).
 
-Per case: `<case>.seg.nrrd` (a Slicer segmentation, mrml.py), `<case>_labels.nii.gz` on the input
+Per case: `<case>.seg.nrrd` (a Slicer segmentation, mrml.py, its header holding how it was made),
+`<case>.json` (how it was made: the Segmenter's provenance record, provenance.py), `<case>_labels.nii.gz` on the input
 grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for 5-class models; reading/io.py
 writes it), `<case>_preview.png` (preview.py) and, for DICOM input, `<case>.seg.dcm` (a DICOM SEG
 against the T1c series, dicom_seg.py).  They are written to temporary names and moved into place
@@ -18,14 +19,14 @@ import numpy as np
 from ..atomic import atomic_paths
 from ..reading import io
 from ..reading.geometry import Geometry
-from . import dicom_seg, mrml, preview
+from . import dicom_seg, mrml, preview, provenance as provenance_record
 
 
 def output_paths(output: Path, case: str) -> Dict[str, Path]:
     """The files every case gets, in the order they are moved into place: the label map,
     which marks the case finished, last (a DICOM case also gets dicom_seg_path's)."""
     return {"segmentation": output / f"{case}.seg.nrrd", "preview": output / f"{case}_preview.png",
-            "labels": output / f"{case}_labels.nii.gz"}
+            "provenance": output / f"{case}.json", "labels": output / f"{case}_labels.nii.gz"}
 
 
 def dicom_seg_path(output: Path, case: str) -> Path:
@@ -47,19 +48,21 @@ def preview_title(case: str, model_name: str, dice: Optional[Mapping[str, float]
 
 
 def write_outputs(output: Path, case: str, labels: np.ndarray, geometry: Geometry, num_classes: int,
-                  images: Sequence[np.ndarray], title: str, truth: Optional[np.ndarray] = None,
+                  images: Sequence[np.ndarray], title: str, provenance: Mapping, truth: Optional[np.ndarray] = None,
                   segmentation=None) -> Dict[str, Path]:
     """Write all of a case's outputs into `output`, or (on an error) none of them.
 
     labels: (slices, H, W) internal label values on `geometry`; images: the four sequences on the
-    same grid (the preview's background); truth: the reference labels, outlined in the preview;
+    same grid (the preview's background); provenance: how the labels were made (a Segmenter's record),
+    written as `<case>.json` and into the `.seg.nrrd` header; truth: the reference labels, outlined in the preview;
     segmentation: a DICOM SEG made by dicom_seg.make_dicom_seg, written as `<case>.seg.dcm`."""
     paths = output_paths(output, case)
     if segmentation is not None:
         paths = {"dicom_seg": dicom_seg_path(output, case), **paths}
     with atomic_paths(list(paths.values())) as temporaries:
         tmp = dict(zip(paths, temporaries))
-        mrml.write_segmentation_file(labels, geometry, num_classes, tmp["segmentation"])
+        mrml.write_segmentation_file(labels, geometry, num_classes, tmp["segmentation"], provenance)
+        provenance_record.write_json(tmp["provenance"], provenance)
         preview.write_preview(images, labels, tmp["preview"], num_classes, title=title, geometry=geometry,
                               truth=truth)
         if segmentation is not None:
