@@ -81,6 +81,16 @@ def test_crossval_scores_every_case_once_resumes_and_keeps_its_split(tmp_path):
     assert result["cleanup_rules"]["small+flat (default)"]["dice_complete"]["mean"] == pytest.approx(np.mean(dice))
     chosen = result["cleanup_rule_chosen_by_other_folds"]
     assert set(chosen["rule_of_fold"]) == {"0", "1"} and set(chosen["rule_of_fold"].values()) <= set(crossval.CLEANUP_RULES)
+    nested = list(csv.DictReader((run / crossval.NESTED_CSV).open()))  # per case, the rule its fold chose
+    assert sorted(r["case"] for r in nested) == sorted(folds)
+    assert all(r["cleanup"] == chosen["rule_of_fold"][r["fold"]] for r in nested)
+    for row in nested:  # the stored prediction cleaned with that rule
+        case = sampling.load_case(cases[int(row["case"][-3:])], tiny(cases).preprocessing)
+        labels = np.load(run / f"fold-{row['fold']}" / "predictions" / f"{row['case']}.npz")["labels"]
+        rescored = crossval.score(case, labels, crossval.CLEANUP_RULES[row["cleanup"]])
+        assert float(row["sensitivity_core"]) == pytest.approx(rescored["sensitivity_core"], abs=1e-5)
+    assert chosen["scores"]["dice_complete"]["mean"] == pytest.approx(np.mean([float(r["dice_complete"])
+                                                                              for r in nested]))
 
     weights_before = {p: p.stat().st_mtime_ns for p in run.glob("fold-*/best.safetensors")}
     again = crossval.run(cases, 2, run, tiny(cases), options, seed=0, progress=False)

@@ -69,8 +69,13 @@ def test_a_finished_run_becomes_one_network_whose_card_says_what_each_member_nev
     assert card["never_seen_by_any_member"] == []  # two folds: every case trained one member
     summary = json.loads((run / "summary.json").read_text())
     assert card["validation"]["folds"] == 2 and sorted(card["validation"]["cases"]) == sorted(fold_of)
-    assert card["validation"]["dice"]["complete"] == pytest.approx(summary["scores"]["dice_complete"]["mean"],
+    # the figure of what ships: each case cleaned with the rule its fold chose on the other fold's cases
+    nested = summary["cleanup_rule_chosen_by_other_folds"]
+    assert card["validation"]["dice"]["complete"] == pytest.approx(nested["scores"]["dice_complete"]["mean"],
                                                                    abs=1e-4)
+    assert card["cleanup"]["dice_chosen_on_other_folds"]["complete"] == card["validation"]["dice"]["complete"]
+    assert {r["case"]: r["cleanup"] for r in card["validation"]["per_case"]} == {
+        name: nested["rule_of_fold"][str(fold)] for name, fold in fold_of.items()}
     rule = crossval.chosen_rule(summary)  # the cleanup rule the run's held-out cases chose, for the pipeline
     assert card["cleanup"]["rule"] == rule and set(card["cleanup"]) >= {"chosen", "dice_chosen_on_other_folds"}
     if crossval.CLEANUP_RULES[rule] is not None:

@@ -335,6 +335,9 @@ def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], 
                 scored[name].append(score(by_name[row["case"]], data["labels"], rule))
     rules = {name: _dice(rows_of) for name, rows_of in scored.items()}
     chosen = nested_rule_choice([int(r["fold"]) for r in kept], {name: scored[name] for name in MODEL_RULES})
+    nested = [dict(row, **scored[chosen[int(row["fold"])]][i], cleanup=chosen[int(row["fold"])])
+              for i, row in enumerate(kept)]
+    _write_rows(run_dir / NESTED_CSV, nested)
     missing = sorted(set(fold_of) - {r["case"] for r in rows})
     result = {
         "model": config.model, "folds": folds, "seed": seed, "cases": len(kept), "missing": missing,
@@ -342,13 +345,18 @@ def _summarise(run_dir: Path, rows: List[dict], by_name: Dict[str, CachedCase], 
         "scores": mean_sd(kept), "cleanup_rules": rules,
         "cleanup_rule_chosen_by_other_folds": {
             "rule_of_fold": {str(f): name for f, name in chosen.items()},
-            "dice": _dice([scored[chosen[int(r["fold"])]][i] for i, r in enumerate(kept)])},
+            "dice": _dice(nested), "scores": mean_sd(nested), "per_case": NESTED_CSV},
         "training": {k: v for k, v in asdict(config).items() if k not in ("train_cases", "validation_cases")},
         "inference": {"flips": options.flips, "cleanup": asdict(options.cleanup) if options.cleanup else None},
         "train_seconds_per_fold": [_wall(run_dir / f"fold-{f}") for f in range(folds)],
     }
     write_text(run_dir / "summary.json", json.dumps(result, indent=2))
     return result
+
+
+#: Per case, the scores with the cleanup rule its fold chose on the other folds' cases: the honest figure of
+#: shipping the run's models with the rule their cards carry.
+NESTED_CSV = "per_case_chosen_rule.csv"
 
 
 def _dice(rows: Sequence[dict]) -> Dict[str, Dict[str, float]]:
@@ -390,10 +398,7 @@ def format_summary(result: dict) -> str:
               for case, twin in result.get("left_out_same_patient_trained", {}).items()]
     lines += [f"  left out of the means: {case} (the same patient as {twin}, counted once)"
               for case, twin in result.get("left_out_same_patient_repeated", {}).items()]
-    for metric in metrics.METRICS:
-        cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
-                 if (k := f"{metric}_{r}") in scores]
-        lines.append(f"  {metric:12s} " + " / ".join(cells) + "   (complete / core / enhancing)")
+    lines += _metric_lines(scores, "  ")
     width = max(map(len, result["cleanup_rules"]))
     for name, dice in result["cleanup_rules"].items():
         lines.append(f"  cleanup {name:{width}s} Dice " + " / ".join(f"{v['mean']:.3f}" for v in dice.values()))
@@ -402,7 +407,19 @@ def format_summary(result: dict) -> str:
         lines.append("  cleanup rule a model may carry, chosen for each fold on the other folds' cases: Dice "
                      + " / ".join(f"{v['mean']:.3f}" for v in chosen["dice"].values()) + " ("
                      + "; ".join(f"fold {f}: {name}" for f, name in chosen["rule_of_fold"].items()) + ")")
+        lines += _metric_lines(chosen.get("scores", {}), "    ")
     return "\n".join(lines)
+
+
+def _metric_lines(scores: Dict[str, Dict[str, float]], indent: str) -> List[str]:
+    """One line per metric the scores hold: mean ± sd per region."""
+    lines = []
+    for metric in metrics.METRICS:
+        cells = [f"{scores[k]['mean']:.3f} ± {scores[k]['sd']:.3f}" for r in labels.REGIONS
+                 if (k := f"{metric}_{r}") in scores]
+        if cells:
+            lines.append(f"{indent}{metric:12s} " + " / ".join(cells) + "   (complete / core / enhancing)")
+    return lines
 
 
 def by_metric(scores: Dict[str, Dict[str, float]], stat: str) -> Dict[str, Dict[str, float]]:
@@ -412,11 +429,13 @@ def by_metric(scores: Dict[str, Dict[str, float]], stat: str) -> Dict[str, Dict[
                      if (key := f"{metric}_{region}") in scores} for metric in metrics.METRICS}
 
 
-def held_out_rows(run_dir: Path) -> List[dict]:
-    """The run's per-case table (per_case.csv), numbers as numbers (None where a region has no truth)."""
-    text = ("case", "release", "twin_trained", "same_patient_scored")
+def held_out_rows(run_dir: Path, chosen_rule: bool = False) -> List[dict]:
+    """The run's per-case table (per_case.csv; with `chosen_rule`, NESTED_CSV), numbers as numbers (None
+    where a region has no truth)."""
+    text = ("case", "release", "twin_trained", "same_patient_scored", "cleanup")
+    table = NESTED_CSV if chosen_rule else "per_case.csv"
     return [{k: (v if k in text else (float(v) if v not in ("", None) else None)) for k, v in row.items()}
-            for row in _read_rows(Path(run_dir) / "per_case.csv") if row["case"] != "mean"]
+            for row in _read_rows(Path(run_dir) / table) if row["case"] != "mean"]
 
 
 def _save_npz(path: Path, **arrays) -> None:

@@ -62,14 +62,16 @@ def assemble(run_dir: Path, output: Path) -> dict:
                                     members=folds)
     for slot, member in zip(ensemble.members, members):
         slot.load_state_dict(member.state_dict())
-    rows = crossval.held_out_rows(run_dir)
-    scored, left_out = crossval.split_means(rows)
     trained = [sorted(card["train_cases"]) for card in cards]
     rule = crossval.chosen_rule(summary)
     nested = summary.get("cleanup_rule_chosen_by_other_folds")
-    if nested is None:
-        raise EnsembleError(f"{summary_path} predates the nested choice of the cleanup rule: rerun the run's "
-                            "crossval command with --only-folds (no fold) to summarise it again")
+    if nested is None or "scores" not in nested:
+        raise EnsembleError(f"{summary_path} predates the nested choice of the cleanup rule and its per-case "
+                            "scores: rerun the run's crossval command with --only-folds (no fold) to summarise it "
+                            "again")
+    # the figure of what ships: the models cleaned with the rule the card carries, each fold's choice of it
+    # made on the other folds' cases
+    scored, left_out = crossval.split_means(crossval.held_out_rows(run_dir, chosen_rule=True))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     card = {
@@ -98,13 +100,15 @@ def assemble(run_dir: Path, output: Path) -> dict:
         },
         "validation": {
             "protocol": (f"{folds}-fold cross-validation by case (fold seed {split['seed']}): each case segmented "
-                         "whole through `braintumorcnn segment`'s pipeline by the member that never saw it; "
-                         "mean (sd) over the held-out cases. The ensemble itself is not scored here."),
+                         "whole through `braintumorcnn segment`'s pipeline by the member that never saw it and "
+                         "cleaned with the rule its fold chose on the other folds' cases (the rule this card "
+                         "carries, as `segment` applies it); mean (sd) over the held-out cases. The ensemble "
+                         "itself is not scored here."),
             "folds": folds,
             "fold_seed": split["seed"],
             "cases": [r["case"] for r in scored],
-            **crossval.by_metric(summary["scores"], "mean"),
-            "sd": crossval.by_metric(summary["scores"], "sd"),
+            **crossval.by_metric(nested["scores"], "mean"),
+            "sd": crossval.by_metric(nested["scores"], "sd"),
             "per_case": scored,
             **({"left_out": left_out} if left_out else {}),
         },
