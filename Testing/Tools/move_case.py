@@ -1,4 +1,4 @@
-"""A case moved as a head moves in the scanner, written as a new BraTS 2021-layout case: to check
+"""A case moved as a head moves in the scanner, written as a new case of the same layout: to check
 that `braintumorcnn compare` sees no growth where there is none, and to measure how much
 segmentation alone varies.
 
@@ -26,8 +26,6 @@ import SimpleITK as sitk
 from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.reading.geometry import Geometry, to_image
 
-SUFFIXES = {"T1": "t1", "T1c": "t1ce", "T2": "t2", "FLAIR": "flair", "truth": "seg"}
-
 
 def shift(array: np.ndarray, voxels: Sequence[int]) -> np.ndarray:
     """`array` moved by whole `voxels` along its axes, 0 where nothing moved in."""
@@ -52,14 +50,18 @@ def rotate(array: np.ndarray, geometry: Geometry, degrees: float, labels: bool) 
 
 def move_case(case: Path, out_dir: Path, name: str, voxels: Optional[Sequence[int]] = None,
               degrees: Optional[float] = None) -> Path:
-    """Write the moved case as `out_dir/name/name_{t1,t1ce,t2,flair[,seg]}.nii.gz`; returns its folder."""
+    """Write the moved case as `out_dir/name/`, each file (the truth too) named and stored as the
+    case's own with `name` for the case's name, so its layout (and label scheme) reads the same;
+    returns the folder."""
     read = io.read_volumes(case)
-    files = {m: read.volumes[m] for m in io.MODALITIES}
+    files = {m: (read.files[m], *read.volumes[m]) for m in io.MODALITIES}
     if read.truth is not None:
-        files["truth"] = io.read_image(read.truth)
+        files["truth"] = (read.truth, *io.read_image(read.truth))
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
-    for key, (array, geometry) in files.items():
+    for key, (path, array, geometry) in files.items():
+        if read.name not in path.name:
+            raise ValueError(f"{path}: the file name does not hold the case name {read.name}")
         if voxels is not None:
             moved = shift(array, voxels)
             lost = int(np.count_nonzero(array)) - int(np.count_nonzero(moved))
@@ -67,7 +69,8 @@ def move_case(case: Path, out_dir: Path, name: str, voxels: Optional[Sequence[in
                 print(f"{key}: {lost} non-zero voxels moved off the grid", file=sys.stderr)
         else:
             moved = rotate(array, geometry, degrees, labels=key == "truth")
-        sitk.WriteImage(to_image(moved, geometry), str(folder / f"{name}_{SUFFIXES[key]}.nii.gz"), useCompression=True)
+        sitk.WriteImage(to_image(moved, geometry), str(folder / path.name.replace(read.name, name)),
+                        useCompression=True)
     return folder
 
 

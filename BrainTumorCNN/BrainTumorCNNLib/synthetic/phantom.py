@@ -412,16 +412,24 @@ def _synthesise(truth: np.ndarray, tissue: np.ndarray, brain: np.ndarray, distan
 
 
 # --------------------------------------------------------------------------- the phantom
-def make_phantom(seed: int = 0, size: str = "full", name: Optional[str] = None) -> Phantom:
-    """Make a phantom; the same seed and size give the same phantom, bit for bit."""
+def make_phantom(seed: int = 0, size: str = "full", name: Optional[str] = None, growth: float = 1.0) -> Phantom:
+    """Make a phantom; the same seed and size give the same phantom, bit for bit.  `growth` scales the
+    drawn whole-tumor and core volumes and nothing else (every random draw stays the same), so seed
+    and size with growth 1.3 give the same patient later, its tumor grown (a prior and current pair)."""
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; choose one of {', '.join(SIZES)}")
+    if growth <= 0:
+        raise ValueError(f"growth must be positive, not {growth}")
     rng = np.random.default_rng(seed)
     template = load_template()
     params = draw_tumor_parameters(rng, size)
+    placed_radius = (3.0 * params["tumor_core_ml"] * 1000.0 / (4.0 * math.pi)) ** (1 / 3)  # where it started
+    if growth != 1.0:
+        params.update(whole_tumor_ml=round(params["whole_tumor_ml"] * growth, 2),
+                      tumor_core_ml=round(params["tumor_core_ml"] * growth, 2), growth=growth)
     core_radius = (3.0 * params["tumor_core_ml"] * 1000.0 / (4.0 * math.pi)) ** (1 / 3)
     to_mni = _brats_to_mni(rng)
-    centre_mni = choose_tumor_centre(rng, template, core_radius)
+    centre_mni = choose_tumor_centre(rng, template, placed_radius)
     centre = (np.linalg.inv(to_mni) @ np.append(centre_mni, 1.0))[:3]
     centre_index = np.linalg.solve(np.array(BRATS_DIRECTION).reshape(3, 3),
                                    centre - np.array(BRATS_ORIGIN)) / np.array(BRATS_SPACING)
