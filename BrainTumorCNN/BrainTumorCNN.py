@@ -2,16 +2,20 @@
 the convolutional networks of Havaei et al. (2017).
 
 The widget only wires the GUI to a parameter node; the logic runs the engine
-(BrainTumorCNNLib, beside this file, also usable without Slicer).  PyTorch is
-imported only once a segmentation is asked for, so the module loads in a
-Slicer without it and offers to install it.
+(BrainTumorCNNLib, beside this file, also usable without Slicer) in a child
+process of Slicer's own Python (running/child.py), so Cancel stops it at once,
+a crash of it leaves Slicer and the scene as they were, and torch's settings in
+Slicer's process stay as they are.  PyTorch is imported only once a
+segmentation is asked for, so the module loads in a Slicer without it and
+offers to install it.
 """
 import dataclasses
 import importlib.util
+import logging
 import os
+import shutil
 import sys
 import time
-import traceback
 from typing import Annotated, Dict, List, Optional, Tuple
 
 import qt
@@ -248,9 +252,9 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if task.cancelled or self._parameterNode is None:
             self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
         elif task.error is not None:
-            self.ui.statusLabel.text = f"Failed: {task.error}"
-            slicer.util.errorDisplay(f"Segmentation failed: {task.error}", detailedText="".join(
-                traceback.format_exception(type(task.error), task.error, task.error.__traceback__)))
+            self.ui.statusLabel.text = f"Failed (the scene is unchanged): {task.error}"
+            slicer.util.errorDisplay(f"Segmentation failed: {task.error}\n\nThe scene is unchanged.",
+                                     detailedText=task.error.details)
         else:
             with slicer.util.tryWithErrorDisplay("Could not add the segmentation to the scene.", waitCursor=True):
                 segmentation = self.logic.storeResult(task, self._parameterNode)
@@ -351,22 +355,42 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
             return f"Cannot segment: {exc}"
 
     def process(self, t1, t1c, t2, flair, model: Optional[str] = None, options=None, output=None):
-        """Segment four volume nodes and return the segmentation node: `output`
-        refilled, or a new node on T1c's grid.  Blocks until done."""
+        """Segment four volume nodes on one grid (in a child process, as the widget does) and return the
+        segmentation node: `output` refilled, or a new node on T1c's grid.  Blocks until done."""
         from BrainTumorCNNLib.writing import mrml
         from BrainTumorCNNLib.running import pipeline
+        from BrainTumorCNNLib.running.child import SegmentationProcess
         options = options or pipeline.SegmentationOptions()
         if model is not None:
             options = dataclasses.replace(options, model=model)
-        node, _ = mrml.segment_nodes([t1, t1c, t2, flair], options, output_node=output)
-        return node
+        volumes, names = mrml.read_nodes([t1, t1c, t2, flair])
+        task = SegmentationProcess(volumes, options, names=names, interpreter=[self.childInterpreter()])
+        task.wait()
+        if task.error is not None:
+            raise task.error
+        for warning in task.warnings:
+            logging.warning(warning)
+        return mrml.store_result(t1c.GetScene(), task.result, task.geometry, f"{t1c.GetName()} tumor", output,
+                                 reference_volume=t1c)
+
+    @staticmethod
+    def childInterpreter() -> str:
+        """Slicer's own Python for the segmentation's child process: PythonSlicer (on Slicer's PATH, or in
+        the application's folder)."""
+        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+        found = shutil.which(name) or os.path.join(slicer.app.applicationDirPath(), name)
+        if not os.path.isfile(found):
+            raise RuntimeError(f"{name}, Slicer's Python interpreter, was not found beside Slicer")
+        return found
 
     def startSegmentation(self, parameters: BrainTumorCNNParameterNode):
-        """Read the input volumes (main thread), prepare and segment them on a worker thread."""
+        """Read the input volumes (main thread); prepare and segment them in a child process."""
         from BrainTumorCNNLib.writing import mrml
-        from BrainTumorCNNLib.running.task import SegmentationTask
+        from BrainTumorCNNLib.running.child import SegmentationProcess
         volumes, names = mrml.read_nodes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
-        return SegmentationTask(volumes, self.options(parameters), self.preparation(parameters), names)
+        return SegmentationProcess(volumes, self.options(parameters), self.preparation(parameters), names,
+                                   probabilities=parameters.probabilities, keep_prepared=parameters.keepPrepared,
+                                   interpreter=[self.childInterpreter()])
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""

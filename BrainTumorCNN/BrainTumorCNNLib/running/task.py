@@ -1,8 +1,9 @@
-"""A segmentation on a worker thread, so a GUI stays responsive while it runs."""
+"""A segmentation on a worker thread, so a GUI stays responsive while it runs (the web page's job; the
+Slicer module runs the same `prepare_and_segment` in a child process: child.py)."""
 from __future__ import annotations
 
 import threading
-from typing import List, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from ..preparing import preparation
 from ..reading import sanity
 from ..reading.geometry import Geometry
 from . import inference, pipeline
+from .inference import Progress
 
 Volumes = Mapping[str, Tuple[np.ndarray, Geometry]]
 
@@ -40,13 +42,8 @@ class SegmentationTask:
 
         def run():
             try:
-                self.prepared = preparation.prepare(
-                    volumes, prepare, names, progress=lambda f, message: self._report(0.0, message),
-                    check_cancel=self._check_cancel)
-                images = self.prepared.images()
-                self.warnings = self.prepared.warnings + sanity.check_slots(images, [names[m] for m in MODALITIES])
-                self.result = pipeline.segment(images, self.geometry, options, progress=self._report,
-                                               cancel=self._cancel.is_set)
+                self.prepared, self.warnings, self.result = prepare_and_segment(
+                    volumes, options, prepare, names, self._report, self._cancel.is_set)
             except BaseException as exc:  # noqa: B036 - handed to the main thread
                 self.error = exc
 
@@ -55,10 +52,6 @@ class SegmentationTask:
 
     def _report(self, fraction: float, message: str) -> None:
         self.progress = (fraction, message)
-
-    def _check_cancel(self) -> None:
-        if self._cancel.is_set():
-            raise inference.Cancelled()
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -73,3 +66,21 @@ class SegmentationTask:
     @property
     def cancelled(self) -> bool:
         return isinstance(self.error, inference.Cancelled)
+
+
+def prepare_and_segment(volumes: Volumes, options: pipeline.SegmentationOptions,
+                        prepare: preparation.PreparationOptions, names: Mapping[str, str], progress: Progress,
+                        cancel: Callable[[], bool]) -> Tuple[preparation.Prepared, List[str], pipeline.Segmentation]:
+    """The volumes put on the T1c grid and segmented: (what preparation did, warnings about the inputs,
+    the segmentation).  Raises inference.Cancelled once `cancel()` turns true."""
+    def check_cancel() -> None:
+        if cancel():
+            raise inference.Cancelled()
+
+    prepared = preparation.prepare(volumes, prepare, names, progress=lambda f, message: progress(0.0, message),
+                                   check_cancel=check_cancel)
+    images = prepared.images()
+    warnings = prepared.warnings + sanity.check_slots(images, [names[m] for m in MODALITIES])
+    # the one call to switch to running/segmenter.Segmenter (issue 35) for the page and the Slicer module both
+    result = pipeline.segment(images, prepared.geometry, options, progress=progress, cancel=cancel)
+    return prepared, warnings, result
