@@ -49,8 +49,16 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert row["weights"] == "shipped" and row["dense_screened_s"] > 0
     assert 0 < row["screened_slices_run"] <= report["volume"]["brain_slices"]
     assert row["case_s"] == pytest.approx(pre["total_s"] + row["dense_screened_s"])
+    # the whole case's CPU time in user space and in the kernel and its page faults, beside its wall time
+    cpu, screened = row["case_cpu"], row["screened_cpu"]
+    assert cpu["user_s"] == pytest.approx(pre["cpu"]["user_s"] + screened["user_s"]) and screened["user_s"] > 0
+    assert cpu["system_s"] >= 0 and cpu["minor_faults"] > 0
+    assert cpu["system_over_user"] == pytest.approx(cpu["system_s"] / cpu["user_s"])
+    assert row["case_over_direct"] == pytest.approx(row["case_s"] / row["dense_direct_s"])
     table = bench.format_table(report)
     assert "TwoPathCNN" in table and "preprocessing: clip" in table and "N4" in table
+    assert f"{row['case_over_direct']:10.3f}x" in table and f"{cpu['minor_faults']:17,d}" in table
+    assert all(len(line) == len(table.splitlines()[-3]) for line in table.splitlines()[-3:])
     assert f"({row['screened_slices_run']:3d}/{report['volume']['brain_slices']:>3})" in table
     prep = report["preparation"]
     assert prep["skull_check_s"] > 0 and prep["registration_s"] > 0

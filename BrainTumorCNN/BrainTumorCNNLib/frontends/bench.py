@@ -29,9 +29,14 @@ For each model:
 - patch-by-patch: the model on one rf x rf patch per brain pixel (batches of
   patches), timed on a random sample of brain pixels and extrapolated to all;
 - dense/patch: patch-by-patch time over dense-fast time;
-- per case: preprocessing plus screened (dense-fast without shipped weights);
+- per case: preprocessing plus screened (dense-fast without shipped weights), with the CPU time the
+  process spent in user space and in the kernel and its minor page faults over the same work
+  (resource.getrusage: the median run of each), and its ratio to dense-direct (the plain model on
+  every slice, the reference);
 - peak resident memory of the process that ran the model (each model runs in
   its own process, so peaks are per model).
+
+The allocator is set up as `segment` sets it (running/allocator.py) before anything is timed.
 
 With --device cuda on a machine without CUDA nothing is timed: the report says
 it was skipped and why (exit status 0), so the same command serves both.
@@ -61,7 +66,7 @@ from ..network import registry, weights
 from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 from ..reading.geometry import Geometry, to_image
-from ..running import inference, pipeline
+from ..running import allocator, inference, pipeline
 from ..running.cases import read_case
 from ..synthetic import phantom
 from . import bench_training
@@ -94,12 +99,25 @@ MOTION = ((4.0, -6.0, 10.0), (8.0, -6.0, 7.0))
 
 
 def _median_seconds(work, repeats: int) -> float:
+    return _median_run(work, repeats)["seconds"]
+
+
+def _median_run(work, repeats: int) -> Dict[str, float]:
+    """The run of median wall time among `repeats`: its seconds, user and system CPU seconds and minor page
+    faults (this process's, resource.getrusage)."""
     runs = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         work()
-        runs.append(time.perf_counter() - start)
-    return float(np.median(runs))
+        seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+        runs.append({"seconds": seconds, **_cpu(before, after)})
+    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+
+
+def _cpu(before, after) -> Dict[str, float]:
+    """User and system CPU seconds and minor page faults between two getrusage readings."""
+    return {"user_s": after.ru_utime - before.ru_utime, "system_s": after.ru_stime - before.ru_stime,
+            "minor_faults": after.ru_minflt - before.ru_minflt}
 
 
 def time_preparation(images: np.ndarray, geometry: Geometry, repeats: int) -> Dict[str, object]:
@@ -138,14 +156,15 @@ STEPS = (("none", PreprocessingConfig(clip=False, n4=False, zscore=False)),
 
 def time_preprocessing(images: np.ndarray, spacing, repeats: int) -> Tuple[Dict[str, float], Preprocessed]:
     """Median seconds of clipping, N4 and z-scoring (the default config), their total, and the result."""
-    medians, last = {}, {}  # only the last result is kept: each is four full volumes
+    medians, last, runs = {}, {}, {}  # only the last result is kept: each is four full volumes
     for step, config in STEPS:
-        medians[step] = _median_seconds(lambda: last.update(result=preprocess(images, config, spacing=spacing)),
-                                        repeats)
+        runs[step] = _median_run(lambda: last.update(result=preprocess(images, config, spacing=spacing)), repeats)
+        medians[step] = runs[step]["seconds"]
     result = last["result"]
     names = [step for step, _ in STEPS]
     figures = {f"{step}_s": max(0.0, medians[step] - medians[before]) for before, step in zip(names, names[1:])}
     figures["total_s"] = medians["zscore"]
+    figures["cpu"] = {k: v for k, v in runs["zscore"].items() if k != "seconds"}  # the whole default preprocessing
     default = PreprocessingConfig()
     figures.update(n4_shrink=default.n4_shrink, n4_iterations=list(default.n4_iterations),
                    n4_convergence=default.n4_convergence)
@@ -153,16 +172,18 @@ def time_preprocessing(images: np.ndarray, spacing, repeats: int) -> Tuple[Dict[
 
 
 def time_dense(model, volume, mask, fast, device, only_slices, repeats, precision: str = "float32",
-               screen_step: int = 1) -> Tuple[float, float, inference.InferenceResult]:
-    """Median seconds of segment_volume, of its model preparation, and the last run's result."""
+               screen_step: int = 1) -> Tuple[float, float, inference.InferenceResult, Dict[str, float]]:
+    """Median seconds of segment_volume, of its model preparation, the last run's result and the median
+    run's CPU times and page faults (_cpu)."""
     runs = []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF)
         result = inference.segment_volume(model, volume, mask, device=device, fast=fast, only_slices=only_slices,
                                           precision=precision, screen_step=screen_step)
-        runs.append((result.seconds, result.prepare_seconds))
-    runs.sort()
-    seconds, prepare = runs[len(runs) // 2]
-    return seconds, prepare, result
+        runs.append((result.seconds, result.prepare_seconds, _cpu(before, resource.getrusage(resource.RUSAGE_SELF))))
+    runs.sort(key=lambda run: run[0])
+    seconds, prepare, cpu = runs[len(runs) // 2]
+    return seconds, prepare, result, cpu
 
 
 def time_patches(model, volume, mask, pixels: int, device, repeats: int, seed: int = 0) -> float:
@@ -211,17 +232,17 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
         only = spread_slices(mask, sample) if sample else None
         timed = len(only) if only is not None else brain_slices
         row[key.replace("_s", "_slices_timed")] = timed
-        seconds, prepare, result = time_dense(model, volume, mask, fast, args.device, only, args.repeats, precision)
+        seconds, prepare, result, _ = time_dense(model, volume, mask, fast, args.device, only, args.repeats, precision)
         # per brain: preparation once, slices extrapolated to all brain slices
         row[key] = prepare + (seconds - prepare) * brain_slices / timed
         row[key.replace("_s", "_prepare_s")] = prepare
         row["device"] = result.device
     # the whole volume as `segment` runs it (screening decides which slices run; it needs a trained model)
-    row["dense_screened_s"] = row["screened_slices_run"] = None
+    row["dense_screened_s"] = row["screened_slices_run"] = row["screened_cpu"] = None
     if shipped:
         step = pipeline.screen_step(pipeline.SegmentationOptions(), card)
-        row["dense_screened_s"], _, result = time_dense(model, volume, mask, True, args.device, None, args.repeats,
-                                                        args.precision, screen_step=step)
+        row["dense_screened_s"], _, result, row["screened_cpu"] = time_dense(
+            model, volume, mask, True, args.device, None, args.repeats, args.precision, screen_step=step)
         row["screened_slices_run"] = len(result.slices)
     seconds = time_patches(model, volume, mask, args.patch_pixels, args.device, args.repeats)
     row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))
@@ -289,6 +310,7 @@ def cuda_missing(device: str) -> Optional[str]:
 def main(args: argparse.Namespace) -> int:
     if args.training:
         return bench_training.main(args)
+    allocator.keep_freed_memory()  # as `segment` runs (its Segmenter sets it up before preprocessing)
     for name in args.models:
         registry.get(name)  # unknown names fail before any work
     skipped = cuda_missing(args.device)
@@ -340,12 +362,24 @@ def main(args: argparse.Namespace) -> int:
             if preprocessing:
                 row = report["models"][name]
                 row["case_s"] = preprocessing["total_s"] + (row["dense_screened_s"] or row["dense_fast_s"])
+                row["case_cpu"] = case_cpu(preprocessing["cpu"], row["screened_cpu"])
+                row["case_over_direct"] = row["case_s"] / row["dense_direct_s"] if row["dense_direct_s"] else None
     report["load_average"] = os.getloadavg()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_table(report))
     return 0
+
+
+def case_cpu(preprocessing: Dict[str, float], screened: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+    """CPU times and page faults of a whole case (preprocessing + the screened run), with system time as a
+    share of user time; None without a screened run (no shipped weights)."""
+    if screened is None:
+        return None
+    total = {key: preprocessing[key] + screened[key] for key in screened}
+    total["system_over_user"] = total["system_s"] / total["user_s"] if total["user_s"] else None
+    return total
 
 
 def format_table(report: dict) -> str:
@@ -376,17 +410,22 @@ def format_table(report: dict) -> str:
                      f"(deepbet, T1) {extraction}, registration of one sequence onto the T1c (FLAIR moved "
                      f"{q['motion']['rotation_deg']} deg, {q['motion']['shift_mm']} mm) {q['registration_s']:.1f} s")
     header = (f"| {'model':<18} | dense-direct s | dense-fast s | dense-bf16 s | screened s (slices) | per case s "
+              "| case/direct | case user s | case sys s (/user) | case minor faults "
               "| patch-by-patch s | dense/patch | peak RSS GiB |")
     lines += ["", header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
 
     def fmt(value, spec):
-        return format(value, spec) if value is not None else format("-", ">" + spec.split(".")[0])
+        width = spec.split(".")[0].rstrip(",d")
+        return format(value, spec) if value is not None else format("-", ">" + width)
 
     for name, r in report["models"].items():
+        cpu = r.get("case_cpu") or {}
         lines.append(f"| {name:<18} | {fmt(r['dense_direct_s'], '14.1f')} | {fmt(r['dense_fast_s'], '12.1f')} | "
                      f"{fmt(r['dense_bf16_s'], '12.1f')} | "
                      f"{fmt(r['dense_screened_s'], '9.1f')} ({fmt(r['screened_slices_run'], '3d')}/{v['brain_slices']:>3}) | "
-                     f"{fmt(r.get('case_s'), '10.1f')} | "
+                     f"{fmt(r.get('case_s'), '10.1f')} | {fmt(r.get('case_over_direct'), '10.3f')}x | "
+                     f"{fmt(cpu.get('user_s'), '11.1f')} | {fmt(cpu.get('system_s'), '9.1f')} "
+                     f"({fmt(cpu.get('system_over_user'), '6.1%')}) | {fmt(cpu.get('minor_faults'), '17,d')} | "
                      f"{fmt(r['patch_s'], '16.0f')} | {fmt(r['dense_over_patch'], '10.0f')}x | "
                      f"{fmt(r['peak_rss_gib'], '12.2f')} |")
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from torch import nn
 from .. import labels
 from ..network import fastconv
 from ..preparing.preprocessing import BACKGROUND_VALUE, brain_mask
+from . import allocator
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,7 @@ class Runner:
         self.bytes_per_pixel = activation_bytes_per_pixel(model)
         self.user_max_batch = max_batch
         self._pool: Optional[ThreadPoolExecutor] = None
+        allocator.keep_freed_memory()  # slices' temporary tensors reuse freed memory, no page-fault churn
         self._set_device(device)
 
     def _set_device(self, device: torch.device) -> None:

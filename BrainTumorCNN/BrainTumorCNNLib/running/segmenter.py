@@ -23,7 +23,7 @@ from ..network import registry, weights
 from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess, through_plane_average
 from ..reading.geometry import Geometry
-from . import allocator, inference
+from . import inference
 from .inference import Progress
 from .postprocessing import CleanupConfig, cleanup
 
@@ -76,7 +76,6 @@ class Segmenter:
     every case segmented with them; one case at a time (a second caller waits)."""
 
     def __init__(self, options: SegmentationOptions = SegmentationOptions()):
-        allocator.keep_freed_memory()
         self.options = options
         self.model_name = options.model or registry.default_model()
         self.weights_path = Path(options.weights_path) if options.weights_path else \
@@ -86,6 +85,7 @@ class Segmenter:
         self.rule = cleanup_rule(options, self.card)
         self.screen_step = _screen_step(options.screen, self.rule)
         self.preprocessing = PreprocessingConfig.of_model(self.card, options.preprocessing)
+        # the runner also sets up the allocator (allocator.py), before any case's preprocessing
         self.runner = inference.Runner(self.model, inference.resolve_device(options.device), options.fast,
                                        inference.DEFAULT_MEMORY_BUDGET, None, options.precision)
         self._lock = threading.Lock()
