@@ -363,8 +363,10 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         options = options or pipeline.SegmentationOptions()
         if model is not None:
             options = dataclasses.replace(options, model=model)
-        volumes, names = mrml.read_nodes([t1, t1c, t2, flair])
-        task = SegmentationProcess(volumes, options, names=names, interpreter=[self.childInterpreter()])
+        nodes = [t1, t1c, t2, flair]
+        volumes, names = mrml.read_nodes(nodes)
+        task = SegmentationProcess(volumes, options, names=names, inputs=mrml.inputs_of(nodes),
+                                   interpreter=[self.childInterpreter()])
         task.wait()
         if task.error is not None:
             raise task.error
@@ -387,10 +389,11 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         """Read the input volumes (main thread); prepare and segment them in a child process."""
         from BrainTumorCNNLib.writing import mrml
         from BrainTumorCNNLib.running.child import SegmentationProcess
-        volumes, names = mrml.read_nodes([getattr(parameters, f) for f in INPUT_FIELDS.values()])
+        nodes = [getattr(parameters, f) for f in INPUT_FIELDS.values()]
+        volumes, names = mrml.read_nodes(nodes)
         return SegmentationProcess(volumes, self.options(parameters), self.preparation(parameters), names,
                                    probabilities=parameters.probabilities, keep_prepared=parameters.keepPrepared,
-                                   interpreter=[self.childInterpreter()])
+                                   inputs=mrml.inputs_of(nodes), interpreter=[self.childInterpreter()])
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""

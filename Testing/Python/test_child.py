@@ -83,7 +83,8 @@ def test_the_child_segments_as_an_in_process_run_and_streams_progress(small_phan
     volumes, names = mrml.read_nodes(nodes)
     options = dataclasses.replace(QUICK, screen=False)  # probabilities asked for: every slice run
     prepare = PreparationOptions(register=False, resample=True)
-    process = child.SegmentationProcess(volumes, options, prepare, names, probabilities=True, keep_prepared=True)
+    process = child.SegmentationProcess(volumes, options, prepare, names, probabilities=True, keep_prepared=True,
+                                        inputs=mrml.inputs_of(nodes))
     folder, seen, counts = process.folder, [], set()
     while not process.finished:
         seen.append(process.progress)
@@ -98,7 +99,7 @@ def test_the_child_segments_as_an_in_process_run_and_streams_progress(small_phan
     assert fractions == sorted(fractions) and process.progress == (1.0, "done")
 
     prepared, warnings, expected = task.prepare_and_segment(volumes, options, prepare, names, lambda f, m: None,
-                                                            lambda: False)
+                                                            lambda: False, mrml.inputs_of(nodes))
     result = process.result
     np.testing.assert_array_equal(result.labels, expected.labels)
     np.testing.assert_array_equal(result.probabilities, expected.probabilities)
@@ -106,6 +107,9 @@ def test_the_child_segments_as_an_in_process_run_and_streams_progress(small_phan
                                                                    expected.card)
     assert str(result.cleanup_report) == str(expected.cleanup_report)
     assert result.extraction == expected.extraction and process.warnings == warnings
+    made = {k: v for k, v in result.provenance.items() if k != "created"}
+    assert made == json.loads(json.dumps({k: v for k, v in expected.provenance.items() if k != "created"}))
+    assert {i["sequence"]: i["name"] for i in made["inputs"]}["FLAIR"] == "volume node 'Phantom_00000_FLAIR'"
     assert process.prepared.steps == prepared.steps == [Step("FLAIR", "resample")]
     np.testing.assert_array_equal(process.prepared.volumes["FLAIR"], prepared.volumes["FLAIR"])
     assert process.geometry == g
@@ -115,6 +119,7 @@ def test_the_child_segments_as_an_in_process_run_and_streams_progress(small_phan
                                      reference_volume=nodes[1], prepared={"FLAIR on T1c grid": process.prepared.
                                                                           volumes["FLAIR"]})
     np.testing.assert_array_equal(mrml.labels_of(segmentation, nodes[1]), expected.labels)
+    assert mrml.provenance_of(segmentation) == result.provenance  # how it was made, on the node
     assert scene.GetNumberOfNodes() > before
 
 

@@ -59,13 +59,14 @@ class SegmentationProcess:
 
     `interpreter`: the command that starts Python (in Slicer, PythonSlicer; sys.executable elsewhere).
     `probabilities` / `keep_prepared`: bring back the probabilities / the volumes preparation put on the T1c
-    grid.  A thread of this process follows the child; it touches neither a scene nor a GUI."""
+    grid.  `inputs`: {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes).  A thread of this process follows the child; it touches neither a scene nor a GUI."""
 
     def __init__(self, volumes: task.Volumes, options: pipeline.SegmentationOptions,
                  prepare: preparation.PreparationOptions = preparation.PreparationOptions(register=False,
                                                                                           resample=False),
                  names: Optional[Mapping[str, str]] = None, probabilities: bool = False,
-                 keep_prepared: bool = False, interpreter: Sequence[str] = (sys.executable,)):
+                 keep_prepared: bool = False, inputs: Optional[Mapping[str, str]] = None,
+                 interpreter: Sequence[str] = (sys.executable,)):
         names = dict(names or {m: m for m in MODALITIES})
         preparation.plan({m: g for m, (_, g) in volumes.items()}, prepare, names)  # a refused plan raises here
         self.geometry = volumes[preparation.REFERENCE][1]  # the result's grid
@@ -77,7 +78,7 @@ class SegmentationProcess:
         self._cancelled = False
         self.folder = Path(tempfile.mkdtemp(prefix="braintumorcnn-"))  # readable by this user only
         try:
-            _write_job(self.folder, volumes, options, prepare, names, probabilities, keep_prepared)
+            _write_job(self.folder, volumes, options, prepare, names, probabilities, keep_prepared, inputs)
             with open(self.folder / LOG, "wb") as log:
                 # stdin stays open and unused: the child exits when it closes, so it never outlives this process
                 self.process = subprocess.Popen([*interpreter, "-m", __name__, str(self.folder)], cwd=self.folder,
@@ -150,7 +151,7 @@ class SegmentationProcess:
         self.prepared = preparation.Prepared(kept, self.geometry, steps)
         self.warnings = made["warnings"]
         self.result = pipeline.Segmentation(labels, probabilities, made["num_classes"], made["model_name"],
-                                            made["card"], made["cleanup"], extraction)
+                                            made["card"], made["cleanup"], extraction, made["provenance"])
 
 
 def _child_environment() -> dict:
@@ -164,11 +165,11 @@ def _child_environment() -> dict:
 
 def _write_job(folder: Path, volumes: task.Volumes, options: pipeline.SegmentationOptions,
                prepare: preparation.PreparationOptions, names: Mapping[str, str], probabilities: bool,
-               keep_prepared: bool) -> None:
+               keep_prepared: bool, inputs: Optional[Mapping[str, str]]) -> None:
     for sequence, (array, geometry) in volumes.items():
         sitk.WriteImage(to_image(array, geometry), str(folder / f"{sequence}.nrrd"))
     job = {"options": dataclasses.asdict(options), "preparation": dataclasses.asdict(prepare), "names": dict(names),
-           "probabilities": probabilities, "keep_prepared": keep_prepared}
+           "probabilities": probabilities, "keep_prepared": keep_prepared, "inputs": dict(inputs or {})}
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
 
 
@@ -223,7 +224,8 @@ def run_job(folder: Path, progress: Progress) -> None:
         volumes[sequence] = (sitk.GetArrayFromImage(image), Geometry.from_image(image))
     prepared, warnings, result = task.prepare_and_segment(
         volumes, _build(pipeline.SegmentationOptions, job["options"]),
-        _build(preparation.PreparationOptions, job["preparation"]), job["names"], progress, lambda: False)
+        _build(preparation.PreparationOptions, job["preparation"]), job["names"], progress, lambda: False,
+        job["inputs"])
     images = {LABELS: to_image(result.labels.astype(np.uint8), prepared.geometry)}
     if job["probabilities"]:
         images[PROBABILITIES] = prepared.geometry.apply(sitk.GetImageFromArray(
@@ -234,7 +236,7 @@ def run_job(folder: Path, progress: Progress) -> None:
     made = {"model_name": result.model_name, "num_classes": result.num_classes, "card": result.card,
             "cleanup": str(result.cleanup_report) if result.cleanup_report else None,
             "extraction": result.extraction and dataclasses.asdict(result.extraction), "warnings": warnings,
-            "steps": [[s.sequence, s.action] for s in prepared.steps]}
+            "steps": [[s.sequence, s.action] for s in prepared.steps], "provenance": result.provenance}
     with atomic_paths([folder / name for name in images] + [folder / RESULT]) as paths:
         for path, image in zip(paths, images.values()):
             sitk.WriteImage(image, str(path))

@@ -70,9 +70,11 @@ class SegmentationTask:
 
 def prepare_and_segment(volumes: Volumes, options: pipeline.SegmentationOptions,
                         prepare: preparation.PreparationOptions, names: Mapping[str, str], progress: Progress,
-                        cancel: Callable[[], bool]) -> Tuple[preparation.Prepared, List[str], pipeline.Segmentation]:
+                        cancel: Callable[[], bool], inputs: Optional[pipeline.Inputs] = None
+                        ) -> Tuple[preparation.Prepared, List[str], pipeline.Segmentation]:
     """The volumes put on the T1c grid and segmented: (what preparation did, warnings about the inputs,
-    the segmentation).  Raises inference.Cancelled once `cancel()` turns true."""
+    the segmentation; `inputs` as Segmenter.segment).  Raises inference.Cancelled once `cancel()` turns
+    true."""
     def check_cancel() -> None:
         if cancel():
             raise inference.Cancelled()
@@ -81,6 +83,5 @@ def prepare_and_segment(volumes: Volumes, options: pipeline.SegmentationOptions,
                                    check_cancel=check_cancel)
     images = prepared.images()
     warnings = prepared.warnings + sanity.check_slots(images, [names[m] for m in MODALITIES])
-    # the one call to switch to running/segmenter.Segmenter (issue 35) for the page and the Slicer module both
-    result = pipeline.segment(images, prepared.geometry, options, progress=progress, cancel=cancel)
+    result = pipeline.segment(images, prepared.geometry, options, progress=progress, cancel=cancel, inputs=inputs)
     return prepared, warnings, result

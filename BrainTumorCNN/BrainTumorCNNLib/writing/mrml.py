@@ -351,6 +351,11 @@ def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name:
     return segmentation
 
 
+def inputs_of(volumes: Sequence) -> Dict[str, str]:
+    """How a provenance record names four volume nodes (T1, T1c, T2, FLAIR), which are no files."""
+    return {m: f"volume node {v.GetName()!r}" for m, v in zip(MODALITIES, volumes)}
+
+
 def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pipeline.SegmentationOptions(),
                   output_node=None, name: Optional[str] = None,
                   progress: Optional[pipeline.Progress] = None,
@@ -359,8 +364,8 @@ def segment_nodes(volumes: Sequence, options: pipeline.SegmentationOptions = pip
     node on their grid, pipeline result).  Nothing enters the scene before the
     result is complete, so a cancel or an error leaves the scene as it was."""
     images, geometry, _ = read_volumes(volumes)
-    inputs = {m: f"volume node {v.GetName()!r}" for m, v in zip(MODALITIES, volumes)}
-    result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel, inputs=inputs)
+    result = pipeline.segment(images, geometry, options, progress=progress, cancel=cancel,
+                              inputs=inputs_of(volumes))
     node = store_result(volumes[1].GetScene(), result, geometry, name or f"{volumes[1].GetName()} tumor",
                         output_node, reference_volume=volumes[1])
     return node, result
