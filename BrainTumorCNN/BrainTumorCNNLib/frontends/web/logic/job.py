@@ -1,5 +1,5 @@
-"""The segmentation of an opened case, off the server's event loop: the Slicer module's worker task
-(running/task.py runs pipeline.segment on a thread, with progress and cancel), given the options
+"""The segmentation of an opened case, off the server's event loop: the worker task (running/task.py
+runs pipeline.segment on a thread, with progress and cancel; the session is a process of its own), given the options
 `braintumorcnn segment` uses by default, so the page stays responsive and gives the command's labels."""
 from __future__ import annotations
 
