@@ -177,6 +177,23 @@ def test_a_run_cut_at_every_step_ends_with_the_weights_of_an_uninterrupted_run(s
     assert [int(r["step"]) for r in rows[0]] == [3, 6, 9] and rows[0][0]["train_dice_complete"]
 
 
+def test_a_run_continues_only_under_the_config_it_started_with(synthetic_cases, tmp_path):
+    """Weights trained under two configs would get a card naming one: a changed setting is refused (the
+    config.json of the start kept), where and how fast it runs may change."""
+    from dataclasses import replace
+    config = tiny_config(synthetic_cases, batches_per_epoch=3)
+    run = tmp_path / "r"
+    assert training.train(config, run, progress=False, deadline=0.0)["stopped"] == "deadline"
+    started = (run / "config.json").read_text()
+    for changed in (replace(config, learning_rate=0.01), replace(config, train_cases=config.train_cases[:1]),
+                    replace(config, sampling=sampling.SamplingConfig(thick_slice_fraction=0.5))):
+        with pytest.raises(ValueError, match="other settings"):
+            training.train(changed, run, progress=False)
+        assert (run / "config.json").read_text() == started
+    finished = training.train(replace(config, threads=2, cache_dir=str(tmp_path / "elsewhere")), run, progress=False)
+    assert finished["stopped"] is None and finished["global_step"] == 9
+
+
 def test_sigterm_stops_a_run_with_a_checkpoint_that_resumes(synthetic_cases, tmp_path):
     import signal
     import threading

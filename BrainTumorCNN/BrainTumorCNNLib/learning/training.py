@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -312,171 +312,256 @@ def _refuse_twins(train_cases: List[CachedCase], val_cases: List[CachedCase]) ->
                              "validate on other patients")
 
 
+@dataclass
+class RunState:
+    """Where a run stands; its checkpoint holds it as JSON, so a rerun continues from it."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished within the current epoch
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the validation score last improved
+    wall_s: float = 0.0
+    phase1_done: bool = False
+    learning_rate: float = 0.0  # the rate phase 1 starts from (found by the range test when configured 0)
+    device: str = "cpu"
+    losses: List[float] = field(default_factory=list)  # this epoch's, so far
+    tally: Optional[dict] = None  # this epoch's DiceTally counts, so far
+    sampler: Optional[dict] = None  # the sampler's random state before the next batch
+
+    def summary(self) -> dict:
+        """The state without the epoch's running lists (what summary.json and the return value hold)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("losses", "tally", "sampler")}
+
+
+#: Fields a run may continue under other values of: where it runs, and the plan's length (a run lengthened
+#: by more epochs; log.csv keeps each epoch's rate and momentum).
+RESUMABLE_CHANGES = ("threads", "device", "cache_dir", "phase1_epochs", "phase2_epochs")
+
+
+def check_same_config(saved: TrainingConfig, given: TrainingConfig) -> None:
+    """Refuse to continue a run under a config that trains otherwise (weights would then come from two
+    configs and the card name one).  Cases are compared by name (a case folder and its cache file are the
+    same case); RESUMABLE_CHANGES may differ."""
+    def comparable(config: TrainingConfig) -> dict:
+        out = json.loads(json.dumps(asdict(config)))
+        for name in RESUMABLE_CHANGES:
+            out.pop(name)
+        for name in ("train_cases", "validation_cases"):
+            out[name] = sorted(case_name(p) for p in out[name])
+        return out
+
+    before, now = comparable(saved), comparable(given)
+    changed = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in before if before[k] != now.get(k)]
+    if changed:
+        raise ValueError("this run was started with other settings; continue it with the same ones or start "
+                         "a new run folder. Changed: " + "; ".join(changed))
+
+
 def train(config: TrainingConfig, run_dir: Path, progress: bool = True, deadline: Optional[float] = None) -> dict:
     """Train (or resume) in `run_dir`; returns the summary written to `run_dir/summary.json`.
 
     `deadline` (a `time.time()` value): after the first step past it the run stops with a checkpoint
     (summary "stopped": "deadline"); the same call continues it.  SIGTERM or SIGINT (Ctrl-C) stops it
-    the same way."""
-    rank, world = _world()
-    device = training_device(config.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng([config.seed, rank])
-    generator = torch.Generator().manual_seed(1000 * config.seed + rank)
-    # channels-last: oneDNN's faster convolution layout on CPU (about 1.5x per training step here)
-    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    model = spectral_output(build_model(config)).to(device, memory_format=layout)
-    if isinstance(model, networks.AverageCNN):
-        return _compose(model, config, run_dir) if rank == 0 else {}
-    rf = model.receptive_field
-    cache = Path(config.cache_dir) if config.cache_dir else run_dir.parent / "preprocessed-cache"
-    train_cases = load_cases([Path(p) for p in config.train_cases], config.preprocessing, cache,
-                             _printer(rank, progress))
-    untrainable = [c.name for c in train_cases if not c.trainable]
-    if untrainable:
-        raise ValueError(f"{', '.join(untrainable)}: the truth does not separate the tumor classes a network "
-                         "learns (e.g. BRATS 2012's complete/core labels); use such cases for evaluation only")
-    val_cases = load_cases([Path(p) for p in config.validation_cases], config.preprocessing, cache,
-                           _printer(rank, progress))
-    _refuse_twins(train_cases, val_cases)
-    if isinstance(model, networks.CascadeCNN) and config.first_stage_maps:
-        train_cases = first_stage.with_first_stage(train_cases, model, weights.sha256(config.first_weights), cache,
-                                                   device, config.precision, _printer(rank, progress))
-    size = rf + config.output_size - 1
-    sampler = PatchSampler(train_cases, rf, config.output_size, config.num_classes, rng, config.sampling,
-                           margin=config.augmentation.margin(size))
-    batches = Prefetcher(sampler, config.batch_size // world)
-
-    def next_batch(phase: int = 1):
-        x, y = batches.next(balanced=(phase == 1))
-        x, y = augment(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), config.augmentation,
-                       size, config.output_size, generator, images=model.in_channels)
-        return x.contiguous(memory_format=layout), y
-
-    checkpoint_path = run_dir / "checkpoint.pt"
-    total_epochs = config.phase1_epochs + config.phase2_epochs
-    state = {"epoch": 0, "step": 0, "global_step": 0, "best_score": -math.inf, "best_epoch": -1, "stale": 0,
-             "wall_s": 0.0, "phase1_done": False, "learning_rate": config.learning_rate, "device": device.type,
-             "losses": [], "tally": None, "sampler": None}
-    try:  # the prefetch thread is closed on any error before the training loop's own try
-        saved = (torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file()
-                 else None)
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-            state.update(json.loads(saved["state"]))
-            if "torch_rng" in saved:  # checkpoints before exact resumption hold no random states
-                torch.set_rng_state(saved["torch_rng"])
-                generator.set_state(saved["augment_rng"])
-            if "cuda_rng" in saved and device.type == "cuda":  # dropout draws from the GPU's generator there
-                torch.cuda.set_rng_state(saved["cuda_rng"], device)
-            if state["sampler"]:
-                batches.restore(state["sampler"])
-        else:
-            if not config.start_weights:  # trained weights keep their own output biases
-                set_output_bias(model, sampler.class_frequencies())
-            if config.learning_rate <= 0:
-                state["learning_rate"], curve = lr_range_test(model, config, next_batch)
-                if world > 1:
-                    state["learning_rate"] = _from_rank0(state["learning_rate"])
-                if rank == 0:
-                    _write_rows(run_dir / "lr_range.csv", [{"learning_rate": f"{r:.3g}", "smoothed_loss": f"{v:.5f}"}
-                                                           for r, v in curve])
-                    print(f"learning-rate range test: {state['learning_rate']:.3g}", flush=True)
-        ddp, phase2_started, optimizer = _wrap(model, world, device), False, None
-        if rank == 0:
-            write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
-    except BaseException:
-        batches.close()
-        raise
-
-    def save_checkpoint(phase: int) -> None:
-        state["sampler"] = batches.state()
-        randomness = {"torch_rng": torch.get_rng_state(), "augment_rng": generator.get_state()}
-        if device.type == "cuda":
-            randomness["cuda_rng"] = torch.cuda.get_rng_state(device)
-        with atomic_path(checkpoint_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase,
-                        "state": json.dumps(state), **randomness}, tmp)
-
-    def past_deadline() -> bool:
-        late = deadline is not None and time.time() >= deadline or bool(interrupted)
-        return _from_rank0(late) if world > 1 else late
-
+    the same way.  A run continues only under the config it started with (`check_same_config`)."""
+    run = _Run(config, run_dir, progress)
+    if isinstance(run.model, networks.AverageCNN):
+        return _compose(run.model, config, run_dir) if run.rank == 0 else {}
     interrupted: List[int] = []  # SIGTERM / SIGINT: stop at the end of the step, as at the deadline
-    handlers = _catch_signals(interrupted)
-    try:
-        for epoch in range(state["epoch"], total_epochs):
+    handlers = {}
+    try:  # the prefetch thread is closed on any error
+        run.load_data()
+        run.start_or_resume()
+        handlers = _catch_signals(interrupted)
+        late = lambda: run.agreed(deadline is not None and time.time() >= deadline or bool(interrupted))  # noqa: E731
+        total_epochs = config.phase1_epochs + config.phase2_epochs
+        for epoch in range(run.state.epoch, total_epochs):
             phase = 1 if epoch < config.phase1_epochs else 2
-            if phase == 1 and state["phase1_done"]:
+            if phase == 1 and run.state.phase1_done:
                 continue
-            if phase == 2 and not phase2_started:
-                _freeze_all_but_output(model)
-                ddp, phase2_started = _wrap(model, world, device), True  # DDP must see the new set of parameters
-                optimizer = None
-            rate, momentum = _lr(state["learning_rate"], config, epoch), _momentum(config, epoch)
-            if optimizer is None:  # one optimiser per phase: its momentum carries across epochs
-                optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=rate,
-                                            momentum=momentum)
-                if saved is not None and saved["phase"] == phase:
-                    optimizer.load_state_dict(saved["optimizer"])
-                    saved = None
-            for group in optimizer.param_groups:
-                group["lr"], group["momentum"] = rate, momentum
-            model.train()
-            start, losses = time.time(), state["losses"]
-            tally = DiceTally(config.num_classes, state["tally"])
-            for step in range(state["step"], config.batches_per_epoch):
-                x, y = next_batch(phase)
-                with autocast(device, config.precision):
-                    out = ddp(x)
-                loss = window_loss(out.float(), y, phase == 1, config.num_classes)
-                penalty = sum(config.l1 * w.abs().sum() + config.l2 * (w ** 2).sum() for w in trainable_kernels(model))
-                optimizer.zero_grad(set_to_none=True)
-                (loss + penalty).backward()
-                optimizer.step()
-                with torch.no_grad():
-                    for w in trainable_kernels(model):
-                        w.clamp_(-config.weight_bound, config.weight_bound)
-                if not math.isfinite(loss.item()):
-                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                           "lower --learning-rate (or 0 to find one) or --weight-bound")
-                losses.append(loss.item())
-                tally.add(out, y)
-                state["global_step"] += 1
-                if progress and rank == 0:
-                    _bar(epoch, total_epochs, phase, step + 1, config.batches_per_epoch, float(np.mean(losses[-10:])))
-                if step + 1 < config.batches_per_epoch and past_deadline():
-                    state.update(step=step + 1, losses=losses, tally=tally.counts)
-                    state["wall_s"] += time.time() - start
-                    if rank == 0:
-                        save_checkpoint(phase)
-                    return _stopped(run_dir, state, config, rank, progress)
-            state["wall_s"] += time.time() - start
-            if rank == 0:
-                _end_epoch(model, config, state, run_dir, val_cases, device, epoch, phase, rate, momentum,
-                           losses, tally, time.time() - start, progress)
-                state.update(step=0, losses=[], tally=None)
-                save_checkpoint(phase)
-            state.update(step=0, losses=[], tally=None)
-            if world > 1:
-                state = _from_rank0(state)  # rank 0 alone decides early stopping: everyone follows
-                _broadcast_model(model)
-            if state["epoch"] < total_epochs and past_deadline():
-                return _stopped(run_dir, state, config, rank, progress)
+            if not run.train_epoch(epoch, phase, late):
+                return _stopped(run_dir, run.state, config, run.rank, progress)
+            if run.state.epoch < total_epochs and late():
+                return _stopped(run_dir, run.state, config, run.rank, progress)
     finally:
-        batches.close()
+        if run.batches is not None:
+            run.batches.close()
         for number, handler in handlers.items():
             signal.signal(number, handler)
-    summary = dict(state, model=config.model, run_dir=str(run_dir), stopped=None)
-    for key in ("losses", "tally", "sampler"):
-        summary.pop(key)
-    if rank == 0:
+    summary = dict(run.state.summary(), model=config.model, run_dir=str(run_dir), stopped=None)
+    if run.rank == 0:
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         plots.plot_run(run_dir)
     return summary
+
+
+class _Run:
+    """One training run's model, data, optimiser and state between steps; `train` drives it."""
+
+    def __init__(self, config: TrainingConfig, run_dir: Path, progress: bool):
+        self.config, self.run_dir, self.progress = config, run_dir, progress
+        self.rank, self.world = _world()
+        self.device = training_device(config.device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng([config.seed, self.rank])
+        self.generator = torch.Generator().manual_seed(1000 * config.seed + self.rank)
+        # channels-last: oneDNN's faster convolution layout on CPU (about 1.5x per training step here)
+        self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model = spectral_output(build_model(config)).to(self.device, memory_format=self.layout)
+        self.state = RunState(learning_rate=config.learning_rate, device=self.device.type)
+        self.batches: Optional[Prefetcher] = None
+        self.saved: Optional[dict] = None  # the checkpoint resumed, until its optimiser state is loaded
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.ddp, self.phase2_started = self.model, False
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+
+    def load_data(self) -> None:
+        """The cached cases, the cascade's first-stage maps, the window sampler and its prefetch thread."""
+        config, say = self.config, _printer(self.rank, self.progress)
+        cache = Path(config.cache_dir) if config.cache_dir else self.run_dir.parent / "preprocessed-cache"
+        train_cases = load_cases([Path(p) for p in config.train_cases], config.preprocessing, cache, say)
+        untrainable = [c.name for c in train_cases if not c.trainable]
+        if untrainable:
+            raise ValueError(f"{', '.join(untrainable)}: the truth does not separate the tumor classes a network "
+                             "learns (e.g. BRATS 2012's complete/core labels); use such cases for evaluation only")
+        self.val_cases = load_cases([Path(p) for p in config.validation_cases], config.preprocessing, cache, say)
+        _refuse_twins(train_cases, self.val_cases)
+        if isinstance(self.model, networks.CascadeCNN) and config.first_stage_maps:
+            train_cases = first_stage.with_first_stage(train_cases, self.model, weights.sha256(config.first_weights),
+                                                       cache, self.device, config.precision, say)
+        self.size = self.model.receptive_field + config.output_size - 1
+        self.sampler = PatchSampler(train_cases, self.model.receptive_field, config.output_size,
+                                    config.num_classes, self.rng, config.sampling,
+                                    margin=config.augmentation.margin(self.size))
+        self.batches = Prefetcher(self.sampler, config.batch_size // self.world)
+
+    def next_batch(self, phase: int = 1) -> tuple:
+        x, y = self.batches.next(balanced=(phase == 1))
+        x, y = augment(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device),
+                       self.config.augmentation, self.size, self.config.output_size, self.generator,
+                       images=self.model.in_channels)
+        return x.contiguous(memory_format=self.layout), y
+
+    def start_or_resume(self) -> None:
+        """Continue from the checkpoint (same config only), or start: output biases, learning-rate test."""
+        config, model = self.config, self.model
+        if self.checkpoint_path.is_file():
+            config_path = self.run_dir / "config.json"
+            if config_path.is_file():
+                check_same_config(TrainingConfig.from_json(config_path.read_text()), config)
+            self.saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(self.saved["model"])
+            self.state = RunState(**json.loads(self.saved["state"]))
+            if "torch_rng" in self.saved:  # checkpoints before exact resumption hold no random states
+                torch.set_rng_state(self.saved["torch_rng"])
+                self.generator.set_state(self.saved["augment_rng"])
+            if "cuda_rng" in self.saved and self.device.type == "cuda":  # dropout draws from the GPU's there
+                torch.cuda.set_rng_state(self.saved["cuda_rng"], self.device)
+            if self.state.sampler:
+                self.batches.restore(self.state.sampler)
+        else:
+            if not config.start_weights:  # trained weights keep their own output biases
+                set_output_bias(model, self.sampler.class_frequencies())
+            if config.learning_rate <= 0:
+                self._find_learning_rate()
+        self.ddp = _wrap(model, self.world, self.device)
+        if self.rank == 0:
+            write_text(self.run_dir / "config.json", json.dumps(asdict(config), indent=2))
+
+    def _find_learning_rate(self) -> None:
+        rate, curve = lr_range_test(self.model, self.config, self.next_batch)
+        self.state.learning_rate = _from_rank0(rate) if self.world > 1 else rate
+        if self.rank == 0:
+            _write_rows(self.run_dir / "lr_range.csv", [{"learning_rate": f"{r:.3g}", "smoothed_loss": f"{v:.5f}"}
+                                                       for r, v in curve])
+            print(f"learning-rate range test: {self.state.learning_rate:.3g}", flush=True)
+
+    def agreed(self, late: bool) -> bool:
+        """Whether to stop: rank 0's answer for every process."""
+        return _from_rank0(late) if self.world > 1 else late
+
+    def _optimizer_for(self, epoch: int, phase: int) -> Tuple[float, float]:
+        """Phase 2 freezes all but the output layer (once); one optimiser per phase, so its momentum
+        carries across epochs; this epoch's rate and momentum set on it."""
+        if phase == 2 and not self.phase2_started:
+            _freeze_all_but_output(self.model)
+            self.ddp, self.phase2_started = _wrap(self.model, self.world, self.device), True  # DDP: new parameters
+            self.optimizer = None
+        rate, momentum = _lr(self.state.learning_rate, self.config, epoch), _momentum(self.config, epoch)
+        if self.optimizer is None:
+            self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=rate,
+                                             momentum=momentum)
+            if self.saved is not None and self.saved["phase"] == phase:
+                self.optimizer.load_state_dict(self.saved["optimizer"])
+                self.saved = None
+        for group in self.optimizer.param_groups:
+            group["lr"], group["momentum"] = rate, momentum
+        return rate, momentum
+
+    def train_epoch(self, epoch: int, phase: int, late: Callable[[], bool]) -> bool:
+        """The epoch's remaining steps, then (rank 0) validation, weights, log and checkpoint; False when it
+        stopped part-way (deadline or signal) with a checkpoint."""
+        config, state = self.config, self.state
+        rate, momentum = self._optimizer_for(epoch, phase)
+        self.model.train()
+        start, tally = time.time(), DiceTally(config.num_classes, state.tally)
+        for step in range(state.step, config.batches_per_epoch):
+            out, y = self._step(phase, epoch, step)
+            tally.add(out, y)
+            state.global_step += 1
+            if self.progress and self.rank == 0:
+                _bar(epoch, config.phase1_epochs + config.phase2_epochs, phase, step + 1, config.batches_per_epoch,
+                     float(np.mean(state.losses[-10:])))
+            if step + 1 < config.batches_per_epoch and late():
+                state.step, state.tally = step + 1, tally.counts
+                state.wall_s += time.time() - start
+                if self.rank == 0:
+                    self.save_checkpoint(phase)
+                return False
+        state.wall_s += time.time() - start
+        if self.rank == 0:
+            _end_epoch(self.model, config, state, self.run_dir, self.val_cases, self.device, epoch, phase, rate,
+                       momentum, state.losses, tally, time.time() - start, self.progress)
+            state.step, state.losses, state.tally = 0, [], None
+            self.save_checkpoint(phase)
+        state.step, state.losses, state.tally = 0, [], None
+        if self.world > 1:
+            self.state = _from_rank0(state)  # rank 0 alone decides early stopping: everyone follows
+            _broadcast_model(self.model)
+        return True
+
+    def _step(self, phase: int, epoch: int, step: int) -> tuple:
+        """One SGD step on a batch; the outputs and labels for the epoch's Dice tally."""
+        config = self.config
+        x, y = self.next_batch(phase)
+        with autocast(self.device, config.precision):
+            out = self.ddp(x)
+        loss = window_loss(out.float(), y, phase == 1, config.num_classes)
+        penalty = sum(config.l1 * w.abs().sum() + config.l2 * (w ** 2).sum() for w in trainable_kernels(self.model))
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss + penalty).backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for w in trainable_kernels(self.model):
+                w.clamp_(-config.weight_bound, config.weight_bound)
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                   "lower --learning-rate (or 0 to find one) or --weight-bound")
+        self.state.losses.append(loss.item())
+        return out, y
+
+    def save_checkpoint(self, phase: int) -> None:
+        self.state.sampler = self.batches.state()
+        randomness = {"torch_rng": torch.get_rng_state(), "augment_rng": self.generator.get_state()}
+        if self.device.type == "cuda":
+            randomness["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "phase": phase,
+                        "state": json.dumps(asdict(self.state)), **randomness}, tmp)
 
 
 def _catch_signals(caught: List[int]) -> dict:
@@ -496,45 +581,44 @@ def _end_epoch(model, config, state, run_dir, val_cases, device, epoch, phase, r
     score = (validation_dice(model, val_cases, config.validation_slice_step, device, config.precision)
              if val_cases else {})
     mean = float(np.mean(list(score.values()))) if score else -float(np.mean(losses))
-    improved = mean > state["best_score"]
-    state["epoch"] = epoch + 1
+    improved = mean > state.best_score
+    state.epoch = epoch + 1
     if improved:
-        state.update(best_score=mean, best_epoch=epoch + 1, stale=0)
+        state.best_score, state.best_epoch, state.stale = mean, epoch + 1, 0
         weights.save(model, config.model, run_dir / "best.safetensors", _card(config, state, score))
     else:
-        state["stale"] += 1
+        state.stale += 1
     weights.save(model, config.model, run_dir / "last.safetensors", _card(config, state, score))
-    row = {"epoch": epoch + 1, "step": state["global_step"], "phase": phase, "lr": rate, "momentum": momentum,
+    row = {"epoch": epoch + 1, "step": state.global_step, "phase": phase, "lr": rate, "momentum": momentum,
            "train_loss": float(np.mean(losses)), **{f"train_dice_{r}": round(v, 4) for r, v in tally.dice().items()},
-           "seconds": round(seconds, 1), "wall_s": round(state["wall_s"], 1),
+           "seconds": round(seconds, 1), "wall_s": round(state.wall_s, 1),
            **{f"val_dice_{r}": round(v, 4) for r, v in score.items()}}
     _log(run_dir, row)
     plots.plot_run(run_dir)
     if progress:
         print(f"epoch {epoch + 1}/{config.phase1_epochs + config.phase2_epochs} phase {phase} (step "
-              f"{state['global_step']}): loss {row['train_loss']:.4f} val dice {score} ({row['seconds']} s)"
+              f"{state.global_step}): loss {row['train_loss']:.4f} val dice {score} ({row['seconds']} s)"
               f"{' *best*' if improved else ''}", flush=True)
-    if phase == 1 and (epoch + 1 == config.phase1_epochs or config.patience and state["stale"] >= config.patience):
+    if phase == 1 and (epoch + 1 == config.phase1_epochs or config.patience and state.stale >= config.patience):
         _end_phase1(model, run_dir, state, config.keep)
 
 
-def _stopped(run_dir: Path, state: dict, config: TrainingConfig, rank: int, progress: bool) -> dict:
+def _stopped(run_dir: Path, state: RunState, config: TrainingConfig, rank: int, progress: bool) -> dict:
     if rank == 0 and progress:
-        print(f"deadline reached at step {state['global_step']} (epoch {state['epoch'] + 1}, step {state['step']}): "
+        print(f"deadline reached at step {state.global_step} (epoch {state.epoch + 1}, step {state.step}): "
               f"checkpoint in {run_dir}; run the same command to continue", flush=True)
     return {"model": config.model, "run_dir": str(run_dir), "stopped": "deadline",
-            **{k: state[k] for k in ("epoch", "step", "global_step", "best_epoch", "best_score", "wall_s")}}
+            **{k: getattr(state, k) for k in ("epoch", "step", "global_step", "best_epoch", "best_score", "wall_s")}}
 
 
 def _compose(model: nn.Module, config: TrainingConfig, run_dir: Path) -> dict:
     """AverageCNN is not trained (the paper averages separately trained networks): its run holds the two
     path networks put together, with the epochs counted as done so that a rerun does nothing."""
-    state = {"epoch": config.phase1_epochs + config.phase2_epochs, "best_epoch": 0, "best_score": None,
-             "learning_rate": None, "wall_s": 0.0}
-    weights.save(model, config.model, run_dir / "best.safetensors", _card(config, dict(state, epoch=0), {}))
+    weights.save(model, config.model, run_dir / "best.safetensors", _card(config, RunState(best_epoch=0), {}))
     write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
-    summary = dict(state, model=config.model, run_dir=str(run_dir), composed_from=[
-        config.local_weights, config.global_weights])
+    summary = {"epoch": config.phase1_epochs + config.phase2_epochs, "best_epoch": 0, "best_score": None,
+               "learning_rate": None, "wall_s": 0.0, "model": config.model, "run_dir": str(run_dir),
+               "composed_from": [config.local_weights, config.global_weights]}
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
@@ -555,24 +639,24 @@ def _freeze_all_but_output(model: nn.Module) -> None:
         layer.requires_grad_(True)
 
 
-def _end_phase1(model: nn.Module, run_dir: Path, state: dict, keep: str) -> None:
+def _end_phase1(model: nn.Module, run_dir: Path, state: RunState, keep: str) -> None:
     """Keep the best (or last) phase-1 model as the one-phase result and start phase 2 from it."""
     kept = run_dir / f"{keep}.safetensors"
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(kept.with_suffix(suffix), run_dir / f"phase1{suffix}")
     model.load_state_dict(load_file(str(run_dir / "phase1.safetensors")))
-    state.update(phase1_done=True, best_score=-math.inf, stale=0)
+    state.phase1_done, state.best_score, state.stale = True, -math.inf, 0
 
 
-def _card(config: TrainingConfig, state: dict, score: dict) -> dict:
+def _card(config: TrainingConfig, state: RunState, score: dict) -> dict:
     return {
         "label_scheme": labels.output_scheme(config.num_classes).name,
         "classes": [t.name for t in labels.class_tissues(config.num_classes)],
         "receptive_field": registry.get(config.model).receptive_field,
         "train_cases": [case_name(p) for p in config.train_cases],
         "validation_cases": [case_name(p) for p in config.validation_cases],
-        "epochs": state["epoch"], "steps": state.get("global_step"), "best_epoch": state["best_epoch"],
-        "training_wall_s": round(state["wall_s"], 1),
+        "epochs": state.epoch, "steps": state.global_step, "best_epoch": state.best_epoch,
+        "training_wall_s": round(state.wall_s, 1),
         "validation_slices": {"dice": score, "slice_step": config.validation_slice_step},
         "config": asdict(config),
     }
