@@ -335,3 +335,25 @@ def test_prepared_volumes_are_kept_in_the_scene_when_asked_for():
     array, geometry = mrml.array_of(_volume_nodes(scene)["case_flair on T1c grid"])
     np.testing.assert_array_equal(array, flair)
     assert geometry == OBLIQUE
+
+
+def test_renamed_and_added_segments_read_back_as_the_tumor_alone(tmp_path):
+    """Issue 35 point 1: a renamed tumor segment still counts as its tissue (its tag, kept in the
+    .seg.nrrd), a segment the reader adds is no tumor tissue and is left out of the label map."""
+    label_map = planted_labels(OBLIQUE)
+    scene = slicer.vtkMRMLScene()
+    reference = mrml.add_volume_node(scene, np.zeros(OBLIQUE.shape, np.float32), OBLIQUE, "T1c")
+    node = mrml.add_segmentation_node(scene, label_map, OBLIQUE, 4, "edited")
+    segmentation = node.GetSegmentation()
+    segmentation.GetNthSegment(2).SetName("Checked enhancing")  # enhancing: its terminology is non-enhancing's too
+    added = segmentation.AddEmptySegment("", "Resection cavity", None)
+    np.testing.assert_array_equal(mrml.labels_of(node, reference), label_map)
+    assert mrml.tissue_of(segmentation.GetSegment(added)) is None
+    assert not mrml.segment_mask(node, added, reference).any()
+
+    path = mrml.write_segmentation_node(node, tmp_path / "edited.seg.nrrd")
+    read = mrml.read_segmentation_file(path, scene)
+    names = [read.GetSegmentation().GetNthSegment(i).GetName() for i in range(4)]
+    assert names[2:] == ["Checked enhancing", "Resection cavity"]
+    assert mrml.tissue_of(read.GetSegmentation().GetNthSegment(2)) == labels.TISSUES["enhancing"]
+    np.testing.assert_array_equal(mrml.labels_of(read, reference), label_map)

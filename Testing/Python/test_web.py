@@ -350,6 +350,66 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         page.close()
 
 
+def test_added_and_renamed_segments_keep_the_volumes_and_downloads(browser, phantom_case, tmp_path):
+    """Issue 35 point 1: a tumor segment renamed in the segment editor still counts as its tissue, and a
+    segment the reader adds is shown with its own volume, outside the tumor; the volumes follow both,
+    the .seg.nrrd download keeps both as they stand and the label map holds the tumor alone."""
+    import slicer
+
+    from BrainTumorCNNLib.reading import io
+    from BrainTumorCNNLib.writing import mrml
+
+    with serving("--case", str(phantom_case)) as url:
+        page = open_page(browser, url)
+        wait_until_loaded(page)
+        click_segment(page, timeout_s=600)
+        shown = page_volumes(page)
+        first = page.locator("#volumes .segment-name").first.inner_text()
+        name_field = page.locator("#correction .v-list-item--active input").first  # the active segment's name
+        name_field.fill("Checked core")
+        name_field.press("Enter")
+        renamed = wait_for_volumes(page, lambda v: f"Checked core ({first})" in v)
+        assert renamed[f"Checked core ({first})"] == shown[first]
+        assert {k: v for k, v in renamed.items() if "Checked" not in k} == {k: v for k, v in shown.items() if k != first}
+
+        page.locator("#correction button:has(.mdi-plus)").first.click()  # the editor's Add Segment
+        added = wait_for_volumes(page, lambda v: any(k.endswith("(not a tumor tissue)") for k in v))
+        (extra,) = [k for k in added if k.endswith("(not a tumor tissue)")]
+        assert added[extra] == 0.0
+        page.locator("button:has(.mdi-brush)").first.click()
+        x, y = centre(page, "#view-Axial")
+        page.mouse.move(x - 60, y - 40)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
+            time.sleep(0.05)
+        page.mouse.up()
+        painted = wait_for_volumes(page, lambda v: v.get(extra, 0) > 0.01)
+        assert painted["complete tumor"] <= shown["complete tumor"]  # painted over, or beside, the tumor
+        assert page.locator("#case-error").count() == 0
+
+        downloaded = {}
+        for kind in ("segmentation", "labels"):
+            with page.expect_download() as download:
+                page.locator(f"#download-{kind}").click()
+            downloaded[kind] = tmp_path / download.value.suggested_filename
+            download.value.save_as(downloaded[kind])
+        label_map, _ = io.read_image(downloaded["labels"])
+        scene = slicer.vtkMRMLScene()
+        node = mrml.read_segmentation_file(downloaded["segmentation"], scene)
+        reference = mrml.read_volume_file(next(phantom_case.glob("*_t1ce.nii.gz")), scene)
+        segmentation = node.GetSegmentation()
+        segments = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
+                    for i in range(segmentation.GetNumberOfSegments())}
+        extra_name = extra[: -len(" (not a tumor tissue)")]
+        assert "Checked core" in segments and extra_name in segments and first not in segments, sorted(segments)
+        assert mrml.tissue_of(segmentation.GetSegment(segments["Checked core"])).name == first
+        assert np.array_equal(mrml.labels_of(node, reference), label_map)  # the renamed segment counts
+        own = mrml.segment_mask(node, segments[extra_name], reference)
+        assert own.any() and not label_map[own].any()  # the reader's segment is kept, and is no tumor
+        page.close()
+
+
 def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_case, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -23,6 +23,8 @@ from ..running import pipeline
 from . import provenance as provenance_fields
 
 logger = logging.getLogger(__name__)
+#: The segment tag naming the tumor tissue a segment holds (a label table key): it survives renaming.
+TISSUE_TAG = "BrainTumorCNN.tissue"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -128,6 +130,7 @@ def fill_segmentation_node(node, label_map: np.ndarray, geometry: Geometry, num_
             segment.SetName(tissue.name)
             segment.SetColor(*tissue.color)
             segment.SetTerminology(label_table.terminology_entry(tissue))
+            segment.SetTag(TISSUE_TAG, tissue.key)
             segmentation.SetSegmentIndex(segment_id, index)
     finally:
         scene.RemoveNode(labelmap)
@@ -172,29 +175,49 @@ def remove_node(scene, node) -> None:
     scene.RemoveNode(node)
 
 
-def labels_of(segmentation_node, reference_volume) -> np.ndarray:
-    """Internal label map (Z, Y, X) of a segmentation on a reference volume's
-    grid, read back by segment name; for reading edited segmentations."""
+def tissue_of(segment) -> Optional[label_table.Tissue]:
+    """The tumor tissue a segment holds: by the tag fill_segmentation_node gives it (kept when a reader
+    renames the segment, and in `.seg.nrrd` files), else by its name, else by its terminology where
+    that names one label value (enhancing and non-enhancing tumor share theirs); None for a segment
+    of the reader's own (added in an editor), which is no tumor tissue."""
+    import vtk
+    tag = vtk.reference("")
+    if segment.GetTag(TISSUE_TAG, tag) and tag.get() in label_table.TISSUES:
+        return label_table.TISSUES[tag.get()]
+    named = [t for t in label_table.TISSUES.values() if t.name == segment.GetName()]
+    codes = (segment.GetTerminology() or "").split("~")[1:3]
+    coded = [t for t in label_table.TISSUES.values() if codes == label_table.terminology_entry(t).split("~")[1:3]]
+    found = named or coded
+    return found[0] if found and len({t.value for t in found}) == 1 else None
+
+
+def segment_mask(segmentation_node, segment_id: str, reference_volume) -> np.ndarray:
+    """One segment's voxels (Z, Y, X, bool) on a reference volume's grid."""
     slicer = _slicer()
     scene = segmentation_node.GetScene()
-    names = {t.name: t.value for t in label_table.TISSUES.values()}
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    try:
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, _string_array([segment_id]), labelmap, reference_volume):
+            name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+            raise RuntimeError(f"Slicer could not export segment {name!r}")
+        mask, _ = array_of(labelmap)
+    finally:
+        scene.RemoveNode(labelmap)
+    return mask > 0
+
+
+def labels_of(segmentation_node, reference_volume) -> np.ndarray:
+    """Internal label map (Z, Y, X) of a segmentation on a reference volume's grid, each segment's
+    voxels given its tissue's value (tissue_of: renamed tumor segments count as their tissue); the
+    reader's own segments are not tumor and are left out.  For reading edited segmentations."""
     segmentation = segmentation_node.GetSegmentation()
     out = np.zeros(geometry_of(reference_volume).shape, dtype=np.uint8)
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
-        name = segmentation.GetSegment(segment_id).GetName()
-        if name not in names:
-            raise ValueError(f"segment {name!r} is not one of the tumor tissues {sorted(names)}")
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        try:
-            ids = _string_array([segment_id])
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                    segmentation_node, ids, labelmap, reference_volume):
-                raise RuntimeError(f"Slicer could not export segment {name!r}")
-            mask, _ = array_of(labelmap)
-        finally:
-            scene.RemoveNode(labelmap)
-        out[mask > 0] = names[name]
+        tissue = tissue_of(segmentation.GetSegment(segment_id))
+        if tissue is not None:
+            out[segment_mask(segmentation_node, segment_id, reference_volume)] = tissue.value
     return out
 
 
@@ -211,19 +234,30 @@ def write_segmentation_file(label_map: np.ndarray, geometry: Geometry, num_class
     """Write a `.seg.nrrd` Slicer segmentation of an internal label map with
     Slicer's segmentation storage node, atomically; `provenance` (a Segmenter's record) goes into
     its header as key/value fields (the storage node writes no node attributes)."""
-    slicer = _slicer()
-    scene = slicer.vtkMRMLScene()
+    scene = _slicer().vtkMRMLScene()
     node = add_segmentation_node(scene, label_map, geometry, num_classes, Path(path).name.split(".")[0])
+    return write_segmentation_node(node, path, provenance)
+
+
+def write_segmentation_node(node, path: Union[str, Path], provenance: Optional[Mapping] = None) -> Path:
+    """Write a segmentation node as it stands (every segment, as named, edits included) to a `.seg.nrrd`
+    file with Slicer's segmentation storage node, atomically; `provenance` as write_segmentation_file's.
+    The node's scene's thread only."""
+    slicer = _slicer()
+    scene = node.GetScene()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        storage = slicer.vtkMRMLSegmentationStorageNode()
-        scene.AddNode(storage)
-        storage.SetFileName(str(tmp))
-        storage.SetUseCompression(True)
-        if not storage.WriteData(node):
-            raise OSError(f"could not write the segmentation {path} (disk full or not writable?)")
-        if provenance is not None:
-            provenance_fields.add_nrrd_fields(tmp, provenance_fields.fields(provenance))
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    try:
+        with atomic_path(path) as tmp:
+            storage.SetFileName(str(tmp))
+            storage.SetUseCompression(True)
+            if not storage.WriteData(node):
+                raise OSError(f"could not write the segmentation {path} (disk full or not writable?)")
+            if provenance is not None:
+                provenance_fields.add_nrrd_fields(tmp, provenance_fields.fields(provenance))
+    finally:
+        scene.RemoveNode(storage)
     return path
 
 

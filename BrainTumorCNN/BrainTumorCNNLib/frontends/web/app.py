@@ -467,18 +467,34 @@ class WebApp:
             editor.undo_stack.clear()
 
     def update_volumes(self) -> None:
-        """The volume table (and the Dice against the truth) of the segmentation as it stands."""
+        """The volume table (and the Dice against the truth) of the segmentation as it stands: a tumor
+        segment under its tissue's volume (a renamed one shows its tissue beside its name), a segment the
+        reader added with its own volume, outside the tumor's regions."""
         self._edit_timer = None
         if self.session.segmentation_node is None or self.session.case is None:
             return
-        labels = self.session.labels()
-        volumes = self.session.volumes(labels)
-        colours = dict(self.session.segments())
-        tissues = [name for name in colours if name in volumes]
-        dice = downloads.quick_dice(self.session.case, labels)
+        try:
+            labels = self.session.labels()
+            volumes = self.session.volumes(labels)
+            rows = []
+            for segment in self.session.segments():
+                if segment.tissue is None:
+                    name, ml = f"{segment.name} (not a tumor tissue)", self.session.segment_ml(segment.segment_id)
+                else:
+                    tissue = segment.tissue.name
+                    name = segment.name if segment.name == tissue else f"{segment.name} ({tissue})"
+                    ml = volumes[tissue]
+                rows.append({"name": name, "color": segment.colour, "ml": f"{ml:.3f}"})
+            dice = downloads.quick_dice(self.session.case, labels)
+        except (ValueError, RuntimeError) as exc:  # said on the page, not only in a timer's log
+            log.warning("volumes not computed: %s", exc)
+            with self.state:
+                self.state.case_error = f"volumes not computed: {exc}"
+            return
+        tissues = {t.name for t in self.session.result.tissues}
         with self.state:
-            self.state.segment_volumes = [{"name": n, "color": colours[n], "ml": f"{volumes[n]:.3f}"} for n in tissues]
-            self.state.region_volumes = [{"name": n, "ml": f"{volumes[n]:.3f}"} for n in volumes if n not in colours]
+            self.state.segment_volumes = rows
+            self.state.region_volumes = [{"name": n, "ml": f"{volumes[n]:.3f}"} for n in volumes if n not in tissues]
             self.state.dice_text = "" if dice is None else f"Dice against {self._truth_name()}: " + \
                 ", ".join(f"{region} {value:.2f}" for region, value in dice.items())
 
@@ -512,13 +528,17 @@ class WebApp:
         """The file of `kind` written from the segmentation as edited, as an attachment for the page."""
         if self.session.result is None:
             raise ValueError("nothing to download: segment a case first")
-        labels = self.session.labels()
         result = self.session.result
         try:
-            path = await asyncio.get_running_loop().run_in_executor(
-                None, downloads.write, kind, self.session.private(), self.session.case, labels, result.num_classes,
-                result.model_name)
-        except (ValueError, OSError) as exc:  # a DICOM SEG highdicom refuses, a full disk: say why on the page
+            if kind == "segmentation":  # the node itself, every segment as named (the scene's thread)
+                path = downloads.write_segmentation(self.session.segmentation_node, self.session.private(),
+                                                    self.session.case, getattr(result, "provenance", None))
+            else:
+                labels = self.session.labels()
+                path = await asyncio.get_running_loop().run_in_executor(
+                    None, downloads.write, kind, self.session.private(), self.session.case, labels,
+                    result.num_classes, result.model_name)
+        except (ValueError, RuntimeError, OSError) as exc:  # a DICOM SEG highdicom refuses, a full disk: say why
             with self.state:
                 self.state.case_error = f"{downloads.KINDS.get(kind, (kind,))[0]} not written: {exc}"
             raise

@@ -3,7 +3,7 @@ it names them (outputs.output_paths), from the segmentation as edited in the pag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -40,6 +40,13 @@ def quick_dice(case: io.Case, labels: np.ndarray) -> Optional[Dict[str, float]]:
         both = int(np.count_nonzero(predicted)) + int(np.count_nonzero(truth))
         scores[region] = 1.0 if both == 0 else 2.0 * int(np.count_nonzero(predicted & truth)) / both  # as metrics
     return scores
+
+
+def write_segmentation(node, folder: Path, case: io.Case, provenance: Optional[Mapping] = None) -> Path:
+    """The `.seg.nrrd` download: the page's segmentation node as it stands, every segment as named
+    (those the reader added too, which the label map leaves out), with how the result was made."""
+    return mrml.write_segmentation_node(node, outputs.output_paths(folder, case.name)["segmentation"],
+                                        provenance or None)
 
 
 def write(kind: str, folder: Path, case: io.Case, labels: np.ndarray, num_classes: int, model_name: str) -> Path:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .... import labels as label_table
 from ....modalities import MODALITIES
 from ....reading import io
 from ....running import pipeline
@@ -18,6 +19,13 @@ from .security import MAX_UPLOAD_BYTES, ReadableRoots, private_folder
 
 #: The sequences shown in the slice views, the segmentation over them.
 SHOWN = ("T1c", "FLAIR")
+
+
+class Segment(NamedTuple):
+    segment_id: str
+    name: str
+    colour: str  # #rrggbb
+    tissue: Optional[label_table.Tissue]  # None: a segment the reader added, no tumor tissue
 
 
 class Session:
@@ -90,7 +98,8 @@ class Session:
         return self.segmentation_node
 
     def labels(self) -> np.ndarray:
-        """The segmentation as it stands (edits included): internal labels on the case's grid."""
+        """The segmentation as it stands (edits included): internal labels on the case's grid, of the
+        tumor segments (renamed ones count as their tissue; the reader's own segments are left out)."""
         return mrml.labels_of(self.segmentation_node, self.volume_nodes["T1c"])
 
     def volumes(self, labels: Optional[np.ndarray] = None) -> Dict[str, float]:
@@ -99,14 +108,21 @@ class Session:
         labels = self.labels() if labels is None else labels
         return mrml.tumor_volumes_ml(labels, self.case.geometry, self.result.num_classes)
 
-    def segments(self) -> List[Tuple[str, str]]:
-        """(name, colour as #rrggbb) of each segment in the scene, in order."""
+    def segments(self) -> List[Segment]:
+        """Each segment in the scene, in order: its name, colour and tumor tissue (None for the reader's own)."""
         segmentation = self.segmentation_node.GetSegmentation()
         out = []
         for index in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(index)
-            out.append((segment.GetName(), "#" + "".join(f"{round(c * 255):02x}" for c in segment.GetColor())))
+            out.append(Segment(segmentation.GetNthSegmentID(index), segment.GetName(),
+                               "#" + "".join(f"{round(c * 255):02x}" for c in segment.GetColor()),
+                               mrml.tissue_of(segment)))
         return out
+
+    def segment_ml(self, segment_id: str) -> float:
+        """mL of one segment (a segment of the reader's own, which the tumor volumes leave out)."""
+        mask = mrml.segment_mask(self.segmentation_node, segment_id, self.volume_nodes["T1c"])
+        return float(np.count_nonzero(mask) * self.case.geometry.voxel_volume_ml)
 
     def remove_result(self) -> None:
         if self.segmentation_node is not None:

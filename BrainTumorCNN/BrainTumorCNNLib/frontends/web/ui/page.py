@@ -29,7 +29,6 @@ class SessionLife:
 def build_page(server, layout_manager, editor_ui_type, life: SessionLife = SessionLife()):
     """The page's layout; returns (layout, the trame-slicer segment editor panel in it)."""
     ctrl = server.controller
-    _session_life(server, life)
     with VAppLayout(server, full_height=True) as layout:
         layout.root.theme = "dark"
         with v3.VAppBar(density="compact"):
@@ -58,6 +57,7 @@ def build_page(server, layout_manager, editor_ui_type, life: SessionLife = Sessi
                         v3.VBtn("Redo", id="redo", click=editor.redo_clicked, prepend_icon="mdi-redo",
                                 disabled=("!can_redo",), size="small", variant="tonal")
         _slice_keys(server)
+        _session_life(server, life)
         with v3.VMain():
             with html.Div(classes="d-flex fill-height", style="height: calc(100vh - 48px);"):
                 layout_manager.initialize_layout_grid(layout)
