@@ -42,6 +42,7 @@ from .. import labels
 from ..atomic import atomic_path, write_text
 from ..network import networks, registry, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
+from ..scoring import metrics
 from . import first_stage, plots
 from .augmentation import AugmentationConfig, augment
 from .sampling import CachedCase, PatchSampler, Prefetcher, SamplingConfig, case_name, load_cases, same_patient_groups
@@ -145,12 +146,12 @@ class DiceTally:
         pred = self.values[log_probs.detach().argmax(1).cpu()].numpy()
         truth = self.values[targets.cpu()].numpy()
         for region, count in self.counts.items():
-            a, b = labels.region_mask(pred, region), labels.region_mask(truth, region)
-            count[0] += int(np.logical_and(a, b).sum())
-            count[1] += int(a.sum() + b.sum())
+            intersection, sizes = metrics.overlap(labels.region_mask(pred, region), labels.region_mask(truth, region))
+            count[0] += intersection
+            count[1] += sizes
 
     def dice(self) -> dict:
-        return {r: 2 * i / s for r, (i, s) in self.counts.items() if s}
+        return {r: metrics.dice_of(i, s) for r, (i, s) in self.counts.items() if s}
 
 
 def _world() -> tuple:
@@ -227,8 +228,7 @@ def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, 
                     precision: str = "float32") -> dict:
     """Mean Dice per region over every `slice_step`-th brain slice of the validation cases."""
     model.eval()
-    rf = model.receptive_field
-    left, right = (rf - 1) // 2, rf // 2
+    left, right = networks.margins(model.receptive_field)
     values = torch.tensor(labels.class_values(model.num_classes))
     per_case = []
     with torch.inference_mode():
@@ -245,12 +245,9 @@ def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, 
             pred = torch.cat(pred).numpy()
             truth, brain = case.truth[zs], case.brain[zs]
             pred[~brain] = 0
-            case_dice = {}
-            for r in case.regions:
-                a, b = labels.region_mask(pred, r), labels.region_mask(truth, r)
-                i, s = float(np.logical_and(a, b).sum()), float(a.sum() + b.sum())
-                case_dice[r] = 2 * i / s if s else 1.0
-            per_case.append(case_dice)
+            per_case.append({r: metrics.dice_of(*metrics.overlap(labels.region_mask(pred, r),
+                                                                   labels.region_mask(truth, r)))
+                             for r in case.regions})
     return {r: float(np.mean([d[r] for d in per_case if r in d])) for r in labels.REGIONS
             if any(r in d for d in per_case)}
 

@@ -9,7 +9,7 @@ log-probabilities `(batch, num_classes, H - rf + 1, W - rf + 1)`.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -21,6 +21,13 @@ INIT_BOUND = 0.005  # kernels start U(-0.005, 0.005), biases 0 (paper, Training)
 LOCAL_CHANNELS = 64
 GLOBAL_CHANNELS = 160
 OUTPUT_KERNEL = 21
+
+
+def margins(receptive_field: int) -> Tuple[int, int]:
+    """Pixels of context before and after an output pixel, per axis: (left, right); an even field (the
+    56 of LocalCascadeCNN) has one more after."""
+    left = (receptive_field - 1) // 2
+    return left, receptive_field - 1 - left
 
 
 class MaxoutConv(nn.Module):
@@ -250,8 +257,7 @@ class CascadeCNN(nn.Module):
         input carries (cut to the same pixels)."""
         if x.shape[1] == self.in_channels:
             return self.first(x).exp()
-        left = (TwoPathCNN.receptive_field - 1) // 2
-        right = TwoPathCNN.receptive_field - 1 - left
+        left, right = margins(TwoPathCNN.receptive_field)
         return x[:, self.in_channels:, left:x.shape[-2] - right, left:x.shape[-1] - right]
 
 

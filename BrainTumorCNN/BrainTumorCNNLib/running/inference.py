@@ -39,6 +39,7 @@ from torch import nn
 
 from .. import labels
 from ..network import fastconv
+from ..network.networks import margins
 from ..preparing.preprocessing import BACKGROUND_VALUE, brain_mask
 from . import allocator
 
@@ -92,12 +93,6 @@ class InferenceResult:
     @property
     def num_classes(self) -> int:
         return self.probabilities.shape[0]
-
-
-def margins(receptive_field: int) -> Tuple[int, int]:
-    """Pixels of context before and after an output pixel: (left, right)."""
-    left = (receptive_field - 1) // 2
-    return left, receptive_field - 1 - left
 
 
 def native_bfloat16() -> bool:

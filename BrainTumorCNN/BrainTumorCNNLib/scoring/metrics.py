@@ -85,6 +85,17 @@ class CaseMetrics:
 
 # --- Metrics ------------------------------------------------------------------
 
+
+def overlap(predicted: np.ndarray, truth: np.ndarray) -> Tuple[int, int]:
+    """|P∩T| and |P| + |T| of two boolean masks: what Dice is made of (sums over windows or slices
+    give the Dice of their union)."""
+    return int(np.count_nonzero(predicted & truth)), int(np.count_nonzero(predicted)) + int(np.count_nonzero(truth))
+
+
+def dice_of(intersection: int, sizes: int) -> float:
+    """2|P∩T| / (|P| + |T|); 1 when both are empty (the BraTS convention above)."""
+    return 1.0 if sizes == 0 else 2.0 * intersection / sizes
+
 def _array_spacing(spacing: Sequence[float]) -> Tuple[float, float, float]:
     """ITK-order (x, y, z) spacing -> array-order (z, y, x), checked."""
     values = tuple(float(s) for s in spacing)
@@ -157,7 +168,7 @@ def region_metrics(predicted: np.ndarray, truth: np.ndarray, spacing: Sequence[f
     p, t = int(np.count_nonzero(predicted)), int(np.count_nonzero(truth))
     tp = int(np.count_nonzero(predicted & truth))
     tn = n - p - t + tp  # |P0 ∩ T0|
-    dice = 1.0 if p + t == 0 else 2.0 * tp / (p + t)
+    dice = dice_of(tp, p + t)
     sensitivity = (1.0 if p == 0 else 0.0) if t == 0 else tp / t
     precision = (1.0 if t == 0 else 0.0) if p == 0 else tp / p
     specificity = (1.0 if p == n else 0.0) if t == n else tn / (n - t)
