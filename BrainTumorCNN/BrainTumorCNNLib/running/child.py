@@ -59,7 +59,8 @@ class SegmentationProcess:
 
     `interpreter`: the command that starts Python (in Slicer, PythonSlicer; sys.executable elsewhere).
     `probabilities` / `keep_prepared`: bring back the probabilities / the volumes preparation put on the T1c
-    grid.  `inputs`: {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes).  A thread of this process follows the child; it touches neither a scene nor a GUI."""
+    grid.  `inputs`: {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes).
+    A thread of this process follows the child; it touches neither a scene nor a GUI."""
 
     def __init__(self, volumes: task.Volumes, options: pipeline.SegmentationOptions,
                  prepare: preparation.PreparationOptions = preparation.PreparationOptions(register=False,
