@@ -1,0 +1,47 @@
+"""What a segmentation's own probabilities say about how far to trust it.
+
+Two readings of the class probabilities a network gives (an ensemble's mean, or one network's):
+
+- per voxel, the entropy of the probabilities divided by its largest value (log of the class count):
+  0 where the network is sure of one class, 1 where every class is equally likely;
+- per case and region, the Dice the network expects of its own labels: if the probabilities were
+  calibrated, a voxel belongs to the region with probability p (the summed probabilities of the region's
+  classes), and the expected overlap with the labels is about 2 sum(p * label) / (sum(p) + sum(label)).
+  Tumor the network half-believes in but does not label (faint edema, the middle of a cavity) raises
+  sum(p) and lowers the figure: the under-calling the cross-validation measured.
+
+Both are made from the probabilities before cleanup, inside the brain.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from .. import labels as label_table
+
+
+def entropy_map(probabilities: np.ndarray) -> np.ndarray:
+    """float32 (Z, Y, X) in [0, 1]: each voxel's entropy over the classes of (C, Z, Y, X) probabilities,
+    divided by log(C)."""
+    p = np.clip(probabilities.astype(np.float32), 1e-7, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=0)
+    return np.clip(entropy / np.log(probabilities.shape[0]), 0.0, 1.0).astype(np.float32)
+
+
+def expected_dice(probabilities: np.ndarray, labels: np.ndarray, brain: np.ndarray,
+                  regions=tuple(label_table.REGIONS)) -> Dict[str, float]:
+    """{region: the Dice the probabilities expect of the labels} inside the brain.
+
+    probabilities: float (C, Z, Y, X) of a C-class model (classes as labels.class_values(C));
+    labels: (Z, Y, X) internal label values; brain: bool (Z, Y, X).  A region the labels leave empty and
+    the probabilities give less than one voxel's worth scores 1 (nothing there, and nothing expected)."""
+    values = label_table.class_values(probabilities.shape[0])
+    out = {}
+    for region in regions:
+        member = np.isin(values, label_table.REGIONS[region])
+        p = probabilities[member].sum(axis=0)[brain].astype(np.float64)
+        called = label_table.region_mask(labels, region)[brain]
+        total = p.sum() + called.sum()
+        out[region] = 1.0 if total < 1.0 else float(2.0 * p[called].sum() / total)
+    return out
