@@ -276,3 +276,23 @@ def test_through_plane_option_segments_the_averaged_volume(untrained_models, syn
     expected = pipeline.segment_preprocessed(model, registry.default_model(), card, pre.images, pre.brain_mask,
                                              case.geometry.spacing, options)
     np.testing.assert_array_equal(written, expected.labels)
+
+
+def test_metrics_keep_the_rows_of_results_already_in_the_output_folder(untrained_models, synthetic_cases, tmp_path,
+                                                                       capsys):
+    """Issue 34 point 5: metrics.csv describes the folder: segmenting more cases into it keeps the rows of the
+    results already there (a row whose result was deleted goes), and a case segmented again gets one row."""
+    output = tmp_path / "out"
+    run = ["--output", str(output), "--device", "cpu", "--no-n4"]
+    assert cli.main(["segment", str(synthetic_cases[0]), *run]) == 0
+    assert cli.main(["segment", str(synthetic_cases[1]), *run]) == 0
+
+    def cases_in_table():
+        with open(output / "metrics.csv") as f:
+            return [r["case"] for r in csv.DictReader(f)]
+
+    assert cases_in_table() == [synthetic_cases[0].name, synthetic_cases[1].name, "mean"]
+    for path in output_paths(output, synthetic_cases[0].name).values():  # a result the reader deleted
+        path.unlink()
+    assert cli.main(["segment", str(synthetic_cases[2]), str(synthetic_cases[1]), *run, "--overwrite"]) == 0
+    assert cases_in_table() == [synthetic_cases[1].name, synthetic_cases[2].name, "mean"]

@@ -67,6 +67,15 @@ def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
     return jobs
 
 
+def folder_rows(output: Path, rows: List[dict]) -> List[dict]:
+    """The rows metrics.csv gets: this run's, and those already in the table of results still in the
+    folder (segmented by an earlier run of other inputs): the table describes the folder. By case name."""
+    ours = {row["case"] for row in rows}
+    kept = [row for row in tables.read_csv_rows(output / "metrics.csv")
+            if row["case"] not in ours and finished(output_paths(output, row["case"]))]
+    return sorted(kept + list(rows), key=lambda row: row["case"])
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*",
                         help="case folders, folders of cases, MSD 4-D images, or folders of DICOM series (a study)")
@@ -162,8 +171,10 @@ def main(args: argparse.Namespace) -> int:
             if not isinstance(exc, (ValueError, OSError, brain_extraction.ExtractorMissing)):
                 traceback.print_exc()
     if rows:
-        tables.write_csv(output / "metrics.csv", rows)
         print(tables.format_table(rows))
+    rows = folder_rows(output, rows)
+    if rows:
+        tables.write_csv(output / "metrics.csv", rows)
     print(f"{len(jobs) - len(failed) - skipped} segmented, {skipped} already done, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else "")
           + (f"; without DICOM SEG (see above): {', '.join(without_dicom_seg)}" if without_dicom_seg else ""))

@@ -59,6 +59,15 @@ def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, object]], mean
     return path
 
 
+def read_csv_rows(path: Union[str, Path]) -> list:
+    """The per-case rows of a table write_csv wrote (its mean row left out); [] when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("case") != "mean"]
+
+
 def _format_value(value) -> object:
     return f"{value:.6g}" if isinstance(value, float) else value
 
