@@ -55,6 +55,7 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert cpu["system_s"] >= 0 and cpu["minor_faults"] > 0
     assert cpu["system_over_user"] == pytest.approx(cpu["system_s"] / cpu["user_s"])
     assert row["case_over_direct"] == pytest.approx(row["case_s"] / row["dense_direct_s"])
+    assert row["case_over_direct_cpu"] == pytest.approx((cpu["user_s"] + cpu["system_s"]) / row["dense_direct_cpu_s"])
     table = bench.format_table(report)
     assert "TwoPathCNN" in table and "preprocessing: clip" in table and "N4" in table
     assert f"{row['case_over_direct']:10.3f}x" in table and f"{cpu['minor_faults']:17,d}" in table
@@ -159,3 +160,15 @@ def test_training_bench_times_every_route_and_the_sampler(tmp_path, capsys):
     x = torch.randn(2, 4, 36, 36).contiguous(memory_format=torch.channels_last)
     before, after = (bench_training.build("TwoPathCNN", r).eval() for r in ("float32, before", "float32"))
     assert torch.allclose(before(x), after(x), atol=1e-5)
+
+
+def test_training_bench_times_a_cascade_with_its_first_maps_carried(capsys):
+    from BrainTumorCNNLib.frontends import bench_training
+
+    args = _parse(["--training", "--models", "InputCascadeCNN", "--steps", "1", "--batch-size", "2", "--window",
+                   "2"])
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    routes = {" ".join(line.split()[1:-3]): line.split()[-3:] for line in lines if line.startswith("InputCascadeCNN ")}
+    assert sorted(routes) == sorted(bench_training.ROUTES + (bench_training.MAPS_ROUTE,))
+    assert all(float(seconds) > 0 for seconds, _, _ in routes.values())

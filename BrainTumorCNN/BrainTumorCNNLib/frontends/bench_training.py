@@ -7,7 +7,9 @@ Routes (each a full step: forward, loss, backward, SGD update, on batches of `--
 - float32, before: the step as it was before issue 24 (direct 21x21 output convolution, Maxout as `amax`
   over the pieces, whose backward splits ties and returns the default layout);
 - float32: the output layer through FFT (`network/spectral.py`), Maxout as maxima of strided views;
-- bfloat16: the same under bfloat16 autocast (the CPU's matrix units), float32 weights and loss.
+- bfloat16: the same under bfloat16 autocast (the CPU's matrix units), float32 weights and loss;
+- bfloat16, maps carried (cascades): the first network's maps carried with the batch as extra channels
+  (learning/first_stage.py), so the step runs the second network alone.
 
 The routes take turns step by step (after one warm-up step each), so load from other work on the
 machine falls on all of them alike; each figure is a median.  The sampler row draws the same batches
@@ -33,6 +35,7 @@ from ..preparing.preprocessing import PreprocessingConfig
 from ..synthetic import phantom
 
 ROUTES = ("float32, before", "float32", "bfloat16")
+MAPS_ROUTE = "bfloat16, maps carried"
 
 
 def _amax_maxout(self: networks.MaxoutConv, x: torch.Tensor) -> torch.Tensor:
@@ -59,19 +62,24 @@ def build(model_name: str, route: str) -> torch.nn.Module:
 
 def time_steps(model_name: str, batch: int, window: int, steps: int) -> Dict[str, float]:
     """Median seconds per training step of each route, the routes taking turns."""
-    models = {route: build(model_name, route) for route in ROUTES}
+    cascade = issubclass(registry.get(model_name).cls, networks.CascadeCNN)
+    routes = ROUTES + ((MAPS_ROUTE,) if cascade else ())
+    models = {route: build(model_name, route) for route in routes}
     optimizers = {route: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
                   for route, m in models.items()}
     size = models[ROUTES[0]].receptive_field + window - 1
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 4, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
+    maps = torch.softmax(torch.randn(batch, 4, size, size, generator=generator), dim=1)
+    inputs = {route: torch.cat([x, maps], 1).contiguous(memory_format=torch.channels_last) if route == MAPS_ROUTE
+              else x for route in routes}
     y = torch.randint(0, 4, (batch, window, window), generator=generator)
-    times: Dict[str, List[float]] = {route: [] for route in ROUTES}
+    times: Dict[str, List[float]] = {route: [] for route in routes}
     for _ in range(steps + 1):
-        for route in ROUTES:
+        for route in routes:
             start = time.perf_counter()
-            with autocast(torch.device("cpu"), "bfloat16" if route == "bfloat16" else "float32"):
-                out = models[route](x)
+            with autocast(torch.device("cpu"), "bfloat16" if route.startswith("bfloat16") else "float32"):
+                out = models[route](inputs[route])
             loss = window_loss(out.float(), y, True, 4)
             optimizers[route].zero_grad(set_to_none=True)
             loss.backward()
@@ -113,11 +121,11 @@ def main(args: argparse.Namespace) -> int:
     labelled = args.batch_size * args.window ** 2
     print(f"training step, {args.batch_size} windows of {args.window} x {args.window} labels, "
           f"{torch.get_num_threads()} threads, median of {args.steps} steps per route (routes taking turns)")
-    print(f"{'model':16s} {'route':17s} {'s/step':>7s} {'labelled px/s':>14s} {'vs before':>9s}")
+    print(f"{'model':16s} {'route':22s} {'s/step':>7s} {'labelled px/s':>14s} {'vs before':>9s}")
     for name in models:
         seconds = time_steps(name, args.batch_size, args.window, args.steps)
         for route, s in seconds.items():
-            print(f"{name:16s} {route:17s} {s:7.3f} {labelled / s:14.0f} {seconds[ROUTES[0]] / s:8.2f}x", flush=True)
+            print(f"{name:16s} {route:22s} {s:7.3f} {labelled / s:14.0f} {seconds[ROUTES[0]] / s:8.2f}x", flush=True)
     s = time_sampler(args.cases, args.batch_size, args.window, args.steps)
-    print(f"{'sampler alone':16s} {'(numpy)':17s} {s:7.4f} {labelled / s:14.0f}")
+    print(f"{'sampler alone':16s} {'(numpy)':22s} {s:7.4f} {labelled / s:14.0f}")
     return 0
