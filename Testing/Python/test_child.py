@@ -182,7 +182,7 @@ def test_a_process_that_exits_without_a_result_is_a_clear_error(small_phantom):
 
 
 def test_the_child_ends_when_its_parent_dies(tmp_path):
-    """A parent killed mid-run (Slicer crashing) leaves no segmentation running."""
+    """A parent killed mid-run (Slicer crashing) leaves no segmentation running and no images on disk."""
     script = tmp_path / "parent.py"
     script.write_text(
         "import time\n"
@@ -196,11 +196,13 @@ def test_the_child_ends_when_its_parent_dies(tmp_path):
         " pipeline.SegmentationOptions(model='TwoPathCNN', device='cpu', brain_extraction='off'))\n"
         "while not process.progress[1].startswith('preprocessing') and not process.finished:\n"
         "    time.sleep(0.01)\n"  # in N4: no progress line to write (and fail on) for a while
-        "print(process.process.pid, flush=True)\n"
+        "print(process.process.pid, process.folder, flush=True)\n"
         "time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        pid = int(parent.stdout.readline())
+        pid, folder = parent.stdout.readline().split()
+        pid = int(pid)
+        assert os.path.isdir(folder)
         assert not _exited(pid), "the child ended before its parent was killed"
     finally:
         parent.kill()
@@ -209,6 +211,7 @@ def test_the_child_ends_when_its_parent_dies(tmp_path):
     while not _exited(pid) and time.time() < deadline:
         time.sleep(0.05)
     assert _exited(pid), "the child outlived its parent"
+    assert not os.path.exists(folder), "the inputs were left on disk"
 
 
 def _exited(pid: int) -> bool:

@@ -253,11 +253,13 @@ def _progress_channel() -> IO[str]:
     return channel
 
 
-def _exit_with_parent() -> None:
-    """End this process when the parent closes stdin or dies (a killed Slicer leaves no segmentation behind)."""
+def _exit_with_parent(folder: Path) -> None:
+    """End this process when the parent closes stdin or dies, deleting the job's folder (the patient's
+    images) that the parent can no longer delete: a killed Slicer leaves nothing behind."""
     def watch():
         while os.read(0, 4096):  # the raw descriptor: sys.stdin's lock would stop the interpreter's exit
             pass
+        shutil.rmtree(folder, ignore_errors=True)
         os._exit(1)
 
     threading.Thread(target=watch, name="parent watch", daemon=True).start()
@@ -267,7 +269,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder = Path((sys.argv[1:] if argv is None else argv)[0])
     faulthandler.enable()  # a crash in native code leaves the Python stack in the log
     channel = _progress_channel()
-    _exit_with_parent()
+    _exit_with_parent(folder)
 
     def send(**message) -> None:
         channel.write(json.dumps(message) + "\n")
