@@ -52,13 +52,13 @@ def command(*args: str) -> List[str]:
 
 @contextmanager
 def serving(*args: str, port: int = 0, temporary: Optional[Path] = None,
-            lines: Optional[List[str]] = None) -> Iterator[str]:
+            lines: Optional[List[str]] = None, cwd: Optional[Path] = None) -> Iterator[str]:
     """`braintumorcnn serve ARGS` running on a free port (its temporary files under `temporary` when
-    given, its output lines into `lines`); yields its address once it listens."""
+    given, its output lines into `lines`, in the folder `cwd`); yields its address once it listens."""
     port = port or free_port()
     env = dict(os.environ, TMPDIR=str(temporary)) if temporary else None
     process = subprocess.Popen(command("serve", "--port", str(port), *args), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env)
+                               stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     lines = [] if lines is None else lines
 
     def read() -> None:
@@ -270,7 +270,7 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         page.wait_for_function("() => document.querySelector('#view-Axial .pointer-value')?.innerText.includes(':')",
                                timeout=10000)
         probe = re.match(r"T1c \((\d+), (\d+), (\d+)\): (\S+)", overlay(page, "Axial", "pointer-value"))
-        i, j, k = (int(probe.group(n)) for n in (1, 2, 3))
+        i, j, k = (int(probe.group(n)) - 1 for n in (1, 2, 3))  # shown 1-based, as the slice numbers
         t1c, _ = io.read_image(next(phantom_case.glob("*_t1ce.nii.gz")))
         assert float(probe.group(4)) == pytest.approx(float(t1c[k, j, i]), rel=1e-4)
         assert k + 1 == slice_number(page, "Axial")

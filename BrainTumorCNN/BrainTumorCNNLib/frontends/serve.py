@@ -4,7 +4,8 @@ Opens a case from the `--data` folders, an upload or `--case`, shows the
 preparation plan, segments it with a shipped model as `braintumorcnn segment`
 does, shows the result in Slicer's slice and 3-D views with the volumes, lets
 the segment editor correct it and downloads the command's files
-(frontends/web/).  Listens on 127.0.0.1; another address needs --access-key.
+(frontends/web/); with neither --data nor --case, the bundled phantom (a fresh clone's way to try it).
+Listens on 127.0.0.1; another address needs --access-key.
 Each browser session gets its own app process (frontends/web/door.py): trame-slicer keeps one
 scene per process; `--child` runs one such process, as the door starts it.
 """
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from .web.logic.security import MAX_UPLOAD_BYTES, check_listening
@@ -24,7 +28,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only; another needs --access-key)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
     parser.add_argument("--data", action="append", default=[], metavar="DIR",
-                        help="folder of cases the page lists and may read (repeatable); nothing else can be read")
+                        help="folder of cases the page lists and may read (repeatable); nothing else can be read "
+                             "(without --data nor --case: the bundled phantom)")
     parser.add_argument("--case", metavar="CASE_DIR", help="case opened when the page is opened")
     parser.add_argument("--access-key", metavar="KEY",
                         help="key the page's address must carry (?key=KEY); required with another --host")
@@ -39,6 +44,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one session's app process
     parser.add_argument("--session-number", type=int, default=0, help=argparse.SUPPRESS)  # the door's number for it
     parser.add_argument("--door-port", type=int, default=0, help=argparse.SUPPRESS)  # where its page goes when it ends
+
+
+def write_try_case(folder: Path) -> Path:
+    """The case `serve` opens when given no --data nor --case: the bundled phantom (synthetic/phantom.py,
+    seed 0, small grid, with its truth) written into `folder`; returns its case folder."""
+    from ..synthetic import phantom
+
+    logging.getLogger("braintumorcnn.serve").info(
+        "braintumorcnn serve: no --data: the page opens the bundled phantom (%s, small, with its truth); give "
+        "--data DIR for your own cases", phantom.default_name(0))
+    return phantom.write_phantom(phantom.make_phantom(0, "small"), folder)["T1c"].parent
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,12 +74,21 @@ def main(args: argparse.Namespace) -> int:
     if not args.child:
         from .web import door
 
+        phantom_folder = None
+        if not args.data and not args.case:  # a fresh clone, no cases of one's own: the page on the phantom
+            door.configure_logging()
+            phantom_folder = Path(tempfile.mkdtemp(prefix="braintumorcnn-phantom-"))
+            args.data, args.case = [str(phantom_folder)], str(write_try_case(phantom_folder))
         child_args = [arg for folder in args.data for arg in ("--data", str(Path(folder).resolve()))]
         if args.case:
             child_args += ["--case", str(Path(args.case).resolve())]
         child_args += ["--max-upload-mb", repr(args.max_upload_mb), "--idle-minutes", repr(args.idle_minutes)]
-        door.run(door.DoorOptions(host=args.host, port=args.port, access_key=args.access_key,
-                                  max_sessions=args.max_sessions, child_args=tuple(child_args)), guard)
+        try:
+            door.run(door.DoorOptions(host=args.host, port=args.port, access_key=args.access_key,
+                                      max_sessions=args.max_sessions, child_args=tuple(child_args)), guard)
+        finally:
+            if phantom_folder is not None:
+                shutil.rmtree(phantom_folder, ignore_errors=True)
         return 0
     from .web.app import ServeConfig, WebApp, quiet_child
 

@@ -78,6 +78,9 @@ class PageState:
     progress_message: str = ""
     result_ready: bool = False
     confirm_resegment: bool = False
+    confirm_switch: bool = False  # asking before another case (pending_case, or an upload) replaces a result
+    pending_case: Optional[str] = None
+    upload_key: int = 0  # changed to clear the upload field (a case opened from the list)
     segment_volumes: List[dict] = field(default_factory=list)
     region_volumes: List[dict] = field(default_factory=list)
     dice_text: str = ""  # the result's Dice against the case's ground truth, when it has one
@@ -291,6 +294,8 @@ class WebApp:
     def _on_case_picked(self, case_path=None, **_) -> None:
         """A case chosen in the list: opened on the event loop (a change callback returns nothing)."""
         if case_path:
+            with self.state:  # the upload field no longer names the files of the case before
+                self.state.upload_key = (self.state.upload_key or 0) + 1
             asyncio.ensure_future(self.open_case(Path(case_path)))
 
     def _on_background(self, background=None, **_) -> None:

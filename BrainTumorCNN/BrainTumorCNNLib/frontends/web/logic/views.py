@@ -149,6 +149,7 @@ class Views:
         self.tumor: Optional[np.ndarray] = None  # (Z, Y, X) bool, for the tumor preset
         self.surface_node = None
         self.hovered = "Axial"  # the slice view the pointer was last over (the keys move it)
+        self.pointer: Dict[str, Tuple[float, float]] = {}  # where the pointer last was in each view (display xy)
         self._observed = set()
         self._drag = None  # (start position, window, level, the image's range) while dragging
 
@@ -166,6 +167,7 @@ class Views:
     def show_case(self, case: io.Case, volume_nodes: Dict[str, object]) -> None:
         """Set up the views for a newly shown case: presets, the brain surface, the overlays."""
         self.case, self.volume_nodes, self.tumor = case, volume_nodes, None
+        self.pointer = {}  # nothing of the case before is read out
         for modality in volume_nodes:
             self.apply_preset(modality, DEFAULT_PRESET)
         with self.state:
@@ -185,6 +187,7 @@ class Views:
         if self.surface_node is not None:
             mrml.remove_node(self.scene, self.surface_node)
         self.surface_node, self.case, self.volume_nodes, self.tumor = None, None, {}, None
+        self.pointer = {}
         self.update_info()
 
     def _add_surface(self) -> None:
@@ -336,23 +339,29 @@ class Views:
         self.hovered = orientation
         if self._drag is not None:
             self._drag_move(position)
-        view = self.slice_views().get(orientation)
-        if self.case is None or view is None:
-            return
-        xy_to_ras = self.slice_node(view).GetXYToRAS()
-        ras = xy_to_ras.MultiplyPoint((float(position[0]), float(position[1]), 0.0, 1.0))
-        index = self._ijk_of(ras)
-        modality = self.background()
-        if index is None:
-            text = ""
-        else:
-            value = self.case.images[MODALITIES.index(modality)][index[2], index[1], index[0]]
-            text = f"{modality} ({index[0]}, {index[1]}, {index[2]}): {float(value):g}"
+        self.pointer[orientation] = (float(position[0]), float(position[1]))
+        text = self.pointer_text(orientation)
         info = dict(self.state.view_info or {})
         if info.get(orientation, {}).get("value") != text:
             info[orientation] = {**info.get(orientation, {}), "value": text}
             with self.state:
                 self.state.view_info = info
+
+    def pointer_text(self, orientation: str) -> str:
+        """The shown sequence's voxel and value under the pointer in a slice view, as it stands now (after a
+        slice move, a change of sequence): the voxel's 1-based (i, j, k) on the case's grid, as the slice
+        numbers are; "" with no pointer there, outside the grid or without a case."""
+        view = self.slice_views().get(orientation)
+        position = self.pointer.get(orientation)
+        if self.case is None or view is None or position is None:
+            return ""
+        ras = self.slice_node(view).GetXYToRAS().MultiplyPoint((*position, 0.0, 1.0))
+        index = self._ijk_of(ras)
+        if index is None:
+            return ""
+        modality = self.background()
+        value = self.case.images[MODALITIES.index(modality)][index[2], index[1], index[0]]
+        return f"{modality} ({index[0] + 1}, {index[1] + 1}, {index[2] + 1}): {float(value):g}"
 
     def slice_number(self, view) -> Tuple[int, int]:
         """(slice, of slices), 1-based, of a slice view on the case's grid: the voxel index along the
@@ -375,7 +384,7 @@ class Views:
             matrix = np.array([[node.GetSliceToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
             letter, colour = VIEW_NAMES.get(orientation, (orientation[:1], "#888888"))
             entry = {"name": f"{letter} {orientation}", "colour": colour, **edge_letters(matrix),
-                     "slice": "", "wl": "", "value": (self.state.view_info or {}).get(orientation, {}).get("value", "")}
+                     "slice": "", "wl": "", "value": self.pointer_text(orientation)}
             if self.case is not None:
                 number, count = self.slice_number(view)
                 entry["slice"] = f"slice {number} / {count}"

@@ -64,24 +64,34 @@ def build_page(server, layout_manager, editor_ui_type, life: SessionLife = Sessi
     return layout, editor
 
 
+def _send_upload(files: str) -> str:
+    """The page's code that sends the files `files` names (refused beyond the upload limit)."""
+    return (f"const size = Array.from({files}).reduce((total, file) => total + file.size, 0);"
+            "if (size > upload_limit) {"
+            "  case_error = `upload of ${(size / 1048576).toFixed(1)} MB refused: the limit is "
+            "${(upload_limit / 1048576).toFixed(0)} MB a case`;"
+            "} else {"
+            "  busy = true;"
+            f"  window.load_files_by_chunks({files}, {{ trigger_name: '{UPLOAD_TRIGGER}' }});"
+            "}")
+
+
 def _case_section(server) -> None:
     html.Div("Case", classes="text-subtitle-1")
-    v3.VSelect(label="Open a case", items=("cases", []), v_model=("case_path", None),
+    # a result there (perhaps edited): ask before another case replaces it (confirm_switch), as Segment does
+    v3.VSelect(label="Open a case", items=("cases", []), model_value=("case_path", None),
+               update_modelValue="result_ready && $event !== case_path ? (pending_case = $event, "
+                                 "confirm_switch = true) : (case_path = $event)",
                density="compact", hide_details=True, no_data_text="no cases on this server (serve --data)",
                id="case-list")
-    upload_trigger = UPLOAD_TRIGGER
     v3.VFileInput(label="or upload T1, T1c, T2, FLAIR (NIfTI / MetaImage) or a zip of DICOM series",
                   multiple=True, density="compact", hide_details=True, classes="mt-2", id="upload",
-                  prepend_icon="mdi-upload", disabled=("busy",),
+                  prepend_icon="mdi-upload", disabled=("busy",), key=("upload_key", 0),
                   change=("const files = $event.target.files;"
-                          "const size = Array.from(files).reduce((total, file) => total + file.size, 0);"
-                          "if (size > upload_limit) {"
-                          "  case_error = `upload of ${(size / 1048576).toFixed(1)} MB refused: the limit is "
-                          "${(upload_limit / 1048576).toFixed(0)} MB a case`;"
-                          "} else {"
-                          "  busy = true;"
-                          f"  window.load_files_by_chunks(files, {{ trigger_name: '{upload_trigger}' }});"
-                          "}"))
+                          "if (files && files.length && result_ready) {"
+                          "  window.braintumorcnnUpload = files; pending_case = null; confirm_switch = true;"
+                          "} else if (files && files.length) {" + _send_upload("files") + "}"))
+    _confirm_switch()
     with html.Div(v_if=("case_kind === 'files'",), classes="mt-2"):
         for modality in MODALITIES:
             v3.VSelect(label=modality, items=("candidates", []), v_model=(f"sequence_{modality}", None),
@@ -96,6 +106,26 @@ def _case_section(server) -> None:
     html.Pre("{{ plan }}", id="plan", classes="text-caption", style="white-space: pre-wrap;")
     v3.VAlert(text=("case_error",), v_if=("case_error",), type="error", density="compact", id="case-error")
     v3.VAlert(text=("case_warnings",), v_if=("case_warnings",), type="warning", density="compact")
+
+
+def _confirm_switch() -> None:
+    """The question before a case picked in the list (pending_case) or an upload (the page's
+    window.braintumorcnnUpload) replaces a result: kept, the list and the upload field show the open case."""
+    keep = "confirm_switch = false; pending_case = null; window.braintumorcnnUpload = null; upload_key += 1"
+    go = ("confirm_switch = false;"
+          "if (pending_case) { case_path = pending_case; pending_case = null; }"
+          "else if (window.braintumorcnnUpload) {"
+          "  const files = window.braintumorcnnUpload; window.braintumorcnnUpload = null;"
+          + _send_upload("files") + "}")
+    with v3.VDialog(v_model=("confirm_switch", False), max_width=460, persistent=True):
+        with v3.VCard(id="confirm-switch"):
+            v3.VCardTitle("Open another case?")
+            v3.VCardText("The result of {{ case_name }}, with your corrections, leaves this page when another case "
+                         "opens: download it first to keep it.")
+            with v3.VCardActions():
+                v3.VSpacer()
+                v3.VBtn("Keep {{ case_name }}", id="switch-no", click=keep, variant="text")
+                v3.VBtn("Open the other case", id="switch-yes", click=go, color="primary", variant="tonal")
 
 
 def _segment_section(ctrl) -> None:
@@ -137,7 +167,9 @@ def _display_section(ctrl) -> None:
 
 def _slice_keys(server) -> None:
     """Arrow and Page keys anywhere on the page (outside its text fields and lists) move the slice view
-    under the pointer."""
+    under the pointer; once a case opens, the keys are the views' (the case list gives its focus up)."""
+    client.ClientStateChange(value="case_loaded",
+                             change="$event && window.document.activeElement?.blur?.()")
     client.ClientTriggers(mounted=(
         "window.addEventListener('keydown', (e) => {"
         "  if (!['ArrowUp', 'ArrowDown', 'ArrowLeft', 'ArrowRight', 'PageUp', 'PageDown'].includes(e.key)) return;"
