@@ -225,7 +225,8 @@ def format_report(comparison: Comparison) -> str:
               + ("" if change is None else f"; change {change:+.1f} %, "
                  f"{'beyond' if comparison.measure_beyond_variation else 'within'} segmentation's own "
                  f"±{SEGMENTATION_VARIATION['bidimensional']:.1f} %")]
-    variation = ", ".join(f"{label_table.REGION_NAMES[r]} {SEGMENTATION_VARIATION[r]:.1f} %" for r in label_table.REGIONS)
+    variation = ", ".join(f"{label_table.REGION_NAMES[r]} {SEGMENTATION_VARIATION[r]:.1f} %"
+                          for r in label_table.REGIONS)
     lines += ["", f"Segmentation alone moves these figures: {VARIATION_SOURCE} changed the segmented volumes by up "
               f"to {variation} and the bidimensional measure by up to {SEGMENTATION_VARIATION['bidimensional']:.1f} %; "
               f"{VARIATION_CAVEAT}. A smaller change is not evidence of growth or shrinkage."]

@@ -76,7 +76,8 @@ def write_preview(prior_image: np.ndarray, current_image: np.ndarray, prior_labe
     columns = [("prior T1c (registered)", prior_image, prior_labels, None),
                ("current T1c", current_image, current_labels, None),
                ("change (whole tumor)", current_image, None, difference)]
-    shown = np.concatenate([preview._view(current_image, p, c, box, physical, sign)[0].ravel() for p, c in cuts.items()])
+    shown = np.concatenate([preview._view(current_image, p, c, box, physical, sign)[0].ravel()
+                            for p, c in cuts.items()])
     shown = shown[shown != 0] if np.any(shown != 0) else shown
     window = np.percentile(shown, (0.5, 99.5))
     heights = []
@@ -107,7 +108,8 @@ def write_preview(prior_image: np.ndarray, current_image: np.ndarray, prior_labe
             ax.set_axis_off()
             ax.set_title(f"{name} - {plane} {'zyx'[cut.axis]}={cut.index}", fontsize=8)
     handles = [Line2D([0], [0], color=t.color, linewidth=2.5, label=t.name) for t in tissues]
-    handles += [Patch(color=longitudinal.DIFFERENCE_COLOURS[k], label=f"{k} tumor") for k in longitudinal.DIFFERENCE_VALUES]
+    handles += [Patch(color=longitudinal.DIFFERENCE_COLOURS[k], label=f"{k} tumor")
+                for k in longitudinal.DIFFERENCE_VALUES]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
