@@ -82,7 +82,10 @@ def end_reason(child: Child, code: int) -> str:
     if child.ending:
         return child.ending
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         return f"its process was {'killed' if -code == signal.SIGKILL else 'stopped'} ({name})"
     if code > 0:
         return f"its process failed (exit status {code}; the server's log says why)"
