@@ -48,3 +48,12 @@ def test_expected_dice_of_a_region_neither_called_nor_expected_is_1():
     labels = np.zeros((1, 4, 4), np.uint8)
     p = _probabilities(np.full((1, 4, 4), 0.01, np.float32))  # 0.16 voxels' worth in all
     assert uncertainty.expected_dice(p, labels, brain, ("enhancing", "complete")) == {"enhancing": 1.0, "complete": 1.0}
+
+
+def test_near_tumor_reaches_10_mm_around_the_labels_and_the_whole_brain_without_them():
+    brain = np.ones((1, 1, 40), bool)
+    labels = np.zeros((1, 1, 40), np.uint8)
+    labels[0, 0, 20] = 2
+    near = uncertainty.near_tumor(labels, brain, (2.0, 1.0, 1.0))  # 2 mm along x
+    assert np.flatnonzero(near[0, 0]).tolist() == list(range(15, 26))  # 5 voxels of 2 mm each way
+    assert uncertainty.near_tumor(np.zeros_like(labels), brain, (1.0, 1.0, 1.0)).all()

@@ -56,13 +56,18 @@ def measure(run: Path, name: str, source: Path, fold: int, cleanup) -> dict:
     options = SegmentationOptions(precision=inference.SCORING_PRECISION, cleanup=cleanup)
     result = segment_preprocessed(model, card["model"], card, case.images.astype(np.float32), case.brain,
                                   case.spacing, options)
-    expected = uncertainty.expected_dice(result.probabilities, result.labels, case.brain, case.regions)
+    near = uncertainty.near_tumor(result.labels, case.brain, case.spacing)
+    expected = uncertainty.expected_dice(result.probabilities, result.labels, near, case.regions)
+    # secondary readings, reported beside the one the product uses (not chosen on these cases)
+    over_brain = uncertainty.expected_dice(result.probabilities, result.labels, case.brain, case.regions)
     true = metrics.evaluate_case(case.uncrop(result.labels), case.uncrop(case.truth), case.spacing, case.regions)
-    entropy = uncertainty.entropy_map(result.probabilities)[case.brain]
+    entropy_volume = uncertainty.entropy_map(result.probabilities)
+    entropy = entropy_volume[case.brain]
     wrong = (labels.region_mask(result.labels, "complete") != labels.region_mask(case.truth, "complete"))[case.brain]
-    row = {"case": name, "fold": fold}
+    row = {"case": name, "fold": fold, "entropy_near": round(float(entropy_volume[near].mean()), 5)}
     for region in case.regions:
         row[f"expected_{region}"] = round(expected[region], 5)
+        row[f"expected_over_brain_{region}"] = round(over_brain[region], 5)
         row[f"dice_{region}"] = round(true[region].dice, 5)
         row[f"sensitivity_{region}"] = round(true[region].sensitivity, 5)
     for t in THRESHOLDS:
@@ -72,13 +77,16 @@ def measure(run: Path, name: str, source: Path, fold: int, cleanup) -> dict:
 
 
 def report(rows: List[dict]) -> str:
-    lines = [f"{len(rows)} cases; Spearman rank correlation of expected and true Dice:"]
-    for region in labels.REGIONS:
-        pairs = [(float(r[f"expected_{region}"]), float(r[f"dice_{region}"])) for r in rows
-                 if r.get(f"expected_{region}") not in (None, "")]
-        if len(pairs) > 2:
-            rho, p = spearmanr(*zip(*pairs))
-            lines.append(f"  {region}: {rho:+.3f} (p = {p:.3g}, {len(pairs)} cases)")
+    lines = [f"{len(rows)} cases; Spearman rank correlation with the true Dice of the region:"]
+    for reading, key in (("expected Dice within 10 mm of the labels (the product's)", "expected_{}"),
+                         ("expected Dice over the whole brain", "expected_over_brain_{}"),
+                         ("minus the mean entropy within 10 mm", "entropy_near")):
+        for region in labels.REGIONS:
+            pairs = [((-1 if key == "entropy_near" else 1) * float(r[key.format(region)]), float(r[f"dice_{region}"]))
+                     for r in rows if r.get(key.format(region)) not in (None, "") and r.get(f"dice_{region}")]
+            if len(pairs) > 2:
+                rho, p = spearmanr(*zip(*pairs))
+                lines.append(f"  {reading}, {region}: {rho:+.3f} (p = {p:.3g}, {len(pairs)} cases)")
     for t in THRESHOLDS:
         covered = np.mean([float(r[f"errors_covered_{t}"]) for r in rows])
         flagged = np.mean([float(r[f"brain_flagged_{t}"]) for r in rows])
