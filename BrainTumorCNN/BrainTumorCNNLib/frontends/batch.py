@@ -1,7 +1,8 @@
 """Headless segmentation of many cases: `braintumorcnn segment`.
 
-Each case gets the outputs of segment_case.py; the run also writes
-`metrics.csv` when ground truth is found.  Every input is looked at before any
+Each case gets the outputs of segment_case.py (with --uncertainty, also its
+uncertainty map); the run writes `metrics.csv`: every case's confidence figure
+(expected_dice_<region>) and, when ground truth is found, its scores.  Every input is looked at before any
 work: a missing path, or a folder holding no image of any sequence, stops the
 run with an error.  A case that cannot be segmented (a folder lacking a
 sequence, an unreadable file) is reported with its error and skipped, and the
@@ -29,8 +30,8 @@ from ..running.segmenter import Segmenter
 from ..running.postprocessing import CleanupConfig
 from ..scoring import tables
 from . import cluster
-from ..writing.outputs import finished, output_paths
-from .segment_case import Source, metrics_row, run_case
+from ..writing.outputs import finished, output_paths, uncertainty_path
+from .segment_case import Source, finished_row, run_case
 
 
 def collect_jobs(args: argparse.Namespace) -> List[Tuple[str, Source]]:
@@ -114,6 +115,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         default=pipeline.SegmentationOptions.brain_extraction,
                         help="extract the brain before segmenting: auto (when the T1c shows a skull), on, off; "
                              f"needs {brain_extraction.EXTRACTOR} ({brain_extraction.INSTALL})")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <case>_uncertainty.nii.gz: each voxel's normalised entropy of the class "
+                             "probabilities (0 sure, 1 every class equally likely), float32 on the input grid")
     parser.add_argument("--overwrite", action="store_true", help="segment again cases whose outputs exist")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run every case as a task on the Dask cluster at ADDRESS (tcp://host:8786), or on "
@@ -130,6 +134,8 @@ def segmentation_options(args: argparse.Namespace) -> pipeline.SegmentationOptio
 
 def main(args: argparse.Namespace) -> int:
     jobs = collect_jobs(args)
+    if args.uncertainty and args.scheduler:
+        raise ValueError("--uncertainty is not available with --scheduler yet: run those cases without --scheduler")
     if args.brain_extraction == "on":
         brain_extraction.require()
     output = Path(args.output)
@@ -150,16 +156,16 @@ def main(args: argparse.Namespace) -> int:
         paths = output_paths(output, name)
         print(f"[{i}/{len(jobs)}] {name}", flush=True)
         try:
-            if finished(paths) and not args.overwrite:
+            map_missing = args.uncertainty and not uncertainty_path(output, name).is_file()
+            if finished(paths) and not args.overwrite and not map_missing:
                 skipped += 1
                 print("  already done (use --overwrite to redo)")
                 case = cases.read_case(source, truth=truth, resample=args.resample, register=args.register,
                                        name=name)
-                if case.truth is not None:
-                    predicted, _ = io.read_image(paths["labels"])
-                    rows.append(metrics_row(name, predicted, case))
+                rows.append(finished_row(name, paths["provenance"], io.read_image(paths["labels"])[0], case))
                 continue
-            delivered = run_case(name, source, output, segmenter, truth, args.resample, args.register)
+            delivered = run_case(name, source, output, segmenter, truth, args.resample, args.register,
+                                 args.uncertainty)
             rows += [delivered.row] if delivered.row else []
             without_dicom_seg += [name] if delivered.missing else []
         except KeyboardInterrupt:
@@ -170,8 +176,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"{ends_progress_line}  FAILED: {exc}", file=sys.stderr)
             if not isinstance(exc, (ValueError, OSError, brain_extraction.ExtractorMissing)):
                 traceback.print_exc()
-    if rows:
-        print(tables.format_table(rows))
+    scored = [row for row in rows if any(key.startswith("dice_") for key in row)]
+    if scored:
+        print(tables.format_table(scored))
     rows = folder_rows(output, rows)
     if rows:
         tables.write_csv(output / "metrics.csv", rows)

@@ -392,16 +392,21 @@ def _resample(array: np.ndarray, source: Geometry, target: Geometry, interpolato
 
 def write_labels(labels: np.ndarray, geometry: Geometry, path: PathLike) -> Path:
     """Write a uint8 (Z, Y, X) label map on `geometry`'s grid, atomically."""
+    return write_map(labels.astype(np.uint8), geometry, path)
+
+
+def write_map(array: np.ndarray, geometry: Geometry, path: PathLike) -> Path:
+    """Write a (Z, Y, X) array (a label map, an uncertainty map) on `geometry`'s grid as it is typed,
+    compressed and atomically."""
     path = Path(path)
-    labels = labels.astype(np.uint8)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(to_image(labels, geometry), str(tmp), useCompression=True)
+        sitk.WriteImage(to_image(array, geometry), str(tmp), useCompression=True)
         # ITK's compressed writers do not report every failed write (a full disk): read it back
         try:
             written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp)))
         except RuntimeError:
             written = None
-        if written is None or not np.array_equal(written, labels):
+        if written is None or not np.array_equal(written, array):
             raise OSError(f"could not write {path} completely (disk full or not writable?); "
                           "the previous file, if any, is unchanged")
     return path

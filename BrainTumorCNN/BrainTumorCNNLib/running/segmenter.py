@@ -23,7 +23,7 @@ from ..network import registry, weights
 from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess, through_plane_average
 from ..reading.geometry import Geometry
-from . import inference
+from . import inference, uncertainty
 from .inference import Progress
 from .postprocessing import CleanupConfig, cleanup
 
@@ -60,10 +60,29 @@ class Segmentation:
     cleanup_report: object = None
     extraction: Optional[brain_extraction.ExtractionReport] = None  # what brain extraction did (segment)
     provenance: Dict[str, object] = field(default_factory=dict)  # how it was made (Segmenter.segment)
+    # the confidence figure (uncertainty.confidence: {region: expected Dice}; Segmenter.segment), also in
+    # the provenance record; empty when not computed (cross-validation's runs)
+    confidence: Dict[str, float] = field(default_factory=dict)
+    # the entropy map (uncertainty.entropy_map), float32 (Z, Y, X) 0-1, once made (uncertainty_map)
+    uncertainty: Optional[np.ndarray] = None
 
     @property
     def tissues(self) -> Tuple[labels.Tissue, ...]:
         return labels.class_tissues(self.num_classes)
+
+    @property
+    def unsure(self) -> bool:
+        """Whether the confidence figure falls where cross-validation saw poor results (uncertainty.unsure)."""
+        return uncertainty.unsure(self.confidence)
+
+    def uncertainty_map(self) -> np.ndarray:
+        """The entropy map of the probabilities the labels came from (an ensemble's: its members' mean),
+        made once and kept; slices screening skipped are background there, entropy 0."""
+        if self.uncertainty is None:
+            if self.probabilities is None:
+                raise ValueError("no uncertainty map: the probabilities were not kept")
+            self.uncertainty = uncertainty.entropy_map(self.probabilities)
+        return self.uncertainty
 
 
 #: Inputs named in a provenance record: {sequence: file or DICOM series folder} (hashed), or
@@ -115,8 +134,11 @@ class Segmenter:
             result = run_preprocessed(self.runner, self.model_name, self.card, pre.images, pre.brain_mask,
                                       geometry.spacing, self.options, progress=lambda f, m: report(0.1 + 0.9 * f, m),
                                       cancel=cancel)
+            result.confidence = uncertainty.confidence(result.probabilities, result.labels, pre.brain_mask,
+                                                       geometry.spacing)
         result.extraction = extraction
-        result.provenance = self.provenance(extraction, inputs)
+        result.provenance = {**self.provenance(extraction, inputs),
+                             "confidence": {"expected_dice": dict(result.confidence)}}
         return result
 
     def provenance(self, extraction: Optional[brain_extraction.ExtractionReport] = None,

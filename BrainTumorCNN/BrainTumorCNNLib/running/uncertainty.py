@@ -25,13 +25,23 @@ from .. import labels as label_table
 
 NEAR_MM = 10.0  # the expected Dice looks this far around the labelled tumor (the cleanup's distance rule)
 
+#: A case whose complete region's expected Dice falls below this is flagged as one the model is unsure of
+#: (UNSURE); set from the cross-validation measurement in docs/accuracy.md (0.7 is provisional).
+UNSURE_BELOW_COMPLETE = 0.7
+#: The warning every front end shows for such a case (unsure).
+UNSURE = ("the model is unsure of this result; cases like it scored poorly in cross-validation: "
+          "check it closely")
+
 
 def entropy_map(probabilities: np.ndarray) -> np.ndarray:
     """float32 (Z, Y, X) in [0, 1]: each voxel's entropy over the classes of (C, Z, Y, X) probabilities,
-    divided by log(C)."""
-    p = np.clip(probabilities.astype(np.float32), 1e-7, 1.0)
-    entropy = -(p * np.log(p)).sum(axis=0)
-    return np.clip(entropy / np.log(probabilities.shape[0]), 0.0, 1.0).astype(np.float32)
+    divided by log(C).  Class by class, so no second copy of the probabilities is made."""
+    entropy = np.zeros(probabilities.shape[1:], np.float32)
+    for c in range(probabilities.shape[0]):
+        p = np.clip(probabilities[c], 1e-7, 1.0).astype(np.float32, copy=False)
+        entropy -= p * np.log(p)
+    entropy /= np.log(probabilities.shape[0])
+    return np.clip(entropy, 0.0, 1.0, out=entropy)
 
 
 def near_tumor(labels: np.ndarray, brain: np.ndarray, spacing: Sequence[float], near_mm: float = NEAR_MM
@@ -55,9 +65,22 @@ def expected_dice(probabilities: np.ndarray, labels: np.ndarray, where: np.ndarr
     values = label_table.class_values(probabilities.shape[0])
     out = {}
     for region in regions:
-        member = np.isin(values, label_table.REGIONS[region])
-        p = probabilities[member].sum(axis=0)[where].astype(np.float64)
+        members = np.flatnonzero(np.isin(values, label_table.REGIONS[region]))
+        p = sum(probabilities[c][where].astype(np.float64) for c in members)  # no copy of whole classes
         called = label_table.region_mask(labels, region)[where]
         total = p.sum() + called.sum()
         out[region] = 1.0 if total < 1.0 else float(2.0 * p[called].sum() / total)
     return out
+
+
+def confidence(probabilities: np.ndarray, labels: np.ndarray, brain: np.ndarray, spacing: Sequence[float]
+               ) -> Dict[str, float]:
+    """A case's confidence figure, as every front end reports it: {region: expected Dice} of its labels
+    near the labelled tumor (near_tumor, expected_dice), rounded to 4 decimals."""
+    where = near_tumor(labels, brain, spacing)
+    return {region: round(value, 4) for region, value in expected_dice(probabilities, labels, where).items()}
+
+
+def unsure(figure: Optional[Dict[str, float]]) -> bool:
+    """Whether a confidence figure falls where cross-validation saw poor results (UNSURE_BELOW_COMPLETE)."""
+    return bool(figure) and figure.get("complete", 1.0) < UNSURE_BELOW_COMPLETE

@@ -5,7 +5,8 @@ Per case: `<case>.seg.nrrd` (a Slicer segmentation, mrml.py, its header holding 
 `<case>.json` (how it was made: the Segmenter's provenance record, provenance.py), `<case>_labels.nii.gz` on the input
 grid (BraTS 2017-2021 values for 4-class models, the paper's 0-4 for 5-class models; reading/io.py
 writes it), `<case>_preview.png` (preview.py) and, for DICOM input, `<case>.seg.dcm` (a DICOM SEG
-against the T1c series, dicom_seg.py).  They are written to temporary names and moved into place
+against the T1c series, dicom_seg.py), and when asked `<case>_uncertainty.nii.gz` (the entropy map of the
+probabilities, float32 0-1 on the input grid: running/uncertainty.py).  They are written to temporary names and moved into place
 together once all are written, the label map last (its presence marks the case finished), so a case
 that fails leaves none of them.
 """
@@ -33,6 +34,10 @@ def dicom_seg_path(output: Path, case: str) -> Path:
     return output / f"{case}.seg.dcm"
 
 
+def uncertainty_path(output: Path, case: str) -> Path:
+    return output / f"{case}_uncertainty.nii.gz"
+
+
 def finished(paths: Dict[str, Path]) -> bool:
     """Whether a case's outputs are all there (a rerun skips it)."""
     return all(p.is_file() for p in paths.values())
@@ -49,16 +54,19 @@ def preview_title(case: str, model_name: str, dice: Optional[Mapping[str, float]
 
 def write_outputs(output: Path, case: str, labels: np.ndarray, geometry: Geometry, num_classes: int,
                   images: Sequence[np.ndarray], title: str, provenance: Mapping, truth: Optional[np.ndarray] = None,
-                  segmentation=None) -> Dict[str, Path]:
+                  segmentation=None, uncertainty: Optional[np.ndarray] = None) -> Dict[str, Path]:
     """Write all of a case's outputs into `output`, or (on an error) none of them.
 
     labels: (slices, H, W) internal label values on `geometry`; images: the four sequences on the
     same grid (the preview's background); provenance: how the labels were made (a Segmenter's record),
     written as `<case>.json` and into the `.seg.nrrd` header; truth: the reference labels, outlined in the preview;
-    segmentation: a DICOM SEG made by dicom_seg.make_dicom_seg, written as `<case>.seg.dcm`."""
+    segmentation: a DICOM SEG made by dicom_seg.make_dicom_seg, written as `<case>.seg.dcm`; uncertainty:
+    the entropy map (Segmentation.uncertainty_map), written as `<case>_uncertainty.nii.gz`."""
     paths = output_paths(output, case)
     if segmentation is not None:
         paths = {"dicom_seg": dicom_seg_path(output, case), **paths}
+    if uncertainty is not None:
+        paths = {"uncertainty": uncertainty_path(output, case), **paths}
     with atomic_paths(list(paths.values())) as temporaries:
         tmp = dict(zip(paths, temporaries))
         mrml.write_segmentation_file(labels, geometry, num_classes, tmp["segmentation"], provenance)
@@ -67,5 +75,7 @@ def write_outputs(output: Path, case: str, labels: np.ndarray, geometry: Geometr
                               truth=truth)
         if segmentation is not None:
             dicom_seg.write_dicom_seg(segmentation, tmp["dicom_seg"])
+        if uncertainty is not None:
+            io.write_map(uncertainty.astype(np.float32, copy=False), geometry, tmp["uncertainty"])
         io.write_labels(labels, geometry, tmp["labels"])
     return paths
