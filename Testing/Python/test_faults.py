@@ -77,7 +77,7 @@ def test_killed_batch_leaves_only_whole_files_and_a_rerun_finishes(untrained_mod
     assert subprocess.run(command, env=env, capture_output=True, timeout=600).returncode == 0
     names = sorted(p.name for p in output.iterdir())
     expected = sorted(f"{c.name}{suffix}" for c in synthetic_cases
-                      for suffix in (".seg.nrrd", "_labels.nii.gz", "_preview.png")) + ["metrics.csv"]
+                      for suffix in (".seg.nrrd", ".json", "_labels.nii.gz", "_preview.png")) + ["metrics.csv"]
     assert names == expected, "partial or temporary files left behind"
 
 

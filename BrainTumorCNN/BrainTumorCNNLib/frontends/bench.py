@@ -32,7 +32,8 @@ For each model:
 - per case: preprocessing plus screened (dense-fast without shipped weights), with the CPU time the
   process spent in user space and in the kernel and its minor page faults over the same work
   (resource.getrusage: the median run of each), and its ratio to dense-direct (the plain model on
-  every slice, the reference);
+  every slice, the reference), in wall time and in CPU time (user + system; on a machine other work
+  shares, the CPU share each run gets varies, its CPU time much less);
 - peak resident memory of the process that ran the model (each model runs in
   its own process, so peaks are per model).
 
@@ -232,9 +233,12 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
         only = spread_slices(mask, sample) if sample else None
         timed = len(only) if only is not None else brain_slices
         row[key.replace("_s", "_slices_timed")] = timed
-        seconds, prepare, result, _ = time_dense(model, volume, mask, fast, args.device, only, args.repeats, precision)
+        seconds, prepare, result, cpu = time_dense(model, volume, mask, fast, args.device, only, args.repeats,
+                                                   precision)
         # per brain: preparation once, slices extrapolated to all brain slices
         row[key] = prepare + (seconds - prepare) * brain_slices / timed
+        # CPU seconds (user + system) per brain, all extrapolated: what a loaded machine's share does not change
+        row[key.replace("_s", "_cpu_s")] = (cpu["user_s"] + cpu["system_s"]) * brain_slices / timed
         row[key.replace("_s", "_prepare_s")] = prepare
         row["device"] = result.device
     # the whole volume as `segment` runs it (screening decides which slices run; it needs a trained model)
@@ -364,6 +368,9 @@ def main(args: argparse.Namespace) -> int:
                 row["case_s"] = preprocessing["total_s"] + (row["dense_screened_s"] or row["dense_fast_s"])
                 row["case_cpu"] = case_cpu(preprocessing["cpu"], row["screened_cpu"])
                 row["case_over_direct"] = row["case_s"] / row["dense_direct_s"] if row["dense_direct_s"] else None
+                cpu = row["case_cpu"]
+                row["case_over_direct_cpu"] = ((cpu["user_s"] + cpu["system_s"]) / row["dense_direct_cpu_s"]
+                                               if cpu and row.get("dense_direct_cpu_s") else None)
     report["load_average"] = os.getloadavg()
     if args.json:
         print(json.dumps(report, indent=2))
