@@ -86,6 +86,7 @@ class BrainTumorCNNParameterNode:
     removeDistant: bool = True  # the distance rule of the model's card (SegmentationOptions.model_cleanup)
     probabilities: bool = False
     labelmap: bool = False
+    uncertainty: bool = False  # add the uncertainty map (hidden until shown)
     register: bool = True  # register volumes not on the T1c grid onto the T1c
     resample: bool = True  # else resample them onto its grid as they lie
     keepPrepared: bool = False  # add the registered / resampled volumes to the scene
@@ -100,6 +101,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None
+        self._uncertaintyNode = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -118,6 +120,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertainty)
         self.fillModelSelector()
         self.initializeParameterNode()
 
@@ -230,9 +233,21 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.fillModelSelector()
                 self._parameterNode.model = self._parameterNode.model or self.logic.defaultModel()
             self.ui.volumesTable.setRowCount(0)
+            self.ui.confidenceLabel.text = ""
+            self._uncertaintyNode = None
+            self.ui.showUncertaintyCheckBox.checked = False
+            self.ui.showUncertaintyCheckBox.enabled = False
             self._task = self.logic.startSegmentation(self._parameterNode)
             self._timer.start()
         self.updateGui()
+
+    def onShowUncertainty(self, shown):
+        """The uncertainty map as the slice views' foreground layer, half transparent, or no foreground."""
+        node = self._uncertaintyNode if shown else None
+        if shown and node is None:
+            return
+        slicer.util.setSliceViewerLayers(foreground=node.GetID() if node else None,
+                                         foregroundOpacity=0.5 if node else 0.0)
 
     def onCancel(self):
         if self._task:
@@ -269,6 +284,10 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, (region, millilitres) in enumerate(volumes.items()):
             self.ui.volumesTable.setItem(row, 0, qt.QTableWidgetItem(region))
             self.ui.volumesTable.setItem(row, 1, qt.QTableWidgetItem(f"{millilitres:.2f}"))
+        self.ui.confidenceLabel.text = self.logic.confidenceText(task.result)
+        from BrainTumorCNNLib.writing import mrml
+        self._uncertaintyNode = segmentation.GetNodeReference(mrml.UNCERTAINTY_REFERENCE)
+        self.ui.showUncertaintyCheckBox.enabled = self._uncertaintyNode is not None
         extraction = task.result.extraction
         notes = [str(note) for note in (extraction.summary() if extraction.extracted else None,
                                         task.result.cleanup_report) if note]
@@ -393,7 +412,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         volumes, names = mrml.read_nodes(nodes)
         return SegmentationProcess(volumes, self.options(parameters), self.preparation(parameters), names,
                                    probabilities=parameters.probabilities, keep_prepared=parameters.keepPrepared,
-                                   inputs=mrml.inputs_of(nodes), interpreter=[self.childInterpreter()])
+                                   inputs=mrml.inputs_of(nodes), interpreter=[self.childInterpreter()],
+                                   uncertainty=parameters.uncertainty)
 
     def storeResult(self, task, parameters: BrainTumorCNNParameterNode):
         """Put a finished task's result into the scene as the user chose (main thread); see mrml.store_result."""
@@ -406,7 +426,17 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
                 prepared[f"{source} on T1c grid"] = task.prepared.volumes[step.sequence]
         return mrml.store_result(slicer.mrmlScene, task.result, task.geometry, name, parameters.outputSegmentation,
                                  probabilities=parameters.probabilities, labelmap=parameters.labelmap,
-                                 reference_volume=parameters.t1cVolume, prepared=prepared)
+                                 reference_volume=parameters.t1cVolume, prepared=prepared,
+                                 uncertainty=parameters.uncertainty)
+
+    @staticmethod
+    def confidenceText(result) -> str:
+        """The confidence figure in words, with the warning when the model is unsure (uncertainty.UNSURE)."""
+        from BrainTumorCNNLib import labels
+        from BrainTumorCNNLib.running import uncertainty
+        text = "Confidence (the Dice the model expects of its labels): " + ", ".join(
+            f"{labels.REGION_NAMES[region]} {value:.2f}" for region, value in result.confidence.items())
+        return text + (f"\nWarning: {uncertainty.UNSURE}." if result.unsure else "")
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:

@@ -234,3 +234,43 @@ def test_options_reach_the_child_as_they_were_given():
                         json.loads(json.dumps(dataclasses.asdict(no_cleanup)))) == no_cleanup
     prepare = PreparationOptions(register=False, resample=True)
     assert child._build(PreparationOptions, json.loads(json.dumps(dataclasses.asdict(prepare)))) == prepare
+
+
+def test_the_uncertainty_map_comes_back_and_the_logic_adds_it_as_a_hidden_coloured_volume(small_phantom):
+    """Issue 34 item 2 (the Slicer module): the child brings back the entropy map and the confidence figure;
+    store_result adds the map as a scalar volume with its colour table over 0-1, referenced from the
+    segmentation (the module's switch) and shown in no slice view until switched on."""
+    from BrainTumorCNNLib.running import uncertainty
+    scene, nodes = scene_with(small_phantom)
+    volumes, names = mrml.read_nodes(nodes)
+    options = dataclasses.replace(QUICK, screen=False)
+    process = child.SegmentationProcess(volumes, options, names=names, probabilities=True, uncertainty=True)
+    process.wait()
+    assert process.error is None
+    result = process.result
+    assert result.uncertainty.shape == process.geometry.shape and result.uncertainty.dtype == np.float32
+    np.testing.assert_allclose(result.uncertainty, uncertainty.entropy_map(result.probabilities), atol=1e-6)
+    assert set(result.confidence) == {"complete", "core", "enhancing"}
+    assert all(0.0 <= v <= 1.0 for v in result.confidence.values())
+    assert result.provenance["confidence"]["expected_dice"] == result.confidence
+
+    segmentation = mrml.store_result(scene, result, process.geometry, "phantom tumor", reference_volume=nodes[1],
+                                     uncertainty=True)
+    node = segmentation.GetNodeReference(mrml.UNCERTAINTY_REFERENCE)
+    assert node is not None and node.IsA("vtkMRMLScalarVolumeNode") and node.GetName() == "phantom tumor uncertainty"
+    array, geometry = mrml.array_of(node)
+    np.testing.assert_allclose(array, result.uncertainty)
+    assert geometry == process.geometry
+    display = node.GetDisplayNode()
+    assert display.GetColorNode().GetName() == mrml.UNCERTAINTY_COLOURS
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0)
+    for composite in (scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                      for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))):
+        assert node.GetID() not in (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID())
+
+    # without the option: no map in the child's result, none in the scene
+    plain = child.SegmentationProcess(volumes, QUICK, names=names)
+    plain.wait()
+    assert plain.result.uncertainty is None and plain.result.confidence
+    assert mrml.store_result(scene, plain.result, plain.geometry, "plain").GetNodeReference(
+        mrml.UNCERTAINTY_REFERENCE) is None

@@ -41,6 +41,7 @@ JOB = "job.json"  # the options, from the parent
 RESULT = "result.json"  # what the child made, written last: its presence marks the outputs complete
 LABELS = "labels.nrrd"
 PROBABILITIES = "probabilities.nrrd"  # (Z, Y, X) vectors of one probability per class
+UNCERTAINTY = "uncertainty.nrrd"  # the entropy map, float32 (Segmentation.uncertainty_map)
 LOG = "child.log"  # the child's stderr (and anything printed), for the error message of a crash
 LOG_TAIL = 20000  # characters of it an error carries
 
@@ -58,8 +59,8 @@ class SegmentationProcess:
     wait, finished, cancelled, error, result, prepared, warnings) so a GUI polls either alike.
 
     `interpreter`: the command that starts Python (in Slicer, PythonSlicer; sys.executable elsewhere).
-    `probabilities` / `keep_prepared`: bring back the probabilities / the volumes preparation put on the T1c
-    grid.  `inputs`: {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes).
+    `probabilities` / `keep_prepared` / `uncertainty`: bring back the probabilities / the volumes preparation
+    put on the T1c grid / the uncertainty map (the confidence figure always comes back).  `inputs`: {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes).
     A thread of this process follows the child; it touches neither a scene nor a GUI."""
 
     def __init__(self, volumes: task.Volumes, options: pipeline.SegmentationOptions,
@@ -67,7 +68,7 @@ class SegmentationProcess:
                                                                                           resample=False),
                  names: Optional[Mapping[str, str]] = None, probabilities: bool = False,
                  keep_prepared: bool = False, inputs: Optional[Mapping[str, str]] = None,
-                 interpreter: Sequence[str] = (sys.executable,)):
+                 interpreter: Sequence[str] = (sys.executable,), uncertainty: bool = False):
         names = dict(names or {m: m for m in MODALITIES})
         preparation.plan({m: g for m, (_, g) in volumes.items()}, prepare, names)  # a refused plan raises here
         self.geometry = volumes[preparation.REFERENCE][1]  # the result's grid
@@ -79,7 +80,8 @@ class SegmentationProcess:
         self._cancelled = False
         self.folder = Path(tempfile.mkdtemp(prefix="braintumorcnn-"))  # readable by this user only
         try:
-            _write_job(self.folder, volumes, options, prepare, names, probabilities, keep_prepared, inputs)
+            _write_job(self.folder, volumes, options, prepare, names, probabilities, keep_prepared, inputs,
+                       uncertainty)
             with open(self.folder / LOG, "wb") as log:
                 # stdin stays open and unused: the child exits when it closes, so it never outlives this process
                 self.process = subprocess.Popen([*interpreter, "-m", __name__, str(self.folder)], cwd=self.folder,
@@ -145,6 +147,7 @@ class SegmentationProcess:
             raise ValueError(f"labels of shape {labels.shape} for a T1c grid of {self.geometry.shape}")
         probabilities = (np.moveaxis(_read(self.folder / PROBABILITIES), -1, 0)
                          if (self.folder / PROBABILITIES).is_file() else None)
+        uncertainty = _read(self.folder / UNCERTAINTY) if (self.folder / UNCERTAINTY).is_file() else None
         steps = [preparation.Step(sequence, action) for sequence, action in made["steps"]]
         kept = {s.sequence: _read(self.folder / _prepared_file(s.sequence)) for s in steps
                 if (self.folder / _prepared_file(s.sequence)).is_file()}
@@ -152,7 +155,8 @@ class SegmentationProcess:
         self.prepared = preparation.Prepared(kept, self.geometry, steps)
         self.warnings = made["warnings"]
         self.result = pipeline.Segmentation(labels, probabilities, made["num_classes"], made["model_name"],
-                                            made["card"], made["cleanup"], extraction, made["provenance"])
+                                            made["card"], made["cleanup"], extraction, made["provenance"],
+                                            confidence=made["confidence"], uncertainty=uncertainty)
 
 
 def _child_environment() -> dict:
@@ -166,11 +170,12 @@ def _child_environment() -> dict:
 
 def _write_job(folder: Path, volumes: task.Volumes, options: pipeline.SegmentationOptions,
                prepare: preparation.PreparationOptions, names: Mapping[str, str], probabilities: bool,
-               keep_prepared: bool, inputs: Optional[Mapping[str, str]]) -> None:
+               keep_prepared: bool, inputs: Optional[Mapping[str, str]], uncertainty: bool = False) -> None:
     for sequence, (array, geometry) in volumes.items():
         sitk.WriteImage(to_image(array, geometry), str(folder / f"{sequence}.nrrd"))
     job = {"options": dataclasses.asdict(options), "preparation": dataclasses.asdict(prepare), "names": dict(names),
-           "probabilities": probabilities, "keep_prepared": keep_prepared, "inputs": dict(inputs or {})}
+           "probabilities": probabilities, "keep_prepared": keep_prepared, "inputs": dict(inputs or {}),
+           "uncertainty": uncertainty}
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
 
 
@@ -231,13 +236,16 @@ def run_job(folder: Path, progress: Progress) -> None:
     if job["probabilities"]:
         images[PROBABILITIES] = prepared.geometry.apply(sitk.GetImageFromArray(
             np.ascontiguousarray(np.moveaxis(result.probabilities, 0, -1)), isVector=True))
+    if job.get("uncertainty"):
+        images[UNCERTAINTY] = to_image(result.uncertainty_map(), prepared.geometry)
     if job["keep_prepared"]:
         for step in prepared.steps:
             images[_prepared_file(step.sequence)] = to_image(prepared.volumes[step.sequence], prepared.geometry)
     made = {"model_name": result.model_name, "num_classes": result.num_classes, "card": result.card,
             "cleanup": str(result.cleanup_report) if result.cleanup_report else None,
             "extraction": result.extraction and dataclasses.asdict(result.extraction), "warnings": warnings,
-            "steps": [[s.sequence, s.action] for s in prepared.steps], "provenance": result.provenance}
+            "steps": [[s.sequence, s.action] for s in prepared.steps], "provenance": result.provenance,
+            "confidence": result.confidence}
     with atomic_paths([folder / name for name in images] + [folder / RESULT]) as paths:
         for path, image in zip(paths, images.values()):
             sitk.WriteImage(image, str(path))

@@ -345,14 +345,15 @@ def link_to_reference(segmentation_node, reference_volume) -> None:
 
 def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name: str, output_node=None,
                  probabilities: bool = False, labelmap: bool = False, reference_volume=None,
-                 prepared: Optional[Dict[str, np.ndarray]] = None):
+                 prepared: Optional[Dict[str, np.ndarray]] = None, uncertainty: bool = False):
     """Put a finished segmentation into the scene (main thread) and return its node: a new node named
     `name`, or `output_node` (an existing segmentation the user chose to replace) refilled, linked to
     `reference_volume` (the T1c, on whose grid `geometry` is) by link_to_reference, carrying the
     result's provenance as attributes (set_provenance).  Optionally also
     one volume per tissue holding the network's probability (`probabilities`), a label map volume in
     the label values files use (`labelmap`), and the `prepared` volumes ({volume name: array on
-    `geometry`}: inputs registered or resampled onto the T1c grid).  All or nothing: on an error every
+    `geometry`}: inputs registered or resampled onto the T1c grid), and the uncertainty map (`uncertainty`:
+    add_uncertainty_node, in no view until switched on).  All or nothing: on an error every
     node added here is removed again (a refilled `output_node` stays, being the user's)."""
     added = []
     try:
@@ -374,6 +375,9 @@ def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name:
                 added.append(add_volume_node(scene, result.probabilities[index], geometry,
                                              f"{name} {tissue.name} probability"))
                 added[-1].CreateDefaultDisplayNodes()
+        if uncertainty:
+            added.append(add_uncertainty_node(scene, result.uncertainty_map(), geometry, f"{name} uncertainty"))
+            segmentation.SetNodeReferenceID(UNCERTAINTY_REFERENCE, added[-1].GetID())
         if labelmap:
             file_labels = label_table.output_scheme(result.num_classes).from_internal(result.labels)
             added.append(add_volume_node(scene, file_labels, geometry, f"{name} labels", labelmap=True))
@@ -383,6 +387,41 @@ def store_result(scene, result: pipeline.Segmentation, geometry: Geometry, name:
             remove_node(scene, node)
         raise
     return segmentation
+
+
+#: The segmentation node's reference to its uncertainty map (store_result), for a GUI to switch it on.
+UNCERTAINTY_REFERENCE = "BrainTumorCNN.uncertainty"
+UNCERTAINTY_COLOURS = "BrainTumorCNN uncertainty"  # the colour table's name: sure dark, unsure bright
+
+
+def add_uncertainty_node(scene, entropy: np.ndarray, geometry: Geometry, name: str):
+    """A scalar volume node of an uncertainty map (0-1) with its own colour table over the fixed range
+    0-1 (so maps of two cases compare), in no slice view."""
+    node = add_volume_node(scene, entropy.astype(np.float32, copy=False), geometry, name)
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(uncertainty_colours(scene).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    return node
+
+
+def uncertainty_colours(scene):
+    """The scene's uncertainty colour table (made once): black through red to yellow."""
+    existing = scene.GetFirstNodeByName(UNCERTAINTY_COLOURS)
+    if existing is not None:
+        return existing
+    import slicer
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName(UNCERTAINTY_COLOURS)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    for i in range(256):
+        t = i / 255.0
+        table.SetColor(i, min(1.0, 2.0 * t), max(0.0, 2.0 * t - 1.0), 0.0, 1.0)
+    table.SetNamesInitialised(True)
+    scene.AddNode(table)
+    return table
 
 
 def inputs_of(volumes: Sequence) -> Dict[str, str]:
