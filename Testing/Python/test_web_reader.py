@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 
 from test_web import (CHROMIUM, MISSING, browser, centre, click_segment, open_page, overlay,  # noqa: F401
                       page_volumes, phantom_case, serving, slice_number, upload_case, wait_until_loaded)
@@ -29,6 +30,19 @@ def readout(page, orientation: str = "Axial"):
     return found.group(1), tuple(int(found.group(n)) for n in (2, 3, 4)), float(found.group(5))
 
 
+def settled_readout(page, orientation: str = "Axial", timeout_s: float = 20):
+    """readout() once it has stayed the same for a second (the pointer's last moves have arrived)."""
+    deadline, last, since = time.time() + timeout_s, None, time.time()
+    while time.time() < deadline:
+        now = overlay(page, orientation, "pointer-value")
+        if now != last:
+            last, since = now, time.time()
+        elif now and time.time() - since >= 1.0:
+            return readout(page, orientation)
+        time.sleep(0.2)
+    raise AssertionError(f"the pointer readout did not settle: {last!r}")
+
+
 def wait_for_readout(page, test_js: str, timeout_s: float = 20) -> None:
     page.wait_for_function("() => { const text = document.querySelector('#view-Axial .pointer-value')?.innerText"
                            f" || ''; return {test_js}; }}", timeout=timeout_s * 1000)
@@ -36,7 +50,7 @@ def wait_for_readout(page, test_js: str, timeout_s: float = 20) -> None:
 
 def pick(page, title: str) -> None:
     """Choose a case in the case list as a reader does: open the list, click the case."""
-    page.locator("#case-list").click()
+    page.locator(".v-input:has(#case-list) .v-field").click()
     page.locator(".v-overlay .v-list-item", has_text=title).first.click()
 
 
@@ -47,6 +61,13 @@ def copy_case(source: Path, folder: Path, name: str) -> Path:
     for path in source.iterdir():
         shutil.copy(path, target / path.name.replace(source.name, name))
     return target
+
+
+def wait_until_open(page, name: str) -> None:
+    """Until the case `name` is read and shown (its size in the progress line, Segment enabled)."""
+    page.wait_for_function(f"() => document.querySelector('#case-name')?.innerText === '{name}' && "
+                           f"document.querySelector('#progress-message')?.innerText.startsWith('{name}:') && "
+                           "!document.querySelector('#segment')?.disabled", timeout=120000)
 
 
 def upload_field_text(page) -> str:
@@ -64,6 +85,9 @@ def test_another_case_asks_first_and_the_views_follow(browser, phantom_case, tmp
     data = tmp_path / "data"
     first = copy_case(phantom_case, data, phantom_case.name)
     other = copy_case(phantom_case, data, "Other_00000")
+    for path in other.glob("*_t1ce.nii.gz"):  # told apart from the first by its values
+        image = sitk.ReadImage(str(path))
+        sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32) * 2.0 + 1.0, str(path))
     images = {m: io.read_image(next(first.glob(f"*_{suffix}.nii.gz")))[0]
               for m, suffix in (("T1c", "t1ce"), ("FLAIR", "flair"))}
     with serving("--data", str(data), "--case", str(first)) as url:
@@ -75,16 +99,15 @@ def test_another_case_asks_first_and_the_views_follow(browser, phantom_case, tmp
         for step in range(5):
             page.mouse.move(x + step, y + step)
             time.sleep(0.1)
-        wait_for_readout(page, "text.includes(':')")
-        sequence, (i, j, k), value = readout(page)
+        sequence, (i, j, k), value = settled_readout(page)
         assert sequence == "T1c" and k == slice_number(page, "Axial")
         assert value == pytest.approx(float(images["T1c"][k - 1, j - 1, i - 1]), rel=1e-4)
         # ... of the slice the arrow key moved to, the pointer unmoved ...
         page.keyboard.press("ArrowUp")
         wait_for_readout(page, f"text.includes(', {k + 1}): ')")
         assert slice_number(page, "Axial") == k + 1
-        sequence, ijk, value = readout(page)
-        assert ijk == (i, j, k + 1) and value == pytest.approx(float(images["T1c"][k, j - 1, i - 1]), rel=1e-4)
+        sequence, (i, j, moved), value = readout(page)  # in the plane, the voxel under the pointer on this slice
+        assert moved == k + 1 and value == pytest.approx(float(images["T1c"][k, j - 1, i - 1]), rel=1e-4)
         # ... and of the sequence shown
         page.locator("#background button", has_text="FLAIR").click()
         wait_for_readout(page, "text.startsWith('FLAIR')")
@@ -102,7 +125,7 @@ def test_another_case_asks_first_and_the_views_follow(browser, phantom_case, tmp
         time.sleep(2)  # an upload would be under way by now
         assert page.locator("#case-name").inner_text() == first.name
         assert page.locator("#result").is_visible() and page_volumes(page) == volumes
-        assert "Other_00000" not in upload_field_text(page)
+        assert ".nii.gz" not in upload_field_text(page)
 
         # 1: so does a case from the list; kept, the list still names the open case
         pick(page, other.name)
@@ -117,11 +140,14 @@ def test_another_case_asks_first_and_the_views_follow(browser, phantom_case, tmp
         # 1, 2, 4: confirmed, the other case opens; nothing of the first is read out; the keys move its slices
         pick(page, other.name)
         page.locator("#switch-yes").click()
-        page.wait_for_function("() => document.querySelector('#case-name')?.innerText === 'Other_00000' && "
-                               "!document.querySelector('#segment')?.disabled", timeout=120000)
+        wait_until_open(page, other.name)
         assert page.locator("#result").is_hidden()
-        for orientation in ("Axial", "Sagittal", "Coronal"):
-            assert overlay(page, orientation, "pointer-value") == "", orientation
+        time.sleep(1)
+        others = io.read_image(next(other.glob("*_t1ce.nii.gz")))[0]
+        for orientation in ("Axial", "Sagittal", "Coronal"):  # none, or the new case's (a pointer over the view)
+            if overlay(page, orientation, "pointer-value"):
+                sequence, (i, j, k), value = readout(page, orientation)
+                assert sequence == "T1c" and value == pytest.approx(float(others[k - 1, j - 1, i - 1]), rel=1e-4)
         number = slice_number(page, "Axial")
         page.keyboard.press("ArrowUp")
         page.wait_for_function(f"() => document.querySelector('#view-Axial .slice-number')?.innerText"
@@ -130,11 +156,10 @@ def test_another_case_asks_first_and_the_views_follow(browser, phantom_case, tmp
 
         # 8: an upload (no result open: no question), then a case from the list: the field is cleared
         upload_case(page, first, first.name)
-        assert first.name in upload_field_text(page)
+        assert ".nii.gz" in upload_field_text(page)
         pick(page, other.name)
-        page.wait_for_function("() => document.querySelector('#case-name')?.innerText === 'Other_00000' && "
-                               "!document.querySelector('#segment')?.disabled", timeout=120000)
-        assert first.name not in upload_field_text(page)
+        wait_until_open(page, other.name)
+        assert ".nii.gz" not in upload_field_text(page)
         page.close()
 
 

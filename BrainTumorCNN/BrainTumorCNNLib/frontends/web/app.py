@@ -319,8 +319,8 @@ class WebApp:
 
     async def show_case_files(self, found: cases.CaseFiles) -> None:
         self.session.case_files = found
-        with self.state:
-            self.state.case_name = found.name
+        with self.state:  # not loaded from the moment it is named: nothing of the case before is segmented
+            self.state.case_name, self.state.case_loaded = found.name, False
             self.state.case_kind = found.kind
             self.state.candidates = [{"title": found.shown_name(p), "value": str(p)} for p in found.candidates]
             for modality in MODALITIES:
@@ -348,6 +348,7 @@ class WebApp:
         options = self._preparation()
         if self.task is not None:  # a run on the case being replaced: its result would be of another case
             self.task.cancel()
+        self.views.clear()  # no slice number nor pointer readout of the case before while this one is read
         with self.state:
             self.state.plan = cases.plan(found, options)
             self.state.case_error = self.state.case_warnings = ""
