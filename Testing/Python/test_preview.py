@@ -55,13 +55,15 @@ def test_planes_follow_the_image_direction_not_the_array_order():
         assert per_slice[cut.index] == per_slice.max()
 
 
-def test_the_slices_go_through_the_truth_when_given_else_the_segmentation_else_the_brain():
+def test_the_slices_go_through_the_segmentation_else_the_truth_else_the_brain():
+    """Issue 34 point 6: the result's largest sections, as the page shows them after a run (the truth's
+    when the result has no tumor)."""
     images, truth = _scene()
     _, elsewhere = _scene(centre=(30, 12, 45), radii=(4, 4, 4))
-    through_truth = preview.choose_slices(elsewhere, _geometry(), truth=truth)
-    assert through_truth == preview.choose_slices(truth, _geometry()) != preview.choose_slices(elsewhere, _geometry())
+    through_result = preview.choose_slices(elsewhere, _geometry(), truth=truth)
+    assert through_result == preview.choose_slices(elsewhere, _geometry()) != preview.choose_slices(truth, _geometry())
     empty = np.zeros_like(truth)
-    assert preview.choose_slices(elsewhere, _geometry(), truth=empty) == preview.choose_slices(elsewhere, _geometry())
+    assert preview.choose_slices(empty, _geometry(), truth=truth) == preview.choose_slices(truth, _geometry())
     brain = images.any(axis=0)
     for cut in preview.choose_slices(empty, _geometry(), brain=brain).values():
         per_slice = brain.sum(axis=tuple(a for a in range(3) if a != cut.axis))
@@ -86,8 +88,9 @@ def test_png_is_written_with_the_truth_panel_only_when_truth_is_given(tmp_path):
     assert text0["Title"] == "case: model" and text1["Title"] == "case: model, Dice 0.8"
     assert "truth" not in text0["Description"] and "truth" in text1["Description"]
     chosen = preview.choose_slices(labels, _geometry())
-    for plane, cut in chosen.items():
-        assert f"{plane} {'zyx'[cut.axis]}={cut.index}" in text1["Description"]
+    for plane, cut in chosen.items():  # 1-based, as the page numbers its slices
+        assert f"{plane} slice {cut.index + 1}/{labels.shape[cut.axis]} " in text1["Description"]
+    assert text1["Description"].startswith("the result's largest sections: ")
     assert w1 > 1.5 * w0 and h1 == h0  # the truth columns beside the prediction's
     assert not list(tmp_path.glob(".*part*"))
 

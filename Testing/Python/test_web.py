@@ -256,12 +256,16 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         command_preview = mpimg.imread(tmp_path / "command" / f"{phantom_case.name}_preview.png")
         assert np.array_equal(mpimg.imread(download.value.path()), command_preview)
 
-        # 3: each slice view through the tumor's largest cross-section of its orientation
-        tumor = command_labels > 0
-        largest = {"Axial": np.argmax(tumor.sum(axis=(1, 2))), "Coronal": np.argmax(tumor.sum(axis=(0, 2))),
-                   "Sagittal": np.argmax(tumor.sum(axis=(0, 1)))}
-        for orientation, index in largest.items():
-            assert slice_number(page, orientation) == index + 1, orientation
+        # 3: each slice view through the tumor's largest cross-section of its orientation, numbered as the
+        # command's preview numbers it (issue 34 point 6: the same sections, 1-based)
+        from PIL import Image
+
+        with Image.open(tmp_path / "command" / f"{phantom_case.name}_preview.png") as png:
+            described = png.text["Description"]
+        assert described.startswith("the result's largest sections: "), described
+        for orientation in ("Axial", "Coronal", "Sagittal"):
+            number = int(re.search(rf"{orientation.lower()} slice (\d+)/", described).group(1))
+            assert slice_number(page, orientation) == number, (orientation, described)
         # 4: the value under the pointer is the T1c file's; the keys move the slice under the pointer
         x, y = centre(page, "#view-Axial")
         for step in range(5):

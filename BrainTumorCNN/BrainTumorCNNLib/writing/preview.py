@@ -1,9 +1,9 @@
 """A PNG preview of a segmentation: the tumor's largest cross-sections in three planes.
 
 Rows: the axial, coronal and sagittal slice with the most tumor voxels of its
-plane: the tumor's largest cross-sections (of the truth when it is given, as
-the best knowledge of where the tumor is; else of the segmentation; of the
-brain when neither has a voxel).  Columns: T1c and FLAIR with the segments outlined in their colours
+plane: the result's largest cross-sections, as the page shows them after a run
+(of the truth when the result has no tumor; of the brain when neither has a
+voxel), each titled with its 1-based slice number, as the page numbers them.  Columns: T1c and FLAIR with the segments outlined in their colours
 (labels.py), and, when ground truth is given, the same slices with the truth's
 outlines.  Planes follow the image direction, not the array order, in the
 radiological view (patient's right on the left, anterior and superior up), and
@@ -44,6 +44,11 @@ class Cut:
     index: int
 
 
+def slice_name(plane: str, cut: Cut, shape: Tuple[int, ...]) -> str:
+    """"axial slice 78/155": a cut named by its 1-based number on the case's grid, as the page's views."""
+    return f"{plane} slice {cut.index + 1}/{shape[cut.axis]}"
+
+
 def _array_axes(geometry: Optional[Geometry]) -> Tuple[List[int], List[int]]:
     """Per array axis (Z, Y, X): the physical axis it runs along most closely, and the sign."""
     if geometry is None:
@@ -62,9 +67,9 @@ def _array_axes(geometry: Optional[Geometry]) -> Tuple[List[int], List[int]]:
 
 def choose_slices(label_map: np.ndarray, geometry: Optional[Geometry] = None, truth: Optional[np.ndarray] = None,
                   brain: Optional[np.ndarray] = None) -> Dict[str, Cut]:
-    """Per plane, the slice with the most tumor voxels (the middle one of equal maxima): of `truth` when
-    it has any, else of `label_map`, else of `brain`."""
-    masks = [m > 0 for m in (truth, label_map, brain) if m is not None]
+    """Per plane, the slice with the most tumor voxels (the middle one of equal maxima): of `label_map`
+    when it has any (the result, as the page shows it), else of `truth`, else of `brain`."""
+    masks = [m > 0 for m in (label_map, truth, brain) if m is not None]
     mask = next((m for m in masks if m.any()), masks[-1])
     physical, _ = _array_axes(geometry)
     cuts = {}
@@ -147,13 +152,15 @@ def write_preview(images: np.ndarray, label_map: np.ndarray, path: Union[str, Pa
                 if inside.any():
                     ax.contour(inside.astype(np.float32), levels=[0.5], colors=[tissue.color], linewidths=1.2)
             ax.set_axis_off()
-            ax.set_title(f"{name}{' ' + kind if kind else ''} - {plane} {'zyx'[cut.axis]}={cut.index}", fontsize=8)
+            ax.set_title(f"{name}{' ' + kind if kind else ''} - {slice_name(plane, cut, label_map.shape)}",
+                         fontsize=8)
     handles = [Line2D([0], [0], color=t.color, linewidth=2.5, label=t.name) for t in tissues]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.96 if title else 1))
-    description = (", ".join(f"{p} {'zyx'[c.axis]}={c.index}" for p, c in cuts.items()) + "; columns: "
+    through = "result's" if label_map.any() else "truth's" if truth is not None and truth.any() else "brain's"
+    fig.suptitle(f"{title}\nslices through the {through} largest sections".lstrip(), fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.94))
+    description = (f"the {through} largest sections: " + ", ".join(
+        f"{slice_name(p, c, label_map.shape)} ({'zyx'[c.axis]}={c.index})" for p, c in cuts.items()) + "; columns: "
                    + ", ".join(f"{name}{' ' + kind if kind else ''}" for _, name, kind, _ in columns))
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -14,7 +14,7 @@ import numpy as np
 from ....modalities import MODALITIES
 from ....reading import io
 from ....reading.geometry import Geometry
-from ....writing import mrml
+from ....writing import mrml, preview
 
 #: Slicer's names and colours of the slice views.
 VIEW_NAMES = {"Axial": ("R", "#F34A33"), "Sagittal": ("Y", "#EFD64D"), "Coronal": ("G", "#6DAD4A")}
@@ -61,17 +61,14 @@ def edge_letters(slice_to_ras: np.ndarray) -> Dict[str, str]:
     return {"left": letter(-x), "right": letter(x), "top": letter(y), "bottom": letter(-y)}
 
 
-def largest_cross_sections(labels: np.ndarray) -> Optional[Tuple[int, int, int]]:
-    """(x, y, z) voxel indices of the tumor's largest sagittal, coronal and axial cross-section:
-    the slice of each axis holding the most tumor voxels (labels (Z, Y, X), any non-zero = tumor);
-    None without tumor."""
-    tumor = labels > 0
-    if not tumor.any():
+def largest_cross_sections(labels: np.ndarray, geometry: Geometry) -> Optional[Dict[str, Tuple[int, int]]]:
+    """{view: (grid axis (0 i, 1 j, 2 k), index)} of the tumor's largest cross-section in each slice
+    view's plane, chosen as the preview chooses them (preview.choose_slices: the same sections, so
+    their numbers agree); None without tumor."""
+    if not (labels > 0).any():
         return None
-    z = int(np.argmax(tumor.sum(axis=(1, 2))))
-    y = int(np.argmax(tumor.sum(axis=(0, 2))))
-    x = int(np.argmax(tumor.sum(axis=(0, 1))))
-    return x, y, z
+    cuts = preview.choose_slices(labels, geometry)
+    return {view: (2 - cuts[view.lower()].axis, cuts[view.lower()].index) for view in VIEW_NAMES}
 
 
 def window_level(image: np.ndarray, preset: str, tumor: Optional[np.ndarray] = None) -> Optional[Tuple[float, float]]:
@@ -212,16 +209,15 @@ class Views:
         import slicer
 
         self.tumor = labels > 0
-        found = largest_cross_sections(labels)
+        found = largest_cross_sections(labels, self.case.geometry)
         if found is None:
             return
-        x, y, z = found
-        centre = [float(np.mean(axis)) for axis in np.nonzero(self.tumor)[::-1]]  # x, y, z
+        centre = [float(np.mean(axis)) for axis in np.nonzero(self.tumor)[::-1]]  # i, j, k
         ijk_to_ras = mrml.ijk_to_ras(self.case.geometry)
         for orientation, view in self.slice_views().items():
             point = list(centre)
-            axis = {"Sagittal": 0, "Coronal": 1, "Axial": 2}[orientation]
-            point[axis] = (x, y, z)[axis]
+            axis, index = found[orientation]
+            point[axis] = index
             r, a, s, _ = ijk_to_ras @ np.array(point + [1.0])
             node = self.slice_node(view)
             node.JumpSliceByCentering(r, a, s)
