@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ... import labels
 from ...modalities import MODALITIES
 from ...preparing import preparation
-from ...running import inference
+from ...running import inference, uncertainty
 from ...writing import outputs
 from . import ui
 from .logic import cases, downloads, job
@@ -84,6 +85,9 @@ class PageState:
     segment_volumes: List[dict] = field(default_factory=list)
     region_volumes: List[dict] = field(default_factory=list)
     dice_text: str = ""  # the result's Dice against the case's ground truth, when it has one
+    confidence_text: str = ""  # the result's confidence figure (running/uncertainty.py)
+    unsure_warning: str = ""  # said when the model is unsure of the result (uncertainty.unsure)
+    uncertainty_layer: bool = False  # the uncertainty map shown over the slice views
     view_info: dict = field(default_factory=dict)  # what each slice view's overlay shows (logic/views.py)
     wl_presets: dict = field(default_factory=dict)  # sequence -> window / level preset
     background: str = "T1c"
@@ -141,6 +145,7 @@ class WebApp:
         self.state.change(editor_names.can_redo)(lambda **_: self._mirror_undo(editor_names))
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self.state.change("background")(self._on_background)
+        self.state.change("uncertainty_layer")(self._on_uncertainty_layer)
         self.state.trame__title = "BrainTumorCNN"
         self.one_session = OneSession(on_start=self.start_session, on_end=self.end_session)
         self.ctrl.on_server_bind.add(self._add_middlewares)
@@ -298,6 +303,10 @@ class WebApp:
                 self.state.upload_key = (self.state.upload_key or 0) + 1
             asyncio.ensure_future(self.open_case(Path(case_path)))
 
+    def _on_uncertainty_layer(self, uncertainty_layer=False, **_) -> None:
+        if self.session.uncertainty_node is not None:
+            self.session.show_uncertainty(bool(uncertainty_layer))
+
     def _on_background(self, background=None, **_) -> None:
         self.session.show_background(background)
         self.views.update_info()
@@ -354,6 +363,7 @@ class WebApp:
             self.state.case_error = self.state.case_warnings = ""
             self.state.case_loaded = self.state.result_ready = False
             self.state.segment_volumes, self.state.region_volumes, self.state.dice_text = [], [], ""
+            self.state.confidence_text, self.state.unsure_warning, self.state.uncertainty_layer = "", "", False
             self.state.busy = True
             self.state.progress_message = f"reading {found.name}"
         try:
@@ -462,6 +472,8 @@ class WebApp:
             self.state.downloads = list(names)
             self.state.download_names = {k: self._download_path(k).name for k in names}
             self.update_volumes()
+            self.state.confidence_text, self.state.unsure_warning = confidence_texts(task.result)
+            self.state.uncertainty_layer = False
             self.state.result_ready = True
         log.info("segmentation node %s in the scene", node.GetID())
 
@@ -549,6 +561,13 @@ class WebApp:
                 self.state.case_error = f"{downloads.KINDS.get(kind, (kind,))[0]} not written: {exc}"
             raise
         return self.server.protocol.addAttachment(path.read_bytes())
+
+
+def confidence_texts(result) -> Tuple[str, str]:
+    """The page's words for a result's confidence figure, and its warning when the model is unsure."""
+    figure = ", ".join(f"{labels.REGION_NAMES[region]} {value:.2f}" for region, value in result.confidence.items())
+    return (f"Confidence (the Dice the model expects of its labels): {figure}" if figure else "",
+            f"Warning: {uncertainty.UNSURE}." if result.unsure else "")
 
 
 def quiet_child() -> None:

@@ -19,6 +19,7 @@ from .security import MAX_UPLOAD_BYTES, ReadableRoots, private_folder
 
 #: The sequences shown in the slice views, the segmentation over them.
 SHOWN = ("T1c", "FLAIR")
+UNCERTAINTY_OPACITY = 0.5  # the uncertainty map over the sequence, when switched on
 
 
 class Segment(NamedTuple):
@@ -42,6 +43,7 @@ class Session:
         self.result: Optional[pipeline.Segmentation] = None
         self.volume_nodes: Dict[str, object] = {}
         self.segmentation_node = None
+        self.uncertainty_node = None  # the result's uncertainty map, in the slice views when switched on
 
     @property
     def scene(self):
@@ -95,7 +97,17 @@ class Session:
         self.segmentation_node = mrml.add_segmentation_node(self.scene, result.labels, self.case.geometry,
                                                             result.num_classes, f"{self.case.name} tumor")
         mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])
+        self.uncertainty_node = mrml.add_uncertainty_node(self.scene, result.uncertainty_map(), self.case.geometry,
+                                                          f"{self.case.name} uncertainty")
+        self.show_uncertainty(False)
         return self.segmentation_node
+
+    def show_uncertainty(self, shown: bool) -> None:
+        """The uncertainty map as the slice views' half-transparent foreground layer, or no foreground."""
+        node = self.uncertainty_node if shown else None
+        self.slicer_app.display_manager.show_volume_in_slice_foreground(node)
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.set_foreground_opacity(UNCERTAINTY_OPACITY if node is not None else 0.0)
 
     def labels(self) -> np.ndarray:
         """The segmentation as it stands (edits included): internal labels on the case's grid, of the
@@ -125,9 +137,12 @@ class Session:
         return float(np.count_nonzero(mask) * self.case.geometry.voxel_volume_ml)
 
     def remove_result(self) -> None:
+        if self.uncertainty_node is not None:
+            self.show_uncertainty(False)
+            mrml.remove_node(self.scene, self.uncertainty_node)
         if self.segmentation_node is not None:
             mrml.remove_node(self.scene, self.segmentation_node)
-        self.segmentation_node, self.result = None, None
+        self.segmentation_node, self.uncertainty_node, self.result = None, None, None
 
     def clear_case(self) -> None:
         self.remove_result()

@@ -161,6 +161,9 @@ def _display_section(ctrl) -> None:
             with v3.VBtnToggle(model_value=("wl_presets[background]",), density="compact", id="window-level"):
                 v3.VBtn("{{ preset }}", v_for="preset in wl_preset_names", key="preset", value=("preset",),
                         size="small", click=(ctrl.set_window_level, "[preset]"))
+        v3.VSwitch(label="uncertainty map (bright: the model is unsure)", v_model=("uncertainty_layer", False),
+                   v_show=("result_ready",), density="compact", hide_details=True, color="warning",
+                   id="uncertainty-layer")
         html.Div("Drag up / down in a slice view for the level, left / right for the window; arrow keys move "
                  "one slice, Page Up / Down ten, in the view under the pointer.", classes="text-caption")
 
@@ -194,6 +197,9 @@ def _result_section(ctrl) -> None:
                     html.Td("{{ row.name }}", classes="region-name font-weight-bold")
                     html.Td("{{ row.ml }}", classes="region-ml text-right font-weight-bold")
         html.Div("{{ dice_text }}", v_show=("dice_text",), classes="text-caption mt-1", id="dice")
+        html.Div("{{ confidence_text }}", v_show=("confidence_text",), classes="text-caption mt-1", id="confidence")
+        v3.VAlert(text=("unsure_warning",), v_if=("unsure_warning",), type="warning", density="compact",
+                  classes="mt-1", id="unsure-warning")
         html.Div("Downloads", classes="text-subtitle-1 mt-2")
         with html.Div(classes="d-flex flex-wrap ga-2"):
             for kind, (text, mime) in KINDS.items():
