@@ -360,8 +360,10 @@ def test_truncated_label_map_and_other_formats(case, tmp_path):
 @pytest.mark.parametrize("content", [b"", b"\x1f\x8b\x08\x00garbage" * 20, b"not an image at all" * 50])
 def test_corrupt_files_are_refused_naming_them(case, content):
     file_of(case, "T1c").write_bytes(content)
-    with pytest.raises(io.CaseError, match=r"_t1ce.nii.gz: cannot be read as an image .*truncated, corrupt"):
+    with pytest.raises(io.CaseError, match=r"_t1ce.nii.gz: cannot be read as an image .*truncated, corrupt") as error:
         read_case(case)
+    # issue 34 point 8: in the reader's words, without SimpleITK's internal text
+    assert not re.search(r"sitk::|itk::|ImageIO|ERROR", str(error.value)), str(error.value)
 
 
 def test_nifti_header_read_through_the_gzip_trailer_and_multi_member_files(tmp_path):

@@ -236,8 +236,17 @@ def _read(path: Path, dimension: int, max_voxels: Optional[int], channels: int =
 
 
 def _reason(exc: RuntimeError) -> str:
+    """SimpleITK's error in the reader's words: its last line without the library's prefix ("sitk::ERROR:",
+    "itk::ERROR: NiftiImageIO(0x...):"), and its "Unable to determine ImageIO reader" said plainly."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    last = lines[-1] if lines else type(exc).__name__
+    if "Unable to determine ImageIO reader" in last:
+        return "no image format recognised in its contents"
+    return _LIBRARY_PREFIX.sub("", last) or type(exc).__name__
+
+
+#: The prefix SimpleITK and ITK put before their messages.
+_LIBRARY_PREFIX = re.compile(r"^(?:s?itk::)?ERROR:\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?")
 
 
 def _read_msd(image_path: Path, max_voxels: Optional[int]
