@@ -91,6 +91,11 @@ def test_png_is_written_with_the_truth_panel_only_when_truth_is_given(tmp_path):
     for plane, cut in chosen.items():  # 1-based, as the page numbers its slices
         assert f"{plane} slice {cut.index + 1}/{labels.shape[cut.axis]} " in text1["Description"]
     assert text1["Description"].startswith("the result's largest sections: ")
+    # issue 34 point 8: the patient's right and left marked on the axial and coronal panels
+    assert "axial slice" in text1["Description"] and "R L marked" in text1["Description"]
+    with Image.open(without) as png:
+        pixels = np.asarray(png.convert("RGB"), float)
+    assert (np.abs(pixels - [255, 213, 79]).sum(axis=2) < 60).sum() > 20  # the marks' colour is drawn
     assert w1 > 1.5 * w0 and h1 == h0  # the truth columns beside the prediction's
     assert not list(tmp_path.glob(".*part*"))
 

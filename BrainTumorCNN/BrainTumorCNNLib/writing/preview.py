@@ -29,6 +29,8 @@ PLANES = ("axial", "coronal", "sagittal")
 _CUT_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
 _ROW_AXIS = {"axial": 1, "coronal": 2, "sagittal": 2}
 _ROW_SIGN = {"axial": 1, "coronal": -1, "sagittal": -1}
+#: The patient's directions at each panel's edges (left, right, top, bottom) in the radiological view.
+EDGES = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
 #: Outlines drawn outermost first, so each segment's outer edge shows its own colour.
 _DRAW_ORDER = ("edema", "non_enhancing", "enhancing", "ncr_net", "necrosis")
 _CHANNELS = ((1, "T1c"), (3, "FLAIR"))  # of the (T1, T1c, T2, FLAIR) images
@@ -152,6 +154,10 @@ def write_preview(images: np.ndarray, label_map: np.ndarray, path: Union[str, Pa
                 if inside.any():
                     ax.contour(inside.astype(np.float32), levels=[0.5], colors=[tissue.color], linewidths=1.2)
             ax.set_axis_off()
+            for letter, (x, y, ha, va) in zip(EDGES[plane], ((0.01, 0.5, "left", "center"), (0.99, 0.5, "right", "center"),
+                                                             (0.5, 0.99, "center", "top"), (0.5, 0.01, "center", "bottom"))):
+                ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, color="#ffd54f", fontsize=8,
+                        fontweight="bold")
             ax.set_title(f"{name}{' ' + kind if kind else ''} - {slice_name(plane, cut, label_map.shape)}",
                          fontsize=8)
     handles = [Line2D([0], [0], color=t.color, linewidth=2.5, label=t.name) for t in tissues]
@@ -160,7 +166,8 @@ def write_preview(images: np.ndarray, label_map: np.ndarray, path: Union[str, Pa
     fig.suptitle(f"{title}\nslices through the {through} largest sections".lstrip(), fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.94))
     description = (f"the {through} largest sections: " + ", ".join(
-        f"{slice_name(p, c, label_map.shape)} ({'zyx'[c.axis]}={c.index})" for p, c in cuts.items()) + "; columns: "
+        f"{slice_name(p, c, label_map.shape)} ({'zyx'[c.axis]}={c.index}, {' '.join(EDGES[p][:2])} marked)"
+        for p, c in cuts.items()) + "; columns: "
                    + ", ".join(f"{name}{' ' + kind if kind else ''}" for _, name, kind, _ in columns))
     path = Path(path)
     with atomic_path(path) as tmp:
