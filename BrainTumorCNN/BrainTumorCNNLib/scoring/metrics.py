@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import SimpleITK as sitk
 
 from .. import labels as label_table
 
@@ -131,6 +130,7 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) ->
 
 def _distance_to(target: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Euclidean distance (mm) of every voxel to the nearest voxel of `target` (exact, Maurer)."""
+    import SimpleITK as sitk  # here: training imports this module's Dice on machines without SimpleITK
     image = sitk.GetImageFromArray(target.astype(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing))
     # Squared distances: whole numbers (exact in float32) on 1 mm grids; the root in float64.
