@@ -10,6 +10,7 @@ true Dice over the cases, per region; per case both; and how much of the voxels 
 share of the brain it flags there.  Rows go to OUTPUT/confidence.csv as they come (a rerun resumes).
 
     PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_confidence.py RUN_DIR --output DIR [--cases NAME...]
+        [--default-on CASE...]
 """
 from __future__ import annotations
 
@@ -53,7 +54,21 @@ def measure(run: Path, name: str, source: Path, fold: int, cleanup) -> dict:
     case = load_case(source, preprocessing, Path(config["cache_dir"]))
     path = crossval.fold_weights(run, fold)
     model, card = weights.load(json.loads(path.with_suffix(".json").read_text())["model"], path)
-    options = SegmentationOptions(precision=inference.SCORING_PRECISION, cleanup=cleanup)
+    return readings(name, fold, case, model, card, SegmentationOptions(precision=inference.SCORING_PRECISION,
+                                                                       cleanup=cleanup))
+
+
+def measure_default(source: Path, cache: Path) -> dict:
+    """One case (no member saw it) by the shipped default model, with the cleanup its card carries."""
+    from BrainTumorCNNLib.network import registry
+    name = registry.default_model()
+    model, card = weights.load(name)
+    options = SegmentationOptions(precision=inference.SCORING_PRECISION)
+    case = load_case(source, PreprocessingConfig.of_model(card, options.preprocessing), cache)
+    return readings(source.name, name, case, model, card, options)
+
+
+def readings(name: str, fold, case, model, card, options: SegmentationOptions) -> dict:
     result = segment_preprocessed(model, card["model"], card, case.images.astype(np.float32), case.brain,
                                   case.spacing, options)
     near = uncertainty.near_tumor(result.labels, case.brain, case.spacing)
@@ -107,6 +122,10 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("run", type=Path, help="a finished cross-validation run (braintumorcnn crossval)")
     parser.add_argument("--output", type=Path, required=True, help=f"folder of {CSV_NAME}")
     parser.add_argument("--cases", nargs="*", help="only these of the run's cases")
+    parser.add_argument("--default-on", nargs="*", type=Path, default=[], metavar="CASE",
+                        help="also these case folders by the shipped default model (cases none of its members saw); "
+                             "their rows are listed apart, not in the correlation")
+    parser.add_argument("--cache", type=Path, default=Path("runs/cache-paper"), help="preprocessed-case cache")
     args = parser.parse_args(argv)
     fold_of = crossval.held_out_folds(args.run)
     summary = json.loads((args.run / "summary.json").read_text())
@@ -129,6 +148,11 @@ def main(argv: List[str] = None) -> None:
             writer.writerows(rows)
         print(f"{name}: expected {rows[-1]['expected_complete']} true {rows[-1]['dice_complete']}", flush=True)
     print(report(rows))
+    for source in args.default_on:
+        row = measure_default(source, args.cache)
+        print(f"{row['case']} by {row['fold']}: expected " + " / ".join(
+            f"{row.get('expected_' + r, float('nan')):.3f}" for r in labels.REGIONS) + ", true " + " / ".join(
+            f"{row.get('dice_' + r, float('nan')):.3f}" for r in labels.REGIONS), flush=True)
 
 
 if __name__ == "__main__":
