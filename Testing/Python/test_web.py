@@ -303,6 +303,8 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         page.wait_for_function(f"() => document.querySelector('#view-Axial .window-level')?.innerText.trim()"
                                f" !== {window_level!r}", timeout=10000)
         assert slice_number(page, "Axial") == k + 1, "the drag moved the slice"
+        # issue 34 point 8: the preset the drag changed is no longer shown as chosen
+        page.wait_for_function("() => !document.querySelector('#window-level .v-btn--active')", timeout=10000)
 
         # 2: a paint stroke on the axial view paints that slice only, and grows the active segment
         active = page.locator("#volumes .segment-name").first.inner_text()
@@ -448,6 +450,7 @@ def test_path_traversal_and_bad_upload_are_refused_in_the_page(browser, phantom_
         # the same reader's words: the file's name, "truncated: N of the M bytes its header announces"
         reason = re.search(r"truncated: \d+ of the \d+ bytes its header announces", message).group(0)
         assert reason in command_error and "_t2.nii.gz" in message
+        assert "none" not in page.locator("#plan").inner_text()  # issue 34 point 8: no plan above the error
 
         page.locator("input[type=file]").first.set_input_files(
             [str(p) for p in sorted(phantom_case.glob("*.nii.gz")) if "_flair" not in p.name and "_seg." not in p.name])

@@ -42,6 +42,8 @@ FIRST_VISIT_S = 120
 #: half its idle time), and its activity is looked at this often.
 IDLE_WARNING_S = 120.0
 IDLE_CHECK_S = 5.0
+#: The preparation plan's place when the case could not be read (and the plan did not say why).
+NOT_READ = "No plan: the case could not be read (below)."
 
 
 @dataclass(frozen=True)
@@ -375,8 +377,10 @@ class WebApp:
                 self._cancel_edit_timer()
                 self.views.clear()
                 self.session.clear_case()
-                with self.state:
+                with self.state:  # no plan for a case that could not be read ("none needed" above its error)
                     self.state.case_error, self.state.busy, self.state.progress_message = str(exc), False, ""
+                    if not cases.plan_explains_failure(found, self.state.plan):
+                        self.state.plan = NOT_READ
             return
         if self.session.case_files is not found:  # another case was chosen, or the session ended, meanwhile
             return
@@ -411,6 +415,8 @@ class WebApp:
             log.warning("upload refused: %s", exc)
             with self.state:
                 self.state.case_error, self.state.busy = str(exc), False
+                if self.session.case is None:
+                    self.state.plan = NOT_READ
             return
         with self.state:
             self.state.case_path = None

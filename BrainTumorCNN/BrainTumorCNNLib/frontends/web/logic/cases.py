@@ -141,7 +141,16 @@ def plan(case: CaseFiles, options: preparation.PreparationOptions) -> str:
         names = {m: f"{m} ({case.shown_name(case.assignment[m])})" for m in MODALITIES}
         return preparation.describe(preparation.plan(geometries, options, names))
     except (ValueError, RuntimeError) as exc:
-        return f"Cannot segment: {case.plain(str(exc))}"
+        return f"{CANNOT} {case.plain(str(exc))}"
+
+
+#: How a plan that says why the case cannot start begins.
+CANNOT = "Cannot segment:"
+
+
+def plan_explains_failure(case: CaseFiles, planned: str) -> bool:
+    """Whether the plan already says why the case cannot be read (a sequence missing, a header unread)."""
+    return bool(case.missing()) or planned.startswith(CANNOT)
 
 
 def _header_geometry(path: Path, shown: str) -> Geometry:

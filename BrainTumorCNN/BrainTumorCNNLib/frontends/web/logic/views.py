@@ -302,6 +302,10 @@ class Views:
     def _drag_end(self, orientation: str, position) -> None:
         if self._drag is not None:
             self._restore_view()
+            display = self.volume_nodes[self.background()].GetDisplayNode()
+            if (display.GetWindow(), display.GetLevel()) != self._drag[1:3]:  # the preset no longer applies
+                with self.state:
+                    self.state.wl_presets = {**dict(self.state.wl_presets or {}), self.background(): None}
         self._drag = None
 
     def _restore_view(self) -> None:
