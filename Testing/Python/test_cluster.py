@@ -62,7 +62,11 @@ def test_cases_on_a_cluster_with_a_bad_one_and_a_rerun(two_workers, synthetic_ca
     assert "0 segmented, 3 already done, 1 failed" in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     with open(output / "metrics.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4  # three cases and the mean
+        again = list(csv.DictReader(f))
+    assert len(again) == 4  # three cases and the mean
+    # every case's confidence figure, from its run and, on the rerun, from its JSON record
+    assert [r["expected_dice_complete"] for r in again[:3]] == [r["expected_dice_complete"] for r in rows[:3]]
+    assert all(0.0 <= float(r["expected_dice_complete"]) <= 1.0 for r in again[:3])
 
 
 def test_local_workers_started_and_stopped_by_the_command(worker_environment, synthetic_cases, tmp_path, capsys):

@@ -28,7 +28,7 @@ from ..reading import io
 from ..running import cases
 from ..running.pipeline import SegmentationOptions
 from ..writing.outputs import finished, output_paths
-from .segment_case import Source, metrics_row, run_case
+from .segment_case import Source, finished_row, run_case
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT = "30s"
@@ -120,7 +120,7 @@ def segment_task(name: str, source: Source, output: Path, options: SegmentationO
         paths = output_paths(output, name)
         if finished(paths) and not overwrite:
             case = cases.read_case(source, truth=truth, resample=resample, name=name)
-            row = metrics_row(name, io.read_image(paths["labels"])[0], case) if case.truth is not None else None
+            row = finished_row(name, paths["provenance"], io.read_image(paths["labels"])[0], case)
             return {**result, "status": "done", "row": row}
         delivered = run_case(name, source, output, options, truth, resample)
         return {**result, "status": "segmented", "row": delivered.row, "missing": delivered.missing,
