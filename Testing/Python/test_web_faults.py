@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 from typing import List, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -125,7 +125,7 @@ def test_a_killed_session_is_cleaned_up_and_its_page_says_so(browser, phantom_ca
         assert urlsplit(address).port == urlsplit(url).port, address  # the door's address now
         assert any(re.search(r"session 1 ended .*killed \(SIGKILL\); deleted its files", line) for line in lines)
 
-        old = go(browser.new_page(viewport=VIEWPORT), f"http://127.0.0.1:{session_port}/")  # a reload of it
+        old = go(browser.new_page(viewport=VIEWPORT), urlunsplit(("http", f"127.0.0.1:{session_port}", "/", "", "")))
         assert "has ended: its process was killed" in old.locator("#ended").inner_text()
         old.close()
 
