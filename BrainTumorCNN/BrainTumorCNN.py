@@ -316,19 +316,16 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def modelChoices() -> List[Tuple[str, str, bool]]:
-        """(registry name, label with the validation Dice from the model card, has weights) per model."""
-        from BrainTumorCNNLib import labels
+        """(registry name, label, has weights) per model: the shipped ones best first, labelled with the Dice
+        their cards report (as the web page lists them), then those without weights."""
         from BrainTumorCNNLib.network import registry
-        shipped = registry.shipped()
-        choices = []
-        for name, spec in registry.MODELS.items():
-            if name not in shipped:
-                choices.append((name, f"{name} (no weights)", False))
-                continue
-            dice = (spec.card() or {}).get("validation", {}).get("dice", {})
-            score = ", ".join(f"{region} {dice[region]:.2f}" for region in labels.REGIONS if region in dice)
-            choices.append((name, f"{name} (validation Dice {score})" if score else f"{name} (not validated)", True))
-        return choices
+        try:
+            ranked = registry.ranked()
+        except FileNotFoundError:
+            ranked = []
+        return ([(spec.name, registry.card_label(spec), True) for spec in ranked]
+                + [(name, f"{name} (no weights)", False) for name in registry.MODELS
+                   if name not in {spec.name for spec in ranked}])
 
     def defaultModel(self) -> str:
         """The best shipped model, or "" when PyTorch or every model's weights are missing."""

@@ -5,10 +5,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
 from torch import nn
 
+from .. import labels
 from . import networks
 
 #: The shipped weights and model cards (`<name>.safetensors` + `<name>.json`) inside the package, where
@@ -84,18 +85,40 @@ def shipped() -> Dict[str, ModelSpec]:
     return {n: s for n, s in MODELS.items() if s.weights_path.is_file() and s.card_path.is_file()}
 
 
-def default_model() -> str:
-    """The shipped model with the best mean validation Dice (complete, core, enhancing); models whose
-    card holds figures cross-validated over every fold rank before those scored on one fold's held-out cases
-    (`folds_run`) or on a few validation cases, which flatter."""
-    def mean_dice(spec: ModelSpec) -> tuple:
+def mean_dice(spec: ModelSpec) -> float:
+    """The mean over the regions of the Dice its card reports; -1 without one."""
+    dice = (spec.card() or {}).get("validation", {}).get("dice", {})
+    return sum(dice.values()) / len(dice) if dice else -1.0
+
+
+def ranked() -> List[ModelSpec]:
+    """The shipped models, best first: figures cross-validated over every fold before those scored on one
+    fold's held-out cases (`folds_run`) or on a few validation cases, which flatter; then by mean Dice
+    (complete, core, enhancing); then by name."""
+    def rank(spec: ModelSpec) -> tuple:
         validation = (spec.card() or {}).get("validation", {})
-        dice = validation.get("dice", {})
-        return ("folds" in validation, "folds_run" not in validation, sum(dice.values()) / len(dice) if dice else -1.0)
+        return ("folds" not in validation, "folds_run" in validation, -mean_dice(spec), spec.name)
 
     available = shipped()
     if not available:
         raise FileNotFoundError(
             f"no trained weights found in {MODELS_DIR}; train a model with `braintumorcnn train` "
             "or set BRAINTUMORCNN_MODELS to a folder of weights")
-    return max(available.values(), key=mean_dice).name
+    return sorted(available.values(), key=rank)
+
+
+def default_model() -> str:
+    """The best shipped model (`ranked`)."""
+    return ranked()[0].name
+
+
+def card_label(spec: ModelSpec) -> str:
+    """How every front end names a shipped model in its list: with the Dice its card reports and how it was
+    measured ("4-fold cross-validated Dice ..." or "validation Dice ...")."""
+    validation = (spec.card() or {}).get("validation", {})
+    dice = validation.get("dice", {})
+    scores = ", ".join(f"{region} {dice[region]:.2f}" for region in labels.REGIONS if region in dice)
+    if not scores:
+        return f"{spec.name} (not validated)"
+    how = f"{validation['folds']}-fold cross-validated Dice" if "folds" in validation else "validation Dice"
+    return f"{spec.name} ({how} {scores})"

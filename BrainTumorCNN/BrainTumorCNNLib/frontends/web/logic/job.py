@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Dict, List
 
-from .... import labels as label_table
 from ....modalities import MODALITIES
 from ....network import registry
 from ....reading import io
@@ -22,32 +21,10 @@ def start(case: io.Case, model: str) -> SegmentationTask:
 
 
 def model_choices() -> List[Dict[str, str]]:
-    """The shipped models, best first by the registry's ranking (registry.default_model: cross-validated
-    figures before others, then the mean of the cards' Dice), each titled with the Dice its card reports."""
-    shipped = registry.shipped()
-    if not shipped:
-        raise FileNotFoundError(f"no trained weights found in {registry.MODELS_DIR}; set BRAINTUMORCNN_MODELS "
-                                "to a folder of weights")
-    best = registry.default_model()
-    validations = {name: (model.card() or {}).get("validation", {}) for name, model in shipped.items()}
-
-    def mean_dice(name: str) -> float:
-        dice = validations[name].get("dice", {})
-        return sum(dice.values()) / len(dice) if dice else -1.0
-
-    def rank(name: str) -> tuple:  # as default_model ranks them, best first
-        validation = validations[name]
-        return (name != best, "folds" not in validation, "folds_run" in validation, -mean_dice(name), name)
-
-    choices = []
-    for name in sorted(shipped, key=rank):
-        validation = validations[name]
-        dice = validation.get("dice", {})
-        how = f"{validation['folds']}-fold cross-validated Dice" if "folds" in validation else "validation Dice"
-        scores = ", ".join(f"{region} {dice[region]:.2f}" for region in label_table.REGIONS if region in dice)
-        choices.append({"title": f"{name} ({how} {scores})" if scores else f"{name} (not validated)",
-                        "value": name, "mean_dice": round(mean_dice(name), 4)})
-    return choices
+    """The shipped models, best first (registry.ranked, as the Slicer module lists them), each titled with
+    the Dice its card reports (registry.card_label)."""
+    return [{"title": registry.card_label(spec), "value": spec.name, "mean_dice": round(registry.mean_dice(spec), 4)}
+            for spec in registry.ranked()]
 
 
 #: "slice 45/135 (cpu)": the inference's count, whose total changes when screening has found the tumor's
