@@ -129,7 +129,7 @@ TORCH_API_SINCE = {
         "torch.ones", "torch.linspace", "torch.einsum", "torch.full_like", "torch.rand", "torch.cuda.set_device",
         "torch.nn.functional.conv2d", "torch.nn.functional.pad", "torch.get_rng_state", "torch.set_rng_state",
         "torch.cuda.get_rng_state", "torch.cuda.set_rng_state", "torch.autograd.Function", "torch.mul",
-        "torch.uint8"], "1.0"),
+        "torch.uint8", "torch.nn.Module.__init__", "torch.optim.Optimizer", "torch.softmax"], "1.0"),
     "torch.nn.functional.one_hot": "1.1",
     "torch.nn.functional.affine_grid": "1.3",  # align_corners=
     "torch.nn.functional.grid_sample": "1.3",  # align_corners=
