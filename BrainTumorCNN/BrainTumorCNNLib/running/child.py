@@ -54,7 +54,7 @@ class ChildFailed(RuntimeError):
         self.details = details
 
 
-class SegmentationProcess:
+class SegmentationProcess(task.Followed):
     """`task.prepare_and_segment` in a child process, with SegmentationTask's interface (progress, cancel,
     wait, finished, cancelled, error, result, prepared, warnings) so a GUI polls either alike.
 
@@ -97,13 +97,6 @@ class SegmentationProcess:
         """Kill the child now; `finished` turns true as soon as it is gone and its folder deleted."""
         self._cancelled = True
         self.process.kill()
-
-    def wait(self, timeout: Optional[float] = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return not self._thread.is_alive()
 
     @property
     def cancelled(self) -> bool:

@@ -17,7 +17,20 @@ from .inference import Progress
 Volumes = Mapping[str, Tuple[np.ndarray, Geometry]]
 
 
-class SegmentationTask:
+class Followed:
+    """Work that a thread of this process runs or watches (`_thread`): waiting for it, and whether it ended."""
+
+    _thread: threading.Thread
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return not self._thread.is_alive()
+
+
+class SegmentationTask(Followed):
     """Preparation (preparation.py: registration, resampling onto the T1c grid)
     and `pipeline.segment` on a worker thread, so the GUI stays responsive.
 
@@ -55,13 +68,6 @@ class SegmentationTask:
 
     def cancel(self) -> None:
         self._cancel.set()
-
-    def wait(self, timeout: Optional[float] = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return not self._thread.is_alive()
 
     @property
     def cancelled(self) -> bool:

@@ -53,8 +53,14 @@ def near_tumor(labels: np.ndarray, brain: np.ndarray, spacing: Sequence[float], 
     tumor = labels > 0
     if not tumor.any():
         return brain.copy()
-    distance = ndimage.distance_transform_edt(~tumor, sampling=tuple(spacing)[::-1])
-    return brain & (distance <= near_mm)
+    # only the tumor's bounding box grown by near_mm can be that near: the distance transform runs there
+    step = tuple(spacing)[::-1]  # (z, y, x) mm
+    where = np.nonzero(tumor)
+    box = tuple(slice(max(0, int(i.min()) - reach), int(i.max()) + 1 + reach)
+                for i, reach in zip(where, (int(np.ceil(near_mm / s)) + 1 for s in step)))
+    near = np.zeros_like(brain)
+    near[box] = ndimage.distance_transform_edt(~tumor[box], sampling=step) <= near_mm
+    return brain & near
 
 
 def expected_dice(probabilities: np.ndarray, labels: np.ndarray, where: np.ndarray,
