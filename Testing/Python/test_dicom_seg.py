@@ -139,7 +139,8 @@ def test_a_t1c_series_without_a_frame_of_reference_gets_every_output_but_the_dic
 
     assert cli.main(command) == 0, "a case delivered without its DICOM SEG is not a failed case"
     captured = capsys.readouterr()
-    assert sorted(p.name for p in output.iterdir()) == ["study.seg.nrrd", "study_labels.nii.gz", "study_preview.png"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "metrics.csv", "study.json", "study.seg.nrrd", "study_labels.nii.gz", "study_preview.png"]
     [reason] = [line for line in captured.err.splitlines() if "no DICOM SEG" in line]
     assert "T1c series 7 'T1 MPRAGE post gad'" in reason and "no FrameOfReferenceUID (0020,0052)" in reason
     assert "1 segmented, 0 already done, 0 failed; without DICOM SEG (see above): study" in captured.out

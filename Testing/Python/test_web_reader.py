@@ -166,7 +166,7 @@ def test_another_case_asks_first_and_the_views_follow(browser, phantom_case, tmp
 def test_the_readme_serve_command_runs_on_a_fresh_clone(browser, tmp_path):
     """Point 3: the README's `serve` command, run where no ../shared exists, serves the bundled phantom;
     its files go when the server stops."""
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## In the browser", 1)[1]
     line = re.search(r"braintumorcnn serve([^\n`&;]*)", section).group(1)
     args = shlex.split(line)
