@@ -6,11 +6,16 @@ the unrun slices between two screened ones, spans at most step - 1 slices and is
 flat rule anyway."""
 from __future__ import annotations
 
+import io as stdio
+import re
+
 import numpy as np
 import pytest
+import torch
 
+from BrainTumorCNNLib.frontends.progress import ProgressLine
 from BrainTumorCNNLib.network import weights
-from BrainTumorCNNLib.preparing.preprocessing import preprocess
+from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE, preprocess
 from BrainTumorCNNLib.running import inference, pipeline
 from BrainTumorCNNLib.running.cases import read_case
 from BrainTumorCNNLib.running.postprocessing import CleanupConfig, cleanup
@@ -100,6 +105,45 @@ def test_screen_step_is_checked():
         inference.segment_volume(model, volume, screen_step=0)
     with pytest.raises(ValueError, match="cannot be combined"):
         inference.segment_volume(model, volume, screen_step=3, only_slices=[1])
+
+
+class _BrightIsTumor(torch.nn.Module):
+    """A one-voxel network: tumor (class 1) where the first modality exceeds 0.5, background elsewhere."""
+
+    receptive_field, num_classes, in_channels = 1, 4, 4
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            self.conv.weight[1, 0], self.conv.bias[1] = 10.0, -5.0
+
+    def forward(self, x):
+        return torch.softmax(self.conv(x), 1)
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_the_progress_line_names_each_total_once_and_never_changes_it(flips):
+    """Issue 34 point 8: the command line's count read 31/131, then 45/108, once screening had chosen the
+    slices to run.  Now screening counts its own slices and the run names its total once it is known."""
+    volume = np.full((4, 30, 8, 8), BACKGROUND_VALUE, np.float32)
+    volume[1] = 0.1  # brain everywhere
+    volume[0, 12:15] = 1.0  # tumor in three slices
+    stream = stdio.StringIO()
+    runner = inference.Runner(_BrightIsTumor(), torch.device("cpu"), False, inference.DEFAULT_MEMORY_BUDGET,
+                              None, "float32")
+    result = runner.segment(volume, screen_step=3, flips=flips, progress=ProgressLine(stream, step=0.001))
+    assert 0 < len(result.slices) < 30, "screening left slices out"
+    totals: dict = {}
+    for line in stream.getvalue().splitlines():
+        found = re.match(r"\s*\[\s*\d+%\] (.*?)(\d+)/(\d+) \(", line)
+        assert found, line
+        totals.setdefault(found.group(1), set()).add(int(found.group(3)))
+    assert all(len(named) == 1 for named in totals.values()), totals
+    views = 2 if flips else 1
+    assert totals["slice "] == {len(result.slices) * views}, totals
 
 
 @pytest.fixture(scope="module")

@@ -340,10 +340,12 @@ class Runner:
         sums = [np.zeros((num_classes,) + mask.shape, dtype=np.float32) for _ in views]
         for total in sums:
             total[0] = 1.0
+        # the fraction's denominator: every brain slice until screening has said which run; a message
+        # names a total only once it is known (screening's own count, then the slices that run in all)
         planned = len(slices) * len(views)
         done, prepare_seconds = 0, 0.0
 
-        def run(chosen: np.ndarray) -> None:
+        def run(chosen: np.ndarray, stage: str, named_total: int) -> None:
             nonlocal done
             work = [(data, total, flipped, batch, box)
                     for (data, _), view_groups, total, flipped in zip(views, groups, sums, (False, True))
@@ -355,7 +357,7 @@ class Runner:
                 for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, self.run_all(crops, cancel)):
                     total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
                     done += len(batch)
-                    report(done / planned, f"slice {done}/{planned} ({self.device.type}, {self.precision})"
+                    report(done / planned, f"{stage} {done}/{named_total} ({self.device.type}, {self.precision})"
                            + (" (flipped)" if flipped else ""))
 
         with _exact_float32(self.device), self.sharing_threads(), self.holding_spectra():
@@ -368,15 +370,15 @@ class Runner:
                 prepare_seconds = time.perf_counter() - prepare_start
             if screen_step > 1:
                 screens = slices[::screen_step]
-                run(screens)
+                run(screens, f"screening one brain slice in {screen_step}: slice", len(screens) * len(views))
                 tumor = argmax_classes(_average(sums, screens)) > 0
                 positive = tumor.reshape(len(screens), -1).any(axis=1)
                 rest = screen_plan(slices, screen_step, positive)
                 planned = done + len(rest) * len(views)
-                run(rest)
+                run(rest, "slice", planned)
                 slices = np.union1d(screens, rest)
             else:
-                run(slices)
+                run(slices, "slice", planned)
         if not len(slices):
             report(1.0, "no brain voxels: nothing to segment")
         probabilities = sums[0]

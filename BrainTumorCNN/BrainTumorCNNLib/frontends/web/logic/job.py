@@ -27,8 +27,8 @@ def model_choices() -> List[Dict[str, str]]:
             for spec in registry.ranked()]
 
 
-#: "slice 45/135 (cpu)": the inference's count, whose total changes when screening has found the tumor's
-#: slices (every third brain slice first, then those next to tumor), so the page shows time instead.
+#: "slice 45/108 (cpu)": the inference's count, screening's own and then the whole run's (every third brain
+#: slice first, then those next to tumor: two totals), so the page shows time instead.
 _SLICE_COUNT = re.compile(r"\bslice \d+/\d+\s*")
 
 
