@@ -91,6 +91,11 @@ class BrainTumorCNNParameterNode:
     resample: bool = True  # else resample them onto its grid as they lie
     keepPrepared: bool = False  # add the registered / resampled volumes to the scene
     brainExtraction: Annotated[str, Choice(["auto", "on", "off"])] = "auto"  # auto: when a skull is detected
+    # a prior scan compared (scoring/longitudinal.py): its T1c and segmentation, and the current segmentation
+    priorT1cVolume: vtkMRMLScalarVolumeNode
+    priorSegmentation: vtkMRMLSegmentationNode
+    currentSegmentation: vtkMRMLSegmentationNode  # set to each new result
+    registerPrior: bool = True  # register the prior's T1c onto the current T1c (else: one frame already)
 
 
 class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -121,6 +126,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertainty)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.fillModelSelector()
         self.initializeParameterNode()
 
@@ -214,6 +220,11 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = running
         self.ui.progressBar.visible = running
         self.ui.preparationLabel.text = self.logic.preparationPlan(p) if p else ""
+        comparable = bool(p and p.t1cVolume and p.currentSegmentation and p.priorT1cVolume and p.priorSegmentation)
+        self.ui.compareButton.enabled = comparable and not running
+        self.ui.compareButton.toolTip = ("Compare the prior scan with the current one." if comparable else
+                                         "Select the T1c (Inputs), its segmentation, the prior's T1c and its "
+                                         "segmentation.")
         for section in (self.ui.inputsCollapsibleButton, self.ui.preparationCollapsibleButton,
                         self.ui.modelCollapsibleButton, self.ui.cleanupCollapsibleButton,
                         self.ui.outputsCollapsibleButton):
@@ -249,6 +260,23 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.setSliceViewerLayers(foreground=node.GetID() if node else None,
                                          foregroundOpacity=0.5 if node else 0.0)
 
+    def onCompare(self):
+        """The prior compared with the current scan: the table of changes, what a change must exceed, the
+        difference (new / resolved / unchanged tumor) as a segmentation over the current T1c."""
+        with slicer.util.tryWithErrorDisplay("Could not compare the scans.", waitCursor=True):
+            self.ui.statusLabel.text = "Registering the prior's T1c onto the current T1c and comparing..."
+            slicer.app.processEvents()
+            comparison, difference = self.logic.compareWithPrior(self._parameterNode)
+            rows = self.logic.changeTable(comparison)
+            self.ui.changesTable.setRowCount(len(rows))
+            for row, values in enumerate(rows):
+                for column, key in enumerate(("measure", "then", "now", "change", "percent", "beyond")):
+                    self.ui.changesTable.setItem(row, column, qt.QTableWidgetItem(values[key]))
+            self.ui.comparisonLabel.text = "\n".join(self.logic.comparisonCaveats(comparison))
+            slicer.util.setSliceViewerLayers(background=self._parameterNode.t1cVolume)
+            self.ui.statusLabel.text = f"Compared {comparison.prior} (prior) with {comparison.current}: " \
+                                       f"the change is the segmentation {difference.GetName()!r}."
+
     def onCancel(self):
         if self._task:
             self._task.cancel()
@@ -273,6 +301,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             with slicer.util.tryWithErrorDisplay("Could not add the segmentation to the scene.", waitCursor=True):
                 segmentation = self.logic.storeResult(task, self._parameterNode)
+                self._parameterNode.currentSegmentation = segmentation  # what Compare compares by default
                 self.showResult(segmentation, task)
 
     def showResult(self, segmentation, task):
@@ -434,6 +463,30 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         text = "Confidence (the Dice the model expects of its labels): " + ", ".join(
             f"{labels.REGION_NAMES[region]} {value:.2f}" for region, value in result.confidence.items())
         return text + (f"\nWarning: {uncertainty.UNSURE}." if result.unsure else "")
+
+    @staticmethod
+    def compareWithPrior(parameters: BrainTumorCNNParameterNode):
+        """Compare the prior scan (priorT1cVolume, priorSegmentation) with the current one (t1cVolume,
+        currentSegmentation) as `braintumorcnn compare` does; adds the difference as a segmentation of
+        new / resolved / unchanged tumor.  Returns (comparison, that segmentation node)."""
+        from BrainTumorCNNLib.writing import mrml, mrml_comparison
+        volume = parameters.t1cVolume
+        comparison, _ = mrml_comparison.compare_nodes(parameters.priorT1cVolume, parameters.priorSegmentation,
+                                                      volume, parameters.currentSegmentation,
+                                                      register=parameters.registerPrior)
+        node = mrml_comparison.add_difference_node(volume.GetScene(), comparison.difference,
+                                                   mrml.geometry_of(volume), f"{volume.GetName()} change since prior")
+        return comparison, node
+
+    @staticmethod
+    def changeTable(comparison) -> List[Dict[str, str]]:
+        from BrainTumorCNNLib.scoring import longitudinal
+        return longitudinal.table(comparison)
+
+    @staticmethod
+    def comparisonCaveats(comparison) -> List[str]:
+        from BrainTumorCNNLib.scoring import longitudinal
+        return longitudinal.caveats(comparison)
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:

@@ -175,7 +175,7 @@ def test_every_node_selector_gets_the_scene():
     for sender, _, receiver, _ in connections:
         assert sender in widgets and receiver in widgets, f"connection {sender} -> {receiver}: unknown widget"
     selectors = [n for n, e in widgets.items() if e.get("class") == "qMRMLNodeComboBox"]
-    assert len(selectors) == 5
+    assert len(selectors) == 8  # the four inputs, the output, the prior T1c and both segmentations compared
     for name in selectors:
         assert ("BrainTumorCNN", "mrmlSceneChanged(vtkMRMLScene*)", name, "setMRMLScene(vtkMRMLScene*)") \
             in connections, f"{name} never receives the scene: it would list no nodes"

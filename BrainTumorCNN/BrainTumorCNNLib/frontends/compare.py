@@ -94,19 +94,16 @@ def main(args: argparse.Namespace) -> int:
     print(f"current: {current_name}", flush=True)
     current_labels, current_grid, current_t1c = segmentation_of(current_name, current_source, args.current_labels,
                                                                 output, args)
-    aligned = None
-    if args.no_registration:
-        print("registration: none (--no-registration)")
-    else:
-        print("registering the prior's T1c onto the current T1c ...", flush=True)
-        aligned = longitudinal.align_prior(prior_t1c, prior_grid, current_t1c, current_grid)
+    print("registration: none (--no-registration)" if args.no_registration else
+          "registering the prior's T1c onto the current T1c ...", flush=True)
+    comparison, prior_image = longitudinal.compare_scans(prior_name, prior_labels, prior_grid, prior_t1c,
+                                                         current_name, current_labels, current_grid, current_t1c,
+                                                         register=not args.no_registration)
+    aligned = comparison.registration
+    if aligned is not None:
         print(f"  {aligned.summary()}")
         for warning in aligned.warnings:
             print(f"  WARNING: {warning}")
-    comparison = longitudinal.compare(prior_name, prior_labels, prior_grid, current_name, current_labels,
-                                      current_grid, aligned)
-    prior_image = longitudinal.onto_current(prior_t1c, prior_grid, current_grid,
-                                            aligned.transform if aligned else None, labels=False)
     paths = write_comparison(output, comparison, current_grid, prior_image, current_t1c, current_labels)
     print()
     print(longitudinal.format_report(comparison))

@@ -208,6 +208,56 @@ def compare(prior_name: str, prior_labels: np.ndarray, prior_geometry: Geometry,
                       difference_map(on_current, current_labels), on_current, aligned, notes)
 
 
+def compare_scans(prior_name: str, prior_labels: np.ndarray, prior_geometry: Geometry, prior_t1c: np.ndarray,
+                  current_name: str, current_labels: np.ndarray, current_geometry: Geometry, current_t1c: np.ndarray,
+                  register: bool = True) -> Tuple[Comparison, np.ndarray]:
+    """What every front end does with two segmented scans (the command line, the page, the Slicer
+    module): the prior's T1c registered onto the current T1c (unless `register` is False: one physical
+    frame already), the labels compared; returns the comparison and the prior's T1c on the current grid."""
+    aligned = align_prior(prior_t1c, prior_geometry, current_t1c, current_geometry) if register else None
+    comparison = compare(prior_name, prior_labels, prior_geometry, current_name, current_labels, current_geometry,
+                         aligned)
+    prior_image = onto_current(np.asarray(prior_t1c, np.float32), prior_geometry, current_geometry,
+                               aligned.transform if aligned else None, labels=False)
+    return comparison, prior_image
+
+
+def table(comparison: Comparison) -> List[Dict[str, str]]:
+    """The comparison as a reader's table (the page's and the Slicer module's): per region its volume then
+    and now, the change in mL and %, whether it exceeds segmentation's own variation; then the enhancing
+    tumor's bidimensional measure."""
+    def percent(value: Optional[float]) -> str:
+        return "new" if value is None else f"{value:+.1f} %"
+
+    rows = [{"measure": f"{label_table.REGION_NAMES[c.region]} (mL)", "then": f"{c.prior_ml:.2f}",
+             "now": f"{c.current_ml:.2f}", "change": f"{c.change_ml:+.2f}", "percent": percent(c.change_percent),
+             "beyond": "yes" if c.beyond_variation else "no"} for c in comparison.regions]
+    then, now = comparison.prior_measure.sum_of_products_mm2, comparison.current_measure.sum_of_products_mm2
+    rows.append({"measure": "enhancing bidimensional (mm²)", "then": f"{then:.0f}", "now": f"{now:.0f}",
+                 "change": f"{now - then:+.0f}", "percent": percent(comparison.measure_change_percent),
+                 "beyond": "yes" if comparison.measure_beyond_variation else "no"})
+    return rows
+
+
+def variation_text() -> str:
+    """What change segmentation alone makes (SEGMENTATION_VARIATION), in words: the report's caveat."""
+    variation = ", ".join(f"{label_table.REGION_NAMES[r]} {SEGMENTATION_VARIATION[r]:.1f} %"
+                          for r in label_table.REGIONS)
+    return (f"Segmentation alone moves these figures: {VARIATION_SOURCE} changed the segmented volumes by up "
+            f"to {variation} and the bidimensional measure by up to {SEGMENTATION_VARIATION['bidimensional']:.1f} %; "
+            f"{VARIATION_CAVEAT}. A smaller change is not evidence of growth or shrinkage.")
+
+
+def caveats(comparison: Comparison) -> List[str]:
+    """What a reader must know beside the table (the page's and the Slicer module's): how the prior was
+    aligned (and any warning of the registration), what change segmentation alone makes, the notes."""
+    reg = comparison.registration
+    lines = ["Registration: none (the scans share one physical frame)." if reg is None
+             else f"Registration onto the current T1c: {reg.summary()}."]
+    lines += [f"Warning: {warning}" for warning in (reg.warnings if reg is not None else [])]
+    return lines + [variation_text()] + [f"Note: {note}" for note in comparison.notes]
+
+
 def format_report(comparison: Comparison) -> str:
     """The printed table, the bidimensional measure, and what change segmentation alone makes."""
     lines = [f"{'region':<17}{'then mL':>9}{'now mL':>9}{'change mL':>11}{'change %':>10}"
@@ -225,10 +275,6 @@ def format_report(comparison: Comparison) -> str:
               + ("" if change is None else f"; change {change:+.1f} %, "
                  f"{'beyond' if comparison.measure_beyond_variation else 'within'} segmentation's own "
                  f"±{SEGMENTATION_VARIATION['bidimensional']:.1f} %")]
-    variation = ", ".join(f"{label_table.REGION_NAMES[r]} {SEGMENTATION_VARIATION[r]:.1f} %"
-                          for r in label_table.REGIONS)
-    lines += ["", f"Segmentation alone moves these figures: {VARIATION_SOURCE} changed the segmented volumes by up "
-              f"to {variation} and the bidimensional measure by up to {SEGMENTATION_VARIATION['bidimensional']:.1f} %; "
-              f"{VARIATION_CAVEAT}. A smaller change is not evidence of growth or shrinkage."]
+    lines += ["", variation_text()]
     lines += [f"Note: {note}" for note in comparison.notes]
     return "\n".join(lines)
