@@ -99,7 +99,9 @@ def phantom_case(tmp_path_factory) -> Path:
 
 
 def segment_with_command(case: Path, output: Path):
-    """(volumes in mL from the label map `braintumorcnn segment` writes, seconds it took, its outputs)."""
+    """(volumes in mL from the label map `braintumorcnn segment` writes, the regions named as the page names
+    them, seconds it took, its outputs)."""
+    from BrainTumorCNNLib import labels as label_table
     from BrainTumorCNNLib.writing import mrml
     from BrainTumorCNNLib.network import registry
     from BrainTumorCNNLib.reading import io
@@ -109,7 +111,10 @@ def segment_with_command(case: Path, output: Path):
     seconds = time.time() - started
     labels, geometry = io.read_image(output / f"{case.name}_labels.nii.gz")
     num_classes = registry.get(registry.default_model()).card()["num_classes"]
-    return mrml.tumor_volumes_ml(labels, geometry, num_classes), seconds, labels
+    volumes = mrml.tumor_volumes_ml(labels, geometry, num_classes)
+    for region, name in label_table.REGION_NAMES.items():
+        volumes[name] = volumes.pop(f"{region} tumor")
+    return volumes, seconds, labels
 
 
 def page_volumes(page) -> Dict[str, float]:
@@ -250,7 +255,7 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         assert len(totals) <= 1, f"the progress total changed during the run: {progress}"
         assert any("elapsed" in line for line in progress) and any("left" in line for line in progress), progress
         # 9: Dice against the truth, and the preview the command writes (truth outlined, Dice in its title)
-        assert page.locator("#dice").inner_text().startswith(f"Dice against {phantom_case.name}_seg.nii.gz: complete")
+        assert page.locator("#dice").inner_text().startswith(f"Dice against {phantom_case.name}_seg.nii.gz: whole tumor")
         with page.expect_download() as download:
             page.locator("#download-preview").click()
         command_preview = mpimg.imread(tmp_path / "command" / f"{phantom_case.name}_preview.png")
@@ -316,7 +321,7 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
             time.sleep(0.05)
         page.mouse.up()
         painted = wait_for_volumes(page, lambda v: v[active] > shown[active] + 0.01)
-        assert painted["complete tumor"] >= shown["complete tumor"]
+        assert painted["whole tumor"] >= shown["whole tumor"]
         with page.expect_download() as download:
             page.locator("#download-labels").click()
         edited, _ = io.read_image(Path(download.value.path()).rename(tmp_path / "edited_labels.nii.gz"))
@@ -391,7 +396,7 @@ def test_added_and_renamed_segments_keep_the_volumes_and_downloads(browser, phan
             time.sleep(0.05)
         page.mouse.up()
         painted = wait_for_volumes(page, lambda v: v.get(extra, 0) > 0.01)
-        assert painted["complete tumor"] <= shown["complete tumor"]  # painted over, or beside, the tumor
+        assert painted["whole tumor"] <= shown["whole tumor"]  # painted over, or beside, the tumor
         assert page.locator("#case-error").count() == 0
 
         downloaded = {}

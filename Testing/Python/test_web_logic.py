@@ -125,14 +125,14 @@ def test_models_are_offered_best_first_with_their_cross_validated_dice():
     choices = job.model_choices()
     assert choices[0]["value"] == registry.default_model()
     assert {c["value"] for c in choices} == set(registry.shipped())
-    assert "cross-validated Dice complete" in choices[0]["title"]
+    assert "cross-validated Dice whole tumor" in choices[0]["title"]  # issue 34 point 8: as readers name them
     # one ranking and one label for every front end (the Slicer module's list is made from the same two)
     assert [c["title"] for c in choices] == [registry.card_label(spec) for spec in registry.ranked()]
     kinds = [("folds" in (spec.card() or {}).get("validation", {})) for spec in registry.ranked()]
     assert kinds == sorted(kinds, reverse=True)  # every cross-validated card before every other
     ensemble = registry.get("EnsembleCNN")
-    assert registry.card_label(ensemble) == "EnsembleCNN (4-fold cross-validated Dice complete 0.81, core 0.75, " \
-                                            "enhancing 0.74)"
+    assert registry.card_label(ensemble) == "EnsembleCNN (4-fold cross-validated Dice whole tumor 0.81, " \
+                                            "tumor core 0.75, enhancing tumor 0.74)"
 
 
 def test_downloads_are_the_command_lines_files(tmp_path, phantom_case):

@@ -114,10 +114,11 @@ def default_model() -> str:
 
 def card_label(spec: ModelSpec) -> str:
     """How every front end names a shipped model in its list: with the Dice its card reports and how it was
-    measured ("4-fold cross-validated Dice ..." or "validation Dice ...")."""
+    measured ("4-fold cross-validated Dice ..." or "validation Dice ..."), the regions as readers name them."""
     validation = (spec.card() or {}).get("validation", {})
     dice = validation.get("dice", {})
-    scores = ", ".join(f"{region} {dice[region]:.2f}" for region in labels.REGIONS if region in dice)
+    scores = ", ".join(f"{labels.REGION_NAMES[region]} {dice[region]:.2f}" for region in labels.REGIONS
+                       if region in dice)
     if not scores:
         return f"{spec.name} (not validated)"
     how = f"{validation['folds']}-fold cross-validated Dice" if "folds" in validation else "validation Dice"

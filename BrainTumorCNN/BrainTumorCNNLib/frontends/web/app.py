@@ -90,12 +90,15 @@ class PageState:
     confidence_text: str = ""  # the result's confidence figure (running/uncertainty.py)
     unsure_warning: str = ""  # said when the model is unsure of the result (uncertainty.unsure)
     uncertainty_layer: bool = False  # the uncertainty map shown over the slice views
+    has_truth: bool = False  # the case has a ground truth
+    truth_outline: bool = False  # the truth outlined over the slice views
     view_info: dict = field(default_factory=dict)  # what each slice view's overlay shows (logic/views.py)
     wl_presets: dict = field(default_factory=dict)  # sequence -> window / level preset
     background: str = "T1c"
     downloads: List[str] = field(default_factory=list)
     download_names: dict = field(default_factory=dict)
     idle_warning: str = ""  # shown before an idle session is released
+    voxel_mm: float = 1.0  # the case's finest voxel spacing: the brush's diameter in voxels is its mm over this
 
 
 class WebApp:
@@ -148,6 +151,7 @@ class WebApp:
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self.state.change("background")(self._on_background)
         self.state.change("uncertainty_layer")(self._on_uncertainty_layer)
+        self.state.change("truth_outline")(self._on_truth_outline)
         self.state.trame__title = "BrainTumorCNN"
         self.one_session = OneSession(on_start=self.start_session, on_end=self.end_session)
         self.ctrl.on_server_bind.add(self._add_middlewares)
@@ -275,11 +279,16 @@ class WebApp:
     # ------------------------------------------------------------------ opening a case
     def _one_slice_brush(self) -> None:
         """Paint and erase on the slice under the pointer only (Slicer's default), not with a sphere that
-        paints a tube through the neighbouring slices; the sphere stays a button away."""
+        paints a tube through the neighbouring slices; the sphere stays a button away.  The brush's size is
+        its diameter in mm (the page shows it in voxels too), not a share of the view's height that changes
+        with the zoom."""
+        from trame_slicer.segmentation import BrushDiameterMode
+
         for logic in self.editor_logic._effect_logic:  # trame-slicer's brush states default to a sphere
             state = getattr(logic, "_brush_state", None)
             if state is not None:
                 state.data.use_sphere_brush = False
+                state.data.brush_diameter_mode = BrushDiameterMode.Absolute
 
     def _bind_controller(self) -> None:
         self.state.change("case_path")(self._on_case_picked)
@@ -308,6 +317,9 @@ class WebApp:
     def _on_uncertainty_layer(self, uncertainty_layer=False, **_) -> None:
         if self.session.uncertainty_node is not None:
             self.session.show_uncertainty(bool(uncertainty_layer))
+
+    def _on_truth_outline(self, truth_outline=False, **_) -> None:
+        self.session.show_truth(bool(truth_outline))
 
     def _on_background(self, background=None, **_) -> None:
         self.session.show_background(background)
@@ -366,6 +378,7 @@ class WebApp:
             self.state.case_loaded = self.state.result_ready = False
             self.state.segment_volumes, self.state.region_volumes, self.state.dice_text = [], [], ""
             self.state.confidence_text, self.state.unsure_warning, self.state.uncertainty_layer = "", "", False
+            self.state.truth_outline = self.state.has_truth = False
             self.state.busy = True
             self.state.progress_message = f"reading {found.name}"
         try:
@@ -392,6 +405,8 @@ class WebApp:
             self.state.case_warnings = "\n".join(case.warnings)
             self.state.progress_message = f"{case.name}: {' x '.join(map(str, case.geometry.size))} voxels"
             self.state.background = "T1c"
+            self.state.voxel_mm = min(case.geometry.spacing)  # the brush's size in voxels (ui.page)
+            self.state.has_truth, self.state.truth_outline = case.truth is not None, False
         self.views.show_case(case, self.session.volume_nodes)
 
     def upload_chunk(self, files: list) -> None:
@@ -461,11 +476,18 @@ class WebApp:
                 self.state.progress_message = f"cancelled{kept}" if cancelled else ""
                 self.state.case_error = "" if cancelled else f"segmentation failed: {task.error}"
             return
-        self._release_editor()
         self._cancel_edit_timer()
-        node = self.session.show_result(task.result)
-        self.editor_logic.on_volume_changed(self.session.volume_nodes["T1c"])
-        self.slicer_app.segmentation_editor.set_surface_representation_enabled(True)
+        editor = self.slicer_app.segmentation_editor
+        if self.session.segmentation_node is not None:  # a re-run: a step Undo takes back, corrections and all
+            editor.deactivate_effect()
+            node = self.session.segmentation_node
+            editor.undo_stack.push(self.session.replace_result(task.result, self._result_swapped))
+            editor.active_segmentation.trigger_modified()
+        else:
+            self._release_editor()
+            node = self.session.show_result(task.result)
+            self.editor_logic.on_volume_changed(self.session.volume_nodes["T1c"])
+        editor.set_surface_representation_enabled(True)
         self.views.show_tumor(task.result.labels)
         for view in self.slicer_app.view_manager.get_threed_views():
             view.reset_view()
@@ -483,6 +505,17 @@ class WebApp:
             self.state.result_ready = True
         log.info("segmentation node %s in the scene", node.GetID())
 
+    def _result_swapped(self, how: str) -> None:
+        """Undo or Redo across a re-run (session.ResultReplaced): the page shows the result now in place,
+        its confidence and (after the edit settles) its volumes."""
+        self.slicer_app.segmentation_editor.active_segmentation.trigger_modified()
+        with self.state:
+            self.state.confidence_text, self.state.unsure_warning = confidence_texts(self.session.result)
+            self.state.uncertainty_layer = False
+            self.state.progress_message = (
+                f"undone: the result before the re-run ({self.session.result.model_name}), with its corrections"
+                if how == "undo" else f"redone: the re-run's result ({self.session.result.model_name})")
+
     def _release_editor(self) -> None:
         """Stop the segment editor's effect and forget its undo steps before its segmentation goes."""
         editor = self.slicer_app.segmentation_editor
@@ -498,8 +531,8 @@ class WebApp:
         if self.session.segmentation_node is None or self.session.case is None:
             return
         try:
-            labels = self.session.labels()
-            volumes = self.session.volumes(labels)
+            label_map = self.session.labels()
+            volumes = self.session.volumes(label_map)
             rows = []
             for segment in self.session.segments():
                 if segment.tissue is None:
@@ -509,18 +542,18 @@ class WebApp:
                     name = segment.name if segment.name == tissue else f"{segment.name} ({tissue})"
                     ml = volumes[tissue]
                 rows.append({"name": name, "color": segment.colour, "ml": f"{ml:.3f}"})
-            dice = downloads.quick_dice(self.session.case, labels)
+            dice = downloads.quick_dice(self.session.case, label_map)
         except (ValueError, RuntimeError) as exc:  # said on the page, not only in a timer's log
             log.warning("volumes not computed: %s", exc)
             with self.state:
                 self.state.case_error = f"volumes not computed: {exc}"
             return
-        tissues = {t.name for t in self.session.result.tissues}
-        with self.state:
+        with self.state:  # the regions as BraTS readers name them (labels.REGION_NAMES)
             self.state.segment_volumes = rows
-            self.state.region_volumes = [{"name": n, "ml": f"{volumes[n]:.3f}"} for n in volumes if n not in tissues]
+            self.state.region_volumes = [{"name": name, "ml": f"{volumes[f'{region} tumor']:.3f}"}
+                                         for region, name in labels.REGION_NAMES.items()]
             self.state.dice_text = "" if dice is None else f"Dice against {self._truth_name()}: " + \
-                ", ".join(f"{region} {value:.2f}" for region, value in dice.items())
+                ", ".join(f"{labels.REGION_NAMES[region]} {value:.2f}" for region, value in dice.items())
 
     def _truth_name(self) -> str:
         found = self.session.case_files

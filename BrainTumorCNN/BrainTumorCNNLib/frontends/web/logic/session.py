@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from undo_stack import UndoCommand
 
 from .... import labels as label_table
 from ....modalities import MODALITIES
@@ -20,6 +21,10 @@ from .security import MAX_UPLOAD_BYTES, ReadableRoots, private_folder
 #: The sequences shown in the slice views, the segmentation over them.
 SHOWN = ("T1c", "FLAIR")
 UNCERTAINTY_OPACITY = 0.5  # the uncertainty map over the sequence, when switched on
+#: The truth's outline in the slice views (the label layer, outlined): one colour, none of the tissues'
+#: (the result's segments are drawn in those), so the two are told apart.
+TRUTH_COLOUR = (0.0, 0.9, 1.0)
+TRUTH_COLOURS = "BrainTumorCNN truth outline"
 
 
 class Segment(NamedTuple):
@@ -44,6 +49,7 @@ class Session:
         self.volume_nodes: Dict[str, object] = {}
         self.segmentation_node = None
         self.uncertainty_node = None  # the result's uncertainty map, in the slice views when switched on
+        self.truth_node = None  # the case's ground truth (a label map), outlined in the slice views when switched on
 
     @property
     def scene(self):
@@ -82,6 +88,12 @@ class Session:
             node.CreateDefaultDisplayNodes()
             self.volume_nodes[modality] = node
         self.show_background("T1c")
+        if case.truth is not None:
+            self.truth_node = mrml.add_volume_node(self.scene, case.truth.astype(np.uint8, copy=False), case.geometry,
+                                                   f"{case.name} truth", labelmap=True)
+            self.truth_node.CreateDefaultDisplayNodes()
+            self.truth_node.GetDisplayNode().SetAndObserveColorNodeID(truth_colours(self.scene).GetID())
+        self.show_truth(False)
         self.slicer_app.display_manager.reset_views()
 
     def show_background(self, modality: str) -> None:
@@ -93,14 +105,30 @@ class Session:
         """Put a finished segmentation into the scene, named and coloured from the label table; returns
         its node, for the segment editor to edit over the T1c."""
         self.remove_result()
-        self.result = result
         self.segmentation_node = mrml.add_segmentation_node(self.scene, result.labels, self.case.geometry,
                                                             result.num_classes, f"{self.case.name} tumor")
         mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])
+        self._set_result(result)
+        return self.segmentation_node
+
+    def replace_result(self, result: pipeline.Segmentation, on_change: Callable[[str], None]) -> "ResultReplaced":
+        """A new run's result in place of the one shown, in the same node (the segment editor's); returns
+        the step that takes it back (ResultReplaced, for the editor's undo stack)."""
+        before = (self.result, _copy(self.segmentation_node.GetSegmentation()))
+        mrml.fill_segmentation_node(self.segmentation_node, result.labels, self.case.geometry, result.num_classes)
+        mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])
+        self._set_result(result)
+        return ResultReplaced(self, before, (result, _copy(self.segmentation_node.GetSegmentation())), on_change)
+
+    def _set_result(self, result: pipeline.Segmentation) -> None:
+        """`result` as the session's, with its uncertainty map (not shown) in place of the one before."""
+        if self.uncertainty_node is not None:
+            self.show_uncertainty(False)
+            mrml.remove_node(self.scene, self.uncertainty_node)
+        self.result = result
         self.uncertainty_node = mrml.add_uncertainty_node(self.scene, result.uncertainty_map(), self.case.geometry,
                                                           f"{self.case.name} uncertainty")
         self.show_uncertainty(False)
-        return self.segmentation_node
 
     def show_uncertainty(self, shown: bool) -> None:
         """The uncertainty map as the slice views' half-transparent foreground layer, or no foreground."""
@@ -108,6 +136,18 @@ class Session:
         self.slicer_app.display_manager.show_volume_in_slice_foreground(node)
         for view in self.slicer_app.view_manager.get_slice_views():
             view.set_foreground_opacity(UNCERTAINTY_OPACITY if node is not None else 0.0)
+
+    def show_truth(self, shown: bool) -> None:
+        """The case's truth outlined over the slice views (their label layer), or no label layer."""
+        node = self.truth_node if shown else None
+        for view in self.slicer_app.view_manager.get_slice_views():
+            slice_node = self.scene.GetNodeByID(view.get_view_node_id())
+            slice_node.SetUseLabelOutline(True)
+            for composite in self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
+                if composite.GetLayoutName() == slice_node.GetLayoutName():
+                    composite.SetLabelVolumeID(node.GetID() if node is not None else None)
+                    composite.SetLabelOpacity(1.0)
+            view.schedule_render()
 
     def labels(self) -> np.ndarray:
         """The segmentation as it stands (edits included): internal labels on the case's grid, of the
@@ -146,6 +186,10 @@ class Session:
 
     def clear_case(self) -> None:
         self.remove_result()
+        if self.truth_node is not None:
+            self.show_truth(False)
+            mrml.remove_node(self.scene, self.truth_node)
+            self.truth_node = None
         for node in self.volume_nodes.values():
             mrml.remove_node(self.scene, node)
         self.volume_nodes, self.case = {}, None
@@ -157,3 +201,52 @@ class Session:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+
+
+class ResultReplaced(UndoCommand):
+    """A re-run as a step of the segment editor's undo stack: undone, the result before it returns with the
+    corrections made to it (segments renamed or added included); redone, the re-run's result as it came
+    (corrections made after it are steps of their own).  `on_change("undo" | "redo")` lets the page follow."""
+
+    def __init__(self, session: Session, before, after, on_change: Callable[[str], None]):
+        super().__init__()
+        self._session, self._before, self._after, self._on_change = session, before, after, on_change
+
+    def undo(self) -> None:
+        self._apply(*self._before)
+        self._on_change("undo")
+
+    def redo(self) -> None:
+        self._apply(*self._after)
+        self._on_change("redo")
+
+    def _apply(self, result: pipeline.Segmentation, segmentation) -> None:
+        self._session.segmentation_node.GetSegmentation().DeepCopy(segmentation)
+        self._session._set_result(result)
+
+
+def _copy(segmentation):
+    """A deep copy of a vtkSegmentation (its segments, names, colours, tags and representations)."""
+    import slicer
+
+    copy = slicer.vtkSegmentation()
+    copy.DeepCopy(segmentation)
+    return copy
+
+
+def truth_colours(scene):
+    """The scene's colour table of the truth's outline (made once): every tissue in TRUTH_COLOUR."""
+    existing = scene.GetFirstNodeByName(TRUTH_COLOURS)
+    if existing is not None:
+        return existing
+    import slicer
+
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName(TRUTH_COLOURS)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    table.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+    for value in range(1, 256):
+        table.SetColor(value, *TRUTH_COLOUR, 1.0)
+    scene.AddNode(table)
+    return table

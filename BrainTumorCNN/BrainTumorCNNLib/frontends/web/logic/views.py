@@ -250,14 +250,17 @@ class Views:
 
     # ------------------------------------------------------------------ moving through slices
     def move(self, key: str) -> None:
-        """An arrow key moves the slice view under the pointer by one slice, a Page key by PAGE_SLICES."""
+        """An arrow key moves the slice view under the pointer by one slice, a Page key by PAGE_SLICES:
+        up (ArrowUp, ArrowRight, PageUp) to a higher slice number in every view, whichever way the
+        view's offset runs along the grid (a coronal view's runs against j in an LPS file)."""
         steps = {"ArrowUp": 1, "ArrowRight": 1, "ArrowDown": -1, "ArrowLeft": -1,
                  "PageUp": PAGE_SLICES, "PageDown": -PAGE_SLICES}.get(key)
         view = self.slice_views().get(self.hovered)
         if steps is None or view is None or self.case is None:
             return
         low, high = view.get_slice_range()
-        value = view.get_slice_value() + steps * view.get_slice_step()
+        _, sign = self.grid_axis(view)
+        value = view.get_slice_value() + sign * steps * view.get_slice_step()
         view.set_slice_value(float(min(max(value, low), high)))
         self.update_info()
 
@@ -363,15 +366,22 @@ class Views:
         value = self.case.images[MODALITIES.index(modality)][index[2], index[1], index[0]]
         return f"{modality} ({index[0] + 1}, {index[1] + 1}, {index[2] + 1}): {float(value):g}"
 
+    def grid_axis(self, view) -> Tuple[int, int]:
+        """(grid axis (0 i, 1 j, 2 k) closest to a slice view's normal, +1 or -1): -1 where the view's
+        slice offset (and its slider) runs against the voxel index, hence the slice numbers."""
+        node = self.slice_node(view)
+        normal = np.array([node.GetSliceToRAS().GetElement(r, 2) for r in range(3)])
+        along = np.linalg.inv(mrml.ijk_to_ras(self.case.geometry))[:3, :3] @ normal
+        axis = int(np.argmax(np.abs(along)))
+        return axis, 1 if along[axis] > 0 else -1
+
     def slice_number(self, view) -> Tuple[int, int]:
         """(slice, of slices), 1-based, of a slice view on the case's grid: the voxel index along the
         grid axis closest to the view's normal, at the view's centre."""
         node = self.slice_node(view)
-        matrix = np.array([[node.GetSliceToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
-        to_ijk = np.linalg.inv(mrml.ijk_to_ras(self.case.geometry))
-        normal = to_ijk[:3, :3] @ matrix[:3, 2]
-        axis = int(np.argmax(np.abs(normal)))
-        ijk = to_ijk @ matrix[:, 3]
+        centre = np.array([node.GetSliceToRAS().GetElement(r, 3) for r in range(4)])
+        axis, _ = self.grid_axis(view)
+        ijk = np.linalg.inv(mrml.ijk_to_ras(self.case.geometry)) @ centre
         return int(round(ijk[axis])) + 1, int(self.case.geometry.size[axis])
 
     def update_info(self) -> None:
@@ -388,6 +398,7 @@ class Views:
             if self.case is not None:
                 number, count = self.slice_number(view)
                 entry["slice"] = f"slice {number} / {count}"
+                entry["reversed"] = self.grid_axis(view)[1] < 0  # its slider is drawn mirrored (ui/views.py)
                 node_volume = self.volume_nodes.get(self.background())
                 if node_volume is not None and node_volume.GetDisplayNode() is not None:
                     display = node_volume.GetDisplayNode()

@@ -51,17 +51,33 @@ def build_page(server, layout_manager, editor_ui_type, life: SessionLife = Sessi
                              "follow each edit.", classes="text-caption")
                     with html.Div(style="height: 640px; display: flex; flex-direction: column;"):
                         editor = editor_ui_type()
+                    _brush_size(server, editor)
                     with html.Div(classes="d-flex ga-2 mt-2"):
                         v3.VBtn("Undo", id="undo", click=editor.undo_clicked, prepend_icon="mdi-undo",
                                 disabled=("!can_undo",), size="small", variant="tonal")
                         v3.VBtn("Redo", id="redo", click=editor.redo_clicked, prepend_icon="mdi-redo",
                                 disabled=("!can_redo",), size="small", variant="tonal")
         _slice_keys(server)
+        _long_names()
         _session_life(server, life)
         with v3.VMain():
             with html.Div(classes="d-flex fill-height", style="height: calc(100vh - 48px);"):
                 layout_manager.initialize_layout_grid(layout)
     return layout, editor
+
+
+def _brush_size(server, editor) -> None:
+    """Beside the paint and erase brushes' size slider: its diameter in mm (app.py sets the brush to mm)
+    and in the case's voxels (state voxel_mm)."""
+    from trame_server.utils.typed_state import TypedState
+    from trame_slicer.app.ui import PaintEffectState
+    from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+
+    mm = TypedState(server.state, PaintEffectState).name.brush_diameter_slider.value
+    for effect in (SegmentationEffectPaint, SegmentationEffectErase):
+        with editor.get_effect_ui(effect):
+            html.Div(f"{{{{ +Number({mm}).toFixed(1) }}}} mm across, {{{{ (Number({mm}) / voxel_mm).toFixed(1) }}}} "
+                     "voxels of {{ +Number(voxel_mm).toFixed(2) }} mm", classes="brush-size text-caption")
 
 
 def _send_upload(files: str) -> str:
@@ -143,7 +159,7 @@ def _segment_section(ctrl) -> None:
         with v3.VCard(id="confirm-resegment"):
             v3.VCardTitle("Segment {{ case_name }} again?")
             v3.VCardText("The current result, with your corrections, stays until the new one is ready; "
-                         "it is then replaced. Cancel during the run keeps it.")
+                         "it is then replaced, and Undo brings it back. Cancel during the run keeps it.")
             with v3.VCardActions():
                 v3.VSpacer()
                 v3.VBtn("Keep this result", id="resegment-no", click="confirm_resegment = false", variant="text")
@@ -164,6 +180,8 @@ def _display_section(ctrl) -> None:
         v3.VSwitch(label="uncertainty map (bright: the model is unsure)", v_model=("uncertainty_layer", False),
                    v_show=("result_ready",), density="compact", hide_details=True, color="warning",
                    id="uncertainty-layer")
+        v3.VSwitch(label="truth outline (cyan: the case's ground truth)", v_model=("truth_outline", False),
+                   v_show=("has_truth",), density="compact", hide_details=True, color="cyan", id="truth-outline")
         html.Div("Drag up / down in a slice view for the level, left / right for the window; arrow keys move "
                  "one slice, Page Up / Down ten, in the view under the pointer.", classes="text-caption")
 
@@ -179,6 +197,20 @@ def _slice_keys(server) -> None:
         "  const t = e.target; if (t && t.closest && t.closest('input, textarea, select, [role=listbox], "
         "[role=combobox]')) return;"
         "  e.preventDefault(); trigger('slice_key', [e.key]);"
+        "})"))
+
+
+def _long_names() -> None:
+    """Long names are not cut off: a chosen model, case or sequence and the lists to choose from wrap onto
+    more lines; a name in a text field (the segment editor's segment names) is shown whole in its tooltip
+    when it does not fit."""
+    client.Style(".v-select .v-select__selection-text, .v-select__content .v-list-item-title "
+                 "{ white-space: normal; overflow-wrap: anywhere; }")
+    client.ClientTriggers(mounted=(
+        "window.addEventListener('mouseover', (e) => {"
+        "  const around = e.target?.closest?.('.v-list-item, .v-field');"  # a disabled field takes no pointer
+        "  const input = around?.querySelector('input:not([type=file])');"
+        "  if (input) around.title = input.scrollWidth > input.clientWidth ? input.value : '';"
         "})"))
 
 
