@@ -50,6 +50,7 @@ class Session:
         self.segmentation_node = None
         self.uncertainty_node = None  # the result's uncertainty map, in the slice views when switched on
         self.truth_node = None  # the case's ground truth (a label map), outlined in the slice views when switched on
+        self.truth_table = None  # its colour table
 
     @property
     def scene(self):
@@ -92,7 +93,8 @@ class Session:
             self.truth_node = mrml.add_volume_node(self.scene, case.truth.astype(np.uint8, copy=False), case.geometry,
                                                    f"{case.name} truth", labelmap=True)
             self.truth_node.CreateDefaultDisplayNodes()
-            self.truth_node.GetDisplayNode().SetAndObserveColorNodeID(truth_colours(self.scene).GetID())
+            self.truth_table = truth_colours(self.scene)
+            self.truth_node.GetDisplayNode().SetAndObserveColorNodeID(self.truth_table.GetID())
         self.show_truth(False)
         self.slicer_app.display_manager.reset_views()
 
@@ -189,7 +191,8 @@ class Session:
         if self.truth_node is not None:
             self.show_truth(False)
             mrml.remove_node(self.scene, self.truth_node)
-            self.truth_node = None
+            self.scene.RemoveNode(self.truth_table)
+            self.truth_node = self.truth_table = None
         for node in self.volume_nodes.values():
             mrml.remove_node(self.scene, node)
         self.volume_nodes, self.case = {}, None
@@ -235,10 +238,7 @@ def _copy(segmentation):
 
 
 def truth_colours(scene):
-    """The scene's colour table of the truth's outline (made once): every tissue in TRUTH_COLOUR."""
-    existing = scene.GetFirstNodeByName(TRUTH_COLOURS)
-    if existing is not None:
-        return existing
+    """A colour table of the truth's outline, in `scene`: every tissue in TRUTH_COLOUR."""
     import slicer
 
     table = slicer.vtkMRMLColorTableNode()
