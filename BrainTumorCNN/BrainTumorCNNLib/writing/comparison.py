@@ -46,11 +46,11 @@ def write_comparison(output: Path, comparison: longitudinal.Comparison, geometry
         write_preview(prior_t1c, current_t1c, comparison.prior_on_current, current_labels, comparison.difference,
                       tmp["preview"], geometry, f"{comparison.prior} (prior) -> {comparison.current} (current)")
         rows = comparison.rows()
-        with open(tmp["csv"], "w", newline="") as handle:
+        with open(tmp["csv"], "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        tmp["json"].write_text(json.dumps(comparison.as_json(), indent=2) + "\n")
+        tmp["json"].write_text(json.dumps(comparison.as_json(), indent=2) + "\n", encoding="utf-8")
     return paths
 
 
