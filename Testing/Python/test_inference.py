@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from BrainTumorCNNLib import labels
-from BrainTumorCNNLib.network import fastconv, networks, registry
+from BrainTumorCNNLib.network import fastconv, networks, registry, spectral
 from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE
 from BrainTumorCNNLib.running import inference
 
@@ -385,6 +385,39 @@ def test_fft_convolution_of_channels_last_input_is_equal(batch):
         out = fastconv.FFTConv2d(conv)(x.contiguous(memory_format=torch.channels_last))
         expected = conv(x)
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_channel_mixing_is_a_matrix_product_per_frequency_of_the_conjugate_kernel_spectrum():
+    """The FFT layer's two steps checked against their definitions: the kernels' conjugate spectrum, laid out
+    (in, out, frequencies) so it is read once in order, and the per-frequency (in) x (in, out) product."""
+    torch.manual_seed(3)
+    weight = torch.randn(3, 5, 4, 6)  # (out, in, kh, kw)
+    spec = spectral.kernel_spectrum(weight, 12, 10)
+    padded = torch.zeros(3, 5, 12, 10)
+    padded[..., :4, :6] = weight
+    expected = torch.fft.rfft2(padded).conj().permute(1, 0, 2, 3).reshape(5, 3, -1)
+    assert spec.shape == (5, 3, 12 * 6) and spec.is_contiguous() and not spec.is_conj()
+    torch.testing.assert_close(spec, expected, atol=1e-5, rtol=1e-5)
+    xs = torch.randn(2, 5, 12 * 6, dtype=torch.complex64)
+    mixed = spectral.mix_channels(xs, spec)
+    torch.testing.assert_close(mixed, torch.einsum("ncf,cof->nof", xs, spec), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_an_fft_layer_gives_the_same_bits_whatever_the_inputs_layout_and_bfloat16_type(batch):
+    """The fast model hands its output layer bfloat16 channels-last maps: the layer's one padding copy makes
+    them float32 and contiguous, so the result is bit for bit that of the float32 contiguous input (the
+    channels-last route transformed over strided axes, with other rounding, 4x slower)."""
+    torch.manual_seed(2)
+    conv = nn.Conv2d(16, 4, 21)
+    x = torch.randn(batch, 16, 45, 38).to(torch.bfloat16)
+    fft = fastconv.FFTConv2d(conv)
+    with torch.inference_mode():
+        plain = fft(x.float())
+        last = fft(x.contiguous(memory_format=torch.channels_last))
+        expected = conv(x.float())
+    assert last.dtype == torch.float32 and torch.equal(last, plain)
+    torch.testing.assert_close(plain, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["TwoPathCNN", "InputCascadeCNN", "LocalCascadeCNN", "AverageCNN"])
