@@ -21,6 +21,8 @@ from ...running import inference, uncertainty
 from ...writing import outputs
 from . import ui
 from .logic import cases, downloads, job
+from .prior import PriorFlow
+from .ui.prior import PRIOR_UPLOAD_TRIGGER
 from .logic.views import PRESETS, Views, four_up_layout
 from .logic.security import (MAX_UPLOAD_BYTES, OneSession, ReadableRoots, access_key_middleware,
                              drop_replies_to_closed_pages)
@@ -141,6 +143,7 @@ class WebApp:
         self._idle_timer: Optional[asyncio.TimerHandle] = None
 
         self._bind_controller()
+        self.prior = PriorFlow(self)  # a prior scan compared with the open case (issue 34)
         self.layout, editor = ui.build_page(self.server, self.layout_manager, SegmentEditorUI,
                                             ui.SessionLife(config.door_port, config.session_number,
                                                            activity_ms=round(1000 * self._idle_check_s())))
@@ -188,6 +191,7 @@ class WebApp:
             self.state.upload_limit = self.config.upload_limit
             self.state.model = self.models[0]["value"]
             self.state.can_undo = self.state.can_redo = False
+        self.prior.clear()
 
     def start_session(self) -> None:
         self._upload, self._upload_bytes = [], 0
@@ -297,6 +301,7 @@ class WebApp:
         self.ctrl.assign_sequence = self.assign_sequence
         self.ctrl.change_preparation = lambda: asyncio.ensure_future(self.read_case())
         self.server.trigger(ui.UPLOAD_TRIGGER)(self.upload_chunk)
+        self.server.trigger(PRIOR_UPLOAD_TRIGGER)(lambda files: self.upload_chunk(files, prior=True))
         self.ctrl.segment = self.segment
         self.server.trigger("activity")(self.note_activity)
         self.ctrl.cancel = lambda: self.task.cancel() if self.task is not None else None
@@ -372,6 +377,7 @@ class WebApp:
         if self.task is not None:  # a run on the case being replaced: its result would be of another case
             self.task.cancel()
         self.views.clear()  # no slice number nor pointer readout of the case before while this one is read
+        self.prior.clear()  # a prior of the case before
         with self.state:
             self.state.plan = cases.plan(found, options)
             self.state.case_error = self.state.case_warnings = ""
@@ -409,11 +415,12 @@ class WebApp:
             self.state.has_truth, self.state.truth_outline = case.truth is not None, False
         self.views.show_case(case, self.session.volume_nodes)
 
-    def upload_chunk(self, files: list) -> None:
+    def upload_chunk(self, files: list, prior: bool = False) -> None:
         """trame-slicer's chunk loader sends the files in chunks, then an empty list.  The last call stores
         the upload and returns: the case is read on the event loop, as a picked case is, not inside the call.
         wslink handles a page's calls one after the other and answers each when it returns, so a call held
-        for the reading would keep the page's close unnoticed and be answered on its closed connection."""
+        for the reading would keep the page's close unnoticed and be answered on its closed connection.
+        `prior`: the files of a prior scan of the open case (web/prior.py), not a case to open."""
         from trame.app.file_upload import ClientFile
 
         if files:
@@ -428,10 +435,16 @@ class WebApp:
             found = self.session.upload(uploaded, self.config.upload_limit)
         except ValueError as exc:
             log.warning("upload refused: %s", exc)
+            if prior:
+                self.prior.fail(str(exc))
+                return
             with self.state:
                 self.state.case_error, self.state.busy = str(exc), False
                 if self.session.case is None:
                     self.state.plan = NOT_READ
+            return
+        if prior:
+            asyncio.ensure_future(self.prior.open(found))
             return
         with self.state:
             self.state.case_path = None
@@ -503,12 +516,14 @@ class WebApp:
             self.state.confidence_text, self.state.unsure_warning = confidence_texts(task.result)
             self.state.uncertainty_layer = False
             self.state.result_ready = True
+        self.prior.result_replaced()
         log.info("segmentation node %s in the scene", node.GetID())
 
     def _result_swapped(self, how: str) -> None:
         """Undo or Redo across a re-run (session.ResultReplaced): the page shows the result now in place,
         its confidence and (after the edit settles) its volumes."""
         self.slicer_app.segmentation_editor.active_segmentation.trigger_modified()
+        self.prior.result_replaced()
         with self.state:
             self.state.confidence_text, self.state.unsure_warning = confidence_texts(self.session.result)
             self.state.uncertainty_layer = False

@@ -11,6 +11,7 @@ from trame.widgets import vuetify3 as v3
 
 from ....modalities import MODALITIES
 from ..logic.downloads import KINDS
+from .prior import prior_section
 
 #: The trigger trame-slicer's chunk loader sends an upload's chunks to (app.py binds it).
 UPLOAD_TRIGGER = "upload_chunk"
@@ -45,6 +46,7 @@ def build_page(server, layout_manager, editor_ui_type, life: SessionLife = Sessi
                 _display_section(ctrl)
                 v3.VDivider(classes="my-3")
                 _result_section(ctrl)
+                prior_section(ctrl, _send_upload)
                 with html.Div(v_show=("result_ready && !running",), id="correction"):
                     html.Div("Correction", classes="text-subtitle-1 mt-3")
                     html.Div("Paint, erase, islands, smoothing, threshold on the active segment; the volumes "
@@ -80,15 +82,16 @@ def _brush_size(server, editor) -> None:
                      "voxels of {{ +Number(voxel_mm).toFixed(2) }} mm", classes="brush-size text-caption")
 
 
-def _send_upload(files: str) -> str:
-    """The page's code that sends the files `files` names (refused beyond the upload limit)."""
+def _send_upload(files: str, trigger: str = UPLOAD_TRIGGER, error: str = "case_error") -> str:
+    """The page's code that sends the files `files` names to `trigger` (refused beyond the upload limit,
+    said in the state key `error`)."""
     return (f"const size = Array.from({files}).reduce((total, file) => total + file.size, 0);"
             "if (size > upload_limit) {"
-            "  case_error = `upload of ${(size / 1048576).toFixed(1)} MB refused: the limit is "
+            "  " + error + " = `upload of ${(size / 1048576).toFixed(1)} MB refused: the limit is "
             "${(upload_limit / 1048576).toFixed(0)} MB a case`;"
             "} else {"
             "  busy = true;"
-            f"  window.load_files_by_chunks({files}, {{ trigger_name: '{UPLOAD_TRIGGER}' }});"
+            f"  window.load_files_by_chunks({files}, {{ trigger_name: '{trigger}' }});"
             "}")
 
 
