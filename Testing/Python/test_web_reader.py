@@ -331,6 +331,8 @@ def test_slices_truth_names_brush_and_a_rerun_undone(browser, phantom_case, tmp_
         assert rerun == first
         page.locator("#undo").wait_for(state="visible")
         assert page.locator("#undo").is_enabled(), "Undo cannot bring back the corrections the re-run replaced"
+        dialogs = page.evaluate("() => Array.from(document.querySelectorAll('.v-overlay--active')).map(e => e.innerText)")
+        assert not dialogs, f"a dialog stayed open: {dialogs}"
         page.locator("#undo").click()
         assert wait_for_volumes(page, lambda v: f"{long_name} ({tissue})" in v) == edited
         assert np.array_equal(download_labels(page, tmp_path, "undone"), labels_edited)

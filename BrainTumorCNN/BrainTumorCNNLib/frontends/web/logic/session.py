@@ -115,7 +115,11 @@ class Session:
 
     def replace_result(self, result: pipeline.Segmentation, on_change: Callable[[str], None]) -> "ResultReplaced":
         """A new run's result in place of the one shown, in the same node (the segment editor's); returns
-        the step that takes it back (ResultReplaced, for the editor's undo stack)."""
+        the step that takes it back (ResultReplaced, for the editor's undo stack).  The replaced result is
+        kept for Undo with its uncertainty map (made when it was shown), not its probabilities (a value per
+        class and voxel: hundreds of MB of a whole case)."""
+        self.result.uncertainty_map()
+        self.result.probabilities = None
         before = (self.result, _copy(self.segmentation_node.GetSegmentation()))
         mrml.fill_segmentation_node(self.segmentation_node, result.labels, self.case.geometry, result.num_classes)
         mrml.link_to_reference(self.segmentation_node, self.volume_nodes["T1c"])

@@ -166,7 +166,9 @@ def _segment_section(ctrl) -> None:
             with v3.VCardActions():
                 v3.VSpacer()
                 v3.VBtn("Keep this result", id="resegment-no", click="confirm_resegment = false", variant="text")
-                v3.VBtn("Segment again", id="resegment-yes", click=segment, color="primary", variant="tonal")
+                # closed here too: the server's closing may cross the page's opening on the way
+                v3.VBtn("Segment again", id="resegment-yes", click=f"confirm_resegment = false; {segment}",
+                        color="primary", variant="tonal")
 
 
 def _display_section(ctrl) -> None:
