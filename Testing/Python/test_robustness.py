@@ -188,6 +188,29 @@ def test_benchmark_runs_the_pipeline_on_a_slab_resumes_and_reports(tmp_path, cap
     assert again.split("## LocalPathCNN")[1] == printed.split("## LocalPathCNN")[1]
 
 
+def test_another_n4_shrink_reaches_preprocessing_and_labels_the_rows_apart(tmp_path, capsys, monkeypatch):
+    folder = phantom.write_phantom(phantom.make_phantom(5, "small"), tmp_path / "cases")["truth"].parent
+    seen = []
+
+    def recording(images, config, **kwargs):  # the real preprocessing, its config noted
+        seen.append(config)
+        return preprocess(images, config, **kwargs)
+    monkeypatch.setattr(robustness, "preprocess", recording)
+    out = tmp_path / "bench"
+    argv = ["robustness", str(folder), "--output", str(out), "--slab", "8", "--models", "LocalPathCNN",
+            "--shifts", "clean"]
+    assert cli.main(argv + ["--n4-shrink", "2"]) == 0
+    assert [c.n4_shrink for c in seen] == [2] and seen[0] == PreprocessingConfig(n4_shrink=2)
+    # the default's rows go beside them in the same table, neither resuming from the other
+    assert cli.main(argv) == 0 and cli.main(argv + ["--n4-shrink", str(PreprocessingConfig().n4_shrink)]) == 0
+    assert [c.n4_shrink for c in seen] == [2, PreprocessingConfig().n4_shrink]
+    with open(out / robustness.CSV_NAME, newline="") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == ["LocalPathCNN, N4 shrink 2", "LocalPathCNN"]
+    capsys.readouterr()
+    assert cli.main(argv + ["--n4-shrink", "0"]) != 0
+    assert "--n4-shrink 0" in capsys.readouterr().err
+
+
 def test_benchmark_refuses_a_case_without_truth_and_goes_on(tmp_path, capsys):
     cases = tmp_path / "cases"
     folder = phantom.write_phantom(phantom.make_phantom(5, "small"), cases)["truth"].parent

@@ -18,6 +18,7 @@ import csv
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -63,6 +64,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "figures that do not depend on the CPU; auto as `segment` runs)")
     parser.add_argument("--through-plane", action="store_true",
                         help="segment as `segment --through-plane` does (FLAIR and T2 averaged along the slice axis)")
+    parser.add_argument("--n4-shrink", type=int, metavar="N",
+                        help=f"fit N4's bias field on the image shrunk N times per axis (default "
+                             f"{PreprocessingConfig().n4_shrink}); the rows' model label names it when not the default")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,13 +74,20 @@ def main(args: argparse.Namespace) -> int:
     if args.run and (args.models or args.weights):
         raise ValueError("--run takes each case's model from the run: leave out --models and --weights")
     options = SegmentationOptions(device=args.device, precision=args.precision, through_plane=args.through_plane)
+    if args.n4_shrink is not None:
+        if args.n4_shrink < 1:
+            raise ValueError(f"--n4-shrink {args.n4_shrink}: give a factor of at least 1")
+        options.preprocessing = replace(options.preprocessing, n4_shrink=args.n4_shrink)
     if args.run:
         models, models_for, options.cleanup = _held_out_models(args.run, sources)
     else:
         models, models_for = _named_models(args)
-    if args.through_plane:  # labelled apart, so a table holding plain runs never resumes with their rows
-        models, plain_for = [f"{m}, through-plane" for m in models], models_for
-        models_for = lambda source: {f"{m}, through-plane": v for m, v in plain_for(source).items()}  # noqa: E731
+    # labelled apart, so a table holding plain runs never resumes with their rows
+    suffix = (", through-plane" if args.through_plane else "") + (
+        f", N4 shrink {args.n4_shrink}" if args.n4_shrink not in (None, PreprocessingConfig().n4_shrink) else "")
+    if suffix:
+        models, plain_for = [m + suffix for m in models], models_for
+        models_for = lambda source: {m + suffix: v for m, v in plain_for(source).items()}  # noqa: E731
     args.output.mkdir(parents=True, exist_ok=True)
     csv_path = args.output / CSV_NAME
     rows = read_rows(csv_path)
