@@ -280,6 +280,13 @@ def test_first_stage_maps_travel_with_the_sampled_patches_aligned(synthetic_case
     again = first_stage.with_first_stage(cases, cascade, "sha-of-test-weights", tmp_path, torch.device("cpu"),
                                          "float32")  # from the cache this time
     assert np.array_equal(again[0].images, with_maps[0].images) and len(list(tmp_path.glob("*-first-*.npz"))) == 1
+    # the case preprocessed otherwise (another normalisation; an N4 setting likewise) gets maps of its own
+    other = sampling.load_cases(synthetic_cases[:1], PreprocessingConfig(n4=False, statistics="median-iqr"))
+    assert other[0].box == cases[0].box
+    otherwise = first_stage.with_first_stage(other, cascade, "sha-of-test-weights", tmp_path, torch.device("cpu"),
+                                             "float32")
+    assert len(list(tmp_path.glob("*-first-*.npz"))) == 2
+    assert not np.array_equal(otherwise[0].images[4:], with_maps[0].images[4:])
     sampler = sampling.PatchSampler(with_maps, 65, 4, 4, np.random.default_rng(3))
     centres = sampler.centres(64, balanced=True)
     sampler.centres = lambda n, balanced: centres

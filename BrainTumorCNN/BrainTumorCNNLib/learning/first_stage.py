@@ -31,9 +31,12 @@ MAPS_LEVELS = 255  # probabilities stored as uint8 codes: error at most 1 / 510
 
 
 def maps_path(case: CachedCase, weights_sha256: str, precision: str, cache_dir: Path) -> Path:
-    """Where one case's first-stage maps under one set of first-network weights are cached."""
+    """Where one case's first-stage maps under one set of first-network weights are cached: keyed by the
+    preprocessed images themselves too, so another preprocessing (an N4 setting, the statistics) never
+    reuses the maps of the old one."""
+    images = hashlib.sha256(np.ascontiguousarray(case.images).tobytes()).hexdigest()
     key = hashlib.sha256(json.dumps([case.name, list(case.box), list(case.full_shape), weights_sha256, precision,
-                                     PREPROCESSING_VERSION]).encode()).hexdigest()[:16]
+                                     PREPROCESSING_VERSION, images]).encode()).hexdigest()[:16]
     return cache_dir / f"{case.name}-first-{key}.npz"
 
 
