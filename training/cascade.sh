@@ -20,4 +20,4 @@ exec nice -n 10 .venv/bin/braintumorcnn crossval $(ls -d ../shared/data/*/*/) \
   --model "$model" --first-run "training/cv4-TwoPathCNN-$first" --config training/thick.json \
   --precision bfloat16 --phase1-epochs 60 --phase2-epochs 4 --batches-per-epoch 100 \
   --batch-size 32 --output-size 16 --learning-rate 0.0012 --patience 0 --validation-slice-step 12 \
-  --threads "$threads" --time-limit "$minutes"
+  --threads "$threads" --time-limit "$minutes" --n4-shrink 4

@@ -42,4 +42,4 @@ exec nice -n 10 .venv/bin/braintumorcnn crossval $(ls -d ../shared/data/*/*/) \
   --run-dir "training/cv4-TwoPathCNN-$recipe" --cache-dir "runs/cache-$cache" \
   --model TwoPathCNN --precision bfloat16 --phase1-epochs 60 --phase2-epochs 4 --batches-per-epoch 100 \
   --batch-size 32 --output-size 16 --learning-rate 0.0012 --patience 0 --validation-slice-step 12 \
-  --threads "$threads" --time-limit "$minutes" "${extra[@]}"
+  --threads "$threads" --time-limit "$minutes" --n4-shrink 4 "${extra[@]}"

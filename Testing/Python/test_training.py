@@ -405,3 +405,29 @@ def test_a_range_test_whose_first_loss_is_not_finite_fails_clearly_and_stops_the
     # while the caller still holds the error (its traceback keeps train's frame alive), no thread is left
     assert failure.tb is not None
     assert [t.name for t in threading.enumerate() if t.name.startswith("patches")] == []
+
+
+def test_n4_shrink_is_a_training_option_and_the_campaign_scripts_keep_the_shrink_their_runs_started_with():
+    """The default N4 shrink moved from 4 to 8; a campaign run resumed without `--n4-shrink 4` would be refused
+    (check_same_config) and its cases preprocessed anew, so the scripts pin it."""
+    import argparse
+    from pathlib import Path
+
+    from BrainTumorCNNLib.frontends import train as train_frontend
+
+    parser = argparse.ArgumentParser()
+    train_frontend.configure_parser(parser)
+    def shrink(*options):
+        args = parser.parse_args(["--run-dir", "run", *options])
+        return train_frontend.config_from_args(args).preprocessing.n4_shrink
+
+    assert shrink("--n4-shrink", "4") == 4
+    assert shrink() == PreprocessingConfig().n4_shrink != 4
+    with pytest.raises(SystemExit):
+        shrink("--n4-shrink", "0")
+    repo = Path(__file__).resolve().parents[2]
+    for script in ("run.sh", "cascade.sh"):
+        assert "--n4-shrink 4" in (repo / "training" / script).read_text(encoding="utf-8"), script
+    started = {json.loads(p.read_text(encoding="utf-8"))["preprocessing"]["n4_shrink"]
+               for p in (repo / "training").glob("cv4-*/fold-*/config.json")}
+    assert started <= {4}

@@ -57,6 +57,9 @@ def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
     parser.add_argument("--n4-sequences", nargs="+", choices=MODALITIES, default=None,
                         help="the sequences N4 corrects (default: T1 T1c, as the paper)")
+    parser.add_argument("--n4-shrink", type=int, default=None, metavar="N",
+                        help=f"N4 fits its field on the image shrunk N times per axis (default "
+                             f"{PreprocessingConfig().n4_shrink}; the training campaign's runs, started with 4, keep 4)")
     parser.add_argument("--statistics", choices=STATISTICS, default=None,
                         help="the z-score's centre and spread inside the brain: mean-sd (the paper, default) or "
                              "median-iqr (robust)")
@@ -68,6 +71,10 @@ def preprocessing_from_args(args: argparse.Namespace, base: PreprocessingConfig)
         changes["n4_sequences"] = tuple(args.n4_sequences)
     if args.statistics:
         changes["statistics"] = args.statistics
+    if args.n4_shrink is not None:
+        if args.n4_shrink < 1:
+            raise SystemExit(f"--n4-shrink {args.n4_shrink}: give a factor of at least 1")
+        changes["n4_shrink"] = args.n4_shrink
     return replace(base, **changes)
 
 
