@@ -1,7 +1,5 @@
 """Preprocessing: percentile clipping inside the brain, N4 against a known bias
 field, z-scores, each step on its own, determinism, and properties on random volumes."""
-from dataclasses import asdict, replace
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -104,18 +102,6 @@ def test_unknown_statistics_are_refused_and_a_card_gives_its_model_s_statistics(
     base = PreprocessingConfig(n4_shrink=6)
     assert PreprocessingConfig.of_model(card, base) == PreprocessingConfig(n4_shrink=6, statistics="median-iqr")
     assert PreprocessingConfig.of_model({}, base).statistics == "mean-sd"  # cards before the choice existed
-
-
-def test_members_trained_with_the_old_n4_shrink_run_with_the_default_and_its_own_cache(tmp_path):
-    """The shipped cards record N4 fitted at shrink 4; inference takes the default's fit (8, measured to score
-    the same: docs/accuracy.md) with the card's statistics and sequences, and no cache of the old setting is
-    reused under the new one."""
-    from BrainTumorCNNLib.learning import sampling
-    trained = PreprocessingConfig(n4_shrink=4, statistics="median-iqr", n4_sequences=("T1c",))
-    card = {"training": {"config": {"preprocessing": asdict(trained)}}}
-    assert PreprocessingConfig.of_model(card) == replace(trained, n4_shrink=PreprocessingConfig().n4_shrink)
-    assert sampling.cache_path(tmp_path / "Case_001", PreprocessingConfig(), tmp_path) != \
-        sampling.cache_path(tmp_path / "Case_001", PreprocessingConfig(n4_shrink=4), tmp_path)
 
 
 def test_brain_mask_is_any_modality_non_zero_and_can_be_given():

@@ -44,9 +44,7 @@ class PreprocessingConfig:
     n4: bool = True
     # the paper corrects T1 and T1c; a bias field in FLAIR and T2 is the benchmark's worst site shift
     n4_sequences: Tuple[str, ...] = ("T1", "T1c")
-    # N4 fits its field on the image shrunk by this factor per axis: 8 takes a quarter of 4's CPU time and, on
-    # the 20 cross-validated patients, the members trained with 4 score the same (docs/accuracy.md)
-    n4_shrink: int = 8
+    n4_shrink: int = 4  # N4 runs on the image shrunk by this factor per axis
     n4_iterations: Tuple[int, ...] = (50, 50, 30)  # most iterations per fitting level
     n4_convergence: float = 0.001  # a level stops when the field changes less than this (N4's threshold)
     zscore: bool = True
@@ -63,9 +61,7 @@ class PreprocessingConfig:
     def of_model(cls, card: dict, base: Optional["PreprocessingConfig"] = None) -> "PreprocessingConfig":
         """`base` (default: the defaults) with the normalisation and the N4-corrected sequences the model
         was trained with (its card's training config: under "training" in a shipped card, at the top in a
-        training run's; older cards: the paper's mean and sd, T1 and T1c).  N4's fitting settings (shrink,
-        iterations) stay `base`'s: they fit the same smooth field more or less finely, and members trained
-        with shrink 4 score the same with 8 (docs/accuracy.md)."""
+        training run's; older cards: the paper's mean and sd, T1 and T1c)."""
         config = card.get("training", {}).get("config") or card.get("config") or {}
         trained = config.get("preprocessing", {})
         return replace(base or cls(), statistics=trained.get("statistics", "mean-sd"),
@@ -154,9 +150,7 @@ def _centre_spread(values: np.ndarray, statistics: str) -> Tuple[float, float]:
     return float(values.mean()), float(values.std())
 
 
-# voxels per axis left after shrinking for N4 at least: a whole brain (80+ voxels an axis) shrinks by the full factor,
-# a small image less (a 40-voxel one by 4: at 8 its 5 voxels an axis fit the field too coarsely)
-N4_MIN_SHRUNK_SIZE = 10
+N4_MIN_SHRUNK_SIZE = 4  # voxels per axis left after shrinking for N4
 
 
 def n4_correct(channel: np.ndarray, mask: np.ndarray, config: PreprocessingConfig,
