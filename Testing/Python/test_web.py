@@ -152,7 +152,11 @@ def click_segment(page, timeout_s: float) -> float:
 def wait_for_volumes(page, changed, timeout_s: float = 30) -> Dict[str, float]:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        volumes = page_volumes(page)
+        try:
+            volumes = page_volumes(page)
+        except ValueError:  # a row drawn before its volume (a renamed segment's): look again
+            time.sleep(0.3)
+            continue
         if changed(volumes):
             return volumes
         time.sleep(0.3)

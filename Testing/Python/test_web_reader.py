@@ -188,6 +188,14 @@ def test_the_readme_serve_command_runs_on_a_fresh_clone(browser, tmp_path):
     assert not list(temporary.glob("braintumorcnn-phantom-*")), "the phantom outlived the server"
 
 
+def thumb_moved(page, orientation: str, before: float, timeout_s: float = 10.0) -> float:
+    """The slider thumb's place once it has left `before` (the number is drawn before the thumb is)."""
+    deadline = time.time() + timeout_s
+    while (x := slider_thumb_x(page, orientation)) == before and time.time() < deadline:
+        page.wait_for_timeout(100)
+    return x
+
+
 def slider_thumb_x(page, orientation: str) -> float:
     """Where a slice view's slider thumb is drawn (its centre, in page pixels)."""
     thumb = page.locator(f"#view-{orientation}").locator("xpath=..").locator(".slice-slider .v-slider-thumb")
@@ -245,7 +253,7 @@ def test_slices_truth_names_brush_and_a_rerun_undone(browser, phantom_case, tmp_
             number, thumb = slice_number(page, orientation), slider_thumb_x(page, orientation)
             page.keyboard.press("PageUp")
             wait_for_slice(page, orientation, number + 10)
-            assert slider_thumb_x(page, orientation) > thumb, f"{orientation}: the slider went the other way"
+            assert thumb_moved(page, orientation, thumb) > thumb, f"{orientation}: the slider went the other way"
             page.keyboard.press("ArrowDown")
             wait_for_slice(page, orientation, number + 9)
             hover(page, f"#view-{orientation}")

@@ -209,8 +209,9 @@ def _long_names() -> None:
     """Long names are not cut off: a chosen model, case or sequence and the lists to choose from wrap onto
     more lines; a name in a text field (the segment editor's segment names) is shown whole in its tooltip
     when it does not fit."""
-    client.Style(".v-select .v-select__selection-text, .v-select__content .v-list-item-title "
-                 "{ white-space: normal; overflow-wrap: anywhere; }")
+    # the chosen name only: wrapping the open list's items made a click on one of them select nothing
+    # (test_web_uncertainty's model choice fell back to the default)
+    client.Style(".v-select .v-select__selection-text { white-space: normal; overflow-wrap: anywhere; }")
     client.ClientTriggers(mounted=(
         "window.addEventListener('mouseover', (e) => {"
         "  const around = e.target?.closest?.('.v-list-item, .v-field');"  # a disabled field takes no pointer
