@@ -36,6 +36,7 @@ from BrainTumorCNNLib.learning.sampling import case_name, case_sources, load_cas
 from BrainTumorCNNLib.network import weights
 from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from BrainTumorCNNLib.running import inference
+from BrainTumorCNNLib.scoring import metrics
 
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 READINGS = ("none", "brain", "healthy")  # the order of a tie: none first
@@ -61,16 +62,23 @@ def standardise(image: np.ndarray, brain: np.ndarray, own: np.ndarray, standard:
     return out
 
 
-def fold_standards(run_dir: Path, fold: int, cases: Dict[str, Path]) -> Dict[str, np.ndarray]:
-    """{reading: mean landmarks of the fold's training cases} (a case's cached images, as it was trained on)."""
+def training_landmarks(source: Path) -> Dict[str, np.ndarray]:
+    """{reading: landmarks} of a training case's cached images, as it was trained on."""
+    case = load_case(source, PreprocessingConfig())
+    image = case.images.astype(np.float32)
+    return {"brain": landmarks(image, case.brain), "healthy": landmarks(image, case.brain & (case.truth == 0))}
+
+
+def fold_standards(run_dir: Path, fold: int, cases: Dict[str, Path],
+                   known: Dict[str, Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """{reading: mean landmarks of the fold's training cases}; `known` keeps each case's landmarks for the
+    other folds (every case trains three of the four)."""
     config = json.loads((run_dir / f"fold-{fold}" / "config.json").read_text(encoding="utf-8"))
-    per_case = {"brain": [], "healthy": []}
-    for source in config["train_cases"]:
-        case = load_case(cases[Path(source).name], PreprocessingConfig())
-        image = case.images.astype(np.float32)
-        per_case["brain"].append(landmarks(image, case.brain))
-        per_case["healthy"].append(landmarks(image, case.brain & (case.truth == 0)))
-    return {reading: np.mean(values, axis=0) for reading, values in per_case.items()}
+    names = [Path(source).name for source in config["train_cases"]]
+    for name in names:
+        if name not in known:
+            known[name] = training_landmarks(cases[name])
+    return {reading: np.mean([known[name][reading] for name in names], axis=0) for reading in ("brain", "healthy")}
 
 
 def run_reading(model, image: np.ndarray, brain: np.ndarray, slices: np.ndarray) -> np.ndarray:
@@ -84,9 +92,9 @@ def scores(probabilities: np.ndarray, truth: np.ndarray, regions) -> Dict[str, f
     out = {}
     for region in regions:
         p, t = labels.region_mask(predicted, region), labels.region_mask(truth, region)
-        total = p.sum() + t.sum()
-        out[f"dice_{region}"] = 2.0 * (p & t).sum() / total if total else 1.0
-        out[f"sensitivity_{region}"] = (p & t).sum() / t.sum() if t.sum() else float("nan")
+        both, sizes = metrics.overlap(p, t)
+        out[f"dice_{region}"] = metrics.dice_of(both, sizes)
+        out[f"sensitivity_{region}"] = both / t.sum() if t.any() else float("nan")
     return out
 
 
@@ -138,11 +146,12 @@ def main(argv: List[str] = None) -> int:
     sources = {case_name(p): p for p in case_sources(str(args.cache))}
     args.output.mkdir(parents=True, exist_ok=True)
     table: Dict[str, Dict[str, Dict[str, float]]] = {}
+    known: Dict[str, Dict[str, np.ndarray]] = {}
     for fold in sorted(set(fold_of.values())):
         model_path = fold_weights(args.run_dir, fold)
         card = json.loads(model_path.with_suffix(".json").read_text(encoding="utf-8"))
         model = weights.load(card["model"], model_path, device="cpu")[0]
-        standards = fold_standards(args.run_dir, fold, sources)
+        standards = fold_standards(args.run_dir, fold, sources, known)
         for name in sorted(n for n, f in fold_of.items() if f == fold and n in counted):
             table[name] = measure_case(name, fold, sources[name], model, standards, args.slice_step, args.output)
             print(f"{name} (fold {fold}): Dice complete " + ", ".join(
