@@ -77,8 +77,14 @@ def test_simultaneous_visits_start_exactly_max_sessions_and_sigterm_ends_them(tm
         assert "All 4 sessions of this server are in use" in refusal and 'id="retrying"' in refusal
         assert "location.reload()" in refusal  # the page tries again by itself
 
-        started = [re.search(r"session (\d+) on port (\d+) \(pid (\d+)\)", line) for line in lines]
-        started = [m for m in started if m]
+        # each line is written before its 302 leaves, but this test's reader thread may not have read it yet
+        deadline = time.time() + 30
+        while True:
+            started = [re.search(r"session (\d+) on port (\d+) \(pid (\d+)\)", line) for line in list(lines)]
+            started = [m for m in started if m]
+            if len(started) >= 4 or time.time() > deadline:
+                break
+            time.sleep(0.2)
         assert sorted(int(m.group(1)) for m in started) == [1, 2, 3, 4], "".join(lines)
         assert {int(m.group(2)) for m in started} == ports
         pids = [int(m.group(3)) for m in started]
