@@ -520,6 +520,26 @@ def test_two_threads_sharing_one_fft_layer_get_exact_results():
     assert worst[0] == 0.0
 
 
+def test_an_input_takes_the_smallest_reserved_transform_that_holds_it():
+    """A second reservation (a volume's focused crops, inference.focus_boxes) keeps the first: each input
+    is transformed at the smallest reserved size that holds it, the result F.conv2d's either way."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 3, 13)
+    layer = fastconv.FFTConv2d(conv)
+    big = layer.reserve(70, 70, torch.device("cpu"))
+    small = layer.reserve(30, 40, torch.device("cpu"), add=True)
+    assert small < big
+    assert layer._transform_size(28, 40, torch.device("cpu")) == small
+    assert layer._transform_size(31, 40, torch.device("cpu")) == big
+    assert layer._transform_size(20, 60, torch.device("cpu")) == big
+    for h, w in [(28, 40), (31, 40), (70, 70)]:
+        x = torch.randn(1, 5, h, w)
+        with torch.inference_mode():
+            assert (layer(x) - F.conv2d(x, conv.weight, conv.bias)).abs().max().item() < 1e-4
+    assert layer.reserve(70, 70, torch.device("cpu")) == big  # without `add` the smaller one goes
+    assert layer._transform_size(28, 40, torch.device("cpu")) == big
+
+
 def test_fft_segment_volume_equals_direct():
     model = lively(networks.LocalCascadeCNN(num_classes=4))
     volume, mask = brain_volume(slices=2)

@@ -146,6 +146,66 @@ def test_the_progress_line_names_each_total_once_and_never_changes_it(flips):
     assert totals["slice "] == {len(result.slices) * views}, totals
 
 
+def test_focus_boxes_name_each_gap_next_to_tumor_with_its_neighbours_box():
+    slices = np.arange(10, 20)  # screened at step 3: 10, 13, 16, 19
+    tumor = np.zeros((4, 100, 80), bool)
+    tumor[1, 40:50, 30:35] = True  # screened slice 13
+    tumor[2, 45:60, 20:25] = True  # screened slice 16
+    boxes = inference.focus_boxes(slices, 3, tumor, margin=5)
+    assert sorted(boxes) == [11, 12, 14, 15, 17, 18]
+    assert boxes[11] == boxes[12] == (0, (35, 55, 25, 40))
+    assert boxes[14] == (1, (35, 65, 15, 40))  # both neighbours' tumor
+    assert boxes[17] == (2, (40, 65, 15, 30))
+    tumor[:] = False
+    tumor[0, 0:3, 75:80] = True  # at the plane's corner: the box stops there
+    assert inference.focus_boxes(slices, 3, tumor, margin=5)[11] == (0, (0, 8, 70, 80))
+
+
+def test_the_edge_is_reached_near_a_side_inside_the_plane_only():
+    box = (0, 40, 20, 60)  # its top side is the plane's, the others are not
+    tumor = np.zeros((50, 80), bool)
+    tumor[0:5, 30:40] = True  # at the plane's own side
+    assert not inference.edge_reached(tumor, box, edge=4)
+    tumor[30:37, 30:40] = True  # its last row 4 rows from the bottom side (row 39)
+    assert inference.edge_reached(tumor, box, edge=4)
+    assert not inference.edge_reached(tumor, box, edge=3)
+    assert inference.edge_reached(tumor, (0, 40, 34, 60), edge=1)  # cut by the left side
+
+
+def _bright(tumor: np.ndarray) -> np.ndarray:
+    """A volume _BrightIsTumor labels `tumor` in: brain everywhere."""
+    volume = np.full((4,) + tumor.shape, 0.1, np.float32)
+    volume[0] = np.where(tumor, 1.0, 0.1)
+    return volume
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_focused_gaps_leave_the_cleaned_labels_those_of_a_whole_brain_run(flips):
+    """Tumor in an unscreened slice beyond its box, joined to a screened slice's tumor (a bar across the
+    plane) or not (a flat sheet, removed by the cleanup anyway): the cleaned labels are a full run's, the
+    bar's gap having run again on the whole brain."""
+    runner = inference.Runner(_BrightIsTumor(), torch.device("cpu"), False, inference.DEFAULT_MEMORY_BUDGET,
+                              None, "float32")
+    config, spacing = CleanupConfig(), (1.0, 1.0, 1.0)
+    step, bars, focused = 1 + config.unseen_span(), 0, 0
+    for seed in range(12):
+        tumor = _blobs(seed, shape=(30, 120, 120)) > 0
+        if seed % 3 == 0 and tumor[::step].any():  # a bar from a screened slice's tumor across the next gap
+            z, y, x = (int(i[0]) for i in np.nonzero(tumor[::step]))
+            tumor[z * step + 1:z * step + 3, y:y + 2, :] = True
+            bars += 1
+        if seed % 3 == 1:  # a flat sheet in a gap, far from anything
+            tumor[4:6, 100:118, 0:118] = True
+        with_screens = runner.segment(_bright(tumor), screen_step=step, flips=flips)
+        full = runner.segment(_bright(tumor), flips=flips)
+        np.testing.assert_array_equal(cleanup(with_screens.labels, spacing, config)[0],
+                                      cleanup(full.labels, spacing, config)[0])
+        unscreened = np.setdiff1d(with_screens.slices, np.arange(tumor.shape[0])[::step])
+        beyond = (with_screens.probabilities[0][unscreened] == 1) & (full.probabilities[0][unscreened] != 1)
+        focused += int(beyond.any())
+    assert bars > 0 and focused > 0  # some gaps did run on a box
+
+
 @pytest.fixture(scope="module")
 def slab(shared_data):
     """A real case, preprocessed, cut to slices around the top of its tumor (some slices without tumor)."""
@@ -167,11 +227,16 @@ def test_screened_segmentation_of_a_real_case_equals_the_full_one(slab, flips):
     np.testing.assert_array_equal(runs[True].labels, runs[False].labels)
     assert runs[True].labels.any()
     # slices screening left out hold the background probability everywhere; the others are the full run's
+    # within the box the slice ran on (inference.focus_boxes; its smaller transforms round differently, by
+    # about 1e-6), background beyond it
     brain_slices = brain.any(axis=(1, 2))
     unrun = brain_slices & (runs[True].probabilities[0] == 1).all(axis=(1, 2))
     assert 0 < unrun.sum() < brain_slices.sum()
     run = brain_slices & ~unrun
-    np.testing.assert_array_equal(runs[True].probabilities[:, run], runs[False].probabilities[:, run])
+    screened, full = runs[True].probabilities[:, run], runs[False].probabilities[:, run]
+    differ = (np.abs(screened - full) > 1e-5).any(axis=0)
+    assert (screened[0][differ] == 1).all()
+    assert differ.any() and (full[0][differ] < 1).any(), "no slice ran on a box smaller than its brain"
 
 
 def test_the_pipeline_cleans_with_the_rule_of_the_models_card_unless_told_not_to():

@@ -53,7 +53,7 @@ FFT_MIN_TAPS = 4096
 #: Rows copied at once into an FFT layer's padded input: a channels-last slice's 224 maps, 190x153,
 #: converted and transposed in bands of 16 rows took 18 ms against 31 ms at once (one thread).
 COPY_ROWS = 16
-#: Spectra kept per layer beside the reserved one, for inputs larger than the reservation (a
+#: Spectra kept per layer beside the reserved ones, for inputs larger than every reservation (a
 #: caller outside `segment_volume`); each costs up to a few hundred MB.
 SPECTRUM_CACHE = 1
 
@@ -78,7 +78,8 @@ class FFTConv2d(nn.Module):
                      if conv.bias is not None else None)
         self.out_channels, self.in_channels, self.kh, self.kw = self.weight.shape
         self.shrink = (0, 0)  # rows and columns the model's layers before this one take off its input (prepare)
-        self._reserved: Optional[tuple] = None  # (fh, fw, device): the transform of every input that fits
+        # (fh, fw, device) keys: an input is transformed at the smallest one that holds it
+        self._reserved: List[tuple] = []
         self._spectra: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()  # guarded by _lock
         self._lock = threading.Lock()
 
@@ -90,7 +91,7 @@ class FFTConv2d(nn.Module):
         copied.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False) if self.bias is not None else None
         copied.out_channels, copied.in_channels, copied.kh, copied.kw = self.weight.shape
         copied.shrink = self.shrink
-        copied._reserved, copied._spectra, copied._lock = None, OrderedDict(), threading.Lock()
+        copied._reserved, copied._spectra, copied._lock = [], OrderedDict(), threading.Lock()
         copied.train(self.training)
         memo[id(self)] = copied
         return copied
@@ -100,7 +101,7 @@ class FFTConv2d(nn.Module):
 
     def spectrum(self, fh: int, fw: int, device: torch.device) -> torch.Tensor:
         """Conjugate kernel spectrum for an `fh x fw` transform, `(in, out, fh*(fw//2+1))` complex64;
-        computed once per size and device (the reserved one is kept, SPECTRUM_CACHE others)."""
+        computed once per size and device (the reserved ones are kept, SPECTRUM_CACHE others)."""
         key = (fh, fw, str(device))
         with self._lock:  # the worker threads share this layer: one computes, the other waits for it
             cached = self._spectra.get(key)
@@ -109,41 +110,46 @@ class FFTConv2d(nn.Module):
                 return cached
             spec = kernel_spectrum(self.weight.to(device=device, dtype=torch.float32), fh, fw)
             self._spectra[key] = spec
-            others = [k for k in self._spectra if k != self._reserved]
+            others = [k for k in self._spectra if k not in self._reserved]
             for old in others[:max(0, len(others) - SPECTRUM_CACHE)]:
                 del self._spectra[old]
             return spec
 
-    def reserve(self, h: int, w: int, device: torch.device) -> Tuple[int, int]:
+    def reserve(self, h: int, w: int, device: torch.device, add: bool = False) -> Tuple[int, int]:
         """Transform every later input of at most h x w at the size that holds h x w (more zero padding
         leaves the valid outputs unchanged), so a slice's result does not depend on the crops before
-        it; the spectrum is computed now and the previous reservation's dropped.  Returns the size."""
+        it; the spectrum is computed now.  The previous reservations are dropped, or with `add` kept:
+        an input then takes the smallest reserved size that holds it (smaller crops, cheaper transforms).
+        Returns the size."""
         fh, fw = fft_length(h), fft_length(w)
         key = (fh, fw, str(device))
         with self._lock:
-            if self._reserved != key:
+            if not add and self._reserved != [key]:
                 self._spectra.clear()
-            self._reserved = key
+                self._reserved = []
+            if key not in self._reserved:
+                self._reserved.append(key)
         self.spectrum(fh, fw, device)
         return fh, fw
 
     def _transform_size(self, h: int, w: int, device: torch.device) -> Tuple[int, int]:
-        """The reserved transform size when it holds an h x w input, else the smallest fast one for it;
-        without a reservation the first input's size is reserved (crops come in several sizes, and
+        """The smallest reserved transform size that holds an h x w input, else the smallest fast one for
+        it; without a reservation the first input's size is reserved (crops come in several sizes, and
         recomputing the kernel spectra for each would cost more than the larger transforms)."""
         with self._lock:
-            if self._reserved is None:
-                self._reserved = (fft_length(h), fft_length(w), str(device))
-            fh, fw, where = self._reserved
-        if fh >= h and fw >= w and where == str(device):
-            return fh, fw
+            if not self._reserved:
+                self._reserved = [(fft_length(h), fft_length(w), str(device))]
+            holding = [(fh * fw, fh, fw) for fh, fw, where in self._reserved
+                       if fh >= h and fw >= w and where == str(device)]
+        if holding:
+            return min(holding)[1:]
         return fft_length(h), fft_length(w)
 
     def clear_cache(self) -> None:
         """Drop every spectrum and the reservation (memory between cases)."""
         with self._lock:
             self._spectra.clear()
-            self._reserved = None
+            self._reserved = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 even under a bfloat16 autocast (inference's precision option): the transforms and the
@@ -325,13 +331,14 @@ def prepare(model: nn.Module, input_shape: Sequence[int], device="cpu", conv: st
     return fast
 
 
-def fit(prepared: nn.Module, height: int, width: int) -> None:
+def fit(prepared: nn.Module, height: int, width: int, add: bool = False) -> None:
     """Reserve every FFT layer of a `prepare`d model for model inputs of up to height x width (the
-    next volume's largest crop), so that each slice's result depends on that volume alone."""
+    next volume's largest crop), so that each slice's result depends on that volume alone; with `add`
+    beside the sizes reserved before (a volume's smaller crops, FFTConv2d.reserve)."""
     for module in prepared.modules():
         if isinstance(module, FFTConv2d):
             dh, dw = module.shrink
-            module.reserve(height - dh, width - dw, module.weight.device)
+            module.reserve(height - dh, width - dw, module.weight.device, add=add)
 
 
 def release(prepared: nn.Module) -> None:
