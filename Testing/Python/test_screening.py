@@ -153,12 +153,13 @@ def test_focus_boxes_name_each_gap_next_to_tumor_with_its_neighbours_box():
     tumor[2, 45:60, 20:25] = True  # screened slice 16
     boxes = inference.focus_boxes(slices, 3, tumor, margin=5)
     assert sorted(boxes) == [11, 12, 14, 15, 17, 18]
-    assert boxes[11] == boxes[12] == (0, (35, 55, 25, 40))
-    assert boxes[14] == (1, (35, 65, 15, 40))  # both neighbours' tumor
-    assert boxes[17] == (2, (40, 65, 15, 30))
+    assert boxes[11] == boxes[12] == (0, [(35, 55, 25, 40)])
+    assert boxes[14] == (1, [(35, 65, 15, 40)])  # both neighbours' tumor, the overlapping boxes merged
+    assert boxes[17] == (2, [(40, 65, 15, 30)])
     tumor[:] = False
     tumor[0, 0:3, 75:80] = True  # at the plane's corner: the box stops there
-    assert inference.focus_boxes(slices, 3, tumor, margin=5)[11] == (0, (0, 8, 70, 80))
+    tumor[1, 90:95, 10:14] = True  # far from it: a box of its own
+    assert inference.focus_boxes(slices, 3, tumor, margin=5)[11] == (0, [(0, 8, 70, 80), (85, 100, 5, 19)])
 
 
 def test_the_edge_is_reached_near_a_side_inside_the_plane_only():

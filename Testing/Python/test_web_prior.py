@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from test_web import (CHROMIUM, MISSING, browser, centre, click_segment, open_page, page_volumes,  # noqa: F401
-                      serving, wait_until_loaded)
+                      serving, wait_for_volumes, wait_until_loaded)
 
 pytestmark = [
     pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed (pip install -e '.[test]')"),
@@ -121,6 +121,38 @@ def test_a_prior_opened_from_the_list_and_uploaded_shows_the_known_growth(browse
         page.wait_for_function("() => window.trame.state.get('prior_busy')", timeout=60000)
         wait_for_comparison(page)
         assert prior_table(page) == table
+
+        # Compare again after an edit: compared anew with the result as it stands
+        page.locator("#prior-layer").click()
+        page.wait_for_function("() => !window.trame.state.get('prior_layer')")
+        shown = page_volumes(page)
+        active = page.locator("#volumes .segment-name").first.inner_text()
+        x, y = centre(page, "#view-Axial")
+        page.locator("button:has(.mdi-brush)").first.click()
+        page.mouse.move(x - 60, y - 40)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
+            time.sleep(0.05)
+        page.mouse.up()
+        edited = wait_for_volumes(page, lambda v: v[active] > shown[active] + 0.01)
+        assert prior_table(page) == table  # the comparison made before the edit, until asked again
+        page.locator("#prior-compare").click()
+        page.wait_for_function("() => window.trame.state.get('prior_busy')", timeout=60000)
+        wait_for_comparison(page)
+        again = prior_table(page)
+        assert again != table
+        for region, name in zip(labels.REGIONS, names):
+            assert float(again[name]["now"]) == pytest.approx(edited[labels.REGION_NAMES[region]], abs=0.006)
+            assert again[name]["then"] == table[name]["then"]  # the same prior
+
+        # an upload that is not a case is refused in words
+        page.locator("#prior-upload").set_input_files([str(p) for p in sorted(before.glob("*_t1.nii.gz"))])
+        error = page.locator("#prior-error")
+        error.wait_for(timeout=120000)
+        print("REFUSED:", error.inner_text())
+        assert "T2" in error.inner_text() or "FLAIR" in error.inner_text(), error.inner_text()
+        assert not page.evaluate("() => window.trame.state.get('prior_busy')")
 
 
 def _shot(locator, path: Path) -> Path:

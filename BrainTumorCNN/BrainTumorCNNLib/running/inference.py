@@ -31,10 +31,11 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from .. import labels
@@ -213,23 +214,45 @@ def screen_plan(slices: np.ndarray, step: int, positive: np.ndarray) -> np.ndarr
 
 
 def focus_boxes(slices: np.ndarray, step: int, tumor: np.ndarray, margin: int = FOCUS_MARGIN
-                ) -> Dict[int, Tuple[int, Tuple[int, int, int, int]]]:
-    """For each unscreened slice of `screen_plan`, its run between screened slices i and i + 1 (i) and
-    the (y0, y1, x0, x1) box of their tumor (`tumor`: bool (len(slices[::step]), Y, X)) grown by `margin`
-    pixels, within the plane; only slices next to a screened slice with tumor are named."""
+                ) -> Dict[int, Tuple[int, List[Tuple[int, int, int, int]]]]:
+    """For each unscreened slice of `screen_plan`, its run between screened slices i and i + 1 (i) and the
+    (y0, y1, x0, x1) boxes of their tumor (`tumor`: bool (len(slices[::step]), Y, X)): each connected
+    piece's box grown by `margin` pixels within the plane, overlapping boxes merged into one (a false
+    positive at the brain's edge gets a box of its own, not one stretched over the brain).  Only slices
+    next to a screened slice with tumor are named."""
     slices = np.asarray(slices)
     height, width = tumor.shape[1:]
-    boxes = {}
+    found = {}
     for i in range(len(tumor)):
         both = tumor[i] | tumor[i + 1] if i + 1 < len(tumor) else tumor[i]
-        rows, cols = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
-        if not len(rows):
+        if not both.any():
             continue
-        box = (max(0, int(rows[0]) - margin), min(height, int(rows[-1]) + 1 + margin),
-               max(0, int(cols[0]) - margin), min(width, int(cols[-1]) + 1 + margin))
+        pieces, _ = ndimage.label(both, structure=np.ones((3, 3), bool))
+        boxes = [(max(0, rows.start - margin), min(height, rows.stop + margin),
+                  max(0, cols.start - margin), min(width, cols.stop + margin))
+                 for rows, cols in ndimage.find_objects(pieces)]
         for z in slices[i * step + 1:(i + 1) * step]:
-            boxes[int(z)] = (i, box)
-    return boxes
+            found[int(z)] = (i, _merged(boxes))
+    return found
+
+
+def _merged(boxes: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, int, int]]:
+    """`boxes` with every two that overlap replaced by their bounding box, until none overlap."""
+    boxes = sorted(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                if _intersection(boxes[a], boxes[b]) is not None:
+                    (ay0, ay1, ax0, ax1), (by0, by1, bx0, bx1) = boxes[a], boxes[b]
+                    boxes[a] = (min(ay0, by0), max(ay1, by1), min(ax0, bx0), max(ax1, bx1))
+                    del boxes[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(boxes)
 
 
 def edge_reached(tumor: np.ndarray, box: Tuple[int, int, int, int], edge: int = FOCUS_EDGE) -> bool:
@@ -404,11 +427,13 @@ class Runner:
                     picked = np.intersect1d(zs, chosen)
                     parts = {None: (picked, box)} if focus is None else {}
                     for z in (picked if focus is not None else ()):
-                        run_index, (y0, y1, x0, x1) = focus[int(z)]
-                        inside = _intersection(box, (y0, y1, width - x1, width - x0) if flipped else (y0, y1, x0, x1))
-                        if inside is not None:
-                            members, _ = parts.setdefault(run_index, ([], inside))
-                            members.append(z)
+                        run_index, boxes = focus[int(z)]
+                        for (y0, y1, x0, x1) in boxes:
+                            inside = _intersection(box, (y0, y1, width - x1, width - x0) if flipped
+                                                   else (y0, y1, x0, x1))
+                            if inside is not None:
+                                members, _ = parts.setdefault((run_index, inside), ([], inside))
+                                members.append(z)
                     work += [(data, total, flipped, batch, part) for members, part in parts.values()
                              for batch in _batches(np.asarray(members, dtype=int), self.max_batch)]
             return work
@@ -452,7 +477,8 @@ class Runner:
                 run(work, "slice", planned)
                 # a run whose tumor reaches its box's edge again on the whole brain (FOCUS_EDGE)
                 found = argmax_classes(_average(sums, rest)) > 0 if len(rest) else np.zeros((0,) + mask.shape[1:], bool)
-                again = {focus[int(z)][0] for z, t in zip(rest, found) if edge_reached(t, focus[int(z)][1])}
+                again = {focus[int(z)][0] for z, t in zip(rest, found)
+                         if any(edge_reached(t, box) for box in focus[int(z)][1])}
                 redo = np.asarray([z for z in rest if focus[int(z)][0] in again], dtype=int)
                 if len(redo):
                     log.info("%d of %d unscreened slices run again on the whole brain: tumor at their box's edge",
