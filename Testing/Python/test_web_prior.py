@@ -150,8 +150,9 @@ def test_a_prior_opened_from_the_list_and_uploaded_shows_the_known_growth(browse
         page.locator("#prior-upload").set_input_files([str(p) for p in sorted(before.glob("*_t1.nii.gz"))])
         error = page.locator("#prior-error")
         error.wait_for(timeout=120000)
-        print("REFUSED:", error.inner_text())
-        assert "T2" in error.inner_text() or "FLAIR" in error.inner_text(), error.inner_text()
+        refusal = error.inner_text()
+        assert "missing T1c, T2, FLAIR" in refusal and "Phantom_00000_t1.nii.gz" in refusal, refusal
+        assert "braintumorcnn-serve" not in refusal, refusal  # not the server's own folder
         assert not page.evaluate("() => window.trame.state.get('prior_busy')")
 
 

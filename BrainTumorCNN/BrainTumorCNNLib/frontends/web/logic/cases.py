@@ -174,9 +174,9 @@ def read(case: CaseFiles, roots: ReadableRoots, options: preparation.Preparation
     if case.kind != "files":
         return read_case(roots.check(case.source), name=case.name, resample=options.resample)
     if case.missing():
-        raise io.CaseError(f"{case.source}: missing {', '.join(case.missing())} (found: "
-                           f"{', '.join(p.name for p in case.candidates) or 'no image files'}); "
-                           "choose a file for each sequence")
+        raise io.CaseError(case.plain(f"{case.source}: missing {', '.join(case.missing())} (found: "
+                                      f"{', '.join(case.shown_name(p) for p in case.candidates) or 'no image files'}); "
+                                      "choose a file for each sequence"))  # an upload's folder is the server's own
     files = {m: roots.check(case.assignment[m]) for m in MODALITIES}
     truth = roots.check(case.truth) if case.truth is not None else None
     try:
