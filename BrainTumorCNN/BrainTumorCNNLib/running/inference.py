@@ -213,13 +213,14 @@ def screen_plan(slices: np.ndarray, step: int, positive: np.ndarray) -> np.ndarr
     return np.asarray(rest, dtype=slices.dtype)
 
 
-def focus_boxes(slices: np.ndarray, step: int, tumor: np.ndarray, margin: int = FOCUS_MARGIN
+def focus_boxes(slices: np.ndarray, step: int, tumor: np.ndarray, margin: Optional[int] = None
                 ) -> Dict[int, Tuple[int, List[Tuple[int, int, int, int]]]]:
     """For each unscreened slice of `screen_plan`, its run between screened slices i and i + 1 (i) and the
     (y0, y1, x0, x1) boxes of their tumor (`tumor`: bool (len(slices[::step]), Y, X)): each connected
     piece's box grown by `margin` pixels within the plane, overlapping boxes merged into one (a false
     positive at the brain's edge gets a box of its own, not one stretched over the brain).  Only slices
-    next to a screened slice with tumor are named."""
+    next to a screened slice with tumor are named.  `margin`: FOCUS_MARGIN, read when called."""
+    margin = FOCUS_MARGIN if margin is None else margin
     slices = np.asarray(slices)
     height, width = tumor.shape[1:]
     found = {}
