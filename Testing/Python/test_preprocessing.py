@@ -210,6 +210,19 @@ def test_same_numbers_twice():
     np.testing.assert_array_equal(first.brain_mask, second.brain_mask)
 
 
+def test_the_sequences_fitted_side_by_side_give_the_numbers_fitted_one_after_the_other(monkeypatch):
+    """N4 of T1, T1c and T2 on threads at once (as many as the CPUs allow) or on one: the same bits."""
+    biased, _, _ = biased_tissue()
+    images = np.stack([biased, biased * 1.1, biased[::-1].copy(), biased])
+    config = PreprocessingConfig(n4_sequences=("T1", "T1c", "T2"))
+    outputs = []
+    for cpus in (1, 3):
+        monkeypatch.setattr(preprocessing.os, "cpu_count", lambda: cpus)
+        outputs.append(preprocess(images, config).images)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert not np.array_equal(outputs[0][0], outputs[0][1])  # each sequence its own field and statistics
+
+
 def test_input_is_not_modified():
     images = random_case()
     copy = images.copy()
