@@ -65,14 +65,14 @@ CUDA_MAX_BATCH = 32
 GROUP_SLICES = 16
 #: Fewest output rows of a band before giving up on a device after OOM.
 MIN_BAND_ROWS = 8
-#: After screening, the unscreened slices between two screened ones run on the in-plane box of those two
-#: slices' tumor grown by this many pixels (`focus_boxes`), not on the whole brain: 18-34 % fewer pixels
-#: over the 21 cases of ../shared/data (docs/speed.md) ...
+#: After screening, the unscreened slices between two screened ones run on the in-plane boxes of those two
+#: slices' tumor grown by this many pixels (`focus_boxes`), not on the whole brain: the screened run 13 %
+#: less CPU on BraTS2021_00000 (docs/speed.md) ...
 FOCUS_MARGIN = 20
-#: ... and again on the whole brain when their tumor comes within this many pixels of the box's edge
-#: (`edge_reached`).  Tumor the box left out can only join the screened slices' tumor by crossing that
-#: edge, so with 1 pixel the cleaned labels are those of a whole-brain run; 12 also keeps everything
-#: within uncertainty.NEAR_MM of the labelled tumor, where the expected Dice is read, at 1 mm pixels.
+#: ... and again on the whole brain when their tumor comes within this many pixels of a box's edge
+#: (`edge_reached`).  Tumor a box left out can only join the screened slices' tumor by crossing that
+#: edge, so with 1 pixel the cleaned labels are those of a whole-brain run; 12 also keeps the ring within
+#: uncertainty.NEAR_MM of the gap's own labelled tumor inside the box, at 1 mm pixels.
 FOCUS_EDGE = 12
 #: Arithmetic of the direct convolutions: "float32" (the reference), "bfloat16" (torch.autocast;
 #: native on CPUs with AVX512-BF16 or AMX, emulated and slower elsewhere) or "auto": bfloat16 on a CPU
