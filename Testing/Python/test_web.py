@@ -198,6 +198,16 @@ def centre(page, selector: str):
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
+def brush_stroke(page, x: float, y: float) -> None:
+    """One diagonal stroke of the active tool from 60 px left of and 40 px above (x, y), as a reader drags."""
+    page.mouse.move(x - 60, y - 40)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
+        time.sleep(0.05)
+    page.mouse.up()
+
+
 def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
     """One session through issue 25's points: Slicer's layout and overlays, the views on the tumor's largest
     cross-sections, the value under the pointer, keys, window / level, a stable progress line, no stale
@@ -318,12 +328,7 @@ def test_phantom_segment_paint_undo_download(browser, phantom_case, tmp_path):
         # 2: a paint stroke on the axial view paints that slice only, and grows the active segment
         active = page.locator("#volumes .segment-name").first.inner_text()
         page.locator("button:has(.mdi-brush)").first.click()
-        page.mouse.move(x - 60, y - 40)
-        page.mouse.down()
-        for step in range(1, 21):
-            page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
-            time.sleep(0.05)
-        page.mouse.up()
+        brush_stroke(page, x, y)
         painted = wait_for_volumes(page, lambda v: v[active] > shown[active] + 0.01)
         assert painted["whole tumor"] >= shown["whole tumor"]
         with page.expect_download() as download:
@@ -393,12 +398,7 @@ def test_added_and_renamed_segments_keep_the_volumes_and_downloads(browser, phan
         assert added[extra] == 0.0
         page.locator("button:has(.mdi-brush)").first.click()
         x, y = centre(page, "#view-Axial")
-        page.mouse.move(x - 60, y - 40)
-        page.mouse.down()
-        for step in range(1, 21):
-            page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
-            time.sleep(0.05)
-        page.mouse.up()
+        brush_stroke(page, x, y)
         painted = wait_for_volumes(page, lambda v: v.get(extra, 0) > 0.01)
         assert painted["whole tumor"] <= shown["whole tumor"]  # painted over, or beside, the tumor
         assert page.locator("#case-error").count() == 0

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_web import (CHROMIUM, MISSING, browser, centre, click_segment, open_page, page_volumes,  # noqa: F401
-                      serving, wait_for_volumes, wait_until_loaded)
+from test_web import (CHROMIUM, MISSING, browser, brush_stroke, centre, click_segment, open_page,  # noqa: F401
+                      page_volumes, serving, wait_for_volumes, wait_until_loaded)
 
 pytestmark = [
     pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed (pip install -e '.[test]')"),
@@ -129,12 +129,7 @@ def test_a_prior_opened_from_the_list_and_uploaded_shows_the_known_growth(browse
         active = page.locator("#volumes .segment-name").first.inner_text()
         x, y = centre(page, "#view-Axial")
         page.locator("button:has(.mdi-brush)").first.click()
-        page.mouse.move(x - 60, y - 40)
-        page.mouse.down()
-        for step in range(1, 21):
-            page.mouse.move(x - 60 + 6 * step, y - 40 + 4 * step)
-            time.sleep(0.05)
-        page.mouse.up()
+        brush_stroke(page, x, y)
         edited = wait_for_volumes(page, lambda v: v[active] > shown[active] + 0.01)
         assert prior_table(page) == table  # the comparison made before the edit, until asked again
         page.locator("#prior-compare").click()

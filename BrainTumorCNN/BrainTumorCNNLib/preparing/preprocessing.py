@@ -110,10 +110,11 @@ def preprocess(images: np.ndarray, config: PreprocessingConfig = PreprocessingCo
     corrected = [c for c, name in enumerate(MODALITIES) if config.n4 and name in config.n4_sequences]
     # the sequences' fits side by side: ITK leaves a core idle in much of each fit, and releases the GIL
     # (T1 and T1c of BraTS2021_00000: the same CPU seconds, 29 % less wall time; docs/speed.md)
-    with ThreadPoolExecutor(max(1, min(len(corrected), os.cpu_count() or 1))) as pool:
-        for c, channel in zip(corrected, pool.map(lambda c: n4_correct(channels[c], mask, config, spacing),
-                                                  corrected)):
-            channels[c] = channel
+    if corrected:
+        with ThreadPoolExecutor(min(len(corrected), os.cpu_count() or 1)) as pool:
+            for c, channel in zip(corrected, pool.map(lambda c: n4_correct(channels[c], mask, config, spacing),
+                                                      corrected)):
+                channels[c] = channel
     for c, name in enumerate(MODALITIES):
         channel = channels[c]
         if config.zscore:

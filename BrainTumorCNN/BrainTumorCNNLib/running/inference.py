@@ -238,22 +238,17 @@ def focus_boxes(slices: np.ndarray, step: int, tumor: np.ndarray, margin: Option
 
 
 def _merged(boxes: List[Tuple[int, int, int, int]]) -> List[Tuple[int, int, int, int]]:
-    """`boxes` with every two that overlap replaced by their bounding box, until none overlap."""
-    boxes = sorted(boxes)
-    merged = True
-    while merged:
-        merged = False
-        for a in range(len(boxes)):
-            for b in range(a + 1, len(boxes)):
-                if _intersection(boxes[a], boxes[b]) is not None:
-                    (ay0, ay1, ax0, ax1), (by0, by1, bx0, bx1) = boxes[a], boxes[b]
-                    boxes[a] = (min(ay0, by0), max(ay1, by1), min(ax0, bx0), max(ax1, bx1))
-                    del boxes[b]
-                    merged = True
-                    break
-            if merged:
-                break
-    return sorted(boxes)
+    """`boxes` with every group that overlaps replaced by its bounding box, until none overlap."""
+    out: List[Tuple[int, int, int, int]] = []
+    for box in boxes:
+        overlapping = [other for other in out if _intersection(other, box) is not None]
+        while overlapping:  # the grown box may now overlap others
+            out = [other for other in out if other not in overlapping]
+            box = (min(b[0] for b in overlapping + [box]), max(b[1] for b in overlapping + [box]),
+                   min(b[2] for b in overlapping + [box]), max(b[3] for b in overlapping + [box]))
+            overlapping = [other for other in out if _intersection(other, box) is not None]
+        out.append(box)
+    return sorted(out)
 
 
 def edge_reached(tumor: np.ndarray, box: Tuple[int, int, int, int], edge: int = FOCUS_EDGE) -> bool:
@@ -477,7 +472,7 @@ class Runner:
                 planned = done + sum(len(w[3]) for w in work)
                 run(work, "slice", planned)
                 # a run whose tumor reaches its box's edge again on the whole brain (FOCUS_EDGE)
-                found = argmax_classes(_average(sums, rest)) > 0 if len(rest) else np.zeros((0,) + mask.shape[1:], bool)
+                found = argmax_classes(_average(sums, rest)) > 0
                 again = {focus[int(z)][0] for z, t in zip(rest, found)
                          if any(edge_reached(t, box) for box in focus[int(z)][1])}
                 redo = np.asarray([z for z in rest if focus[int(z)][0] in again], dtype=int)
