@@ -2,8 +2,9 @@
 the convolutional networks of Havaei et al. (2017).
 
 The widget only wires the GUI to a parameter node; the logic runs the engine
-(BrainTumorCNNLib, beside this file, also usable without Slicer) in a child
-process of Slicer's own Python (running/child.py), so Cancel stops it at once,
+(BrainTumorCNNLib, beside this file, also usable without Slicer), a segmentation
+or a comparison with a prior scan, in a child process of Slicer's own Python
+(running/child.py), so Cancel stops it at once,
 a crash of it leaves Slicer and the scene as they were, and torch's settings in
 Slicer's process stay as they are.  PyTorch is imported only once a
 segmentation is asked for, so the module loads in a Slicer without it and
@@ -16,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Dict, List, Optional, Tuple
 
 import qt
@@ -96,6 +98,7 @@ class BrainTumorCNNParameterNode:
     priorSegmentation: vtkMRMLSegmentationNode
     currentSegmentation: vtkMRMLSegmentationNode  # set to each new result
     registerPrior: bool = True  # register the prior's T1c onto the current T1c (else: one frame already)
+    comparisonFolder: str = ""  # where the comparison's files go (writing/comparison.py); Slicer's scene folder first
 
 
 class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -106,6 +109,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None
+        self._finishTask = None  # what shows the running task's result: showSegmentation or showComparison
         self._uncertaintyNode = None
 
     def setup(self):
@@ -127,6 +131,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertainty)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.comparisonFolderButton.connect("clicked(bool)", self.onChooseComparisonFolder)
         self.fillModelSelector()
         self.initializeParameterNode()
 
@@ -164,6 +169,8 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.autoSelectInputs()
         if not self._parameterNode.model:
             self._parameterNode.model = self.logic.defaultModel()
+        if not self._parameterNode.comparisonFolder:
+            self._parameterNode.comparisonFolder = slicer.app.defaultScenePath
 
     def setParameterNode(self, parameterNode):
         if self._parameterNode:
@@ -227,7 +234,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          "segmentation.")
         for section in (self.ui.inputsCollapsibleButton, self.ui.preparationCollapsibleButton,
                         self.ui.modelCollapsibleButton, self.ui.cleanupCollapsibleButton,
-                        self.ui.outputsCollapsibleButton):
+                        self.ui.outputsCollapsibleButton, self.ui.compareCollapsibleButton):
             section.enabled = not running
 
     def onSegment(self):
@@ -249,6 +256,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.showUncertaintyCheckBox.checked = False
             self.ui.showUncertaintyCheckBox.enabled = False
             self._task = self.logic.startSegmentation(self._parameterNode)
+            self._finishTask = self.finishSegmentation
             self._timer.start()
         self.updateGui()
 
@@ -260,22 +268,41 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.setSliceViewerLayers(foreground=node.GetID() if node else None,
                                          foregroundOpacity=0.5 if node else 0.0)
 
+    def onChooseComparisonFolder(self):
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Save the comparison in",
+                                                     self._parameterNode.comparisonFolder)
+        if folder:
+            self._parameterNode.comparisonFolder = folder
+
     def onCompare(self):
-        """The prior compared with the current scan: the table of changes, what a change must exceed, the
-        difference (new / resolved / unchanged tumor) as a segmentation over the current T1c."""
+        """Compare the prior with the current scan in a child process (registration takes a while; Cancel stops
+        it at once); asks first before replacing an earlier comparison's files."""
+        self._task = None
         with slicer.util.tryWithErrorDisplay("Could not compare the scans.", waitCursor=True):
-            self.ui.statusLabel.text = "Registering the prior's T1c onto the current T1c and comparing..."
-            slicer.app.processEvents()
-            comparison, difference = self.logic.compareWithPrior(self._parameterNode)
-            rows = self.logic.changeTable(comparison)
-            self.ui.changesTable.setRowCount(len(rows))
-            for row, values in enumerate(rows):
-                for column, key in enumerate(("measure", "then", "now", "change", "percent", "beyond")):
-                    self.ui.changesTable.setItem(row, column, qt.QTableWidgetItem(values[key]))
-            self.ui.comparisonLabel.text = "\n".join(self.logic.comparisonCaveats(comparison))
-            slicer.util.setSliceViewerLayers(background=self._parameterNode.t1cVolume)
-            self.ui.statusLabel.text = f"Compared {comparison.prior} (prior) with {comparison.current}: " \
-                                       f"the change is the segmentation {difference.GetName()!r}."
+            existing = self.logic.existingComparisonFiles(self._parameterNode)
+            if existing and not slicer.util.confirmOkCancelDisplay(
+                    "The folder holds this comparison's files already:\n\n" + "\n".join(p.name for p in existing)
+                    + "\n\nReplace them?", windowTitle="Brain Tumor CNN"):
+                return
+            self.ui.changesTable.setRowCount(0)
+            self.ui.comparisonLabel.text = ""
+            self._task = self.logic.startComparison(self._parameterNode, overwrite=bool(existing))
+            self._finishTask = self.showComparison
+            self._timer.start()
+        self.updateGui()
+
+    def showComparison(self, task):
+        """The table of changes, what a change must exceed, the difference (new / resolved / unchanged tumor)
+        as a segmentation over the current T1c, and where the files went."""
+        difference = self.logic.addDifference(task, self._parameterNode)
+        self.ui.changesTable.setRowCount(len(task.table))
+        for row, values in enumerate(task.table):
+            for column, key in enumerate(("measure", "then", "now", "change", "percent", "beyond")):
+                self.ui.changesTable.setItem(row, column, qt.QTableWidgetItem(values[key]))
+        self.ui.comparisonLabel.text = "\n".join(task.caveats)
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.t1cVolume)
+        self.ui.statusLabel.text = f"Compared {task.prior} (prior) with {task.current}: the change is the " \
+                                   f"segmentation {difference.GetName()!r}; the files are in {task.output}."
 
     def onCancel(self):
         if self._task:
@@ -283,26 +310,29 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Cancelling..."
 
     def onPoll(self):
-        task = self._task
+        task, finish = self._task, self._finishTask
         fraction, message = task.progress
         self.ui.progressBar.value = int(round(100 * fraction))
         self.ui.statusLabel.text = message
         if not task.finished:
             return
         self._timer.stop()
-        self._task = None
+        self._task = self._finishTask = None
         self.updateGui()
         if task.cancelled or self._parameterNode is None:
             self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
         elif task.error is not None:
             self.ui.statusLabel.text = f"Failed (the scene is unchanged): {task.error}"
-            slicer.util.errorDisplay(f"Segmentation failed: {task.error}\n\nThe scene is unchanged.",
+            slicer.util.errorDisplay(f"The {task.WHAT} failed: {task.error}\n\nThe scene is unchanged.",
                                      detailedText=task.error.details)
         else:
-            with slicer.util.tryWithErrorDisplay("Could not add the segmentation to the scene.", waitCursor=True):
-                segmentation = self.logic.storeResult(task, self._parameterNode)
-                self._parameterNode.currentSegmentation = segmentation  # what Compare compares by default
-                self.showResult(segmentation, task)
+            with slicer.util.tryWithErrorDisplay(f"Could not add the {task.WHAT} to the scene.", waitCursor=True):
+                finish(task)
+
+    def finishSegmentation(self, task):
+        segmentation = self.logic.storeResult(task, self._parameterNode)
+        self._parameterNode.currentSegmentation = segmentation  # what Compare compares by default
+        self.showResult(segmentation, task)
 
     def showResult(self, segmentation, task):
         segmentation.CreateDefaultDisplayNodes()
@@ -465,28 +495,46 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         return text + (f"\nWarning: {uncertainty.UNSURE}." if result.unsure else "")
 
     @staticmethod
-    def compareWithPrior(parameters: BrainTumorCNNParameterNode):
-        """Compare the prior scan (priorT1cVolume, priorSegmentation) with the current one (t1cVolume,
-        currentSegmentation) as `braintumorcnn compare` does; adds the difference as a segmentation of
-        new / resolved / unchanged tumor.  Returns (comparison, that segmentation node)."""
+    def existingComparisonFiles(parameters: BrainTumorCNNParameterNode) -> List[Path]:
+        """The files of this comparison (prior and current by their T1c volumes' names) already in the folder."""
+        from BrainTumorCNNLib.writing import comparison
+        paths = comparison.comparison_paths(Path(parameters.comparisonFolder), parameters.priorT1cVolume.GetName(),
+                                            parameters.t1cVolume.GetName())
+        return [path for path in paths.values() if path.exists()]
+
+    def startComparison(self, parameters: BrainTumorCNNParameterNode, overwrite: bool = False):
+        """Read the prior (priorT1cVolume, priorSegmentation) and the current scan (t1cVolume,
+        currentSegmentation) from the scene (main thread); compare them in a child process as `braintumorcnn
+        compare` does, its files written into comparisonFolder.  Refuses to replace an earlier comparison's files
+        unless `overwrite`."""
+        from BrainTumorCNNLib.running.child import ComparisonProcess
+        from BrainTumorCNNLib.writing import mrml_comparison
+        existing = self.existingComparisonFiles(parameters)
+        if existing and not overwrite:
+            raise FileExistsError(f"{parameters.comparisonFolder} holds this comparison already "
+                                  f"({', '.join(p.name for p in existing)}); choose another folder or replace them")
+        return ComparisonProcess(mrml_comparison.scan_of(parameters.priorT1cVolume, parameters.priorSegmentation),
+                                 mrml_comparison.scan_of(parameters.t1cVolume, parameters.currentSegmentation),
+                                 Path(parameters.comparisonFolder), register=parameters.registerPrior,
+                                 interpreter=[self.childInterpreter()])
+
+    @staticmethod
+    def addDifference(task, parameters: BrainTumorCNNParameterNode):
+        """A finished comparison's difference as a segmentation of new / resolved / unchanged tumor over the
+        current T1c (main thread)."""
         from BrainTumorCNNLib.writing import mrml, mrml_comparison
         volume = parameters.t1cVolume
-        comparison, _ = mrml_comparison.compare_nodes(parameters.priorT1cVolume, parameters.priorSegmentation,
-                                                      volume, parameters.currentSegmentation,
-                                                      register=parameters.registerPrior)
-        node = mrml_comparison.add_difference_node(volume.GetScene(), comparison.difference,
-                                                   mrml.geometry_of(volume), f"{volume.GetName()} change since prior")
-        return comparison, node
+        return mrml_comparison.add_difference_node(volume.GetScene(), task.difference, mrml.geometry_of(volume),
+                                                   f"{volume.GetName()} change since prior")
 
-    @staticmethod
-    def changeTable(comparison) -> List[Dict[str, str]]:
-        from BrainTumorCNNLib.scoring import longitudinal
-        return longitudinal.table(comparison)
-
-    @staticmethod
-    def comparisonCaveats(comparison) -> List[str]:
-        from BrainTumorCNNLib.scoring import longitudinal
-        return longitudinal.caveats(comparison)
+    def compareWithPrior(self, parameters: BrainTumorCNNParameterNode, overwrite: bool = False):
+        """startComparison, waited for (for scripts): returns the finished comparison (its table, caveats and
+        files) and the difference's segmentation node."""
+        task = self.startComparison(parameters, overwrite)
+        task.wait()
+        if task.error is not None:
+            raise task.error
+        return task, self.addDifference(task, parameters)
 
     @staticmethod
     def tumorVolumes(task) -> Dict[str, float]:
@@ -505,6 +553,8 @@ class BrainTumorCNNTest(ScriptedLoadableModuleTest):
         self.test_inputs_selected_by_name_and_segmented()
         self.setUp()
         self.test_cancel_leaves_the_scene_unchanged()
+        self.setUp()
+        self.test_prior_compared_and_its_files_kept()
 
     def _phantomVolumes(self):
         logic = BrainTumorCNNLogic()
@@ -568,3 +618,34 @@ class BrainTumorCNNTest(ScriptedLoadableModuleTest):
         self.assertTrue(task.cancelled, f"task ended with {task.error!r} instead of being cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.delayDisplay("Cancellation test passed")
+
+    def test_prior_compared_and_its_files_kept(self):
+        """The phantom's truth shrunk by a 2-voxel shell as the prior, its truth as the current scan (one frame):
+        the comparison finds the growth, writes its files, and asks before replacing them."""
+        import tempfile
+        import numpy as np
+        from scipy import ndimage
+        from BrainTumorCNNLib.synthetic import phantom
+        from BrainTumorCNNLib.writing import mrml
+        logic = BrainTumorCNNLogic()
+        case = phantom.make_phantom(0, "small")
+        t1c = case.images[MODALITIES.index("T1c")]
+        tumor = case.truth > 0
+        prior = np.where(ndimage.binary_erosion(tumor, iterations=2), case.truth, 0)
+        parameters = logic.getParameterNode()
+        parameters.priorT1cVolume = mrml.add_volume_node(slicer.mrmlScene, t1c, case.geometry, "Prior T1c")
+        parameters.t1cVolume = mrml.add_volume_node(slicer.mrmlScene, t1c, case.geometry, "Current T1c")
+        parameters.priorSegmentation = mrml.add_segmentation_node(slicer.mrmlScene, prior, case.geometry, 4, "Prior")
+        parameters.currentSegmentation = mrml.add_segmentation_node(slicer.mrmlScene, case.truth, case.geometry, 4,
+                                                                    "Current")
+        parameters.registerPrior = False
+        with tempfile.TemporaryDirectory() as folder:
+            parameters.comparisonFolder = folder
+            task, difference = logic.compareWithPrior(parameters)
+            self.assertEqual(task.table[0]["beyond"], "yes")
+            self.assertGreater(float(task.table[0]["change"]), 0.0)
+            self.assertTrue(all(path.is_file() for path in task.paths.values()))
+            self.assertEqual(difference.GetSegmentation().GetNumberOfSegments(), 3)
+            with self.assertRaises(FileExistsError):
+                logic.startComparison(parameters)
+        self.delayDisplay("Comparison test passed")

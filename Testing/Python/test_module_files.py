@@ -203,7 +203,7 @@ def test_ui_bindings_match_the_parameter_node():
             node_types = [s.text for s in widgets[widget].find("property[@name='nodeTypes']").iter("string")]
             assert node_types == [fields[field]], f"{widget} lists {node_types}, parameter {field} is {fields[field]}"
         else:
-            expected = {"QCheckBox": "bool", "QDoubleSpinBox": "float", "QComboBox": "str"}[cls]
+            expected = {"QCheckBox": "bool", "QDoubleSpinBox": "float", "QComboBox": "str", "QLineEdit": "str"}[cls]
             assert re.match(rf"(Annotated\[)?{expected}\b", fields[field]), f"{widget} ({cls}) bound to {fields[field]}"
     inputs = ("t1Selector", "t1cSelector", "t2Selector", "flairSelector")
     assert [fields[bound[s]] for s in inputs] == ["vtkMRMLScalarVolumeNode"] * 4

@@ -1,13 +1,15 @@
-"""A segmentation in a child Python process, for a GUI that must outlive it (the Slicer module).
+"""Work in a child Python process, for a GUI that must outlive it (the Slicer module): a segmentation, and a
+prior scan compared with the current one.
 
-The parent (`SegmentationProcess`) writes the four volumes, each on its own grid, as NRRD and the options as
-JSON into a private temporary folder, and starts `python -m BrainTumorCNNLib.running.child FOLDER` with the
-interpreter it is given (in Slicer: PythonSlicer, Slicer's own Python).  The child prepares and segments the
-case as the worker thread does (task.prepare_and_segment), tells its progress as one JSON object a line on
-its stdout, and writes its outputs into the folder as one group, result.json last (atomic.atomic_paths).  The
-parent reads them only once the child has exited 0, then deletes the folder.  So Cancel kills the process at
-once, even inside a native call (N4, registration, a convolution); a child that raises, crashes or is killed
-gives an error that says so and no result; and torch's settings (its thread count) change only in the child.
+The parent (`SegmentationProcess`, `ComparisonProcess`) writes its inputs as NRRD and its job as JSON into a
+private temporary folder, and starts `python -m BrainTumorCNNLib.running.child FOLDER` with the interpreter it
+is given (in Slicer: PythonSlicer, Slicer's own Python).  The child prepares and segments the case as the
+worker thread does (task.prepare_and_segment), or registers and compares the two scans as `braintumorcnn
+compare` does, tells its progress as one JSON object a line on its stdout, and writes its outputs into the
+folder as one group, result.json last (atomic.atomic_paths).  The parent reads them only once the child has
+exited 0, then deletes the folder.  So Cancel kills the process at once, even inside a native call (N4,
+registration, a convolution); a child that raises, crashes or is killed gives an error that says so and no
+result; and torch's settings (its thread count) change only in the child.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import threading
 import traceback
 import typing
 from pathlib import Path
-from typing import IO, List, Mapping, Optional, Sequence
+from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,7 +35,10 @@ from ..atomic import atomic_paths
 from ..modalities import MODALITIES
 from ..network import registry
 from ..preparing import brain_extraction, preparation
+from ..reading import io
 from ..reading.geometry import Geometry, to_image
+from ..scoring import longitudinal
+from ..writing.comparison import write_comparison
 from . import pipeline, task
 from .inference import Progress
 
@@ -54,34 +59,23 @@ class ChildFailed(RuntimeError):
         self.details = details
 
 
-class SegmentationProcess(task.Followed):
-    """`task.prepare_and_segment` in a child process, with SegmentationTask's interface (progress, cancel,
-    wait, finished, cancelled, error, result, prepared, warnings) so a GUI polls either alike.
+class ChildProcess(task.Followed):
+    """A job in a child process, followed by a thread of this process that touches neither a scene nor a GUI:
+    progress, cancel, wait, finished, cancelled, error, as SegmentationTask has them, so a GUI polls either
+    alike.  A subclass writes its job into the folder (`write_job`) and reads its outputs back (`_read_outputs`,
+    once the child exited 0 with result.json written).  `interpreter`: the command that starts Python (in
+    Slicer, PythonSlicer; sys.executable elsewhere)."""
 
-    `interpreter`: the command that starts Python (in Slicer, PythonSlicer; sys.executable elsewhere).
-    `probabilities` / `keep_prepared` / `uncertainty`: bring back the probabilities / the volumes preparation
-    put on the T1c grid / the uncertainty map (the confidence figure always comes back).  `inputs`: {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes).
-    A thread of this process follows the child; it touches neither a scene nor a GUI."""
+    WHAT = "job"  # what the process does, in its error messages
 
-    def __init__(self, volumes: task.Volumes, options: pipeline.SegmentationOptions,
-                 prepare: preparation.PreparationOptions = preparation.PreparationOptions(register=False,
-                                                                                          resample=False),
-                 names: Optional[Mapping[str, str]] = None, probabilities: bool = False,
-                 keep_prepared: bool = False, inputs: Optional[Mapping[str, str]] = None,
-                 interpreter: Sequence[str] = (sys.executable,), uncertainty: bool = False):
-        names = dict(names or {m: m for m in MODALITIES})
-        preparation.plan({m: g for m, (_, g) in volumes.items()}, prepare, names)  # a refused plan raises here
-        self.geometry = volumes[preparation.REFERENCE][1]  # the result's grid
-        self.warnings: List[str] = []
+    def _start(self, write_job: Callable[[Path], None], interpreter: Sequence[str]) -> None:
         self.progress = (0.0, "starting")  # replaced whole, so read without a lock
-        self.prepared: Optional[preparation.Prepared] = None
-        self.result: Optional[pipeline.Segmentation] = None
         self.error: Optional[BaseException] = None
         self._cancelled = False
+        self._done = False
         self.folder = Path(tempfile.mkdtemp(prefix="braintumorcnn-"))  # readable by this user only
         try:
-            _write_job(self.folder, volumes, options, prepare, names, probabilities, keep_prepared, inputs,
-                       uncertainty)
+            write_job(self.folder)
             with open(self.folder / LOG, "wb") as log:
                 # stdin stays open and unused: the child exits when it closes, so it never outlives this process
                 self.process = subprocess.Popen([*interpreter, "-m", __name__, str(self.folder)], cwd=self.folder,
@@ -90,7 +84,7 @@ class SegmentationProcess(task.Followed):
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
-        self._thread = threading.Thread(target=self._follow, name="BrainTumorCNN child", daemon=True)
+        self._thread = threading.Thread(target=self._follow, name=f"BrainTumorCNN {self.WHAT}", daemon=True)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -100,7 +94,10 @@ class SegmentationProcess(task.Followed):
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled and self.result is None
+        return self._cancelled and not self._done
+
+    def _read_outputs(self) -> None:
+        raise NotImplementedError
 
     def _follow(self) -> None:
         reported = None
@@ -120,18 +117,43 @@ class SegmentationProcess(task.Followed):
             if reported is not None:
                 raise ChildFailed(f"{reported['kind']}: {reported['message']}", reported["traceback"])
             if code != 0 or not (self.folder / RESULT).is_file():
-                raise ChildFailed(_ended(code), _log_tail(self.folder / LOG))
+                raise ChildFailed(_ended(self.WHAT, code), _log_tail(self.folder / LOG))
             self._read_outputs()
+            self._done = True
         except ChildFailed as exc:
             self.error = exc
         except BaseException as exc:  # noqa: B036 - handed to the main thread
-            self.error = ChildFailed(f"the segmentation's results could not be read back: {exc}",
+            self.error = ChildFailed(f"the {self.WHAT}'s results could not be read back: {exc}",
                                      traceback.format_exc())
         finally:
             self.process.stdin.close()
             self.process.stdout.close()
             self.process.wait()
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SegmentationProcess(ChildProcess):
+    """`task.prepare_and_segment` in a child process; `result`, `prepared` and `warnings` as SegmentationTask
+    has them.  `probabilities` / `keep_prepared` / `uncertainty`: bring back the probabilities / the volumes
+    preparation put on the T1c grid / the uncertainty map (the confidence figure always comes back).  `inputs`:
+    {sequence: name} for the result's provenance record (mrml.inputs_of for volume nodes)."""
+
+    WHAT = "segmentation"
+
+    def __init__(self, volumes: task.Volumes, options: pipeline.SegmentationOptions,
+                 prepare: preparation.PreparationOptions = preparation.PreparationOptions(register=False,
+                                                                                          resample=False),
+                 names: Optional[Mapping[str, str]] = None, probabilities: bool = False,
+                 keep_prepared: bool = False, inputs: Optional[Mapping[str, str]] = None,
+                 interpreter: Sequence[str] = (sys.executable,), uncertainty: bool = False):
+        names = dict(names or {m: m for m in MODALITIES})
+        preparation.plan({m: g for m, (_, g) in volumes.items()}, prepare, names)  # a refused plan raises here
+        self.geometry = volumes[preparation.REFERENCE][1]  # the result's grid
+        self.warnings: List[str] = []
+        self.prepared: Optional[preparation.Prepared] = None
+        self.result: Optional[pipeline.Segmentation] = None
+        self._start(lambda folder: _write_job(folder, volumes, options, prepare, names, probabilities,
+                                              keep_prepared, inputs, uncertainty), interpreter)
 
     def _read_outputs(self) -> None:
         made = json.loads((self.folder / RESULT).read_text(encoding="utf-8"))
@@ -152,6 +174,43 @@ class SegmentationProcess(task.Followed):
                                             confidence=made["confidence"], uncertainty=uncertainty)
 
 
+class ComparisonProcess(ChildProcess):
+    """A prior scan compared with the current one in a child process, as `braintumorcnn compare` compares them
+    (longitudinal.compare_scans: the prior's T1c registered onto the current T1c unless `register` is False),
+    its files written into `output` (writing/comparison.py; the child writes them all or none).  Each scan is
+    (name, labels, grid, T1c voxels), the labels on the T1c's grid.  Once done: `table` and `caveats`
+    (longitudinal.table / caveats, as the reader sees them), `difference` (the difference map on the current
+    grid), `paths` (the files written), `prior` and `current` (the names)."""
+
+    WHAT = "comparison"
+
+    def __init__(self, prior: longitudinal.Scan, current: longitudinal.Scan, output: Path, register: bool = True,
+                 interpreter: Sequence[str] = (sys.executable,)):
+        self.prior, self.current = prior[0], current[0]
+        self.geometry = current[2]  # the difference map's grid
+        self.output = Path(output)
+        if not self.output.is_dir():
+            raise NotADirectoryError(f"{self.output}: no such folder to save the comparison in")
+        for name in (self.prior, self.current):
+            if not name or any(sep in name for sep in "/\\") or name in (".", ".."):
+                raise ValueError(f"{name!r} cannot name the comparison's files: rename the volume")
+        self.table: List[Dict[str, str]] = []
+        self.caveats: List[str] = []
+        self.paths: Dict[str, Path] = {}
+        self.difference: Optional[np.ndarray] = None
+        self._start(lambda folder: _write_comparison_job(folder, prior, current, self.output, register),
+                    interpreter)
+
+    def _read_outputs(self) -> None:
+        made = json.loads((self.folder / RESULT).read_text(encoding="utf-8"))
+        self.table, self.caveats = made["table"], made["caveats"]
+        self.paths = {key: Path(path) for key, path in made["paths"].items()}
+        difference, geometry = io.read_image(self.paths["difference"])
+        if geometry.differences(self.geometry):
+            raise ValueError(f"{self.paths['difference']} is not on the current T1c's grid")
+        self.difference = difference.astype(np.uint8)
+
+
 def _child_environment() -> dict:
     """This environment, with this library importable and the models folder this process uses."""
     env = dict(os.environ)
@@ -166,18 +225,26 @@ def _write_job(folder: Path, volumes: task.Volumes, options: pipeline.Segmentati
                keep_prepared: bool, inputs: Optional[Mapping[str, str]], uncertainty: bool = False) -> None:
     for sequence, (array, geometry) in volumes.items():
         sitk.WriteImage(to_image(array, geometry), str(folder / f"{sequence}.nrrd"))
-    job = {"options": dataclasses.asdict(options), "preparation": dataclasses.asdict(prepare), "names": dict(names),
+    job = {"kind": "segment", "options": dataclasses.asdict(options), "preparation": dataclasses.asdict(prepare), "names": dict(names),
            "probabilities": probabilities, "keep_prepared": keep_prepared, "inputs": dict(inputs or {}),
            "uncertainty": uncertainty}
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
 
 
-def _ended(code: int) -> str:
+def _write_comparison_job(folder: Path, prior: longitudinal.Scan, current: longitudinal.Scan, output: Path, register: bool) -> None:
+    for role, (_, labels, geometry, t1c) in (("prior", prior), ("current", current)):
+        sitk.WriteImage(to_image(np.asarray(labels, np.uint8), geometry), str(folder / f"{role} labels.nrrd"))
+        sitk.WriteImage(to_image(np.asarray(t1c, np.float32), geometry), str(folder / f"{role} T1c.nrrd"))
+    job = {"kind": "compare", "prior": prior[0], "current": current[0], "output": str(output), "register": register}
+    (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
+
+
+def _ended(what: str, code: int) -> str:
     if code < 0:
         name = signal.Signals(-code).name
         why = {"SIGKILL": " (out of memory, or killed from outside)", "SIGSEGV": " (a crash in native code)"}
-        return f"the segmentation process was stopped by {name}{why.get(name, '')}"
-    return f"the segmentation process ended with exit status {code} without a result"
+        return f"the {what} process was stopped by {name}{why.get(name, '')}"
+    return f"the {what} process ended with exit status {code} without a result"
 
 
 def _log_tail(path: Path) -> str:
@@ -215,8 +282,13 @@ def _value(hint, value):
 
 # --------------------------------------------------------------------------- the child
 def run_job(folder: Path, progress: Progress) -> None:
-    """Segment the case of `folder` (written by _write_job) and write the outputs there, result.json last."""
+    """Do the job of `folder` and write its outputs there, result.json last."""
     job = json.loads((folder / JOB).read_text(encoding="utf-8"))
+    {"segment": _segment, "compare": _compare}[job["kind"]](folder, job, progress)
+
+
+def _segment(folder: Path, job: dict, progress: Progress) -> None:
+    """Segment the case of `folder` (written by _write_job)."""
     volumes = {}
     for sequence in MODALITIES:
         image = sitk.ReadImage(str(folder / f"{sequence}.nrrd"))
@@ -243,6 +315,25 @@ def run_job(folder: Path, progress: Progress) -> None:
         for path, image in zip(paths, images.values()):
             sitk.WriteImage(image, str(path))
         paths[-1].write_text(json.dumps(made), encoding="utf-8")
+
+
+def _compare(folder: Path, job: dict, progress: Progress) -> None:
+    """Compare the scans of `folder` (written by _write_comparison_job); the comparison's files go into the
+    job's output folder, all or none, before result.json names them."""
+    scans = []
+    for role in ("prior", "current"):
+        labels = sitk.ReadImage(str(folder / f"{role} labels.nrrd"))
+        scans.append((job[role], sitk.GetArrayFromImage(labels), Geometry.from_image(labels),
+                      _read(folder / f"{role} T1c.nrrd")))
+    progress(0.05, "registering the prior's T1c onto the current T1c" if job["register"] else "comparing")
+    comparison, prior_image = longitudinal.compare_scans(*scans[0], *scans[1], register=job["register"])
+    progress(0.8, f"writing the comparison into {job['output']}")
+    _, current_labels, current_grid, current_t1c = scans[1]
+    paths = write_comparison(Path(job["output"]), comparison, current_grid, prior_image, current_t1c, current_labels)
+    made = {"table": longitudinal.table(comparison), "caveats": longitudinal.caveats(comparison),
+            "paths": {key: str(path) for key, path in paths.items()}}
+    with atomic_paths([folder / RESULT]) as (path,):
+        path.write_text(json.dumps(made), encoding="utf-8")
 
 
 def _progress_channel() -> IO[str]:

@@ -31,6 +31,9 @@ DIFFERENCE_VALUES: Dict[str, int] = {"unchanged": 1, "new": 2, "resolved": 3}
 DIFFERENCE_COLOURS: Dict[str, Tuple[float, float, float]] = {
     "unchanged": (0.95, 0.85, 0.20), "new": (0.90, 0.15, 0.15), "resolved": (0.20, 0.55, 0.95)}
 
+#: One scan as the comparison takes it: (name, labels on its T1c's grid, that grid, the T1c's voxels).
+Scan = Tuple[str, np.ndarray, Geometry, np.ndarray]
+
 #: How much segmentation alone moves the figures (%, largest magnitude): two real cases no member of
 #: the shipped EnsembleCNN saw (BRATS_HG0001, BRATS_HG0015), each rotated 5 degrees in-plane with its
 #: four sequences resampled linearly, segmented before and after (no growth at all): +2.1 / -0.8 /

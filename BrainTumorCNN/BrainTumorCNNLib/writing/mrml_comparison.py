@@ -21,17 +21,20 @@ def segment_name(change: str) -> str:
     return f"{change} tumor"
 
 
+def scan_of(volume, segmentation) -> longitudinal.Scan:
+    """A scan in the scene, its T1c volume node and its segmentation node (as edited: mrml.labels_of), as
+    the comparison takes it, named after the volume."""
+    t1c, grid = mrml.array_of(volume)
+    return volume.GetName(), mrml.labels_of(segmentation, volume), grid, t1c
+
+
 def compare_nodes(prior_volume, prior_segmentation, current_volume, current_segmentation,
                   register: bool = True) -> Tuple[longitudinal.Comparison, np.ndarray]:
-    """Compare two scans in the scene, each a T1c volume node and its segmentation node (as edited:
-    mrml.labels_of); named after their volumes.  Returns the comparison and the prior's T1c on the
-    current grid (longitudinal.compare_scans)."""
-    prior_t1c, prior_grid = mrml.array_of(prior_volume)
-    current_t1c, current_grid = mrml.array_of(current_volume)
-    return longitudinal.compare_scans(
-        prior_volume.GetName(), mrml.labels_of(prior_segmentation, prior_volume), prior_grid, prior_t1c,
-        current_volume.GetName(), mrml.labels_of(current_segmentation, current_volume), current_grid, current_t1c,
-        register=register)
+    """Compare two scans in the scene in this process (the module compares them in a child process:
+    running/child.ComparisonProcess).  Returns the comparison and the prior's T1c on the current grid
+    (longitudinal.compare_scans)."""
+    return longitudinal.compare_scans(*scan_of(prior_volume, prior_segmentation),
+                                      *scan_of(current_volume, current_segmentation), register=register)
 
 
 def add_difference_node(scene, difference: np.ndarray, geometry: Geometry, name: str):
