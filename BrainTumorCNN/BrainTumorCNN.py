@@ -4,7 +4,7 @@ the convolutional networks of Havaei et al. (2017).
 The widget only wires the GUI to a parameter node; the logic runs the engine
 (BrainTumorCNNLib, beside this file, also usable without Slicer), a segmentation
 or a comparison with a prior scan, in a child process of Slicer's own Python
-(running/child.py), so Cancel stops it at once,
+(frontends/child.py), so Cancel stops it at once,
 a crash of it leaves Slicer and the scene as they were, and torch's settings in
 Slicer's process stay as they are.  PyTorch is imported only once a
 segmentation is asked for, so the module loads in a Slicer without it and
@@ -434,7 +434,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         segmentation node: `output` refilled, or a new node on T1c's grid.  Blocks until done."""
         from BrainTumorCNNLib.writing import mrml
         from BrainTumorCNNLib.running import pipeline
-        from BrainTumorCNNLib.running.child import SegmentationProcess
+        from BrainTumorCNNLib.frontends.child import SegmentationProcess
         options = options or pipeline.SegmentationOptions()
         if model is not None:
             options = dataclasses.replace(options, model=model)
@@ -463,7 +463,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
     def startSegmentation(self, parameters: BrainTumorCNNParameterNode):
         """Read the input volumes (main thread); prepare and segment them in a child process."""
         from BrainTumorCNNLib.writing import mrml
-        from BrainTumorCNNLib.running.child import SegmentationProcess
+        from BrainTumorCNNLib.frontends.child import SegmentationProcess
         nodes = [getattr(parameters, f) for f in INPUT_FIELDS.values()]
         volumes, names = mrml.read_nodes(nodes)
         return SegmentationProcess(volumes, self.options(parameters), self.preparation(parameters), names,
@@ -507,7 +507,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         currentSegmentation) from the scene (main thread); compare them in a child process as `braintumorcnn
         compare` does, its files written into comparisonFolder.  Refuses to replace an earlier comparison's files
         unless `overwrite`."""
-        from BrainTumorCNNLib.running.child import ComparisonProcess
+        from BrainTumorCNNLib.frontends.child import ComparisonProcess
         from BrainTumorCNNLib.writing import mrml_comparison
         existing = self.existingComparisonFiles(parameters)
         if existing and not overwrite:

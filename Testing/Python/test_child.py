@@ -1,4 +1,4 @@
-"""The Slicer module's segmentation in a child process (BrainTumorCNNLib.running.child): a real child Python
+"""The Slicer module's segmentation in a child process (BrainTumorCNNLib.frontends.child): a real child Python
 running the real pipeline on the small phantom, its inputs read from and its result put into a scene of
 Slicer's real MRML classes (slicer-core), as the module's logic does."""
 from __future__ import annotations
@@ -22,7 +22,8 @@ from BrainTumorCNNLib.modalities import MODALITIES  # noqa: E402
 from BrainTumorCNNLib.preparing.preparation import PreparationOptions, Step  # noqa: E402
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig  # noqa: E402
 from BrainTumorCNNLib.reading.geometry import Geometry  # noqa: E402
-from BrainTumorCNNLib.running import child, pipeline, task  # noqa: E402
+from BrainTumorCNNLib.frontends import child  # noqa: E402
+from BrainTumorCNNLib.running import pipeline, task  # noqa: E402
 from BrainTumorCNNLib.running.postprocessing import CleanupConfig  # noqa: E402
 from BrainTumorCNNLib.synthetic import phantom  # noqa: E402
 from BrainTumorCNNLib.writing import mrml  # noqa: E402
@@ -189,7 +190,8 @@ def test_the_child_ends_when_its_parent_dies(tmp_path):
         "import numpy as np\n"
         "from BrainTumorCNNLib.modalities import MODALITIES\n"
         "from BrainTumorCNNLib.reading.geometry import Geometry\n"
-        "from BrainTumorCNNLib.running import child, pipeline\n"
+        "from BrainTumorCNNLib.frontends import child\n"
+        "from BrainTumorCNNLib.running import pipeline\n"
         "grid = Geometry((128, 128, 64), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))\n"
         "images = np.random.default_rng(0).normal(100, 10, (4, 64, 128, 128)).astype(np.float32)\n"
         "process = child.SegmentationProcess({m: (a, grid) for m, a in zip(MODALITIES, images)},"

@@ -1,6 +1,6 @@
 """A prior scan compared in a Slicer scene (issue 34, the Slicer module's Compare): the logic on Slicer's
 real classes (slicer-core), as the module calls it: T1c volume nodes and segmentation nodes read in this
-process, compared in a child process (running/child.ComparisonProcess: registration runs there, so Cancel
+process, compared in a child process (frontends/child.ComparisonProcess: registration runs there, so Cancel
 stops it at once), its files written into the chosen folder, its table and the difference as a segmentation
 of named, coloured segments back."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from BrainTumorCNNLib import labels  # noqa: E402
 from BrainTumorCNNLib.reading import io  # noqa: E402
-from BrainTumorCNNLib.running import child  # noqa: E402
+from BrainTumorCNNLib.frontends import child  # noqa: E402
 from BrainTumorCNNLib.scoring import longitudinal  # noqa: E402
 from BrainTumorCNNLib.synthetic import phantom  # noqa: E402
 from BrainTumorCNNLib.writing import comparison as comparison_files  # noqa: E402

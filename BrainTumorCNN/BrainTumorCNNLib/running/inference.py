@@ -342,6 +342,76 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
 
 
+class _Pass:
+    """One `Runner.segment` call's running state: its views (the volume and, with flips, its left-right mirror,
+    whose crops are its own and whose sums are mirrored back at the end), each view's groups of slices with
+    their crops, the probability sums being filled, and the progress told (`planned`: the fraction's
+    denominator, every brain slice until screening has said which run; a message names a total only once
+    it is known; a run again on the whole brain holds the fraction, never lowers it)."""
+
+    def __init__(self, runner: "Runner", volume: np.ndarray, mask: np.ndarray, flips: bool, size: int,
+                 num_classes: int, slices: int, progress: Optional[Progress], cancel: Optional[Callable[[], bool]]):
+        self.runner, self.cancel = runner, cancel
+        self.report = progress or (lambda fraction, message: None)
+        mirrored = [(np.ascontiguousarray(volume[..., ::-1]), np.ascontiguousarray(mask[..., ::-1]))] if flips else []
+        self.views = [(volume, mask)] + mirrored
+        self.groups = [list(_groups(m, np.flatnonzero(m.any(axis=(1, 2))), size)) for _, m in self.views]
+        self.sums = [np.zeros((num_classes,) + mask.shape, dtype=np.float32) for _ in self.views]
+        for total in self.sums:
+            total[0] = 1.0
+        self.width = volume.shape[-1]
+        self.planned, self.done, self.shown = slices * len(self.views), 0, 0.0
+
+    def work_of(self, chosen: np.ndarray, focus: Optional[dict] = None) -> list:
+        """(data, total, flipped, batch, box) of each batch that runs `chosen`: on its group's box, or with
+        `focus` (focus_boxes) on that box within its group's; a slice whose box misses the brain's does not run."""
+        work = []
+        for (data, _), view_groups, total, flipped in zip(self.views, self.groups, self.sums, (False, True)):
+            for zs, box in view_groups:
+                picked = np.intersect1d(zs, chosen)
+                parts = {None: (picked, box)} if focus is None else {}
+                for z in (picked if focus is not None else ()):
+                    run_index, boxes = focus[int(z)]
+                    for (y0, y1, x0, x1) in boxes:
+                        inside = _intersection(box, (y0, y1, self.width - x1, self.width - x0) if flipped
+                                               else (y0, y1, x0, x1))
+                        if inside is not None:
+                            members, _ = parts.setdefault((run_index, inside), ([], inside))
+                            members.append(z)
+                work += [(data, total, flipped, batch, part) for members, part in parts.values()
+                         for batch in _batches(np.asarray(members, dtype=int), self.runner.max_batch)]
+        return work
+
+    def plan(self, work: list) -> int:
+        """The fraction's denominator once `work` is known to be all that is left: returned, to name it."""
+        self.planned = self.done + sum(len(w[3]) for w in work)
+        return self.planned
+
+    def run(self, work: list, stage: str, named_total: int) -> None:
+        runner = self.runner
+        for i in range(0, len(work), runner.workers):  # `workers` batches at once, in order
+            _check(self.cancel)
+            turn = work[i:i + runner.workers]
+            crops = [_padded_crop(data, batch, *box, runner.receptive_field) for data, _, _, batch, box in turn]
+            for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, runner.run_all(crops, self.cancel)):
+                total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
+                self.done += len(batch)
+                self.shown = max(self.shown, self.done / self.planned)
+                self.report(self.shown, f"{stage} {self.done}/{named_total} ({runner.device.type}, {runner.precision})"
+                            + (" (flipped)" if flipped else ""))
+
+    def average(self, zs: np.ndarray) -> np.ndarray:
+        return _average(self.sums, zs)
+
+    def probabilities(self) -> np.ndarray:
+        """The views' probabilities averaged (the mirror's mirrored back); the first view's sums, reused."""
+        probabilities = self.sums[0]
+        if len(self.sums) > 1:
+            probabilities += self.sums[1][..., ::-1]
+            probabilities /= 2
+        return probabilities
+
+
 class Runner:
     """Runs volumes (`segment`) as padded slice batches through a copy of a model prepared for one
     device, kept for every volume it runs; shrinks batches / row bands on out-of-memory and falls
@@ -394,107 +464,57 @@ class Runner:
         slices = np.flatnonzero(mask.any(axis=(1, 2)))
         if only_slices is not None:
             slices = np.intersect1d(slices, np.asarray(only_slices, dtype=int))
-        report = progress or (lambda fraction, message: None)
-
-        # one pass per view: the volume, and its left-right mirror with its own crops (mirrored back at the end)
-        views = [(volume, mask)] + ([(np.ascontiguousarray(volume[..., ::-1]), np.ascontiguousarray(mask[..., ::-1]))]
-                                    if flips else [])
         # slices share a crop only to run as one batch: on the CPU (one slice per batch) each slice gets its
         # own bounding box, 12 % fewer pixels than a group's union on a real brain
         size = max(1, min(group_slices, self.max_batch))
-        groups = [list(_groups(m, np.flatnonzero(m.any(axis=(1, 2))), size)) for _, m in views]
-        sums = [np.zeros((num_classes,) + mask.shape, dtype=np.float32) for _ in views]
-        for total in sums:
-            total[0] = 1.0
-        # the fraction's denominator: every brain slice until screening has said which run; a message
-        # names a total only once it is known (screening's own count, then the slices that run in all)
-        planned = len(slices) * len(views)
-        done, prepare_seconds = 0, 0.0
-
-        width = volume.shape[-1]
-
-        def work_of(chosen: np.ndarray, focus: Optional[dict] = None) -> list:
-            """(data, total, flipped, batch, box) of each batch that runs `chosen`: on its group's box, or
-            with `focus` (focus_boxes) on that box within its group's; a slice whose box misses the brain's
-            does not run."""
-            work = []
-            for (data, _), view_groups, total, flipped in zip(views, groups, sums, (False, True)):
-                for zs, box in view_groups:
-                    picked = np.intersect1d(zs, chosen)
-                    parts = {None: (picked, box)} if focus is None else {}
-                    for z in (picked if focus is not None else ()):
-                        run_index, boxes = focus[int(z)]
-                        for (y0, y1, x0, x1) in boxes:
-                            inside = _intersection(box, (y0, y1, width - x1, width - x0) if flipped
-                                                   else (y0, y1, x0, x1))
-                            if inside is not None:
-                                members, _ = parts.setdefault((run_index, inside), ([], inside))
-                                members.append(z)
-                    work += [(data, total, flipped, batch, part) for members, part in parts.values()
-                             for batch in _batches(np.asarray(members, dtype=int), self.max_batch)]
-            return work
-
-        shown = 0.0  # the fraction last reported: a run again on the whole brain holds it, not lowers it
-
-        def run(work: list, stage: str, named_total: int) -> None:
-            nonlocal done, shown
-            for i in range(0, len(work), self.workers):  # `workers` batches at once, in order
-                _check(cancel)
-                turn = work[i:i + self.workers]
-                crops = [_padded_crop(data, batch, *box, self.receptive_field) for data, _, _, batch, box in turn]
-                for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, self.run_all(crops, cancel)):
-                    total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
-                    done += len(batch)
-                    shown = max(shown, done / planned)
-                    report(shown, f"{stage} {done}/{named_total} ({self.device.type}, {self.precision})"
-                           + (" (flipped)" if flipped else ""))
-
+        state = _Pass(self, volume, mask, flips, size, num_classes, len(slices), progress, cancel)
+        prepare_seconds = 0.0
         with _exact_float32(self.device), self.sharing_threads(), self.holding_spectra():
             if len(slices):
                 # every crop either view will run (flipped boxes are mirrored: same heights and widths)
-                boxes = [box for zs, box in groups[0] if len(np.intersect1d(zs, slices))]
+                boxes = [box for zs, box in state.groups[0] if len(np.intersect1d(zs, slices))]
                 shape = (size, volume.shape[0]) + crop_extent(boxes, self.receptive_field)
                 prepare_start = time.perf_counter()
                 self.prepare((self.batch_for(shape),) + shape[1:])
                 prepare_seconds = time.perf_counter() - prepare_start
             if screen_step > 1:
-                screens = slices[::screen_step]
-                run(work_of(screens), f"screening one brain slice in {screen_step}: slice",
-                    len(screens) * len(views))
-                tumor = argmax_classes(_average(sums, screens)) > 0
-                positive = tumor.reshape(len(screens), -1).any(axis=1)
-                rest = screen_plan(slices, screen_step, positive)
-                focus = focus_boxes(slices, screen_step, tumor)
-                work = work_of(rest, focus)
-                if work:  # the smaller crops get a transform size of their own
-                    self.prepare((1, volume.shape[0]) + crop_extent([w[-1] for w in work], self.receptive_field),
-                                 add=True)
-                planned = done + sum(len(w[3]) for w in work)
-                run(work, "slice", planned)
-                # a run whose tumor reaches its box's edge again on the whole brain (FOCUS_EDGE)
-                found = argmax_classes(_average(sums, rest)) > 0
-                again = {focus[int(z)][0] for z, t in zip(rest, found)
-                         if any(edge_reached(t, box) for box in focus[int(z)][1])}
-                redo = np.asarray([z for z in rest if focus[int(z)][0] in again], dtype=int)
-                if len(redo):
-                    log.info("%d of %d unscreened slices run again on the whole brain: tumor at their box's edge",
-                             len(redo), len(rest))
-                    work = work_of(redo)
-                    planned = done + sum(len(w[3]) for w in work)
-                    run(work, "again on the whole brain, tumor at the box's edge: slice", planned)
-                slices = np.union1d(screens, rest)
+                slices = self._screened(state, slices, screen_step)
             else:
-                run(work_of(slices), "slice", planned)
+                state.run(state.work_of(slices), "slice", state.planned)
         if not len(slices):
-            report(1.0, "no brain voxels: nothing to segment")
-        probabilities = sums[0]
-        if flips:
-            probabilities += sums[1][..., ::-1]
-            probabilities /= 2
+            state.report(1.0, "no brain voxels: nothing to segment")
+        probabilities = state.probabilities()
         values = labels.class_values(num_classes)
         best = argmax_classes(probabilities)
         return InferenceResult(probabilities, values[best], slices,
                                self.device.type, time.perf_counter() - start, prepare_seconds, self.precision)
+
+    def _screened(self, state: "_Pass", slices: np.ndarray, step: int) -> np.ndarray:
+        """Screening (screen_plan): one brain slice in `step` on its whole brain, then the slices between
+        screened ones that may hold tumor on their screened neighbours' boxes (focus_boxes) at a transform size
+        of their own, and again on the whole brain where their tumor reaches a box's edge.  Returns the slices
+        that ran."""
+        screens = slices[::step]
+        state.run(state.work_of(screens), f"screening one brain slice in {step}: slice",
+                  len(screens) * len(state.views))
+        tumor = argmax_classes(state.average(screens)) > 0
+        rest = screen_plan(slices, step, tumor.reshape(len(screens), -1).any(axis=1))
+        focus = focus_boxes(slices, step, tumor)
+        work = state.work_of(rest, focus)
+        if work:  # the smaller crops get a transform size of their own
+            self.prepare((1, state.views[0][0].shape[0]) + crop_extent([w[-1] for w in work], self.receptive_field),
+                         add=True)
+        state.run(work, "slice", state.plan(work))
+        # a run whose tumor reaches its box's edge again on the whole brain (FOCUS_EDGE)
+        found = argmax_classes(state.average(rest)) > 0
+        again = {focus[int(z)][0] for z, t in zip(rest, found) if any(edge_reached(t, box) for box in focus[int(z)][1])}
+        redo = np.asarray([z for z in rest if focus[int(z)][0] in again], dtype=int)
+        if len(redo):
+            log.info("%d of %d unscreened slices run again on the whole brain: tumor at their box's edge",
+                     len(redo), len(rest))
+            work = state.work_of(redo)
+            state.run(work, "again on the whole brain, tumor at the box's edge: slice", state.plan(work))
+        return np.union1d(screens, rest)
 
     @contextlib.contextmanager
     def holding_spectra(self):

@@ -1,5 +1,5 @@
 """A segmentation on a worker thread, so a GUI stays responsive while it runs (the web page's job; the
-Slicer module runs the same `prepare_and_segment` in a child process: child.py)."""
+Slicer module runs the same `prepare_and_segment` in a child process: frontends/child.py)."""
 from __future__ import annotations
 
 import threading

@@ -31,7 +31,7 @@ def scan_of(volume, segmentation) -> longitudinal.Scan:
 def compare_nodes(prior_volume, prior_segmentation, current_volume, current_segmentation,
                   register: bool = True) -> Tuple[longitudinal.Comparison, np.ndarray]:
     """Compare two scans in the scene in this process (the module compares them in a child process:
-    running/child.ComparisonProcess).  Returns the comparison and the prior's T1c on the current grid
+    frontends/child.ComparisonProcess).  Returns the comparison and the prior's T1c on the current grid
     (longitudinal.compare_scans)."""
     return longitudinal.compare_scans(*scan_of(prior_volume, prior_segmentation),
                                       *scan_of(current_volume, current_segmentation), register=register)

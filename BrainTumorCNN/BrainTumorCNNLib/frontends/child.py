@@ -2,7 +2,7 @@
 prior scan compared with the current one.
 
 The parent (`SegmentationProcess`, `ComparisonProcess`) writes its inputs as NRRD and its job as JSON into a
-private temporary folder, and starts `python -m BrainTumorCNNLib.running.child FOLDER` with the interpreter it
+private temporary folder, and starts `python -m BrainTumorCNNLib.frontends.child FOLDER` with the interpreter it
 is given (in Slicer: PythonSlicer, Slicer's own Python).  The child prepares and segments the case as the
 worker thread does (task.prepare_and_segment), or registers and compares the two scans as `braintumorcnn
 compare` does, tells its progress as one JSON object a line on its stdout, and writes its outputs into the
@@ -39,8 +39,8 @@ from ..reading import io
 from ..reading.geometry import Geometry, to_image
 from ..scoring import longitudinal
 from ..writing.comparison import write_comparison
-from . import pipeline, task
-from .inference import Progress
+from ..running import pipeline, task
+from ..running.inference import Progress
 
 JOB = "job.json"  # the options, from the parent
 RESULT = "result.json"  # what the child made, written last: its presence marks the outputs complete
@@ -225,13 +225,14 @@ def _write_job(folder: Path, volumes: task.Volumes, options: pipeline.Segmentati
                keep_prepared: bool, inputs: Optional[Mapping[str, str]], uncertainty: bool = False) -> None:
     for sequence, (array, geometry) in volumes.items():
         sitk.WriteImage(to_image(array, geometry), str(folder / f"{sequence}.nrrd"))
-    job = {"kind": "segment", "options": dataclasses.asdict(options), "preparation": dataclasses.asdict(prepare), "names": dict(names),
-           "probabilities": probabilities, "keep_prepared": keep_prepared, "inputs": dict(inputs or {}),
-           "uncertainty": uncertainty}
+    job = {"kind": "segment", "options": dataclasses.asdict(options), "preparation": dataclasses.asdict(prepare),
+           "names": dict(names), "probabilities": probabilities, "keep_prepared": keep_prepared,
+           "inputs": dict(inputs or {}), "uncertainty": uncertainty}
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
 
 
-def _write_comparison_job(folder: Path, prior: longitudinal.Scan, current: longitudinal.Scan, output: Path, register: bool) -> None:
+def _write_comparison_job(folder: Path, prior: longitudinal.Scan, current: longitudinal.Scan, output: Path,
+                          register: bool) -> None:
     for role, (_, labels, geometry, t1c) in (("prior", prior), ("current", current)):
         sitk.WriteImage(to_image(np.asarray(labels, np.uint8), geometry), str(folder / f"{role} labels.nrrd"))
         sitk.WriteImage(to_image(np.asarray(t1c, np.float32), geometry), str(folder / f"{role} T1c.nrrd"))
