@@ -109,7 +109,7 @@ class BrainTumorCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None
-        self._finishTask = None  # what shows the running task's result: showSegmentation or showComparison
+        self._finishTask = None  # what shows the running task's result: finishSegmentation or showComparison
         self._uncertaintyNode = None
 
     def setup(self):
@@ -509,6 +509,8 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         unless `overwrite`."""
         from BrainTumorCNNLib.frontends.child import ComparisonProcess
         from BrainTumorCNNLib.writing import mrml_comparison
+        if not parameters.comparisonFolder.strip():
+            raise ValueError("Choose the folder to save the comparison in (Save in).")
         existing = self.existingComparisonFiles(parameters)
         if existing and not overwrite:
             raise FileExistsError(f"{parameters.comparisonFolder} holds this comparison already "
