@@ -309,12 +309,13 @@ def _groups(mask: np.ndarray, slices: np.ndarray, size: int) -> Iterator[Tuple[n
 
 
 def _padded_crop(volume: np.ndarray, zs: Sequence[int], y0: int, y1: int, x0: int, x1: int,
-                 receptive_field: int) -> np.ndarray:
+                 receptive_field: int, fill=BACKGROUND_VALUE) -> np.ndarray:
     """float32 (len(zs), C, y1-y0+rf-1, x1-x0+rf-1): the slices' output region
-    plus margins, BACKGROUND_VALUE beyond the volume's edges."""
+    plus margins, `fill` beyond the volume's edges (one value, or one per channel)."""
     left, right = margins(receptive_field)
     C, _, Y, X = volume.shape
-    out = np.full((len(zs), C, y1 - y0 + left + right, x1 - x0 + left + right), BACKGROUND_VALUE, np.float32)
+    out = np.empty((len(zs), C, y1 - y0 + left + right, x1 - x0 + left + right), np.float32)
+    out[:] = np.reshape(np.asarray(fill, np.float32), (1, -1, 1, 1))
     sy0, sy1, sx0, sx1 = max(0, y0 - left), min(Y, y1 + right), max(0, x0 - left), min(X, x1 + right)
     src = volume[:, zs, sy0:sy1, sx0:sx1]
     out[:, :, sy0 - (y0 - left):sy1 - (y0 - left), sx0 - (x0 - left):sx1 - (x0 - left)] = src.transpose(1, 0, 2, 3)
@@ -392,7 +393,8 @@ class _Pass:
         for i in range(0, len(work), runner.workers):  # `workers` batches at once, in order
             _check(self.cancel)
             turn = work[i:i + runner.workers]
-            crops = [_padded_crop(data, batch, *box, runner.receptive_field) for data, _, _, batch, box in turn]
+            crops = [_padded_crop(data, batch, *box, runner.receptive_field, runner.pad_values)
+                     for data, _, _, batch, box in turn]
             for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, runner.run_all(crops, self.cancel)):
                 total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
                 self.done += len(batch)
@@ -424,6 +426,8 @@ class Runner:
         self.model, self.fast, self.memory_budget = model, fast, int(memory_budget)
         self.asked = precision  # checked and resolved by _set_device (resolve_precision)
         self.receptive_field = int(model.receptive_field)
+        # beyond the volume's edges: the images' background, or what the model names per input channel
+        self.pad_values = getattr(model, "pad_values", BACKGROUND_VALUE)
         self.bytes_per_pixel = activation_bytes_per_pixel(model)
         self.user_max_batch = max_batch
         self._pool: Optional[ThreadPoolExecutor] = None

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..preparing.preprocessing import PreprocessingConfig
 from ..reading.geometry import Geometry
-from . import inference
+from . import cascade, inference
 from .inference import Progress
 from .segmenter import (Inputs, Segmentation, SegmentationOptions, cleanup_rule, run_preprocessed, screen_step,
                         shared)
@@ -41,6 +41,6 @@ def segment_preprocessed(model, name: str, card: dict, volume: np.ndarray, brain
                          cancel: Optional[Callable[[], bool]] = None) -> Segmentation:
     """Dense inference (averaged over a left-right flip when `options.flips`) and cleanup of a
     preprocessed volume by a model already loaded (cross-validation's folds, robustness' models)."""
-    runner = inference.Runner(model, inference.resolve_device(options.device), options.fast,
-                              inference.DEFAULT_MEMORY_BUDGET, None, options.precision)
+    runner = cascade.runner_for(model, inference.resolve_device(options.device), options.fast,
+                                inference.DEFAULT_MEMORY_BUDGET, None, options.precision, options.two_stage)
     return run_preprocessed(runner, name, card, volume, brain, spacing, options, progress=progress, cancel=cancel)

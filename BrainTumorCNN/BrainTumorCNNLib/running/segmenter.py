@@ -23,7 +23,7 @@ from ..network import registry, weights
 from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess, through_plane_average
 from ..reading.geometry import Geometry
-from . import inference, uncertainty
+from . import cascade, inference, uncertainty
 from .inference import Progress
 from .postprocessing import CleanupConfig, cleanup
 
@@ -48,6 +48,8 @@ class SegmentationOptions:
     model_cleanup: bool = True
     # FLAIR and T2 averaged along the slice axis before preprocessing (preprocessing.through_plane_average)
     through_plane: bool = False
+    # a cascade's second network only near its first network's tumor (running/cascade.py; other models: no effect)
+    two_stage: bool = False
 
 
 @dataclass
@@ -105,8 +107,8 @@ class Segmenter:
         self.screen_step = _screen_step(options.screen, self.rule)
         self.preprocessing = PreprocessingConfig.of_model(self.card, options.preprocessing)
         # the runner also sets up the allocator (allocator.py), before any case's preprocessing
-        self.runner = inference.Runner(self.model, inference.resolve_device(options.device), options.fast,
-                                       inference.DEFAULT_MEMORY_BUDGET, None, options.precision)
+        self.runner = cascade.runner_for(self.model, inference.resolve_device(options.device), options.fast,
+                                         inference.DEFAULT_MEMORY_BUDGET, None, options.precision, options.two_stage)
         self._lock = threading.Lock()
 
     @property
@@ -153,6 +155,7 @@ class Segmenter:
             "options": {
                 "device": self.runner.device.type, "precision": self.precision, "precision_asked": options.precision,
                 "fast": options.fast, "flips": options.flips, "through_plane": options.through_plane,
+                "two_stage": isinstance(self.runner, cascade.TwoStage),
                 "screening": {"on": self.screen_step > 1, "step": self.screen_step},
                 "brain_extraction": {"mode": options.brain_extraction,
                                      "extracted": bool(extraction.extracted) if extraction else None},
@@ -164,7 +167,7 @@ class Segmenter:
         }
 
 
-def run_preprocessed(runner: inference.Runner, name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
+def run_preprocessed(runner: Union[inference.Runner, cascade.TwoStage], name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
                      spacing: Tuple[float, float, float], options: SegmentationOptions,
                      progress: Optional[Progress] = None,
                      cancel: Optional[Callable[[], bool]] = None) -> Segmentation:
