@@ -12,7 +12,7 @@ each slice's brain box and beyond the volume, as in training.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -92,22 +92,23 @@ class TwoStage:
                                    progress=lambda f, m: report(0.6 * f, f"first network: {m}"))
         probabilities = first.probabilities
         near = near_tumor(inference.argmax_classes(probabilities) > 0, mask)
-        seconds, ran = first.seconds, first.slices
+        seconds, preparing, ran = first.seconds, first.prepare_seconds, first.slices
         if near.any():
             given = np.concatenate([volume, probabilities])
             second = self.second.segment(given, near, flips=flips, cancel=cancel,
                                          progress=lambda f, m: report(0.6 + 0.4 * f,
                                                                       f"second network near the tumor: {m}"))
             probabilities[:, near] = second.probabilities[:, near]
-            seconds, ran = seconds + second.seconds, np.union1d(ran, second.slices)
+            seconds, preparing = seconds + second.seconds, preparing + second.prepare_seconds
+            ran = np.union1d(ran, second.slices)
         report(1.0, "both networks done")
         values = labels.class_values(int(self.model.num_classes))
         return InferenceResult(probabilities, values[inference.argmax_classes(probabilities)], ran,
-                               self.device.type, seconds, first.prepare_seconds, self.precision)
+                               self.device.type, seconds, preparing, self.precision)
 
 
 def runner_for(model: nn.Module, device: torch.device, fast, memory_budget: int, max_batch: Optional[int],
-               precision: str, two_stage: bool):
+               precision: str, two_stage: bool) -> Union[inference.Runner, TwoStage]:
     """The engine that segments with `model`: TwoStage for a cascade when `two_stage`, else a Runner."""
     if two_stage and isinstance(model, networks.CascadeCNN):
         return TwoStage(model, device, fast, memory_budget, max_batch, precision)
