@@ -158,6 +158,28 @@ def test_downloads_are_the_command_lines_files(tmp_path, phantom_case):
         downloads.write("dicom_seg", tmp_path, case, labels, 4, "TwoPathCNN")
 
 
+def test_the_warnings_of_an_upload_name_the_files_sent_not_the_servers_folder(tmp_path, phantom_case):
+    """A T2 with NaN voxels is read with a warning (as `segment` reads it); on the page it names the file
+    as the user sent it, never the server's upload folder."""
+    import SimpleITK as sitk
+    files = []
+    for path in sorted(phantom_case.glob("*.nii.gz")):
+        if "_t2." in path.name:
+            image = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
+            image[5, 5, 5] = float("nan")
+            sitk.WriteImage(image, str(tmp_path / path.name))
+            path = tmp_path / path.name
+        files.append((f"sent/{path.name}", path.read_bytes()))
+    folder, given = cases.store_upload_named(files, tmp_path / "upload-private", 10 ** 9)
+    roots = ReadableRoots.of([folder])
+    found = cases.case_files(folder, roots)
+    found.given_names = {roots.check(stored): sent for stored, sent in given.items()}
+    case = cases.read(found, roots, CLI_DEFAULT)
+    nan = [w for w in case.warnings if "NaN" in w]
+    assert len(nan) == 1 and "_t2.nii.gz" in nan[0], case.warnings
+    assert not any(str(tmp_path) in w for w in case.warnings), case.warnings
+
+
 @pytest.mark.skipif(importlib.util.find_spec("trame_slicer") is None, reason="trame-slicer not installed")
 def test_closing_a_session_removes_its_nodes_and_files(phantom_case):
     from trame_slicer.core import SlicerApp
