@@ -180,11 +180,11 @@ def read(case: CaseFiles, roots: ReadableRoots, options: preparation.Preparation
     files = {m: roots.check(case.assignment[m]) for m in MODALITIES}
     truth = roots.check(case.truth) if case.truth is not None else None
     try:
-        read = read_case(files, truth=truth, resample=options.resample, register=options.register, name=case.name)
+        opened = read_case(files, truth=truth, resample=options.resample, register=options.register, name=case.name)
     except (ValueError, OSError) as exc:  # the reader's words, with the user's file names
         raise io.CaseError(case.plain(_without_library_detail(str(exc)))) from None
-    read.warnings = [case.plain(warning) for warning in read.warnings]  # the page shows them
-    return read
+    opened.warnings = [case.plain(warning) for warning in opened.warnings]  # the page shows them
+    return opened
 
 
 def _kind_of(path: Path) -> str:
