@@ -2,6 +2,8 @@
 given the first's maps as input channels, the maps background beyond the volume's edges as in training."""
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -92,7 +94,7 @@ def test_the_second_stage_is_the_cascade_given_its_first_maps_and_joins_only_nea
 
 
 def test_two_stage_reaches_the_engine_from_the_command_line_only_for_cascades():
-    parser = batch.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     batch.configure_parser(parser)
     assert batch.segmentation_options(parser.parse_args(["case", "--output", "o", "--two-stage"])).two_stage
     assert not batch.segmentation_options(parser.parse_args(["case", "--output", "o"])).two_stage
