@@ -4,8 +4,6 @@ its difference map back into the scene as a segmentation node whose segments are
 (new, resolved and unchanged tumor), so Slicer's views and editors show it as any segmentation."""
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 from ..reading.geometry import Geometry
@@ -26,15 +24,6 @@ def scan_of(volume, segmentation) -> longitudinal.Scan:
     the comparison takes it, named after the volume."""
     t1c, grid = mrml.array_of(volume)
     return volume.GetName(), mrml.labels_of(segmentation, volume), grid, t1c
-
-
-def compare_nodes(prior_volume, prior_segmentation, current_volume, current_segmentation,
-                  register: bool = True) -> Tuple[longitudinal.Comparison, np.ndarray]:
-    """Compare two scans in the scene in this process (the module compares them in a child process:
-    frontends/child.ComparisonProcess).  Returns the comparison and the prior's T1c on the current grid
-    (longitudinal.compare_scans)."""
-    return longitudinal.compare_scans(*scan_of(prior_volume, prior_segmentation),
-                                      *scan_of(current_volume, current_segmentation), register=register)
 
 
 def add_difference_node(scene, difference: np.ndarray, geometry: Geometry, name: str):
