@@ -12,6 +12,7 @@ import torch
 
 from BrainTumorCNNLib.frontends import bench
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, preprocess
+from BrainTumorCNNLib.running import cascade
 
 
 def test_spread_slices():
@@ -75,17 +76,32 @@ def test_the_screened_run_takes_the_precision_asked_for(tmp_path, capsys, monkey
     from conftest import write_synthetic_case
 
     runs = []
-    real = bench.time_dense
-    monkeypatch.setattr(bench, "time_dense", lambda *a, **k: runs.append((a[7] if len(a) > 7 else k.get(
-        "precision", "float32"), k.get("screen_step", 1))) or real(*a, **k))
+    real = bench.time_screened
+    monkeypatch.setattr(bench, "time_screened", lambda *a: runs.append(real(*a)) or runs[-1])
     case = write_synthetic_case(tmp_path, shape=(8, 48, 48))
     args = _parse(["--case", str(case), "--models", "TwoPathCNN", "--slices", "1", "--patch-pixels", "8",
                    "--skip-direct", "--skip-preparation", "--in-process", "--json", "--precision", "bfloat16"])
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
-    screened = [precision for precision, step in runs if step > 1]
-    assert screened == ["bfloat16"] and report["screened_precision"] == "bfloat16"
+    assert [result.precision for _, _, result, _ in runs] == ["bfloat16"]
+    assert report["screened_precision"] == "bfloat16"
     assert "the whole volume as `segment` runs it, in bfloat16" in bench.format_table(report)
+
+
+def test_the_screened_run_of_a_cascade_is_the_two_stages_segment_runs(tmp_path, capsys, monkeypatch):
+    """A cascade's whole-volume time is that of its two stages (running/cascade.TwoStage), as `segment` runs it."""
+    from conftest import write_synthetic_case
+
+    staged = []
+    real = cascade.TwoStage.segment
+    monkeypatch.setattr(cascade.TwoStage, "segment", lambda self, *a, **k: staged.append(k) or real(self, *a, **k))
+    case = write_synthetic_case(tmp_path, shape=(8, 48, 48))
+    args = _parse(["--case", str(case), "--models", "InputCascadeCNN", "--slices", "1", "--patch-pixels", "8",
+                   "--skip-direct", "--skip-preparation", "--in-process", "--json"])
+    assert bench.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(staged) == 1 and staged[0]["screen_step"] > 1
+    assert report["models"]["InputCascadeCNN"]["screened_slices_run"] > 0
 
 
 def test_the_preparation_timing_registers_the_moved_sequence_back(shared_data):

@@ -93,11 +93,12 @@ def test_the_second_stage_is_the_cascade_given_its_first_maps_and_joins_only_nea
     np.testing.assert_array_equal(result.labels, np.array([0, 1, 2, 4])[inference.argmax_classes(result.probabilities)])
 
 
-def test_two_stage_reaches_the_engine_from_the_command_line_only_for_cascades():
+def test_two_stages_are_the_default_and_reach_the_engine_only_for_cascades():
     parser = argparse.ArgumentParser()
     batch.configure_parser(parser)
-    assert batch.segmentation_options(parser.parse_args(["case", "--output", "o", "--two-stage"])).two_stage
-    assert not batch.segmentation_options(parser.parse_args(["case", "--output", "o"])).two_stage
+    assert batch.segmentation_options(parser.parse_args(["case", "--output", "o"])).two_stage
+    assert pipeline.SegmentationOptions().two_stage  # the default everywhere: the page, the module, crossval
+    assert not batch.segmentation_options(parser.parse_args(["case", "--output", "o", "--whole-cascade"])).two_stage
     budget = inference.DEFAULT_MEMORY_BUDGET
     assert isinstance(cascade.runner_for(networks.MFCascadeCNN(), CPU, True, budget, None, "float32", True),
                       cascade.TwoStage)
@@ -118,3 +119,27 @@ def test_the_shipped_cascade_in_two_stages_segments_the_phantom_and_says_so():
     whole = Segmenter(pipeline.SegmentationOptions(model="TwoPathCNN", device="cpu", two_stage=True,
                                                             preprocessing=PreprocessingConfig(n4=False)))
     assert whole.provenance()["options"]["two_stage"] is False
+
+
+def test_an_ensemble_of_cascades_in_two_stages_is_the_mean_of_its_members_each_in_two_stages():
+    """Each member runs in two stages near its own first network's tumor, as that cascade alone would; the
+    ensemble's probabilities are their mean and its labels their argmax."""
+    ensemble = networks.CascadeEnsembleCNN(num_classes=4, members=2)
+    for seed, member in enumerate(ensemble.members):
+        lively(member, seed=7 + seed)
+    ensemble.eval()
+    volume, mask = brain_volume(slices=2)
+    budget = inference.DEFAULT_MEMORY_BUDGET
+    runner = cascade.runner_for(ensemble, CPU, True, budget, None, "float32", True)
+    assert isinstance(runner, cascade.EnsembleTwoStage)
+    assert type(cascade.runner_for(ensemble, CPU, True, budget, None, "float32", False)) is inference.Runner
+    said = []
+    result = runner.segment(volume, mask, progress=lambda f, m: said.append((f, m)))
+    each = [cascade.TwoStage(member, CPU, True, budget, None).segment(volume, mask).probabilities
+            for member in ensemble.members]
+    assert np.abs(each[0] - each[1]).max() > 0.05, "degenerate test: the members agree"
+    np.testing.assert_allclose(result.probabilities, np.mean(each, axis=0), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(result.labels, np.array([0, 1, 2, 4])[inference.argmax_classes(result.probabilities)])
+    fractions = [f for f, _ in said]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(m.startswith("member 2 of 2, second network") for _, m in said)

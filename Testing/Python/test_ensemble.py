@@ -120,3 +120,38 @@ def test_an_unfinished_run_or_a_changed_member_is_refused(finished_run, tmp_path
     assert not (tmp_path / "models" / "EnsembleCNN.safetensors").exists()
     with pytest.raises(ValueError, match="assembled from the folds"):
         training.build_model(training.TrainingConfig(model="EnsembleCNN"))
+
+
+def test_a_finished_cascade_run_becomes_a_cascade_ensemble_whose_members_are_its_folds(finished_run, tmp_path,
+                                                                                      capsys):
+    """The folds of an InputCascadeCNN run (each built on the same fold of the TwoPathCNN run) make a
+    CascadeEnsembleCNN: each member the fold's whole cascade, first network included; other runs are refused."""
+    first, cases = finished_run
+    options = pipeline.SegmentationOptions(model="InputCascadeCNN", device="cpu")
+    config = tiny(cases, model="InputCascadeCNN", keep="last")
+    crossval.run(cases, 2, tmp_path / "cascade", config, options, seed=0,
+                 base_runs={"first_weights": first}, progress=False)
+    models = tmp_path / "models"
+    assert cli.main(["ensemble", str(tmp_path / "cascade"), "--output", str(models)]) == 0
+    assert "CascadeEnsembleCNN: 2 members written" in capsys.readouterr().out
+    assert not (models / "EnsembleCNN.safetensors").exists()
+    model, card = weights.load("CascadeEnsembleCNN", models / "CascadeEnsembleCNN.safetensors")
+    assert isinstance(model, networks.CascadeEnsembleCNN) and card["receptive_field"] == 65
+    assert [m["architecture"] for m in card["members"]] == ["InputCascadeCNN"] * 2
+    for fold, slot in enumerate(model.members):
+        cascade, _ = weights.load("InputCascadeCNN", tmp_path / "cascade" / f"fold-{fold}" / "last.safetensors")
+        fold_first, _ = weights.load("TwoPathCNN", first / f"fold-{fold}" / "last.safetensors")
+        for name, tensor in cascade.state_dict().items():
+            assert torch.equal(slot.state_dict()[name], tensor), name
+        for name, tensor in fold_first.state_dict().items():
+            assert torch.equal(slot.first.state_dict()[name], tensor), name
+    assert registry.ensemble_of("InputCascadeCNN").name == "CascadeEnsembleCNN"
+    assert registry.ensemble_of("TwoPathCNN").name == "EnsembleCNN"
+    with pytest.raises(ValueError, match="no ensemble is made of LocalPathCNN"):
+        registry.ensemble_of("LocalPathCNN")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tmp_path / "cascade", mixed)
+    shutil.rmtree(mixed / "fold-1")
+    shutil.copytree(first / "fold-1", mixed / "fold-1")
+    with pytest.raises(ensemble.EnsembleError, match="fold 1 trained TwoPathCNN where fold 0 trained InputCascadeCNN"):
+        ensemble.assemble(mixed, tmp_path / "other")

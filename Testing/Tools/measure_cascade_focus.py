@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cascade.REGION_MARGIN, cascade.REGION_SLICES = args.margin, args.beyond
     model, card = weights.load(args.model, args.weights)
-    whole_options = pipeline.SegmentationOptions()
-    staged_options = dataclasses.replace(whole_options, two_stage=True)
+    staged_options = pipeline.SegmentationOptions()
+    whole_options = dataclasses.replace(staged_options, two_stage=False)
     for path in sorted(p for p in args.cache.glob("*.npz") if "-first-" not in p.name):
         case = load_case(path, PreprocessingConfig())
         if args.cases and case.name not in args.cases:

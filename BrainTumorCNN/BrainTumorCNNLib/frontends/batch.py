@@ -103,10 +103,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--through-plane", action="store_true",
                         help="average FLAIR over 5 mm and T2 over 3 mm along the slice axis before preprocessing "
                              "(raised the cross-validated complete Dice; docs/training.md)")
-    parser.add_argument("--two-stage", action="store_true",
-                        help="a cascade (InputCascadeCNN, LocalCascadeCNN, MFCascadeCNN): its second network only "
-                             "near the tumor its first network finds, a quarter to a third less CPU; the cleaned "
-                             "labels differed by under 0.4 %% of the tumor on the cases measured (docs/speed.md)")
+    parser.add_argument("--whole-cascade", action="store_true",
+                        help="a cascade (InputCascadeCNN, LocalCascadeCNN, MFCascadeCNN, CascadeEnsembleCNN): its "
+                             "second network over the whole brain (default: only near the tumor its first network "
+                             "finds, a quarter to a third less CPU, the cleaned labels within 0.4 %% of the tumor "
+                             "on the cases measured; docs/speed.md)")
     parser.add_argument("--no-screening", action="store_true",
                         help="run the network on every brain slice (default: every third first, then only the "
                              "slices near tumor; the cleaned labels are the same, README Speed)")
@@ -133,7 +134,7 @@ def segmentation_options(args: argparse.Namespace) -> pipeline.SegmentationOptio
         model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
         screen=not args.no_screening, brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig(),
-        model_cleanup=not args.keep_distant, through_plane=args.through_plane, two_stage=args.two_stage)
+        model_cleanup=not args.keep_distant, through_plane=args.through_plane, two_stage=not args.whole_cascade)
 
 
 def main(args: argparse.Namespace) -> int:

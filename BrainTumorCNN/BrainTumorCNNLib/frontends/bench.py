@@ -24,8 +24,9 @@ For each model:
   bfloat16);
 - screened: the whole volume as `segment` runs it, dense-fast with screening
   (every third slice first, then only the slices next to tumor; the cleaned
-  labels are those of a full run), with the slices it ran; needs the shipped
-  weights (the other columns use them too when shipped, else untrained ones);
+  labels are those of a full run), a cascade in two stages (running/cascade.py),
+  with the slices it ran; needs the shipped weights (the other columns use them
+  too when shipped, else untrained ones);
 - patch-by-patch: the model on one rf x rf patch per brain pixel (batches of
   patches), timed on a random sample of brain pixels and extrapolated to all;
 - dense/patch: patch-by-patch time over dense-fast time;
@@ -67,7 +68,7 @@ from ..network import registry, weights
 from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 from ..reading.geometry import Geometry, to_image
-from ..running import allocator, inference, pipeline
+from ..running import allocator, cascade, inference, pipeline
 from ..running.cases import read_case
 from ..synthetic import phantom
 from . import bench_training
@@ -176,11 +177,28 @@ def time_dense(model, volume, mask, fast, device, only_slices, repeats, precisio
                screen_step: int = 1) -> Tuple[float, float, inference.InferenceResult, Dict[str, float]]:
     """Median seconds of segment_volume, of its model preparation, the last run's result and the median
     run's CPU times and page faults (_cpu)."""
+    return _median_of(lambda: inference.segment_volume(model, volume, mask, device=device, fast=fast,
+                                                       only_slices=only_slices, precision=precision,
+                                                       screen_step=screen_step), repeats)
+
+
+def time_screened(model, volume, mask, device, repeats, precision: str,
+                  screen_step: int) -> Tuple[float, float, inference.InferenceResult, Dict[str, float]]:
+    """As time_dense, for the whole volume run by the engine `segment` runs (cascade.runner_for: a cascade in
+    two stages, as SegmentationOptions has it by default), a fresh one each time."""
+    def run() -> inference.InferenceResult:
+        engine = cascade.runner_for(model, inference.resolve_device(device), True, inference.DEFAULT_MEMORY_BUDGET,
+                                    None, precision, pipeline.SegmentationOptions().two_stage)
+        return engine.segment(volume, mask, screen_step=screen_step)
+
+    return _median_of(run, repeats)
+
+
+def _median_of(segment, repeats: int) -> Tuple[float, float, inference.InferenceResult, Dict[str, float]]:
     runs = []
     for _ in range(repeats):
         before = resource.getrusage(resource.RUSAGE_SELF)
-        result = inference.segment_volume(model, volume, mask, device=device, fast=fast, only_slices=only_slices,
-                                          precision=precision, screen_step=screen_step)
+        result = segment()
         runs.append((result.seconds, result.prepare_seconds, _cpu(before, resource.getrusage(resource.RUSAGE_SELF))))
     runs.sort(key=lambda run: run[0])
     seconds, prepare, cpu = runs[len(runs) // 2]
@@ -245,8 +263,8 @@ def bench_model(name: str, volume, mask, args) -> Dict[str, object]:
     row["dense_screened_s"] = row["screened_slices_run"] = row["screened_cpu"] = None
     if shipped:
         step = pipeline.screen_step(pipeline.SegmentationOptions(), card)
-        row["dense_screened_s"], _, result, row["screened_cpu"] = time_dense(
-            model, volume, mask, True, args.device, None, args.repeats, args.precision, screen_step=step)
+        row["dense_screened_s"], _, result, row["screened_cpu"] = time_screened(
+            model, volume, mask, args.device, args.repeats, args.precision, step)
         row["screened_slices_run"] = len(result.slices)
     seconds = time_patches(model, volume, mask, args.patch_pixels, args.device, args.repeats)
     row["patch_s"] = seconds * int(mask.sum()) / min(args.patch_pixels, int(mask.sum()))

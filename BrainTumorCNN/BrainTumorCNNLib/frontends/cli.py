@@ -26,7 +26,7 @@ SUBCOMMANDS = {
     "train": ("frontends.train", "train a model of the registry on BraTS-style cases"),
     "crossval": ("frontends.crossval", "cross-validate training by case: K folds, every held-out case segmented and scored"),
     "ensemble": ("frontends.ensemble", "make the fold models of a finished cross-validation run one network "
-                 "(EnsembleCNN)"),
+                 "(EnsembleCNN, CascadeEnsembleCNN)"),
     "cache": ("frontends.cache", "preprocess cases into a compact cache that training runs from (no SimpleITK needed)"),
     "robustness": ("frontends.robustness", "site-shift benchmark: Dice of held-out cases clean and under scanner / "
                    "protocol shifts"),

@@ -26,7 +26,7 @@ from .segment_case import run_case
 
 #: `segment`'s options that say how a case is segmented; compare takes them as segment defines them.
 SEGMENT_OPTIONS = ("--model", "--weights", "--device", "--no-cleanup", "--keep-distant", "--flips", "--precision",
-                   "--through-plane", "--two-stage", "--no-screening", "--no-n4", "--resample", "--register",
+                   "--through-plane", "--whole-cascade", "--no-screening", "--no-n4", "--resample", "--register",
                    "--brain-extraction", "--overwrite")
 
 

@@ -1,5 +1,6 @@
-"""The fold models of a finished cross-validation run as one network, EnsembleCNN: the mean of their
-probabilities (nnU-Net ships its folds the same way).
+"""The fold models of a finished cross-validation run as one network: the mean of their probabilities
+(nnU-Net ships its folds the same way), EnsembleCNN for a run of TwoPathCNN, CascadeEnsembleCNN for one of
+InputCascadeCNN (registry.ensemble_of).
 
 Its card carries the run's held-out scores, each case scored by the one member that never saw it (the
 run's per-case table: the ensemble itself was not scored, and every case the run trained on was seen by
@@ -14,24 +15,33 @@ import time
 from pathlib import Path
 from typing import List
 
-from ..network import networks, registry, weights
+from ..network import registry, weights
 from . import crossval
-
-NAME = "EnsembleCNN"
-MEMBER = "TwoPathCNN"
 
 
 class EnsembleError(ValueError):
     """A run that cannot make an ensemble: not cross-validated, unfinished, or with unlike members."""
 
 
+def name_of(run_dir: Path) -> str:
+    """The registry name of the ensemble `run_dir`'s folds make (by the model its first fold trained)."""
+    config = _read(Path(run_dir) / "fold-0" / "config.json", "fold 0 was never started")
+    try:
+        return registry.ensemble_of(config["model"]).name
+    except ValueError as exc:
+        raise EnsembleError(f"{run_dir} trained {config['model']}: {exc}") from None
+
+
 def assemble(run_dir: Path, output: Path) -> dict:
-    """Write `output/EnsembleCNN.safetensors` + `.json` from the folds of the cross-validation run
+    """Write `output/<name>.safetensors` + `.json` (name_of) from the folds of the cross-validation run
     `run_dir`; returns the card.  Refuses a run whose folds are not all trained and scored."""
     run_dir = Path(run_dir)
     split_path, summary_path = run_dir / "folds.json", run_dir / "summary.json"
     if not split_path.is_file():
         raise EnsembleError(f"{run_dir} is not a cross-validation run (no folds.json)")
+    name = name_of(run_dir)
+    spec = registry.get(name)
+    member = registry.get(_read(run_dir / "fold-0" / "config.json", "fold 0 was never started")["model"]).name
     split = json.loads(split_path.read_text())
     folds, cases = int(split["folds"]), sorted(split["cases"])
     members, cards = [], []
@@ -43,9 +53,10 @@ def assemble(run_dir: Path, output: Path) -> dict:
         if done != planned:
             raise EnsembleError(f"fold {fold} of {run_dir} stopped at epoch {done} of {planned}: finish it "
                                 "(the same crossval command continues it)")
-        if config["model"] != MEMBER:
-            raise EnsembleError(f"fold {fold} trained {config['model']}; an ensemble is made of {MEMBER}s")
-        model, card = weights.load(MEMBER, crossval.fold_weights(run_dir, fold))
+        if config["model"] != member:
+            raise EnsembleError(f"fold {fold} trained {config['model']} where fold 0 trained {member}: an ensemble's "
+                                "members share one architecture")
+        model, card = weights.load(member, crossval.fold_weights(run_dir, fold))
         members.append(model)
         cards.append(card)
     summary = _read(summary_path, "its folds have not all been scored: run crossval to the end")
@@ -58,10 +69,9 @@ def assemble(run_dir: Path, output: Path) -> dict:
         if card["config"].get("preprocessing") != cards[0]["config"].get("preprocessing"):
             raise EnsembleError(f"the folds of {run_dir} were trained on differently preprocessed cases")
 
-    ensemble = networks.EnsembleCNN(in_channels=members[0].in_channels, num_classes=members[0].num_classes,
-                                    members=folds)
-    for slot, member in zip(ensemble.members, members):
-        slot.load_state_dict(member.state_dict())
+    ensemble = spec.build(members[0].num_classes, members[0].in_channels, members=folds)
+    for slot, fold_model in zip(ensemble.members, members):
+        slot.load_state_dict(fold_model.state_dict())
     trained = [sorted(card["train_cases"]) for card in cards]
     rule = crossval.chosen_rule(summary)
     nested = summary.get("cleanup_rule_chosen_by_other_folds")
@@ -75,12 +85,12 @@ def assemble(run_dir: Path, output: Path) -> dict:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     card = {
-        "description": registry.get(NAME).description,
+        "description": spec.description,
         "paper": "Havaei et al., Brain Tumor Segmentation with Deep Neural Networks, Medical Image Analysis 35 (2017)",
         "label_scheme": cards[0]["label_scheme"],
         "classes": cards[0]["classes"],
-        "receptive_field": networks.EnsembleCNN.receptive_field,
-        "members": [{"fold": fold, "architecture": MEMBER, "sha256": card["sha256"], "steps": card.get("steps"),
+        "receptive_field": spec.receptive_field,
+        "members": [{"fold": fold, "architecture": member, "sha256": card["sha256"], "steps": card.get("steps"),
                      "trained_on": names, "never_saw": sorted(set(cases) - set(names))}
                     for fold, (card, names) in enumerate(zip(cards, trained))],
         "never_seen_by_any_member": sorted(set(cases) - {n for names in trained for n in names}),
@@ -114,7 +124,7 @@ def assemble(run_dir: Path, output: Path) -> dict:
         },
         "assembled": time.strftime("%Y-%m-%d"),
     }
-    return weights.save(ensemble, NAME, output / f"{NAME}.safetensors", card)
+    return weights.save(ensemble, name, output / f"{name}.safetensors", card)
 
 
 def member_names(card: dict) -> List[str]:

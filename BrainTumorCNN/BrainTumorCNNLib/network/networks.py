@@ -193,6 +193,7 @@ class EnsembleCNN(nn.Module):
     """Mean of the probabilities of several TwoPathCNNs, each trained on other cases (the folds of a
     cross-validation run, as nnU-Net ships its folds): learning.ensemble assembles it, it is not trained."""
 
+    member_class: type = TwoPathCNN
     receptive_field = TwoPathCNN.receptive_field
 
     def __init__(self, in_channels: int = 4, num_classes: int = 5, pieces: int = 2, dropout: float = 0.0,
@@ -201,7 +202,8 @@ class EnsembleCNN(nn.Module):
         if members < 1:
             raise ValueError(f"an ensemble needs at least one member, not {members}")
         self.in_channels, self.num_classes = in_channels, num_classes
-        self.members = nn.ModuleList(TwoPathCNN(in_channels, num_classes, pieces, dropout) for _ in range(members))
+        self.members = nn.ModuleList(self.member_class(in_channels, num_classes, pieces, dropout)
+                                     for _ in range(members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         each = torch.stack([member(x) for member in self.members])
@@ -295,6 +297,14 @@ class MFCascadeCNN(CascadeCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.second(self._crop(x), pre_output_extra=self.first_probabilities(x))
+
+
+class CascadeEnsembleCNN(EnsembleCNN):
+    """Mean of the probabilities of several InputCascadeCNNs, the folds of a cross-validation run of the
+    cascade (each one's first network the TwoPathCNN of the same fold of EnsembleCNN's run)."""
+
+    member_class = InputCascadeCNN
+    receptive_field = InputCascadeCNN.receptive_field
 
 
 def paper_init_(module: nn.Module) -> None:

@@ -69,6 +69,8 @@ MODELS: Dict[str, ModelSpec] = {
         ModelSpec("MFCascadeCNN", networks.MFCascadeCNN, True, "TwoPathCNN maps fed before the output"),
         ModelSpec("EnsembleCNN", networks.EnsembleCNN, True,
                   "Mean probabilities of the TwoPathCNNs of a cross-validation run's folds"),
+        ModelSpec("CascadeEnsembleCNN", networks.CascadeEnsembleCNN, True,
+                  "Mean probabilities of the InputCascadeCNNs of a cross-validation run's folds"),
     )
 }
 
@@ -78,6 +80,17 @@ def get(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def ensemble_of(member: str) -> ModelSpec:
+    """The ensemble whose members are the registry model `member` (the folds of its cross-validation run)."""
+    architecture = get(member).cls
+    for spec in MODELS.values():
+        if issubclass(spec.cls, networks.EnsembleCNN) and spec.cls.member_class is architecture:
+            return spec
+    raise ValueError(f"no ensemble is made of {member}; ensembles are made of "
+                     + ", ".join(s.cls.member_class.__name__ for s in MODELS.values()
+                                 if issubclass(s.cls, networks.EnsembleCNN)))
 
 
 def shipped() -> Dict[str, ModelSpec]:

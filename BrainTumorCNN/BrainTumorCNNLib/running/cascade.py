@@ -107,9 +107,57 @@ class TwoStage:
                                self.device.type, seconds, preparing, self.precision)
 
 
+class EnsembleTwoStage:
+    """A Runner's `segment` for an ensemble of cascades (networks.CascadeEnsembleCNN): each member in two stages
+    (TwoStage, near its own first network's tumor), one after the other, their probabilities averaged as the
+    ensemble's forward averages them.  Each member's labels are what that cascade alone gives in two stages."""
+
+    def __init__(self, ensemble: networks.CascadeEnsembleCNN, device: torch.device, fast, memory_budget: int,
+                 max_batch: Optional[int], precision: str = "float32"):
+        self.model = ensemble
+        self.members = [TwoStage(member, device, fast, memory_budget, max_batch, precision)
+                        for member in ensemble.members]
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    @property
+    def precision(self) -> str:
+        return self.members[0].precision
+
+    def segment(self, volume: np.ndarray, mask: Optional[np.ndarray] = None, *, flips: bool = False,
+                screen_step: int = 1, progress: Optional[Progress] = None,
+                cancel: Optional[Callable[[], bool]] = None) -> InferenceResult:
+        """As Runner.segment: the mean of the members' TwoStage.segment."""
+        report = progress or (lambda fraction, message: None)
+        volume = np.asarray(volume, np.float32)
+        mask = inference.brain_mask(volume, BACKGROUND_VALUE) if mask is None else np.asarray(mask, bool)
+        count = len(self.members)
+        total, seconds, preparing, ran = None, 0.0, 0.0, np.zeros(0, int)
+        for k, member in enumerate(self.members):
+            def say(fraction: float, message: str, k: int = k) -> None:
+                report((k + fraction) / count, f"member {k + 1} of {count}, {message}")
+
+            result = member.segment(volume, mask, flips=flips, screen_step=screen_step, progress=say, cancel=cancel)
+            if total is None:
+                total = result.probabilities
+            else:
+                total += result.probabilities
+            seconds, preparing = seconds + result.seconds, preparing + result.prepare_seconds
+            ran = np.union1d(ran, result.slices)
+        total /= count
+        values = labels.class_values(int(self.model.num_classes))
+        return InferenceResult(total, values[inference.argmax_classes(total)], ran, self.device.type, seconds,
+                               preparing, self.precision)
+
+
 def runner_for(model: nn.Module, device: torch.device, fast, memory_budget: int, max_batch: Optional[int],
-               precision: str, two_stage: bool) -> Union[inference.Runner, TwoStage]:
-    """The engine that segments with `model`: TwoStage for a cascade when `two_stage`, else a Runner."""
+               precision: str, two_stage: bool) -> Union[inference.Runner, TwoStage, EnsembleTwoStage]:
+    """The engine that segments with `model`: TwoStage for a cascade, EnsembleTwoStage for an ensemble of
+    cascades when `two_stage`, else a Runner."""
     if two_stage and isinstance(model, networks.CascadeCNN):
         return TwoStage(model, device, fast, memory_budget, max_batch, precision)
+    if two_stage and isinstance(model, networks.CascadeEnsembleCNN):
+        return EnsembleTwoStage(model, device, fast, memory_budget, max_batch, precision)
     return inference.Runner(model, device, fast, memory_budget, max_batch, precision)

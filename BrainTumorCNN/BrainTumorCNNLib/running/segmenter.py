@@ -48,8 +48,9 @@ class SegmentationOptions:
     model_cleanup: bool = True
     # FLAIR and T2 averaged along the slice axis before preprocessing (preprocessing.through_plane_average)
     through_plane: bool = False
-    # a cascade's second network only near its first network's tumor (running/cascade.py; other models: no effect)
-    two_stage: bool = False
+    # a cascade (or an ensemble of cascades) runs its second network only near its first network's tumor
+    # (running/cascade.py; False: over the whole brain, `--whole-cascade`; other models: no effect)
+    two_stage: bool = True
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Segmenter:
             "options": {
                 "device": self.runner.device.type, "precision": self.precision, "precision_asked": options.precision,
                 "fast": options.fast, "flips": options.flips, "through_plane": options.through_plane,
-                "two_stage": isinstance(self.runner, cascade.TwoStage),
+                "two_stage": isinstance(self.runner, (cascade.TwoStage, cascade.EnsembleTwoStage)),
                 "screening": {"on": self.screen_step > 1, "step": self.screen_step},
                 "brain_extraction": {"mode": options.brain_extraction,
                                      "extracted": bool(extraction.extracted) if extraction else None},
@@ -167,7 +168,7 @@ class Segmenter:
         }
 
 
-def run_preprocessed(runner: Union[inference.Runner, cascade.TwoStage], name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
+def run_preprocessed(runner: Union[inference.Runner, cascade.TwoStage, cascade.EnsembleTwoStage], name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
                      spacing: Tuple[float, float, float], options: SegmentationOptions,
                      progress: Optional[Progress] = None,
                      cancel: Optional[Callable[[], bool]] = None) -> Segmentation:
