@@ -82,7 +82,7 @@ def test_mean_field_cascade_matches_figure_3(num_classes):
 def test_receptive_fields_are_declared_once():
     expected = {"TwoPathCNN": 33, "TwoPathCNN-1phase": 33, "LocalPathCNN": 33, "GlobalPathCNN": 33,
                 "AverageCNN": 33, "InputCascadeCNN": 65, "LocalCascadeCNN": 56, "MFCascadeCNN": 53,
-                "EnsembleCNN": 33}
+                "EnsembleCNN": 33, "CascadeEnsembleCNN": 65}
     assert {name: spec.receptive_field for name, spec in registry.MODELS.items()} == expected
 
 
