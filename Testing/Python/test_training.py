@@ -15,7 +15,7 @@ from conftest import maintainer_tool, write_synthetic_case
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.learning import sampling, training
 from BrainTumorCNNLib.network import networks, weights
-from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
+from BrainTumorCNNLib.preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 
 NO_N4 = PreprocessingConfig(n4=False)
 
@@ -53,6 +53,23 @@ def test_patch_is_centred_on_its_label(synthetic_cases, output_size, margin):
     truth = labels.labels_to_classes(cases[i].truth, 4)
     assert y[0, label_centre, label_centre] == truth[z, r, c]
     assert np.array_equal(x[0, :, centre, centre], cases[i].images[:, z, r, c].astype(np.float32))
+
+
+@pytest.mark.parametrize("receptive_field", [33, 53, 56, 65])  # the networks' fields; LocalCascadeCNN's is even
+def test_a_patch_at_the_brain_s_far_corner_fits_the_padded_case(synthetic_cases, receptive_field):
+    """The patch of the last brain voxel in row and column order reaches past it by the field's larger half
+    plus the window's (56 and 16: 36 pixels, one more than before it); it is cut from the padding."""
+    cases = sampling.load_cases(synthetic_cases[:1], NO_N4)
+    sampler = sampling.PatchSampler(cases, receptive_field, 16, 4, np.random.default_rng(1), margin=2)
+    brain = np.pad(cases[0].brain, ((0, 0), (sampler.pad,) * 2, (sampler.pad,) * 2))
+    points = np.argwhere(brain)
+    z, r, c = points[np.lexsort(points.T)][-1]  # the largest column, then row
+    flat = np.ravel_multi_index((z, r, c), sampler.shapes[0])
+    sampler.centres = lambda n, balanced: (np.array([0]), np.array([flat]))
+    x, _ = sampler.batch(1, balanced=True)
+    at = sampler.before  # the patch pixel over the centre voxel
+    assert np.array_equal(x[0, :, at, at], cases[0].images[:, z, r - sampler.pad, c - sampler.pad].astype(np.float32))
+    assert (x[0, :, at, -1] == BACKGROUND_VALUE).all()  # beyond the brain's last column: padding
 
 
 def test_thick_slice_kernel_matches_the_benchmark_s_thick_slices_and_keeps_a_ramp():

@@ -222,7 +222,8 @@ class PatchSampler:
         self.rng, self.k, self.margin, self.config = rng, output_size, margin, sampling
         self.size = receptive_field + output_size - 1
         self.before = (receptive_field - 1) // 2 + (output_size - 1) // 2 + margin  # pixels before the centre
-        self.pad = self.before + 1
+        after = self.size + 2 * margin - self.before - 1  # pixels after it: one more than before for an even field
+        self.pad = max(self.before + 1, after)
         self.images = [_pad_channels(c.images, self.pad) for c in cases]
         self.classes = [np.pad(labels.labels_to_classes(c.truth, num_classes), ((0, 0), (self.pad,) * 2,
                                                                                  (self.pad,) * 2)) for c in cases]
