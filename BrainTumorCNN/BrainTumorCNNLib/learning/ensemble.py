@@ -25,11 +25,19 @@ class EnsembleError(ValueError):
 
 def name_of(run_dir: Path) -> str:
     """The registry name of the ensemble `run_dir`'s folds make (by the model its first fold trained)."""
-    config = _read(Path(run_dir) / "fold-0" / "config.json", "fold 0 was never started")
+    return _ensemble_spec(run_dir, _member(run_dir)).name
+
+
+def _member(run_dir: Path) -> str:
+    """The registry model the run's first fold trained."""
+    return _read(Path(run_dir) / "fold-0" / "config.json", "fold 0 was never started")["model"]
+
+
+def _ensemble_spec(run_dir: Path, member: str) -> registry.ModelSpec:
     try:
-        return registry.ensemble_of(config["model"]).name
+        return registry.ensemble_of(member)
     except ValueError as exc:
-        raise EnsembleError(f"{run_dir} trained {config['model']}: {exc}") from None
+        raise EnsembleError(f"{run_dir} trained {member}: {exc}") from None
 
 
 def assemble(run_dir: Path, output: Path) -> dict:
@@ -39,9 +47,9 @@ def assemble(run_dir: Path, output: Path) -> dict:
     split_path, summary_path = run_dir / "folds.json", run_dir / "summary.json"
     if not split_path.is_file():
         raise EnsembleError(f"{run_dir} is not a cross-validation run (no folds.json)")
-    name = name_of(run_dir)
-    spec = registry.get(name)
-    member = registry.get(_read(run_dir / "fold-0" / "config.json", "fold 0 was never started")["model"]).name
+    member = _member(run_dir)
+    spec = _ensemble_spec(run_dir, member)
+    name = spec.name
     split = json.loads(split_path.read_text())
     folds, cases = int(split["folds"]), sorted(split["cases"])
     members, cards = [], []

@@ -152,8 +152,16 @@ class EnsembleTwoStage:
                                preparing, self.precision)
 
 
+#: What segments a preprocessed volume: a Runner, or a cascade's (or an ensemble of cascades') two stages.
+Engine = Union[inference.Runner, TwoStage, EnsembleTwoStage]
+
+
+def runs_two_stages(engine: Engine) -> bool:
+    return isinstance(engine, (TwoStage, EnsembleTwoStage))
+
+
 def runner_for(model: nn.Module, device: torch.device, fast, memory_budget: int, max_batch: Optional[int],
-               precision: str, two_stage: bool) -> Union[inference.Runner, TwoStage, EnsembleTwoStage]:
+               precision: str, two_stage: bool) -> Engine:
     """The engine that segments with `model`: TwoStage for a cascade, EnsembleTwoStage for an ensemble of
     cascades when `two_stage`, else a Runner."""
     if two_stage and isinstance(model, networks.CascadeCNN):

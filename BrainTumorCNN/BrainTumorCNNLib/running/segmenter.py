@@ -156,7 +156,7 @@ class Segmenter:
             "options": {
                 "device": self.runner.device.type, "precision": self.precision, "precision_asked": options.precision,
                 "fast": options.fast, "flips": options.flips, "through_plane": options.through_plane,
-                "two_stage": isinstance(self.runner, (cascade.TwoStage, cascade.EnsembleTwoStage)),
+                "two_stage": cascade.runs_two_stages(self.runner),
                 "screening": {"on": self.screen_step > 1, "step": self.screen_step},
                 "brain_extraction": {"mode": options.brain_extraction,
                                      "extracted": bool(extraction.extracted) if extraction else None},
@@ -168,7 +168,7 @@ class Segmenter:
         }
 
 
-def run_preprocessed(runner: Union[inference.Runner, cascade.TwoStage, cascade.EnsembleTwoStage], name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
+def run_preprocessed(runner: cascade.Engine, name: str, card: dict, volume: np.ndarray, brain: np.ndarray,
                      spacing: Tuple[float, float, float], options: SegmentationOptions,
                      progress: Optional[Progress] = None,
                      cancel: Optional[Callable[[], bool]] = None) -> Segmentation:
