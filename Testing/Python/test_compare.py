@@ -185,6 +185,12 @@ def test_a_known_edit_shows_exactly_in_the_difference_map_and_the_volumes(phanto
 def test_a_whole_voxel_move_is_found_and_nothing_changes(phantom_case, tmp_path, capsys):
     moved = maintainer_tool("move_case").move_case(phantom_case, tmp_path, "Moved", voxels=SHIFT)
     truth, geometry = _truth(phantom_case)
+    moved_truth, moved_geometry = _truth(moved)
+    # the same scan: the grid grew by the move, so no voxel of the head was pushed off it
+    assert moved_geometry.shape == tuple(n + abs(v) for n, v in zip(geometry.shape, SHIFT))
+    assert all(np.count_nonzero(moved_truth == v) == np.count_nonzero(truth == v) > 0 for v in (1, 2, 4))
+    t1c, moved_t1c = (io.read_image(next(case.glob("*_t1ce.nii.gz")))[0] for case in (phantom_case, moved))
+    assert np.count_nonzero(moved_t1c) == np.count_nonzero(t1c) > 0
     report = _compare(capsys, phantom_case, moved, tmp_path / "out",
                       "--prior-labels", _write(truth, geometry, tmp_path / "prior.nii.gz"),
                       "--current-labels", moved / "Moved_seg.nii.gz")["json"]
@@ -270,15 +276,17 @@ def grown(phantom_case, segmented, tmp_path_factory) -> dict:
     return {"report": report, "before": _truth(phantom_case)[0], "after": _truth(later)[0]}
 
 
-_OVERSTATED = ("measured: the shipped default's {} grows {} % where the truth's grows {} % (each scan's "
-               "segmentation is off by 5-10 % of the volume, and the errors compound; docs/command-line.md)")
+_MISMEASURED = ("measured: the shipped default's {} grows {} % where the truth's grows {} % (each scan's "
+                "segmentation is off by 5-12 % of the volume, by different amounts at the two sizes; "
+                "docs/command-line.md)")
 
 
 @pytest.mark.parametrize("region", [
-    "complete",
-    pytest.param("core", marks=pytest.mark.xfail(strict=True, reason=_OVERSTATED.format("core", "+47.1", "+30.0"))),
-    pytest.param("enhancing", marks=pytest.mark.xfail(strict=True, reason=_OVERSTATED.format(
-        "enhancing tumor", "+49.0", "+30.1")))])
+    pytest.param("complete", marks=pytest.mark.xfail(strict=True, reason=_MISMEASURED.format(
+        "whole tumor", "+21.2", "+28.3"))),
+    "core",
+    pytest.param("enhancing", marks=pytest.mark.xfail(strict=True, reason=_MISMEASURED.format(
+        "enhancing tumor", "+50.8", "+30.1")))])
 def test_a_phantom_grown_by_a_known_amount_is_reported_grown_by_it_within_5_percent(grown, region):
     known = labels.region_mask(grown["after"], region).sum() / labels.region_mask(grown["before"], region).sum()
     assert known > 1.25

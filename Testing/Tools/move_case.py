@@ -5,10 +5,11 @@ segmentation alone varies.
     python Testing/Tools/move_case.py CASE OUT_DIR --shift DZ DY DX     # whole voxels, no interpolation
     python Testing/Tools/move_case.py CASE OUT_DIR --rotate DEGREES     # in-plane, linear resampling
 
---shift moves every array's voxels by whole voxels along (Z, Y, X) on the same grid (origin and
-direction kept), so the head moves by exactly that many voxels in space and no value is
-interpolated; voxels pushed off the grid are lost (the tool says how many were not background)
-and those uncovered are 0.  --rotate turns the head about the grid's centre around the patient's
+--shift moves the head by whole voxels along (Z, Y, X) in space, no value interpolated: the grid
+grows by the move on the side the head moves towards (the new voxels 0), so nothing is pushed off
+it and the moved case holds the same brain, voxel for voxel (on a grid cropped to the head, as the
+small phantom's, a move on the same grid would lose brain voxels and change the preprocessing's
+statistics: not the same scan).  --rotate turns the head about the grid's centre around the patient's
 head-foot axis, every sequence resampled linearly and the truth by
 nearest neighbour, onto the same grid.
 """
@@ -18,7 +19,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,13 +28,17 @@ from BrainTumorCNNLib.reading import io
 from BrainTumorCNNLib.reading.geometry import Geometry, to_image
 
 
-def shift(array: np.ndarray, voxels: Sequence[int]) -> np.ndarray:
-    """`array` moved by whole `voxels` along its axes, 0 where nothing moved in."""
-    out = np.zeros_like(array)
-    source = tuple(slice(max(-v, 0), n - max(v, 0)) for v, n in zip(voxels, array.shape))
-    target = tuple(slice(max(v, 0), n - max(-v, 0)) for v, n in zip(voxels, array.shape))
-    out[target] = array[source]
-    return out
+def shift(array: np.ndarray, geometry: Geometry, voxels: Sequence[int]) -> Tuple[np.ndarray, Geometry]:
+    """`array` moved by whole `voxels` (Z, Y, X) in space, on `geometry`'s grid grown by the move: old
+    index i lies at grid index i + max(v, 0) of a grid whose first voxel is the old grid's index
+    min(v, 0), so it sits where the old grid's index i + v was; the voxels added are 0."""
+    out = np.zeros(tuple(n + abs(v) for n, v in zip(array.shape, voxels)), array.dtype)
+    out[tuple(slice(max(v, 0), max(v, 0) + n) for v, n in zip(voxels, array.shape))] = array
+    start = np.asarray(geometry.direction).reshape(3, 3) @ (
+        np.array([min(v, 0) for v in voxels[::-1]]) * np.asarray(geometry.spacing))
+    moved = Geometry(tuple(n for n in out.shape[::-1]), geometry.spacing,
+                     tuple(float(o) for o in np.asarray(geometry.origin) + start), geometry.direction)
+    return out, moved
 
 
 def rotate(array: np.ndarray, geometry: Geometry, degrees: float, labels: bool) -> np.ndarray:
@@ -63,10 +68,7 @@ def move_case(case: Path, out_dir: Path, name: str, voxels: Optional[Sequence[in
         if read.name not in path.name:
             raise ValueError(f"{path}: the file name does not hold the case name {read.name}")
         if voxels is not None:
-            moved = shift(array, voxels)
-            lost = int(np.count_nonzero(array)) - int(np.count_nonzero(moved))
-            if lost > 0:
-                print(f"{key}: {lost} non-zero voxels moved off the grid", file=sys.stderr)
+            moved, geometry = shift(array, geometry, voxels)
         else:
             moved = rotate(array, geometry, degrees, labels=key == "truth")
         sitk.WriteImage(to_image(moved, geometry), str(folder / path.name.replace(read.name, name)),
