@@ -14,10 +14,6 @@ case $model in
   InputCascadeCNN|LocalCascadeCNN|MFCascadeCNN) ;;
   *) echo "model: InputCascadeCNN, LocalCascadeCNN or MFCascadeCNN" >&2; exit 2 ;;
 esac
-exec nice -n 10 .venv/bin/braintumorcnn crossval $(ls -d ../shared/data/*/*/) \
-  --folds 4 --fold-seed 0 --only-folds "$fold" --validate-held-out --keep last \
-  --run-dir "training/cv4-$model-on-$first" --cache-dir runs/cache-paper \
-  --model "$model" --first-run "training/cv4-TwoPathCNN-$first" --config training/thick.json \
-  --precision bfloat16 --phase1-epochs 60 --phase2-epochs 4 --batches-per-epoch 100 \
-  --batch-size 32 --output-size 16 --learning-rate 0.0012 --patience 0 --validation-slice-step 12 \
-  --threads "$threads" --time-limit "$minutes" --n4-shrink 4
+source training/common.sh
+campaign_crossval "training/cv4-$model-on-$first" runs/cache-paper "$model" "$fold" "$minutes" "$threads" \
+  --first-run "training/cv4-TwoPathCNN-$first" --config training/thick.json

@@ -11,15 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 fold=$2 minutes=$3 threads=${4:-1}
 case $model in
-  LocalPathCNN|GlobalPathCNN) extra=(--phase1-epochs 60 --phase2-epochs 4) ;;
+  LocalPathCNN|GlobalPathCNN) extra=() ;;
   TwoPathCNN-1phase) extra=(--phase1-epochs 64 --phase2-epochs 0) ;;
   AverageCNN) extra=(--local-run training/cv4-LocalPathCNN-thick --global-run training/cv4-GlobalPathCNN-thick) ;;
   *) echo "model: LocalPathCNN, GlobalPathCNN, TwoPathCNN-1phase or AverageCNN" >&2; exit 2 ;;
 esac
-exec nice -n 10 .venv/bin/braintumorcnn crossval $(ls -d ../shared/data/*/*/) \
-  --folds 4 --fold-seed 0 --only-folds "$fold" --validate-held-out --keep last \
-  --run-dir "training/cv4-$model-thick" --cache-dir runs/cache-paper \
-  --model "$model" --config training/thick.json \
-  --precision bfloat16 --batches-per-epoch 100 \
-  --batch-size 32 --output-size 16 --learning-rate 0.0012 --patience 0 --validation-slice-step 12 \
-  --threads "$threads" --time-limit "$minutes" --n4-shrink 4 "${extra[@]}"
+source training/common.sh
+campaign_crossval "training/cv4-$model-thick" runs/cache-paper "$model" "$fold" "$minutes" "$threads" \
+  --config training/thick.json "${extra[@]}"

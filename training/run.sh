@@ -37,9 +37,6 @@ case $recipe in
       --momentum-start 0.9) ;;
   *) echo "recipe: paper, robust, augmented, augmented-lesion, augmented-lesion-strong, augmented-thick or paper-float32" >&2; exit 2 ;;
 esac
-exec nice -n 10 .venv/bin/braintumorcnn crossval $(ls -d ../shared/data/*/*/) \
-  --folds 4 --fold-seed 0 --only-folds "$fold" --validate-held-out --keep last \
-  --run-dir "training/cv4-TwoPathCNN-$recipe" --cache-dir "runs/cache-$cache" \
-  --model TwoPathCNN --precision bfloat16 --phase1-epochs 60 --phase2-epochs 4 --batches-per-epoch 100 \
-  --batch-size 32 --output-size 16 --learning-rate 0.0012 --patience 0 --validation-slice-step 12 \
-  --threads "$threads" --time-limit "$minutes" --n4-shrink 4 "${extra[@]}"
+source training/common.sh
+campaign_crossval "training/cv4-TwoPathCNN-$recipe" "runs/cache-$cache" TwoPathCNN "$fold" "$minutes" "$threads" \
+  "${extra[@]}"

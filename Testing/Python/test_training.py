@@ -443,8 +443,11 @@ def test_n4_shrink_is_a_training_option_and_the_campaign_scripts_keep_the_shrink
     with pytest.raises(SystemExit):
         shrink("--n4-shrink", "0")
     repo = Path(__file__).resolve().parents[2]
-    for script in ("run.sh", "cascade.sh"):
-        assert "--n4-shrink 4" in (repo / "training" / script).read_text(encoding="utf-8"), script
+    # the campaign's scripts share one command line (training/common.sh), which carries the shrink
+    assert "--n4-shrink 4" in (repo / "training" / "common.sh").read_text(encoding="utf-8")
+    for script in ("run.sh", "cascade.sh", "paths.sh"):
+        text = (repo / "training" / script).read_text(encoding="utf-8")
+        assert "source training/common.sh" in text and "--n4-shrink" not in text, script
     started = {json.loads(p.read_text(encoding="utf-8"))["preprocessing"]["n4_shrink"]
                for p in (repo / "training").glob("cv4-*/fold-*/config.json")}
     assert started <= {4}

@@ -36,7 +36,7 @@ def shift(array: np.ndarray, geometry: Geometry, voxels: Sequence[int]) -> Tuple
     out[tuple(slice(max(v, 0), max(v, 0) + n) for v, n in zip(voxels, array.shape))] = array
     start = np.asarray(geometry.direction).reshape(3, 3) @ (
         np.array([min(v, 0) for v in voxels[::-1]]) * np.asarray(geometry.spacing))
-    moved = Geometry(tuple(n for n in out.shape[::-1]), geometry.spacing,
+    moved = Geometry(out.shape[::-1], geometry.spacing,
                      tuple(float(o) for o in np.asarray(geometry.origin) + start), geometry.direction)
     return out, moved
 
