@@ -381,6 +381,23 @@ def test_augment_returns_the_network_sizes():
     assert ox.shape == (3, 4, size, size) and oy.shape == (3, window, window)
 
 
+def test_stacked_slices_change_alike_per_modality_and_a_single_slice_draws_as_before():
+    """SliceStackCNN's patches: each modality's contrast, gamma, bias field and offset the same on every slice
+    it reads (one scanner), and the one-slice networks' draws, on which their runs resume, unchanged."""
+    config = augmentation.AugmentationConfig(enabled=True, noise=0.0, blur=0.0, lesion_contrast=0.5)
+    size, window = 36, 4
+    margin = config.margin(size)
+    one = torch.randn(3, 4, size + 2 * margin, size + 2 * margin)
+    one[:, :, :5] = BACKGROUND_VALUE  # some background, kept as such
+    y = torch.randint(0, 4, (3, size + 2 * margin, size + 2 * margin))
+    stacked, _ = augmentation.augment(one.repeat(1, 3, 1, 1), y, config, size, window,
+                                      torch.Generator().manual_seed(0), images=4, slices=3)
+    assert torch.allclose(stacked[:, :4], stacked[:, 4:8]) and torch.allclose(stacked[:, :4], stacked[:, 8:])
+    alone, _ = augmentation.augment(one, y, config, size, window, torch.Generator().manual_seed(0))
+    assert torch.allclose(alone, stacked[:, :4], atol=1e-6)  # the same draws, in the same order
+    assert not torch.allclose(alone, augmentation.crop(one, y, size, window)[0])  # and they did change it
+
+
 def test_lr_range_test_suggests_a_rate_below_divergence(synthetic_cases):
     config = tiny(synthetic_cases)
     loaded = sampling.load_cases(synthetic_cases, NO_N4)

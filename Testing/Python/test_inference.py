@@ -54,7 +54,10 @@ def patch_probabilities(model, volume, z, pixels):
     """Probabilities (n, C) of the patch network on the rf x rf patches centred
     at `pixels` of slice z, the slice padded with BACKGROUND_VALUE."""
     left, right = inference.margins(model.receptive_field)
-    padded = np.pad(volume[:, z], ((0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
+    # a slice-stacking network reads the slices around z too, background beyond the volume
+    around = [volume[:, z + o] if 0 <= z + o < volume.shape[1] else np.full_like(volume[:, z], BACKGROUND_VALUE)
+              for o in getattr(model, "slice_offsets", (0,))]
+    padded = np.pad(np.concatenate(around), ((0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
     rf = model.receptive_field
     patches = np.stack([padded[:, y:y + rf, x:x + rf] for y, x in pixels])
     with torch.inference_mode():
@@ -75,6 +78,23 @@ def test_dense_equals_patch_network_at_random_pixels(name):
     dense = np.stack([result.probabilities[:, 0, y, x] for y, x in pixels])
     assert expected.std(axis=0).max() > 0.02, "degenerate test model: probabilities do not vary"
     np.testing.assert_allclose(dense, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_slice_stack_network_reads_the_slices_three_above_and_below_each_slice(fast):
+    model = lively(networks.SliceStackCNN(num_classes=5))
+    volume, mask = brain_volume(slices=8, radii=(14, 20))
+    result = inference.segment_volume(model, volume, mask, device="cpu", fast=fast)
+    pixels = [tuple(p) for p in np.argwhere(mask[0])[::37]]
+    for z in (0, 2, 4, 7):  # neighbours beyond the volume below, above, both inside, beyond above
+        expected = patch_probabilities(model, volume, z, pixels)
+        np.testing.assert_allclose(np.stack([result.probabilities[:, z, y, x] for y, x in pixels]), expected,
+                                   atol=1e-3 if fast else 1e-4, rtol=0)
+    moved = volume.copy()
+    moved[:, 7] += 1.0  # slice 7 is read by slice 4 (3 below it) and by no slice but itself otherwise
+    again = inference.segment_volume(model, moved, mask, device="cpu", fast=fast).probabilities
+    changed = np.abs(again - result.probabilities).max(axis=(0, 2, 3)) > 1e-3
+    assert changed.tolist() == [False, False, False, False, True, False, False, True]
 
 
 def test_fast_dense_equals_patch_network():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from BrainTumorCNNLib.network import networks, registry
+from BrainTumorCNNLib.network import networks, registry, slice_stack
 
 
 def shapes_of(model, input_size, names, pre=()):
@@ -82,7 +82,7 @@ def test_mean_field_cascade_matches_figure_3(num_classes):
 def test_receptive_fields_are_declared_once():
     expected = {"TwoPathCNN": 33, "TwoPathCNN-1phase": 33, "LocalPathCNN": 33, "GlobalPathCNN": 33,
                 "AverageCNN": 33, "InputCascadeCNN": 65, "LocalCascadeCNN": 56, "MFCascadeCNN": 53,
-                "EnsembleCNN": 33, "CascadeEnsembleCNN": 65}
+                "SliceStackCNN": 33, "EnsembleCNN": 33, "CascadeEnsembleCNN": 65}
     assert {name: spec.receptive_field for name, spec in registry.MODELS.items()} == expected
 
 
@@ -91,12 +91,12 @@ def test_receptive_fields_are_declared_once():
 def test_receptive_field_patch_maps_to_one_pixel(name, num_classes):
     spec = registry.get(name)
     model = spec.build(num_classes).eval()
-    rf = spec.receptive_field
+    rf, c = spec.receptive_field, slice_stack.input_channels(model)
     with torch.inference_mode():
-        assert tuple(model(torch.randn(3, 4, rf, rf)).shape) == (3, num_classes, 1, 1)
-        assert tuple(model(torch.randn(1, 4, rf + 6, rf + 2)).shape) == (1, num_classes, 7, 3)
+        assert tuple(model(torch.randn(3, c, rf, rf)).shape) == (3, num_classes, 1, 1)
+        assert tuple(model(torch.randn(1, c, rf + 6, rf + 2)).shape) == (1, num_classes, 7, 3)
         with pytest.raises(RuntimeError):
-            model(torch.randn(1, 4, rf - 1, rf - 1))  # smaller than the receptive field
+            model(torch.randn(1, c, rf - 1, rf - 1))  # smaller than the receptive field
 
 
 @pytest.mark.parametrize("name", list(registry.MODELS))
@@ -104,5 +104,26 @@ def test_outputs_are_log_probabilities(name):
     model = registry.get(name).build(5).eval()
     rf = model.receptive_field
     with torch.inference_mode():
-        p = model(torch.randn(2, 4, rf + 1, rf + 1)).exp()
+        p = model(torch.randn(2, slice_stack.input_channels(model), rf + 1, rf + 1)).exp()
     assert torch.allclose(p.sum(dim=1), torch.ones(2, 2, 2), atol=1e-5)
+
+
+def test_slice_stack_reads_three_slices_in_the_local_path_and_the_centre_slice_in_the_global():
+    model = networks.SliceStackCNN(num_classes=5).eval()
+    assert model.slice_offsets == (-3, 0, 3) and slice_stack.input_channels(model) == 12
+    seen = {}
+    hooks = [module.register_forward_pre_hook(lambda m, a, name=name: seen.__setitem__(name, tuple(a[0].shape[1:])))
+             for name, module in model.named_modules() if name in ("local.layer1", "global_.layer1", "output")]
+    x = torch.randn(2, 12, 33, 33)
+    with torch.inference_mode():
+        out = model(x)
+        changed = x.clone()
+        changed[:, :4] += 1.0  # the slice 3 below: only the local path reads it
+        local_only = model.features(changed)[:, :networks.LOCAL_CHANNELS] != model.features(x)[:, :networks.LOCAL_CHANNELS]
+        global_same = torch.equal(model.features(changed)[:, networks.LOCAL_CHANNELS:],
+                                  model.features(x)[:, networks.LOCAL_CHANNELS:])
+    for h in hooks:
+        h.remove()
+    assert seen == {"local.layer1": (12, 33, 33), "global_.layer1": (4, 33, 33), "output": (224, 21, 21)}
+    assert tuple(out.shape) == (2, 5, 1, 1)
+    assert local_only.any() and global_same

@@ -152,6 +152,65 @@ def test_balanced_loss_weighs_each_present_class_equally():
     assert torch.allclose(training.window_loss(log_probs, targets, False, 4), per.mean())
 
 
+def test_a_stacked_patch_is_the_crop_inference_gives_a_slice_stack_network(synthetic_cases):
+    """SliceStackCNN learns from what it is given at inference: the slices 3 below and above as channels,
+    background beyond the case's first and last slice."""
+    from BrainTumorCNNLib.running import inference
+    cases = sampling.load_cases(synthetic_cases[:1], NO_N4)
+    offsets = networks.SliceStackCNN.slice_offsets
+    sampler = sampling.PatchSampler(cases, 33, 1, 4, np.random.default_rng(3), slice_offsets=offsets)
+    _, flat = sampler.centres(60, balanced=True)
+    brain = sampler.pools["brain"].per_case[0]
+    first = brain[np.unravel_index(brain, sampler.shapes[0])[0] == 0]  # the crop starts at the brain's first slice
+    assert len(first)
+    flat = np.concatenate([flat, first[:3]])
+    case = np.zeros(len(flat), dtype=np.int64)
+    sampler.centres = lambda n, balanced: (case, flat)
+    x, _ = sampler.batch(len(flat), balanced=True)
+    assert x.shape == (len(flat), 12, 33, 33)
+    images = cases[0].images.astype(np.float32)
+    for i, f in enumerate(flat):
+        zi, r, c = np.unravel_index(f, sampler.shapes[0])
+        r, c = r - sampler.pad, c - sampler.pad
+        crop = inference._padded_crop(images, [zi], r, r + 1, c, c + 1, 33, offsets=offsets)
+        assert np.array_equal(x[i], crop[0]), (zi, r, c)
+    assert np.all(x[-3:, :4] == BACKGROUND_VALUE)  # 3 below the first slice: beyond the case
+    assert np.any(x[-3:, 4:8] != BACKGROUND_VALUE)
+
+
+def test_thick_slices_stacked_are_one_acquisition(synthetic_cases):
+    """With neighbouring slices stacked, a thick patch's centre slice is what the one-slice sampler makes of
+    it from the same draws, and its neighbours are thick as well."""
+    cases = sampling.load_cases(synthetic_cases[:1], NO_N4)
+    thick = sampling.SamplingConfig(thick_slice_fraction=1.0, thick_slice_min=3, thick_slice_max=6)
+    offsets = networks.SliceStackCNN.slice_offsets
+    single = sampling.PatchSampler(cases, 33, 4, 4, np.random.default_rng(5), thick)
+    stacked = sampling.PatchSampler(cases, 33, 4, 4, np.random.default_rng(5), thick, slice_offsets=offsets)
+    thin = sampling.PatchSampler(cases, 33, 4, 4, np.random.default_rng(5), slice_offsets=offsets)
+    centres = thin.centres(200, balanced=True)  # the two thick samplers' generators left where they start
+    single.centres = stacked.centres = thin.centres = lambda n, balanced: centres
+    (x1, _), (x3, _), (x0, _) = single.batch(200, True), stacked.batch(200, True), thin.batch(200, True)
+    assert np.array_equal(x3[:, 4:8], x1)
+    for s in (0, 2):
+        assert np.array_equal(x3[:, 4 * s:4 * s + 2], x0[:, 4 * s:4 * s + 2])  # T1, T1c thin
+        inside = (x0[:, 4 * s + 2:4 * s + 4] != BACKGROUND_VALUE).any(axis=(1, 2, 3))
+        changed = np.any(x3[:, 4 * s + 2:4 * s + 4] != x0[:, 4 * s + 2:4 * s + 4], axis=(1, 2, 3))
+        assert changed[inside].mean() > 0.9
+
+
+def test_a_slice_stack_network_trains_and_segments(synthetic_cases, tmp_path):
+    from BrainTumorCNNLib.running import inference
+    run = tmp_path / "run"
+    training.train(tiny_config(synthetic_cases, model="SliceStackCNN",
+                               augmentation=training.AugmentationConfig(enabled=True)), run, progress=False)
+    model, card = weights.load("SliceStackCNN", run / "best.safetensors")
+    assert isinstance(model, networks.SliceStackCNN) and card["in_channels"] == 4
+    case = sampling.load_cases(synthetic_cases[2:], NO_N4)[0]
+    result = inference.segment_volume(model, case.images.astype(np.float32), case.brain, device="cpu")
+    assert result.probabilities.shape[1:] == case.brain.shape
+    assert np.isfinite(result.probabilities).all()
+
+
 def test_two_phase_training_writes_everything_and_phase2_trains_only_the_output(synthetic_cases, tmp_path):
     run = tmp_path / "run"
     summary = training.train(tiny_config(synthetic_cases), run, progress=False)

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from ..modalities import MODALITIES
-from ..network import registry, weights
+from ..network import registry, slice_stack, weights
 from ..preparing import brain_extraction, registration
 from ..preparing.preprocessing import BACKGROUND_VALUE, Preprocessed, PreprocessingConfig, preprocess
 from ..reading.geometry import Geometry, to_image
@@ -213,7 +213,8 @@ def time_patches(model, volume, mask, pixels: int, device, repeats: int, seed: i
     rng = np.random.default_rng(seed)
     brain = np.argwhere(mask)
     chosen = brain[rng.choice(len(brain), size=min(pixels, len(brain)), replace=False)]
-    padded = np.pad(volume, ((0, 0), (0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
+    around = slice_stack.stacked(volume, np.arange(volume.shape[1]), slice_stack.offsets_of(model), BACKGROUND_VALUE)
+    padded = np.pad(around, ((0, 0), (0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
     device = inference.resolve_device(device)
     net = model.to(device).eval()
     times = []

@@ -46,16 +46,18 @@ class AugmentationConfig:
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, config: AugmentationConfig, size: int, window: int,
-            generator: torch.Generator, images: int = 4) -> Tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator, images: int = 4, slices: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """Augment patches x (N, C, S+2m, S+2m) with labels y (N, S+2m, S+2m) (or (N, k, k) when m = 0);
     returns x (N, C, size, size) and window labels (N, window, window).  The warps move every channel, the
-    intensity changes only the first `images` (the others: a cascade's first-stage maps)."""
+    intensity changes only the first `images` * `slices` (the others: a cascade's first-stage maps); with
+    `slices` > 1 (neighbouring slices stacked, slice_stack) each modality changes alike on every slice, as one
+    scanner's would."""
     if config.enabled:
         x, y = _warp(x, y, config, generator)
-        x, maps = x[:, :images], x[:, images:]
+        x, maps = x[:, :images * slices], x[:, images * slices:]
         if config.lesion_contrast > 0:
-            x = _lesion_contrast(x, y, config.lesion_contrast, generator)
-        x = _intensities(x, config, generator)
+            x = _lesion_contrast(x, y, config.lesion_contrast, generator, slices)
+        x = _intensities(x, config, generator, slices)
         if maps.shape[1]:
             x = torch.cat([x, maps], dim=1)
     return crop(x, y, size, window)
@@ -96,41 +98,53 @@ def _warp(x: torch.Tensor, y: torch.Tensor, config: AugmentationConfig, generato
 LESION_CHANNELS = (2, 3)  # T2, FLAIR
 
 
-def _lesion_contrast(x: torch.Tensor, y: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+def _lesion_contrast(x: torch.Tensor, y: torch.Tensor, amount: float, generator: torch.Generator,
+                     slices: int = 1) -> torch.Tensor:
     """FLAIR and T2 of tumor pixels (labels y > 0 over the whole patch, edges softened over 3 pixels)
-    moved towards the brain's centre (0 after normalisation) by a share in [0, amount] per patch."""
+    moved towards the brain's centre (0 after normalisation) by a share in [0, amount] per patch; stacked
+    neighbouring slices are placed by the labelled slice's tumor."""
     n = x.shape[0]
     tumor = F.avg_pool2d((y > 0).float()[:, None], 3, stride=1, padding=1, count_include_pad=False)
     keep = 1.0 - _uniform(n, 0.0, amount, generator, x.device).view(n, 1, 1, 1) * tumor
     brain = x != BACKGROUND_VALUE
     out = x.clone()
-    channels = list(LESION_CHANNELS)
+    per_slice = x.shape[1] // slices
+    channels = [s * per_slice + c for s in range(slices) for c in LESION_CHANNELS]
     out[:, channels] = torch.where(brain[:, channels], x[:, channels] * keep, x[:, channels])
     return out
 
 
-def _intensities(x: torch.Tensor, config: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:
+def _intensities(x: torch.Tensor, config: AugmentationConfig, generator: torch.Generator,
+                 slices: int = 1) -> torch.Tensor:
     n, c, h, w = x.shape
     device = x.device
-    brain = (x != BACKGROUND_VALUE).any(dim=1, keepdim=True)
+    m = c // slices  # modalities: one draw each, the same on every stacked slice
+    brain = (x.reshape(n, slices, m, h, w) != BACKGROUND_VALUE).any(dim=2, keepdim=True).expand(n, slices, m, h, w)
+    brain = brain.reshape(n, c, h, w)
     per = (n, c, 1, 1)
+
+    def draw(low: float, high: float, k: int = 1) -> torch.Tensor:
+        """(n, c, k) uniform draws, one per patch, modality and term, repeated over the stacked slices."""
+        values = _uniform(n * m * k, low, high, generator, device).view(n, 1, m, k)
+        return values.expand(n, slices, m, k).reshape(n, c, k)
+
     # gamma on the patch's brain range of each modality
     low = torch.where(brain, x, torch.full_like(x, float("inf"))).amin(dim=(2, 3), keepdim=True)
     high = torch.where(brain, x, torch.full_like(x, float("-inf"))).amax(dim=(2, 3), keepdim=True)
     span = (high - low).clamp(min=1e-3)
-    log_gamma = _uniform(n * c, -1, 1, generator, device).view(per) * math.log1p(config.gamma)
+    log_gamma = draw(-1, 1).view(per) * math.log1p(config.gamma)
     unit = ((x - low) / span).clamp(0, 1)
     x = torch.where(brain, low + span * unit ** torch.exp(log_gamma), x)
     # smooth bias field: 1 + a.r + b.r^2 terms over the patch, |field - 1| <= about `bias`
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device),
                             indexing="ij")
     basis = torch.stack([xs, ys, xs * ys, xs ** 2 - 0.5, ys ** 2 - 0.5])  # (5, H, W)
-    coefficients = _uniform(n * c * 5, -1, 1, generator, device).view(n, c, 5) * config.bias / 2
+    coefficients = draw(-1, 1, 5) * config.bias / 2
     field = torch.exp(torch.einsum("nck,khw->nchw", coefficients, basis))
     x = torch.where(brain, (x - BACKGROUND_VALUE) * field + BACKGROUND_VALUE, x)
     # contrast and offset per modality
-    scale = _uniform(n * c, 1 - config.scale, 1 + config.scale, generator, device).view(per)
-    shift = _uniform(n * c, -config.shift, config.shift, generator, device).view(per)
+    scale = draw(1 - config.scale, 1 + config.scale).view(per)
+    shift = draw(-config.shift, config.shift).view(per)
     x = torch.where(brain, x * scale + shift, x)
     # blur (thicker slices, other reconstruction) on some patches, then noise
     if config.blur > 0:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import labels
+from ..network import slice_stack
 from ..preparing.preprocessing import BACKGROUND_VALUE, PREPROCESSING_VERSION, PreprocessingConfig
 
 CACHE_SUFFIX = ".npz"
@@ -218,8 +219,12 @@ class PatchSampler:
     """
 
     def __init__(self, cases: List[CachedCase], receptive_field: int, output_size: int, num_classes: int,
-                 rng: np.random.Generator, sampling: SamplingConfig = SamplingConfig(), margin: int = 0):
+                 rng: np.random.Generator, sampling: SamplingConfig = SamplingConfig(), margin: int = 0,
+                 slice_offsets: Tuple[int, ...] = (0,)):
         self.rng, self.k, self.margin, self.config = rng, output_size, margin, sampling
+        self.offsets = tuple(slice_offsets)  # neighbouring slices as channels (slice_stack)
+        if self.offsets != (0,) and cases and cases[0].images.shape[0] != IMAGE_CHANNELS:
+            raise ValueError("neighbouring slices are stacked from the images alone, not a cascade's maps")
         self.size = receptive_field + output_size - 1
         self.before = (receptive_field - 1) // 2 + (output_size - 1) // 2 + margin  # pixels before the centre
         after = self.size + 2 * margin - self.before - 1  # pixels after it: one more than before for an even field
@@ -272,25 +277,29 @@ class PatchSampler:
         offsets = np.arange(size) - self.before
         label_size = size if self.margin else self.k
         label_offsets = offsets if self.margin else np.arange(self.k) - (self.k - 1) // 2
-        x = np.empty((n, self.images[0].shape[0], size, size), dtype=np.float32)
+        channels = self.images[0].shape[0]
+        x = np.empty((n, len(self.offsets), channels, size, size), dtype=np.float32)
         y = np.empty((n, label_size, label_size), dtype=np.int64)
         for i in np.unique(cases):
             rows = np.flatnonzero(cases == i)
             z, r, c = np.unravel_index(flats[rows], self.shapes[i])
+            read, inside = slice_stack.indices(z, self.offsets, self.shapes[i][0])
+            x[rows] = self.images[i][:, read[:, :, None, None], r[:, None, None, None] + offsets[None, None, :, None],
+                                     c[:, None, None, None] + offsets[None, None, None, :]].transpose(1, 2, 0, 3, 4)
+            beyond = np.nonzero(~inside)  # (patch, offset) pairs reading past the case's first or last slice
+            x[rows[beyond[0]], beyond[1]] = BACKGROUND_VALUE
             zz = z[:, None, None]
-            x[rows] = self.images[i][:, zz, r[:, None, None] + offsets[None, :, None],
-                                     c[:, None, None] + offsets[None, None, :]].transpose(1, 0, 2, 3)
             y[rows] = self.classes[i][zz, r[:, None, None] + label_offsets[None, :, None],
                                       c[:, None, None] + label_offsets[None, None, :]]
             thick = self.rng.random(len(rows)) < self.config.thick_slice_fraction
             for row, zi, ri, ci in zip(rows[thick], z[thick], r[thick], c[thick]):
-                x[row, THICK_CHANNELS] = self._thick(i, int(zi), ri + offsets, ci + offsets, x[row])
-        return x, y
-
-    def _thick(self, case: int, z: int, rows: np.ndarray, columns: np.ndarray, patch: np.ndarray) -> np.ndarray:
-        """FLAIR and T2 of one patch (at slice z) as slices of a random thickness and phase show them."""
-        thickness = int(self.rng.integers(self.thick_range.start, self.thick_range.stop))
-        return self.thick_patch(case, z, rows, columns, patch, thickness, int(self.rng.integers(thickness)))
+                thickness = int(self.rng.integers(self.thick_range.start, self.thick_range.stop))
+                phase = int(self.rng.integers(thickness))  # one acquisition for every slice the patch reads
+                for s, o in enumerate(self.offsets):
+                    if 0 <= zi + o < self.shapes[i][0]:
+                        x[row, s, THICK_CHANNELS] = self.thick_patch(i, int(zi + o), ri + offsets, ci + offsets,
+                                                                     x[row, s], thickness, phase)
+        return x.reshape(n, len(self.offsets) * channels, size, size), y
 
     def thick_patch(self, case: int, z: int, rows: np.ndarray, columns: np.ndarray, patch: np.ndarray,
                     thickness: int, phase: int) -> np.ndarray:

@@ -40,7 +40,7 @@ from torch import nn
 
 from .. import labels
 from ..atomic import atomic_path, write_text
-from ..network import networks, registry, weights
+from ..network import networks, registry, slice_stack, weights
 from ..preparing.preprocessing import BACKGROUND_VALUE, PreprocessingConfig
 from ..scoring import metrics
 from . import first_stage, plots
@@ -229,13 +229,14 @@ def validation_dice(model: nn.Module, cases: List[CachedCase], slice_step: int, 
     """Mean Dice per region over every `slice_step`-th brain slice of the validation cases."""
     model.eval()
     left, right = networks.margins(model.receptive_field)
+    offsets = slice_stack.offsets_of(model)  # neighbouring slices as channels (SliceStackCNN)
     values = torch.tensor(labels.class_values(model.num_classes))
     per_case = []
     with torch.inference_mode():
         for case in cases:
             zs = np.flatnonzero(case.brain.any(axis=(1, 2)))[::slice_step]
-            crop = np.pad(case.images[:, zs], ((0, 0), (0, 0), (left, right), (left, right)),
-                          constant_values=BACKGROUND_VALUE)
+            crop = np.pad(slice_stack.stacked(case.images, zs, offsets, BACKGROUND_VALUE),
+                          ((0, 0), (0, 0), (left, right), (left, right)), constant_values=BACKGROUND_VALUE)
             pred = []
             for z0 in range(0, len(zs), 4):
                 x = torch.from_numpy(np.ascontiguousarray(crop[:, z0:z0 + 4].transpose(1, 0, 2, 3)))
@@ -433,14 +434,15 @@ class _Run:
         self.size = self.model.receptive_field + config.output_size - 1
         self.sampler = PatchSampler(train_cases, self.model.receptive_field, config.output_size,
                                     config.num_classes, self.rng, config.sampling,
-                                    margin=config.augmentation.margin(self.size))
+                                    margin=config.augmentation.margin(self.size),
+                                    slice_offsets=slice_stack.offsets_of(self.model))
         self.batches = Prefetcher(self.sampler, config.batch_size // self.world)
 
     def next_batch(self, phase: int = 1) -> tuple:
         x, y = self.batches.next(balanced=(phase == 1))
         x, y = augment(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device),
                        self.config.augmentation, self.size, self.config.output_size, self.generator,
-                       images=self.model.in_channels)
+                       images=self.model.in_channels, slices=len(slice_stack.offsets_of(self.model)))
         return x.contiguous(memory_format=self.layout), y
 
     def start_or_resume(self) -> None:

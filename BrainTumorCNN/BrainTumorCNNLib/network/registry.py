@@ -67,6 +67,8 @@ MODELS: Dict[str, ModelSpec] = {
         ModelSpec("InputCascadeCNN", networks.InputCascadeCNN, True, "TwoPathCNN maps fed to the input"),
         ModelSpec("LocalCascadeCNN", networks.LocalCascadeCNN, True, "TwoPathCNN maps fed to the local path"),
         ModelSpec("MFCascadeCNN", networks.MFCascadeCNN, True, "TwoPathCNN maps fed before the output"),
+        ModelSpec("SliceStackCNN", networks.SliceStackCNN, True,
+                  "Ours: TwoPathCNN whose local path also reads the slices 3 above and below"),
         ModelSpec("EnsembleCNN", networks.EnsembleCNN, True,
                   "Mean probabilities of the TwoPathCNNs of a cross-validation run's folds"),
         ModelSpec("CascadeEnsembleCNN", networks.CascadeEnsembleCNN, True,

@@ -39,7 +39,7 @@ from scipy import ndimage
 from torch import nn
 
 from .. import labels
-from ..network import fastconv
+from ..network import fastconv, slice_stack
 from ..network.networks import margins
 from ..preparing.preprocessing import BACKGROUND_VALUE, brain_mask
 from . import allocator
@@ -149,7 +149,7 @@ def activation_bytes_per_pixel(model: nn.Module) -> int:
     if members is not None:
         return activation_bytes_per_pixel(members[0]) + 4 * len(members) * int(model.num_classes)
     channels = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
-    return 4 * 2 * channels + 4 * getattr(model, "in_channels", 4)
+    return 4 * 2 * channels + 4 * slice_stack.input_channels(model)
 
 
 def segment_volume(model: nn.Module, volume: np.ndarray, mask: Optional[np.ndarray] = None, *,
@@ -309,15 +309,17 @@ def _groups(mask: np.ndarray, slices: np.ndarray, size: int) -> Iterator[Tuple[n
 
 
 def _padded_crop(volume: np.ndarray, zs: Sequence[int], y0: int, y1: int, x0: int, x1: int,
-                 receptive_field: int, fill=BACKGROUND_VALUE) -> np.ndarray:
-    """float32 (len(zs), C, y1-y0+rf-1, x1-x0+rf-1): the slices' output region
-    plus margins, `fill` beyond the volume's edges (one value, or one per channel)."""
+                 receptive_field: int, fill=BACKGROUND_VALUE, offsets: Tuple[int, ...] = (0,)) -> np.ndarray:
+    """float32 (len(zs), C * len(offsets), y1-y0+rf-1, x1-x0+rf-1): the slices' output region
+    plus margins, `fill` beyond the volume's edges (one value, or one per channel of one slice); with
+    `offsets` (slice_stack) each slice's neighbours follow as further channels, background beyond Z."""
     left, right = margins(receptive_field)
     C, _, Y, X = volume.shape
-    out = np.empty((len(zs), C, y1 - y0 + left + right, x1 - x0 + left + right), np.float32)
-    out[:] = np.reshape(np.asarray(fill, np.float32), (1, -1, 1, 1))
+    out = np.empty((len(zs), len(offsets), C, y1 - y0 + left + right, x1 - x0 + left + right), np.float32)
+    out[:] = np.reshape(np.asarray(fill, np.float32), (1, 1, -1, 1, 1))
+    out = out.reshape(len(zs), len(offsets) * C, out.shape[-2], out.shape[-1])
     sy0, sy1, sx0, sx1 = max(0, y0 - left), min(Y, y1 + right), max(0, x0 - left), min(X, x1 + right)
-    src = volume[:, zs, sy0:sy1, sx0:sx1]
+    src = slice_stack.stacked(volume[:, :, sy0:sy1, sx0:sx1], zs, offsets, BACKGROUND_VALUE)
     out[:, :, sy0 - (y0 - left):sy1 - (y0 - left), sx0 - (x0 - left):sx1 - (x0 - left)] = src.transpose(1, 0, 2, 3)
     return out
 
@@ -393,7 +395,7 @@ class _Pass:
         for i in range(0, len(work), runner.workers):  # `workers` batches at once, in order
             _check(self.cancel)
             turn = work[i:i + runner.workers]
-            crops = [_padded_crop(data, batch, *box, runner.receptive_field, runner.pad_values)
+            crops = [_padded_crop(data, batch, *box, runner.receptive_field, runner.pad_values, runner.offsets)
                      for data, _, _, batch, box in turn]
             for (_, total, flipped, batch, (y0, y1, x0, x1)), out in zip(turn, runner.run_all(crops, self.cancel)):
                 total[:, batch, y0:y1, x0:x1] = out.transpose(1, 0, 2, 3)
@@ -428,6 +430,7 @@ class Runner:
         self.receptive_field = int(model.receptive_field)
         # beyond the volume's edges: the images' background, or what the model names per input channel
         self.pad_values = getattr(model, "pad_values", BACKGROUND_VALUE)
+        self.offsets = slice_stack.offsets_of(model)  # neighbouring slices read as channels (SliceStackCNN)
         self.bytes_per_pixel = activation_bytes_per_pixel(model)
         self.user_max_batch = max_batch
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -477,7 +480,7 @@ class Runner:
             if len(slices):
                 # every crop either view will run (flipped boxes are mirrored: same heights and widths)
                 boxes = [box for zs, box in state.groups[0] if len(np.intersect1d(zs, slices))]
-                shape = (size, volume.shape[0]) + crop_extent(boxes, self.receptive_field)
+                shape = (size, volume.shape[0] * len(self.offsets)) + crop_extent(boxes, self.receptive_field)
                 prepare_start = time.perf_counter()
                 self.prepare((self.batch_for(shape),) + shape[1:])
                 prepare_seconds = time.perf_counter() - prepare_start
@@ -506,7 +509,8 @@ class Runner:
         focus = focus_boxes(slices, step, tumor)
         work = state.work_of(rest, focus)
         if work:  # the smaller crops get a transform size of their own
-            self.prepare((1, state.views[0][0].shape[0]) + crop_extent([w[-1] for w in work], self.receptive_field),
+            self.prepare((1, state.views[0][0].shape[0] * len(self.offsets))
+                         + crop_extent([w[-1] for w in work], self.receptive_field),
                          add=True)
         state.run(work, "slice", state.plan(work))
         # a run whose tumor reaches its box's edge again on the whole brain (FOCUS_EDGE)
