@@ -3,7 +3,7 @@
 # LocalCascadeCNN or MFCascadeCNN) on the folds of the TwoPathCNN campaign (training/run.sh), its first
 # network the converged TwoPathCNN of the same fold of FIRST_RECIPE's run, frozen; the first network's maps
 # over each training case are computed once and cached (learning/first_stage.py).  Same schedule as the
-# TwoPathCNN campaign (60 + 4 epochs of 100 batches of 32 windows of 16 x 16 labels, bfloat16) and its
+# TwoPathCNN campaign (60 + 4 epochs of 100 batches of 32 windows of 16 x 16 labels) and its
 # augmentation with the thick slices made before preprocessing (training/thick.json); rerunning the same
 # line continues the run exactly.
 # Usage: training/cascade.sh MODEL FIRST_RECIPE FOLD MINUTES [THREADS]

@@ -2,7 +2,7 @@
 # The single networks of the paper's table at convergence (issue 33): fold FOLD of MODEL (LocalPathCNN,
 # GlobalPathCNN or TwoPathCNN-1phase) on the folds of the TwoPathCNN campaign (training/run.sh), with the
 # cascades' recipe (training/cascade.sh: 60 + 4 epochs of 100 batches of 32 windows of 16 x 16 labels,
-# bfloat16, the augmentation of training/thick.json, its lesion contrast reduced by up to 70 % from the first
+# the augmentation of training/thick.json, its lesion contrast reduced by up to 70 % from the first
 # step); TwoPathCNN-1phase trains its 64 epochs in phase 1.  AverageCNN is trained by none: MODEL AverageCNN
 # assembles each fold from the finished LocalPathCNN and GlobalPathCNN runs' same fold and scores it.
 # SliceStackCNN, the project's own network (issue 33 item 5), trains the same way beside them.

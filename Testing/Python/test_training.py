@@ -270,6 +270,24 @@ def test_a_run_continues_only_under_the_config_it_started_with(synthetic_cases, 
     assert finished["stopped"] is None and finished["global_step"] == 9
 
 
+def test_a_run_continues_in_the_arithmetic_of_the_machine_it_resumes_on_and_records_each_piece(
+        synthetic_cases, tmp_path):
+    """bfloat16 where the CPU lacks it natively costs about 5 times a float32 step: a campaign run resumes in
+    what its machine does best ("auto"), and its state says which arithmetic each piece trained in."""
+    from dataclasses import replace
+    from BrainTumorCNNLib.running.inference import resolve_precision
+    config = tiny_config(synthetic_cases, batches_per_epoch=3, precision="bfloat16")
+    run = tmp_path / "r"
+    assert training.train(config, run, progress=False, deadline=0.0)["precisions"] == ["bfloat16"]
+    finished = training.train(replace(config, precision="float32"), run, progress=False)
+    assert finished["stopped"] is None and finished["global_step"] == 9
+    assert finished["precisions"] == ["bfloat16", "float32"]
+    fresh = training.train(replace(config, precision="auto"), tmp_path / "auto", progress=False)
+    assert fresh["precisions"] == [resolve_precision("auto", torch.device("cpu"))]
+    with pytest.raises(ValueError, match="precision"):
+        replace(config, precision="float16")
+
+
 def test_sigterm_stops_a_run_with_a_checkpoint_that_resumes(synthetic_cases, tmp_path):
     import signal
     import threading

@@ -48,7 +48,7 @@ from .augmentation import AugmentationConfig, augment
 from .sampling import CachedCase, PatchSampler, Prefetcher, SamplingConfig, case_name, load_cases, same_patient_groups
 
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 @dataclass
@@ -88,7 +88,8 @@ class TrainingConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"
     # "bfloat16": convolutions under bfloat16 autocast (the CPU's matrix units, a GPU's tensor cores); weights,
-    # optimiser, loss and the FFT output layer stay float32
+    # optimiser, loss and the FFT output layer stay float32; "auto": bfloat16 where the CPU multiplies it
+    # natively, float32 elsewhere (inference.resolve_precision), decided by each piece of a run
     precision: str = "float32"
     # the weights the run keeps (phase 2 starts from them, cross-validation scores them): "best" validation
     # epoch, or "last" (validation then only draws the curve: nothing is chosen on the validation cases)
@@ -327,15 +328,18 @@ class RunState:
     losses: List[float] = field(default_factory=list)  # this epoch's, so far
     tally: Optional[dict] = None  # this epoch's DiceTally counts, so far
     sampler: Optional[dict] = None  # the sampler's random state before the next batch
+    precisions: List[str] = field(default_factory=list)  # the arithmetic each piece of the run trained in
 
     def summary(self) -> dict:
         """The state without the epoch's running lists (what summary.json and the return value hold)."""
         return {k: v for k, v in asdict(self).items() if k not in ("losses", "tally", "sampler")}
 
 
-#: Fields a run may continue under other values of: where it runs, and the plan's length (a run lengthened
-#: by more epochs; log.csv keeps each epoch's rate and momentum).
-RESUMABLE_CHANGES = ("threads", "device", "cache_dir", "phase1_epochs", "phase2_epochs")
+#: Fields a run may continue under other values of: where it runs, the plan's length (a run lengthened
+#: by more epochs; log.csv keeps each epoch's rate and momentum), and the arithmetic, which the machine a
+#: piece runs on decides (bfloat16 emulated where the CPU lacks it costs about 5 times float32's step; the
+#: state keeps each piece's, `RunState.precisions`).
+RESUMABLE_CHANGES = ("threads", "device", "cache_dir", "phase1_epochs", "phase2_epochs", "precision")
 
 
 def check_same_config(saved: TrainingConfig, given: TrainingConfig) -> None:
@@ -401,6 +405,8 @@ class _Run:
         self.config, self.run_dir, self.progress = config, run_dir, progress
         self.rank, self.world = _world()
         self.device = training_device(config.device)
+        from ..running.inference import resolve_precision
+        self.precision = resolve_precision(config.precision, self.device)  # this piece's arithmetic
         run_dir.mkdir(parents=True, exist_ok=True)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -430,7 +436,7 @@ class _Run:
         _refuse_twins(train_cases, self.val_cases)
         if isinstance(self.model, networks.CascadeCNN) and config.first_stage_maps:
             train_cases = first_stage.with_first_stage(train_cases, self.model, weights.sha256(config.first_weights),
-                                                       cache, self.device, config.precision, say)
+                                                       cache, self.device, self.precision, say)
         self.size = self.model.receptive_field + config.output_size - 1
         self.sampler = PatchSampler(train_cases, self.model.receptive_field, config.output_size,
                                     config.num_classes, self.rng, config.sampling,
@@ -450,11 +456,14 @@ class _Run:
         config, model = self.config, self.model
         if self.checkpoint_path.is_file():
             config_path = self.run_dir / "config.json"
-            if config_path.is_file():
-                check_same_config(TrainingConfig.from_json(config_path.read_text()), config)
+            started = TrainingConfig.from_json(config_path.read_text()) if config_path.is_file() else None
+            if started is not None:
+                check_same_config(started, config)
             self.saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             model.load_state_dict(self.saved["model"])
             self.state = RunState(**json.loads(self.saved["state"]))
+            if not self.state.precisions and started is not None:  # its pieces before the record began
+                self.state.precisions.append(started.precision)
             if "torch_rng" in self.saved:  # checkpoints before exact resumption hold no random states
                 torch.set_rng_state(self.saved["torch_rng"])
                 self.generator.set_state(self.saved["augment_rng"])
@@ -467,6 +476,7 @@ class _Run:
                 set_output_bias(model, self.sampler.class_frequencies())
             if config.learning_rate <= 0:
                 self._find_learning_rate()
+        self.state.precisions.append(self.precision)
         self.ddp = _wrap(model, self.world, self.device)
         if self.rank == 0:
             write_text(self.run_dir / "config.json", json.dumps(asdict(config), indent=2))
@@ -523,8 +533,8 @@ class _Run:
                 return False
         state.wall_s += time.time() - start
         if self.rank == 0:
-            _end_epoch(self.model, config, state, self.run_dir, self.val_cases, self.device, epoch, phase, rate,
-                       momentum, state.losses, tally, time.time() - start, self.progress)
+            _end_epoch(self.model, config, state, self.run_dir, self.val_cases, self.device, self.precision, epoch,
+                       phase, rate, momentum, state.losses, tally, time.time() - start, self.progress)
             state.step, state.losses, state.tally = 0, [], None
             self.save_checkpoint(phase)
         state.step, state.losses, state.tally = 0, [], None
@@ -537,7 +547,7 @@ class _Run:
         """One SGD step on a batch; the outputs and labels for the epoch's Dice tally."""
         config = self.config
         x, y = self.next_batch(phase)
-        with autocast(self.device, config.precision):
+        with autocast(self.device, self.precision):
             out = self.ddp(x)
         loss = window_loss(out.float(), y, phase == 1, config.num_classes)
         penalty = sum(config.l1 * w.abs().sum() + config.l2 * (w ** 2).sum() for w in trainable_kernels(self.model))
@@ -574,10 +584,10 @@ def _catch_signals(caught: List[int]) -> dict:
     return previous
 
 
-def _end_epoch(model, config, state, run_dir, val_cases, device, epoch, phase, rate, momentum, losses, tally,
-               seconds, progress) -> None:
+def _end_epoch(model, config, state, run_dir, val_cases, device, precision, epoch, phase, rate, momentum, losses,
+               tally, seconds, progress) -> None:
     """Validation, the kept weights, the log row and the curves at the end of an epoch (rank 0)."""
-    score = (validation_dice(model, val_cases, config.validation_slice_step, device, config.precision)
+    score = (validation_dice(model, val_cases, config.validation_slice_step, device, precision)
              if val_cases else {})
     mean = float(np.mean(list(score.values()))) if score else -float(np.mean(losses))
     improved = mean > state.best_score
@@ -607,7 +617,8 @@ def _stopped(run_dir: Path, state: RunState, config: TrainingConfig, rank: int, 
         print(f"deadline reached at step {state.global_step} (epoch {state.epoch + 1}, step {state.step}): "
               f"checkpoint in {run_dir}; run the same command to continue", flush=True)
     return {"model": config.model, "run_dir": str(run_dir), "stopped": "deadline",
-            **{k: getattr(state, k) for k in ("epoch", "step", "global_step", "best_epoch", "best_score", "wall_s")}}
+            **{k: getattr(state, k) for k in ("epoch", "step", "global_step", "best_epoch", "best_score", "wall_s",
+                                             "precisions")}}
 
 
 def _compose(model: nn.Module, config: TrainingConfig, run_dir: Path) -> dict:
@@ -655,7 +666,7 @@ def _card(config: TrainingConfig, state: RunState, score: dict) -> dict:
         "train_cases": [case_name(p) for p in config.train_cases],
         "validation_cases": [case_name(p) for p in config.validation_cases],
         "epochs": state.epoch, "steps": state.global_step, "best_epoch": state.best_epoch,
-        "training_wall_s": round(state.wall_s, 1),
+        "training_wall_s": round(state.wall_s, 1), "training_precisions": state.precisions,
         "validation_slices": {"dice": score, "slice_step": config.validation_slice_step},
         "config": asdict(config),
     }
