@@ -97,6 +97,23 @@ def test_a_slice_stack_network_reads_the_slices_three_above_and_below_each_slice
     assert changed.tolist() == [False, False, False, False, True, False, False, True]
 
 
+def test_a_crop_fills_beyond_the_volume_with_each_channels_fill_in_plane_and_through_plane():
+    volume = np.arange(2 * 5 * 6 * 6, dtype=np.float32).reshape(2, 5, 6, 6)
+    fill = (-7.0, -9.0)  # one value per channel, as a cascade's first-stage maps need
+    crop = inference._padded_crop(volume, [1, 3], 0, 6, 0, 6, 5, fill=fill, offsets=(-3, 0, 3))
+    assert crop.shape == (2, 6, 10, 10)  # two slices, (offset, channel) pairs, the plane plus 2 + 2 margins
+    inner = (slice(2, 8), slice(2, 8))
+    for k, z in enumerate([1, 3]):
+        for o, offset in enumerate((-3, 0, 3)):
+            for ch in range(2):
+                plane = crop[k, o * 2 + ch]
+                assert (plane[:2] == fill[ch]).all() and (plane[:, -2:] == fill[ch]).all()  # in plane
+                if 0 <= z + offset < 5:
+                    np.testing.assert_array_equal(plane[inner], volume[ch, z + offset])
+                else:  # through plane: slice 1's -3 and slice 3's +3 lie beyond the volume
+                    assert (plane == fill[ch]).all()
+
+
 def test_fast_dense_equals_patch_network():
     model = lively(networks.InputCascadeCNN(num_classes=4))
     volume, mask = brain_volume(slices=1, radii=(14, 20))

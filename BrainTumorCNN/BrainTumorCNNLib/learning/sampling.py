@@ -283,22 +283,20 @@ class PatchSampler:
         for i in np.unique(cases):
             rows = np.flatnonzero(cases == i)
             z, r, c = np.unravel_index(flats[rows], self.shapes[i])
-            read, inside = slice_stack.indices(z, self.offsets, self.shapes[i][0])
-            x[rows] = self.images[i][:, read[:, :, None, None], r[:, None, None, None] + offsets[None, None, :, None],
-                                     c[:, None, None, None] + offsets[None, None, None, :]].transpose(1, 2, 0, 3, 4)
-            beyond = np.nonzero(~inside)  # (patch, offset) pairs reading past the case's first or last slice
-            x[rows[beyond[0]], beyond[1]] = BACKGROUND_VALUE
+            x[rows] = slice_stack.stacked(self.images[i], z, self.offsets, BACKGROUND_VALUE,
+                                          r[:, None] + offsets, c[:, None] + offsets
+                                          ).transpose(1, 0, 2, 3).reshape(len(rows), *x.shape[1:])
+            _, inside = slice_stack.indices(z, self.offsets, self.shapes[i][0])
             zz = z[:, None, None]
             y[rows] = self.classes[i][zz, r[:, None, None] + label_offsets[None, :, None],
                                       c[:, None, None] + label_offsets[None, None, :]]
             thick = self.rng.random(len(rows)) < self.config.thick_slice_fraction
-            for row, zi, ri, ci in zip(rows[thick], z[thick], r[thick], c[thick]):
+            for j in np.flatnonzero(thick):
                 thickness = int(self.rng.integers(self.thick_range.start, self.thick_range.stop))
                 phase = int(self.rng.integers(thickness))  # one acquisition for every slice the patch reads
-                for s, o in enumerate(self.offsets):
-                    if 0 <= zi + o < self.shapes[i][0]:
-                        x[row, s, THICK_CHANNELS] = self.thick_patch(i, int(zi + o), ri + offsets, ci + offsets,
-                                                                     x[row, s], thickness, phase)
+                for s in np.flatnonzero(inside[j]):
+                    x[rows[j], s, THICK_CHANNELS] = self.thick_patch(
+                        i, int(z[j] + self.offsets[s]), r[j] + offsets, c[j] + offsets, x[rows[j], s], thickness, phase)
         return x.reshape(n, len(self.offsets) * channels, size, size), y
 
     def thick_patch(self, case: int, z: int, rows: np.ndarray, columns: np.ndarray, patch: np.ndarray,

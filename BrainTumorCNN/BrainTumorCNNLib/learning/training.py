@@ -448,7 +448,7 @@ class _Run:
         x, y = self.batches.next(balanced=(phase == 1))
         x, y = augment(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device),
                        self.config.augmentation, self.size, self.config.output_size, self.generator,
-                       images=self.model.in_channels, slices=len(slice_stack.offsets_of(self.model)))
+                       images=self.model.in_channels, slices=len(self.sampler.offsets))
         return x.contiguous(memory_format=self.layout), y
 
     def start_or_resume(self) -> None:

@@ -177,9 +177,9 @@ class SliceStackCNN(TwoPathCNN):
     """Ours (issue 33, item 5): a TwoPathCNN whose local path also reads the slices `slice_offsets` away
     above and below, the global path the centre slice alone.  Why: the misses left are tumor ends on
     thick-slice scans and regions a single axial slice does not tell apart; through-plane context costs
-    only the local path's first layer (7 % more multiply-adds than a TwoPathCNN per dense pixel),
-    where widening the 13x13 global path as well would cost about 1.6 times.  Its input holds `in_channels` modalities
-    per offset, offset by offset (network.slice_stack builds it for training and inference alike)."""
+    only the local path's first layer (7 % more multiply-adds than a TwoPathCNN per dense pixel), where
+    widening the 13x13 global path as well would cost about 1.6 times.  Its input holds `in_channels`
+    modalities per offset, offset by offset (network.slice_stack builds it for training and inference)."""
 
     slice_offsets: Tuple[int, ...] = (-3, 0, 3)
 

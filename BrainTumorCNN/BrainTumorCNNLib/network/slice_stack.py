@@ -7,7 +7,7 @@ volume reads as background, as the scanner's outside does.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from torch import nn
@@ -30,12 +30,21 @@ def indices(zs: np.ndarray, offsets: Tuple[int, ...], depth: int) -> Tuple[np.nd
     return np.clip(wanted, 0, depth - 1), (wanted >= 0) & (wanted < depth)
 
 
-def stacked(volume: np.ndarray, zs: np.ndarray, offsets: Tuple[int, ...], fill: float) -> np.ndarray:
+def stacked(volume: np.ndarray, zs: np.ndarray, offsets: Tuple[int, ...], fill,
+            rows: Optional[np.ndarray] = None, columns: Optional[np.ndarray] = None) -> np.ndarray:
     """(C * len(offsets), len(zs), Y, X) of a (C, Z, Y, X) volume: slices zs with their neighbours as
-    channels, offset by offset, `fill` for those beyond the volume (the volume's own array for one offset)."""
+    channels, offset by offset, `fill` (one value, or one per channel C) for those beyond the volume (the
+    volume's own array for one offset).  With `rows` and `columns` ((len(zs), S) each) every slice gives
+    its own S x S patch instead: (C * len(offsets), len(zs), S, S)."""
     zs = np.asarray(zs, dtype=np.int64)
-    if tuple(offsets) == (0,):
+    if tuple(offsets) == (0,) and rows is None:
         return volume[:, zs]
     read, inside = indices(zs, offsets, volume.shape[1])
-    out = np.where(inside[None, :, :, None, None], volume[:, read], np.asarray(fill, volume.dtype))
-    return out.transpose(2, 0, 1, 3, 4).reshape((-1, len(zs)) + volume.shape[2:])
+    if rows is None:
+        picked = volume[:, read]
+    else:
+        picked = volume[:, read[:, :, None, None], np.asarray(rows)[:, None, :, None],
+                        np.asarray(columns)[:, None, None, :]]
+    fill = np.reshape(np.asarray(fill, volume.dtype), (-1, 1, 1, 1, 1))
+    out = np.where(inside[None, :, :, None, None], picked, fill)
+    return out.transpose(2, 0, 1, 3, 4).reshape((-1, len(zs)) + out.shape[3:])

@@ -312,14 +312,14 @@ def _padded_crop(volume: np.ndarray, zs: Sequence[int], y0: int, y1: int, x0: in
                  receptive_field: int, fill=BACKGROUND_VALUE, offsets: Tuple[int, ...] = (0,)) -> np.ndarray:
     """float32 (len(zs), C * len(offsets), y1-y0+rf-1, x1-x0+rf-1): the slices' output region
     plus margins, `fill` beyond the volume's edges (one value, or one per channel of one slice); with
-    `offsets` (slice_stack) each slice's neighbours follow as further channels, background beyond Z."""
+    `offsets` (slice_stack) each slice's neighbours follow as further channels, `fill` beyond Z as well."""
     left, right = margins(receptive_field)
     C, _, Y, X = volume.shape
     out = np.empty((len(zs), len(offsets), C, y1 - y0 + left + right, x1 - x0 + left + right), np.float32)
     out[:] = np.reshape(np.asarray(fill, np.float32), (1, 1, -1, 1, 1))
     out = out.reshape(len(zs), len(offsets) * C, out.shape[-2], out.shape[-1])
     sy0, sy1, sx0, sx1 = max(0, y0 - left), min(Y, y1 + right), max(0, x0 - left), min(X, x1 + right)
-    src = slice_stack.stacked(volume[:, :, sy0:sy1, sx0:sx1], zs, offsets, BACKGROUND_VALUE)
+    src = slice_stack.stacked(volume[:, :, sy0:sy1, sx0:sx1], zs, offsets, fill)
     out[:, :, sy0 - (y0 - left):sy1 - (y0 - left), sx0 - (x0 - left):sx1 - (x0 - left)] = src.transpose(1, 0, 2, 3)
     return out
 
