@@ -19,6 +19,8 @@
 #           half the patches with FLAIR and T2 in 3-6 mm slices made as a scanner makes them, before the
 #           preprocessing (slabs mixing the brain's ends with the outside, then the thick volume's own clipping
 #           and z-score: training/thick.json, sampling.ThickStatistics)
+#   augmented-region: augmented-thick with a soft-Dice loss on the nested regions beside the labels' NLL
+#           (--region-loss 1; issue 33): one change against augmented-thick, read off the same folds' cases
 # Usage: training/run.sh RECIPE FOLD MINUTES [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +34,12 @@ case $recipe in
       --phase1-epochs 10 --learning-rate 0.0003 --lr-decay 0.4 --momentum-start 0.9) ;;
   augmented-thick) cache=paper extra=(--config training/thick.json --start-run training/cv4-TwoPathCNN-augmented-lesion
       --phase1-epochs 10 --learning-rate 0.0003 --lr-decay 0.4 --momentum-start 0.9) ;;
+  augmented-region) cache=paper extra=(--config training/thick.json --start-run training/cv4-TwoPathCNN-augmented-lesion
+      --phase1-epochs 10 --learning-rate 0.0003 --lr-decay 0.4 --momentum-start 0.9 --region-loss 1) ;;
   augmented-lesion-strong) cache=paper extra=(--config training/lesion-strong.json
       --start-run training/cv4-TwoPathCNN-augmented-lesion --phase1-epochs 6 --learning-rate 0.0002 --lr-decay 0.4
       --momentum-start 0.9) ;;
-  *) echo "recipe: paper, robust, augmented, augmented-lesion, augmented-lesion-strong, augmented-thick or paper-float32" >&2; exit 2 ;;
+  *) echo "recipe: paper, robust, augmented, augmented-lesion, augmented-lesion-strong, augmented-thick, augmented-region or paper-float32" >&2; exit 2 ;;
 esac
 source training/common.sh
 campaign_crossval "training/cv4-TwoPathCNN-$recipe" "runs/cache-$cache" TwoPathCNN "$fold" "$minutes" "$threads" \

@@ -106,6 +106,12 @@ REGIONS: Dict[str, Tuple[int, ...]] = {
     "enhancing": (4,),
 }
 
+def class_regions(num_classes: int) -> np.ndarray:
+    """bool (len(REGIONS), num_classes): which of a network's classes each evaluation region holds."""
+    values = class_values(num_classes)
+    return np.array([np.isin(values, members) for members in REGIONS.values()])
+
+
 #: What readers call the regions (BraTS: whole tumor, tumor core, enhancing tumor).
 REGION_NAMES: Dict[str, str] = {"complete": "whole tumor", "core": "tumor core", "enhancing": "enhancing tumor"}
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from conftest import maintainer_tool, write_synthetic_case
@@ -150,6 +151,60 @@ def test_balanced_loss_weighs_each_present_class_equally():
     expected = 0.5 * per[targets == 0].mean() + 0.5 * per[targets == 3].mean()
     assert torch.allclose(training.window_loss(log_probs, targets, True, 4), expected)
     assert torch.allclose(training.window_loss(log_probs, targets, False, 4), per.mean())
+
+
+@pytest.mark.parametrize("num_classes", [4, 5])
+def test_a_networks_classes_sum_to_the_regions_brats_scores(num_classes):
+    truth = np.random.default_rng(0).integers(0, 5, size=(6, 7)).astype(np.uint8)
+    if num_classes == 4:
+        truth[truth == 3] = 1  # BraTS 2017+ have no separate non-enhancing label
+    classes = labels.labels_to_classes(truth, num_classes)
+    member = labels.class_regions(num_classes)
+    for r, region in enumerate(labels.REGIONS):
+        np.testing.assert_array_equal(member[r][classes], labels.region_mask(truth, region), err_msg=region)
+
+
+def test_the_region_loss_charges_a_confusion_inside_the_tumor_to_the_regions_it_spoils():
+    """Edema called necrosis spoils the core alone; tumor called background spoils the whole tumor and the
+    core; the labels' NLL charges both alike."""
+    truth = torch.tensor([[[1, 1, 2, 2], [0, 0, 0, 0]]])  # (1, 2, 4): NCR/NET, edema, background
+    sure = lambda classes: torch.log(F.one_hot(classes, 4).permute(0, 3, 1, 2).float().clamp(min=1e-6))
+    exact = training.region_dice_loss(sure(truth), truth, 4)
+    edema_as_necrosis = truth.clone()
+    edema_as_necrosis[truth == 2] = 1
+    tumor_as_background = truth.clone()
+    tumor_as_background[truth == 1] = 0
+    assert float(exact) < 1e-3
+    # regions: whole tumor exact; core: 4 called, the 2 true among them (Dice 5/7); enhancing absent, not called
+    assert float(training.region_dice_loss(sure(edema_as_necrosis), truth, 4)) == pytest.approx(
+        (1 - 5 / 7) / 3, abs=1e-3)
+    # whole tumor 2 of 4 called (Dice 5/7), core none of 2 (Dice 1/3)
+    assert float(training.region_dice_loss(sure(tumor_as_background), truth, 4)) == pytest.approx(
+        ((1 - 5 / 7) + (1 - 1 / 3)) / 3, abs=1e-3)
+    nll = [float(training.window_loss(sure(c), truth, False, 4)) for c in (edema_as_necrosis, tumor_as_background)]
+    assert nll[0] == pytest.approx(nll[1])
+
+
+def test_a_run_with_the_region_loss_records_it_and_continues_only_with_it(synthetic_cases, tmp_path):
+    import argparse
+
+    from BrainTumorCNNLib.frontends import train as train_frontend
+
+    parser = argparse.ArgumentParser()
+    train_frontend.configure_parser(parser)
+    args = parser.parse_args(["--run-dir", "run", "--region-loss", "0.5"])
+    assert train_frontend.config_from_args(args).region_loss == 0.5
+    assert training.TrainingConfig().region_loss == 0.0  # the paper's loss unless asked
+    run = tmp_path / "run"
+    plain = tmp_path / "plain"
+    training.train(tiny_config(synthetic_cases, phase2_epochs=0, region_loss=1.0), run, progress=False)
+    training.train(tiny_config(synthetic_cases, phase2_epochs=0), plain, progress=False)
+    assert json.loads((run / "config.json").read_text())["region_loss"] == 1.0
+    losses = [float(r["train_loss"]) for d in (run, plain) for r in csv.DictReader((d / "log.csv").open())]
+    assert all(np.isfinite(losses)) and losses[:2] != losses[2:]
+    with pytest.raises(ValueError, match="region_loss"):
+        training.train(tiny_config(synthetic_cases, phase1_epochs=3, phase2_epochs=0, region_loss=0.5), run,
+                       progress=False)
 
 
 def test_a_stacked_patch_is_the_crop_inference_gives_a_slice_stack_network(synthetic_cases):
