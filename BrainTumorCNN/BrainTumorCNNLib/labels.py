@@ -106,6 +106,7 @@ REGIONS: Dict[str, Tuple[int, ...]] = {
     "enhancing": (4,),
 }
 
+
 def class_regions(num_classes: int) -> np.ndarray:
     """bool (len(REGIONS), num_classes): which of a network's classes each evaluation region holds."""
     values = class_values(num_classes)
