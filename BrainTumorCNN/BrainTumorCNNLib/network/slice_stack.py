@@ -45,6 +45,8 @@ def stacked(volume: np.ndarray, zs: np.ndarray, offsets: Tuple[int, ...], fill,
     else:
         picked = volume[:, read[:, :, None, None], np.asarray(rows)[:, None, :, None],
                         np.asarray(columns)[:, None, None, :]]
-    fill = np.reshape(np.asarray(fill, volume.dtype), (-1, 1, 1, 1, 1))
-    out = np.where(inside[None, :, :, None, None], picked, fill)
+    out = picked
+    if not inside.all():  # a single slice's patches (training's common case) never leave the volume
+        fill = np.reshape(np.asarray(fill, volume.dtype), (-1, 1, 1, 1, 1))
+        out = np.where(inside[None, :, :, None, None], picked, fill)
     return out.transpose(2, 0, 1, 3, 4).reshape((-1, len(zs)) + out.shape[3:])
