@@ -86,6 +86,7 @@ class BrainTumorCNNParameterNode:
     removeFlat: bool = CleanupConfig.drop_flat
     largestOnly: bool = CleanupConfig.keep_largest_only
     removeDistant: bool = True  # the distance rule of the model's card (SegmentationOptions.model_cleanup)
+    growEdema: bool = True  # the edema growth of the model's card (SegmentationOptions.edema_growth)
     probabilities: bool = False
     labelmap: bool = False
     uncertainty: bool = False  # add the uncertainty map (hidden until shown)
@@ -406,6 +407,7 @@ class BrainTumorCNNLogic(ScriptedLoadableModuleLogic):
         return pipeline.SegmentationOptions(model=parameters.model or None, device=parameters.device,
                                             precision=parameters.precision, cleanup=cleanup,
                                             model_cleanup=parameters.removeDistant,
+                                            edema_growth=parameters.growEdema,
                                             brain_extraction=parameters.brainExtraction,
                                             screen=not parameters.probabilities)
 

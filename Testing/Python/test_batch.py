@@ -253,7 +253,9 @@ def test_cleanup_flags_reach_the_pipeline():
     options = batch.segmentation_options(parser.parse_args(["case", "--output", "out"]))
     assert options.cleanup == CleanupConfig() and options.model_cleanup  # the model's rule on top
     options = batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--keep-distant"]))
-    assert options.cleanup == CleanupConfig() and not options.model_cleanup
+    assert options.cleanup == CleanupConfig() and not options.model_cleanup and options.edema_growth
+    options = batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--no-edema-growth"]))
+    assert options.model_cleanup and not options.edema_growth
     assert batch.segmentation_options(parser.parse_args(["case", "--output", "out", "--no-cleanup"])).cleanup is None
 
 

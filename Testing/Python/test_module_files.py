@@ -228,6 +228,7 @@ def test_cleanup_defaults_come_from_the_engine():
         assert re.search(rf"{field}: .*= CleanupConfig\.{config}\n", source), field
         assert re.search(rf"{config}=parameters\.{field}\b", source), f"{field} is not passed to CleanupConfig"
     assert re.search(r"model_cleanup=parameters\.removeDistant\b", source), "removeDistant is not passed on"
+    assert re.search(r"edema_growth=parameters\.growEdema\b", source), "growEdema is not passed on"
 
 
 # --------------------------------------------------------------------------- CMakeLists.txt

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from BrainTumorCNNLib.running.postprocessing import CleanupConfig, CleanupReport, cleanup
+from BrainTumorCNNLib.running.postprocessing import CleanupConfig, CleanupReport, cleanup, grow_edema, postprocess
 from real_truth import read_truth, truth_files
 
 try:
@@ -294,3 +294,68 @@ def test_a_models_card_adds_the_rule_its_cross_validation_chose_unless_the_user_
     labels_in[6:10, 50:54, 14:18] = 4
     out, _ = cleanup(labels_in, ONE_MM, CleanupConfig.of_model(card))
     assert out[5:13, 40:50, 2:12].all() and not out[6:10, 50:54, 14:18].any()
+
+
+def _faint_rim_case():
+    """A tumor (tumor()) whose FLAIR is bright inside, a faint edema shell around it (the voxels within 2 mm;
+    FLAIR 1.0 above the brain's 0) and a bright spot (FLAIR 3.0) 4 voxels beyond the shell; the brain fills
+    the grid."""
+    labels_in = tumor()
+    flair = np.zeros(labels_in.shape, np.float32)
+    flair[labels_in > 0] = 2.5
+    shell = (ndimage.distance_transform_edt(labels_in == 0) <= 2.0) & (labels_in == 0)
+    flair[shell] = 1.0
+    flair[9, 18, 6] = 3.0  # the tumor ends at row 11, the shell at row 13
+    return labels_in, flair, shell, np.ones(labels_in.shape, bool)
+
+
+def test_edema_growth_takes_the_connected_faint_edema_within_its_reach_and_nothing_else():
+    labels_in, flair, shell, brain = _faint_rim_case()
+    out = grow_edema(labels_in, flair, brain, ONE_MM, flair_z=0.5, within_mm=2.0)
+    assert np.array_equal(out[labels_in > 0], labels_in[labels_in > 0])  # the tumor's own labels stay
+    assert (out[shell] == 2).all()  # the 2-voxel shell, as edema
+    assert out[9, 18, 6] == 0 and np.count_nonzero(out) == np.count_nonzero(labels_in) + shell.sum()
+    # too high a threshold for the shell, too short a reach for its outer layer
+    assert np.array_equal(grow_edema(labels_in, flair, brain, ONE_MM, flair_z=1.5, within_mm=2.0), labels_in)
+    one = grow_edema(labels_in, flair, brain, ONE_MM, flair_z=0.5, within_mm=1.0)
+    assert 0 < np.count_nonzero(one) - np.count_nonzero(labels_in) < shell.sum()
+    # the reach is in mm: with 2 mm voxels across (x) one voxel is already 2 mm away
+    wide = grow_edema(labels_in, flair, brain, (2.0, 1.0, 1.0), flair_z=0.5, within_mm=1.5)
+    assert not wide[8, 6, 12] and wide[8, 12, 6] == 2
+    # the threshold is above the median outside the tumor: in a brain as bright as the shell nothing grows
+    brighter = np.maximum(flair, (labels_in == 0).astype(np.float32))
+    assert np.array_equal(grow_edema(labels_in, brighter, brain, ONE_MM, 0.5, 2.0), labels_in)
+    # outside the brain nothing grows; no tumor, no growth
+    assert np.array_equal(grow_edema(labels_in, flair, labels_in > 0, ONE_MM, 0.5, 2.0), labels_in)
+    empty = np.zeros_like(labels_in)
+    assert not grow_edema(empty, flair, brain, ONE_MM, 0.5, 2.0).any()
+
+
+def test_postprocess_grows_only_what_the_component_rules_kept_and_reports_it():
+    labels_in, flair, shell, brain = _faint_rim_case()
+    speck = labels_in.copy()
+    speck[9, 18, 6] = 2  # a one-voxel component on the bright spot: the small rule removes it before growth
+    rule = CleanupConfig(edema_flair_z=0.5, edema_growth_mm=2.0)
+    out, report = postprocess(speck, ONE_MM, rule, flair, brain)
+    assert out[9, 18, 6] == 0 and (out[shell] == 2).all()
+    assert report.grown_ml == pytest.approx(shell.sum() / 1000.0) and "edema grown by" in report.summary()
+    plain, plain_report = postprocess(speck, ONE_MM, CleanupConfig(), flair, brain)
+    assert np.array_equal(plain, cleanup(speck, ONE_MM)[0]) and plain_report.grown_ml == 0.0
+    with pytest.raises(ValueError):
+        CleanupConfig(edema_flair_z=float("nan"))
+    with pytest.raises(ValueError):
+        CleanupConfig(edema_growth_mm=-1.0)
+
+
+def test_a_models_card_adds_its_edema_growth_unless_the_user_grows_otherwise():
+    card = {"cleanup": {"rule": "small+flat+edema grown (FLAIR +0.9 z, 2 mm)", "max_distance_mm": None,
+                        "distant_max_share": 1.0, "keep_largest_only": False, "edema_flair_z": 0.9,
+                        "edema_growth_mm": 2.0}}
+    assert CleanupConfig.of_model(card) == CleanupConfig(edema_flair_z=0.9, edema_growth_mm=2.0)
+    # a user's own distance rule keeps the card's growth; a user's own growth keeps theirs
+    assert CleanupConfig.of_model(card, CleanupConfig(max_distance_mm=30.0)) == CleanupConfig(
+        max_distance_mm=30.0, edema_flair_z=0.9)
+    mine = CleanupConfig(edema_flair_z=2.0, edema_growth_mm=1.0)
+    assert CleanupConfig.of_model(card, mine) == mine
+    grown = CleanupConfig(edema_flair_z=0.9)  # what a card is written with reads back as itself
+    assert CleanupConfig.of_model({"cleanup": grown.card_fields()}) == grown

@@ -254,6 +254,32 @@ def test_the_pipeline_cleans_with_the_rule_of_the_models_card_unless_told_not_to
         assert expected in said
 
 
+def test_the_pipeline_grows_the_edema_as_the_models_card_says_unless_told_not_to():
+    """A card's growth reaches the labels through the pipeline: an untrained network's tumor (whatever it
+    calls) gains the FLAIR-bright brain next to it; without the growth, or told not to, it does not."""
+    from BrainTumorCNNLib.network import registry
+    torch.manual_seed(0)
+    model = registry.get("TwoPathCNN").build(4).eval()
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0.0, 1.0, (4, 6, 48, 48)).astype(np.float32)
+    brain = np.ones((6, 48, 48), bool)
+    volume[3] += 0.5  # FLAIR: a little above the brain's median half the time
+    card = {"cleanup": {"edema_flair_z": 0.0, "edema_growth_mm": 3.0}}
+    runs = {}
+    for growth in (True, False):
+        options = pipeline.SegmentationOptions(device="cpu", edema_growth=growth, screen=False,
+                                               cleanup=CleanupConfig(drop_small=False, drop_flat=False))
+        runs[growth] = pipeline.segment_preprocessed(model, "TwoPathCNN", card, volume, brain, (1.0, 1.0, 1.0),
+                                                     options)
+    plain = runs[False].labels
+    assert plain.any() and np.array_equal(plain, cleanup(runs[False].labels, (1.0, 1.0, 1.0),
+                                                         CleanupConfig(drop_small=False, drop_flat=False))[0])
+    grown = runs[True].labels
+    added = (grown > 0) & (plain == 0)
+    assert added.any() and (grown[added] == 2).all() and np.array_equal(grown[plain > 0], plain[plain > 0])
+    assert runs[True].cleanup_report.grown_ml == pytest.approx(added.sum() / 1000.0)
+
+
 def test_a_cards_rule_that_ranks_every_component_turns_screening_off():
     options = pipeline.SegmentationOptions()
     assert pipeline.screen_step(options) == pipeline.screen_step(options, {}) == 1 + CleanupConfig().flat_max_slices

@@ -93,6 +93,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-distant", action="store_true",
                         help="keep components far from the main tumor that the model's card removes (the rule its "
                              "cross-validation chose; only small and flat components are then removed)")
+    parser.add_argument("--no-edema-growth", action="store_true",
+                        help="leave out the edema growth the model's card carries (the faint edema next to the "
+                             "tumor, FLAIR above the brain's, that its cross-validation chose to add)")
     parser.add_argument("--flips", action="store_true",
                         help="test-time augmentation: average the probabilities of the image and its left-right "
                              "flip (twice the network time)")
@@ -134,7 +137,7 @@ def segmentation_options(args: argparse.Namespace) -> pipeline.SegmentationOptio
         model=args.model, weights_path=args.weights, device=args.device, flips=args.flips, precision=args.precision,
         screen=not args.no_screening, brain_extraction=args.brain_extraction,
         preprocessing=PreprocessingConfig(n4=not args.no_n4), cleanup=None if args.no_cleanup else CleanupConfig(),
-        model_cleanup=not args.keep_distant, through_plane=args.through_plane, two_stage=not args.whole_cascade)
+        model_cleanup=not args.keep_distant, edema_growth=not args.no_edema_growth, through_plane=args.through_plane, two_stage=not args.whole_cascade)
 
 
 def main(args: argparse.Namespace) -> int:

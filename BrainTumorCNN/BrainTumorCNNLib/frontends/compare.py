@@ -25,9 +25,9 @@ from . import batch
 from .segment_case import run_case
 
 #: `segment`'s options that say how a case is segmented; compare takes them as segment defines them.
-SEGMENT_OPTIONS = ("--model", "--weights", "--device", "--no-cleanup", "--keep-distant", "--flips", "--precision",
-                   "--through-plane", "--whole-cascade", "--no-screening", "--no-n4", "--resample", "--register",
-                   "--brain-extraction", "--overwrite")
+SEGMENT_OPTIONS = ("--model", "--weights", "--device", "--no-cleanup", "--keep-distant", "--no-edema-growth",
+                   "--flips", "--precision", "--through-plane", "--whole-cascade", "--no-screening", "--no-n4",
+                   "--resample", "--register", "--brain-extraction", "--overwrite")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

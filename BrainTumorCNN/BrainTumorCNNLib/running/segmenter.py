@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from .. import __version__, labels
+from ..modalities import MODALITIES
 from ..network import registry, weights
 from ..preparing import brain_extraction
 from ..preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess, through_plane_average
 from ..reading.geometry import Geometry
 from . import cascade, inference, uncertainty
 from .inference import Progress
-from .postprocessing import CleanupConfig, cleanup
+from .postprocessing import CleanupConfig, postprocess
 
 
 @dataclass
@@ -44,8 +45,10 @@ class SegmentationOptions:
     # N4's settings; the normalisation statistics are the model's own (PreprocessingConfig.of_model)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cleanup: Optional[CleanupConfig] = field(default_factory=CleanupConfig)  # None = no cleanup
-    # with cleanup, also the distance rule the model's card chose by cross-validation (CleanupConfig.of_model)
+    # with cleanup, also the distance rule the model's card chose by cross-validation (CleanupConfig.of_model) ...
     model_cleanup: bool = True
+    # ... and the edema growth it chose (postprocessing.grow_edema)
+    edema_growth: bool = True
     # FLAIR and T2 averaged along the slice axis before preprocessing (preprocessing.through_plane_average)
     through_plane: bool = False
     # a cascade (or an ensemble of cascades) runs its second network only near its first network's tumor
@@ -183,8 +186,8 @@ def run_preprocessed(runner: cascade.Engine, name: str, card: dict, volume: np.n
     cleanup_report = None
     if rule is not None:
         report(0.96, "removing small, flat" + (" and distant" if rule.max_distance_mm is not None else "")
-               + " components")
-        out_labels, cleanup_report = cleanup(out_labels, spacing, rule)
+               + " components" + (", growing the edema" if rule.edema_flair_z is not None else ""))
+        out_labels, cleanup_report = postprocess(out_labels, spacing, rule, volume[MODALITIES.index("FLAIR")], brain)
     report(1.0, "done")
     return Segmentation(out_labels, result.probabilities, int(runner.model.num_classes), name, card, cleanup_report)
 
@@ -209,11 +212,15 @@ def shared(options: SegmentationOptions) -> Segmenter:
 
 
 def cleanup_rule(options: SegmentationOptions, card: dict) -> Optional[CleanupConfig]:
-    """The cleanup these options give with this model: theirs, plus the rule the model's card carries
-    when `options.model_cleanup` (CleanupConfig.of_model); None without cleanup."""
-    if options.cleanup is None or not options.model_cleanup:
-        return options.cleanup
-    return CleanupConfig.of_model(card, options.cleanup)
+    """The cleanup these options give with this model: theirs, plus what the model's card carries
+    (CleanupConfig.of_model): its rule comparing components when `options.model_cleanup`, its edema growth
+    when `options.edema_growth`; None without cleanup."""
+    if options.cleanup is None:
+        return None
+    chosen = (card.get("cleanup") or {}).items()
+    fields = ((CleanupConfig.COMPONENT_FIELDS if options.model_cleanup else ())
+              + (CleanupConfig.GROWTH_FIELDS if options.edema_growth else ()))
+    return CleanupConfig.of_model({"cleanup": {k: v for k, v in chosen if k in fields}}, options.cleanup)
 
 
 def screen_step(options: SegmentationOptions, card: Optional[dict] = None) -> int:
