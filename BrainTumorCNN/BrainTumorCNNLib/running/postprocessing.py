@@ -263,13 +263,17 @@ def grow_edema(labels: np.ndarray, flair: np.ndarray, brain: np.ndarray, spacing
     healthy = brain & ~tumor
     if not tumor.any() or not healthy.any():
         return np.array(labels, dtype=np.uint8, copy=True)
+    threshold = np.median(flair[healthy]) + flair_z
     sampling = tuple(float(s) for s in spacing)[::-1]  # (x, y, z) -> array axes (z, y, x)
-    near = ndimage.distance_transform_edt(~tumor, sampling=sampling) <= within_mm
-    bright = flair > np.median(flair[healthy]) + flair_z
-    allowed = tumor | (healthy & near & bright)
-    grown = ndimage.binary_propagation(tumor, structure=np.ones((3, 3, 3), bool), mask=allowed)
+    # only the tumor's bounding box grown by the reach can be reached: the work stays there
+    where = np.nonzero(tumor)
+    box = tuple(slice(max(0, int(i.min()) - reach), int(i.max()) + 1 + reach)
+                for i, reach in zip(where, (int(np.ceil(within_mm / s)) + 1 for s in sampling)))
+    near = ndimage.distance_transform_edt(~tumor[box], sampling=sampling) <= within_mm
+    allowed = tumor[box] | (healthy[box] & near & (flair[box] > threshold))
+    grown = ndimage.binary_propagation(tumor[box], structure=np.ones((3, 3, 3), bool), mask=allowed)
     out = np.array(labels, dtype=np.uint8, copy=True)
-    out[grown & ~tumor] = label_table.TISSUES["edema"].value
+    out[box][grown & ~tumor[box]] = label_table.TISSUES["edema"].value
     return out
 
 
