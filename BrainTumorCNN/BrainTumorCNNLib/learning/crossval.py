@@ -67,11 +67,11 @@ COMPONENT_MODEL_RULES = ("small+flat (default)", "small+flat+within 10 mm of lar
 #: Edema growths (postprocessing.grow_edema) a card may add to those rules: FLAIR z-scores above the brain's
 #: median, mm from the tumor (docs/accuracy.md: 0.9-1.1 z within 2 mm gained most on the 20 patients).
 EDEMA_GROWTHS = ((0.9, 2.0), (1.2, 2.0))
-for _name in COMPONENT_MODEL_RULES:
-    for _z, _mm in EDEMA_GROWTHS:
-        CLEANUP_RULES[f"{_name.replace(' (default)', '')}+edema grown (FLAIR +{_z} z, {_mm:g} mm)"] = replace(
-            CLEANUP_RULES[_name], edema_flair_z=_z, edema_growth_mm=_mm)
-MODEL_RULES = COMPONENT_MODEL_RULES + tuple(name for name in CLEANUP_RULES if "edema grown" in name)
+GROWN_RULES = {f"{name.replace(' (default)', '')}+edema grown (FLAIR +{z} z, {mm:g} mm)":
+               replace(CLEANUP_RULES[name], edema_flair_z=z, edema_growth_mm=mm)
+               for name in COMPONENT_MODEL_RULES for z, mm in EDEMA_GROWTHS}
+CLEANUP_RULES.update(GROWN_RULES)
+MODEL_RULES = COMPONENT_MODEL_RULES + tuple(GROWN_RULES)
 
 RELEASES = ((r"^BraTS-GLI-", "BraTS 2023"), (r"^BraTS2021_", "BraTS 2021"), (r"^BraTS20_", "BraTS 2020"),
             (r"^Brats18_", "BraTS 2018"), (r"^BRATS_|^HG|^LG", "BRATS 2012/2013"))
