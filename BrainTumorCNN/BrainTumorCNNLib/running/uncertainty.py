@@ -29,8 +29,8 @@ NEAR_MM = 10.0  # the expected Dice looks this far around the labelled tumor (th
 #: (UNSURE).  Over the cross-validation's 20 patients (each by the fold model that never saw it;
 #: docs/accuracy.md) the four cases below 0.80 scored 0.21-0.72 true complete Dice, every case above it
 #: but one (0.65) scored 0.83 or more; read off those same cases (EnsembleCNN's folds), so a figure to
-#: check on new ones.  Checked on the shipped CascadeEnsembleCNN's folds: the three cases below it scored
-#: 0.30-0.69, every case above it but two (0.68, 0.71) 0.83 or more.
+#: check on new ones.  Checked on the shipped CascadeEnsembleCNN's folds with the edema growth its card
+#: carries: the four cases below it scored 0.44-0.77, every case above it but one (0.77) 0.83 or more.
 UNSURE_BELOW_COMPLETE = 0.80
 #: The warning every front end shows for such a case (unsure).
 UNSURE = ("the model is unsure of this result; cases like it scored poorly in cross-validation: "
