@@ -2,8 +2,8 @@
 (issue 33 item 3; maintainer tool; no network runs: the run's kept held-out predictions are re-cleaned).
 
 Every held-out case that counts in the run's means is cleaned with the component rule its fold chose on the
-other folds' cases (per_case_chosen_rule.csv) and then grown by each (FLAIR z-score above the brain's median,
-reach in mm) of a grid, or not at all.  For each fold the setting (no growth first on a tie) with the best
+other folds' cases (per_case_chosen_rule.csv; any growth that choice carries left out) and then grown by each
+(FLAIR z-score above the brain's median, reach in mm) of a grid, or not at all.  For each fold the setting (no growth first on a tie) with the best
 mean Dice over the *other* folds' cases is applied to the fold's cases, as `crossval.nested_rule_choice`
 chooses cleanup rules.  Whole volumes, BraTS scores as the run's tables; one table row per setting and the
 nested figure; per case in OUTPUT/per_case.csv.
@@ -49,7 +49,8 @@ def main(argv: List[str] = None) -> int:
         with np.load(args.run_dir / f"fold-{int(row['fold'])}" / "predictions" / f"{row['case']}.npz",
                      allow_pickle=False) as data:
             predicted = data["labels"]
-        rule = crossval.CLEANUP_RULES[row["cleanup"]]
+        # the component rule of the fold's choice, without any growth it may carry
+        rule = replace(crossval.CLEANUP_RULES[row["cleanup"]], edema_flair_z=None)
         for setting in settings:
             grown = rule if setting is None else replace(rule, edema_flair_z=setting[0], edema_growth_mm=setting[1])
             scored[setting_name(setting)].append(dict(crossval.score(case, predicted, grown), case=row["case"],
