@@ -258,3 +258,38 @@ def test_a_reply_to_a_closed_page_is_dropped_and_other_task_errors_still_reporte
             assert dropped and not unretrieved
         else:
             assert unretrieved and not dropped and unretrieved[0].exc_info[1] is error
+
+
+def test_a_call_replying_to_a_closed_page_logs_one_line_not_tracebacks(caplog):
+    """CI saw it: the page closed between wslink's check and its reply, so wslink logged the reset as an
+    exception (three records, inside its `except`) and aiohttp logged it again with the request's error.
+    Those are dropped for one info line; the same loggers still report any other error."""
+    import asyncio
+    import logging
+
+    import wslink.protocol
+    from aiohttp.client_exceptions import ClientConnectionResetError
+
+    from BrainTumorCNNLib.frontends.web.logic.security import drop_replies_to_closed_pages
+
+    loop = asyncio.new_event_loop()
+    drop_replies_to_closed_pages(loop)
+    drop_replies_to_closed_pages(loop)  # installed once however often the server becomes ready
+    loop.close()
+    wslink_log, aiohttp_log = wslink.protocol.logger, logging.getLogger("aiohttp.server")
+    for error in (ClientConnectionResetError("Cannot write to closing transport"), ValueError("a real bug")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            try:
+                raise error
+            except Exception as handled:  # as wslink's onCompleteMessage does
+                wslink_log.error("Exception raised")
+                wslink_log.error(repr(handled))
+                wslink_log.error("Traceback ...")
+            aiohttp_log.error("Error handling request", exc_info=error)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        dropped = [r for r in caplog.records if "a reply to a page that had closed was dropped" in r.getMessage()]
+        if isinstance(error, ConnectionResetError):
+            assert not errors and len(dropped) == 1
+        else:
+            assert len(errors) == 4 and not dropped

@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +147,10 @@ class OneSession:
 
 
 def drop_replies_to_closed_pages(loop: asyncio.AbstractEventLoop) -> None:
-    """wslink sends replies and state pushes in tasks that nothing awaits: one still writing when its page
-    closes fails with a connection reset, which asyncio would print as an unretrieved task's traceback.
-    Such a reply has no reader; it is dropped with a log line.  Every other error still reaches asyncio's
-    own handler."""
+    """A page that closes while wslink writes to it makes that write fail with a connection reset: in an
+    unawaited task (asyncio would print an unretrieved task's traceback), or inside a call's reply, which
+    wslink logs as a traceback and aiohttp then logs again as an error of the websocket's request.  Such a
+    reply has no reader; it is dropped with a log line.  Every other error is still reported as before."""
     def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         if isinstance(context.get("exception"), ConnectionResetError):
             log.info("a reply to a page that had closed was dropped")
@@ -157,3 +158,31 @@ def drop_replies_to_closed_pages(loop: asyncio.AbstractEventLoop) -> None:
         loop.default_exception_handler(context)
 
     loop.set_exception_handler(handle)
+    for name in CLOSED_PAGE_LOGGERS:
+        logging.getLogger(name).addFilter(_CLOSED_PAGE_FILTER)  # a filter already there is not added twice
+
+
+#: Loggers that report a write to a closed page as an error: wslink's call handler (while it handles the
+#: exception) and aiohttp's request handler (with the exception in the record).
+CLOSED_PAGE_LOGGERS = ("wslink.protocol", "aiohttp.server")
+
+
+class _ClosedPageFilter(logging.Filter):
+    """Drops a logger's error records about a connection reset: the one being handled (wslink logs inside
+    its `except`) or the one attached to the record (aiohttp); one info line per reset, not per record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_error_id: Optional[int] = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        if not (isinstance(error, ConnectionResetError) and record.levelno >= logging.ERROR):
+            return True
+        if id(error) != self.last_error_id:
+            self.last_error_id = id(error)
+            log.info("a reply to a page that had closed was dropped")
+        return False
+
+
+_CLOSED_PAGE_FILTER = _ClosedPageFilter()  # one for both loggers: they report the same reset
