@@ -297,12 +297,14 @@ def test_a_models_card_adds_the_rule_its_cross_validation_chose_unless_the_user_
 
 
 def _faint_rim_case():
-    """A tumor (tumor()) whose FLAIR is bright inside, a faint edema shell around it (the voxels within 2 mm;
-    FLAIR 1.0 above the brain's 0) and a bright spot (FLAIR 3.0) 4 voxels beyond the shell; the brain fills
-    the grid."""
+    """A tumor (tumor()) whose FLAIR is bright inside (its edema 2.5, its core 4.0), a faint edema shell
+    around it (the voxels within 2 mm; FLAIR 1.0 above the brain's 0) and a bright spot (FLAIR 3.0) 4 voxels
+    beyond the shell; the brain fills the grid."""
     labels_in = tumor()
     flair = np.zeros(labels_in.shape, np.float32)
-    flair[labels_in > 0] = 2.5
+    flair[labels_in == 2] = 2.5
+    flair[labels_in > 2] = 4.0
+    flair[labels_in == 1] = 4.0
     shell = (ndimage.distance_transform_edt(labels_in == 0) <= 2.0) & (labels_in == 0)
     flair[shell] = 1.0
     flair[9, 18, 6] = 3.0  # the tumor ends at row 11, the shell at row 13
@@ -311,51 +313,71 @@ def _faint_rim_case():
 
 def test_edema_growth_takes_the_connected_faint_edema_within_its_reach_and_nothing_else():
     labels_in, flair, shell, brain = _faint_rim_case()
-    out = grow_edema(labels_in, flair, brain, ONE_MM, flair_z=0.5, within_mm=2.0)
+    # the shell's 1.0 lies 40 % of the way from the brain's 0 to the edema's 2.5
+    out = grow_edema(labels_in, flair, brain, ONE_MM, share=0.3, within_mm=2.0)
     assert np.array_equal(out[labels_in > 0], labels_in[labels_in > 0])  # the tumor's own labels stay
     assert (out[shell] == 2).all()  # the 2-voxel shell, as edema
     assert out[9, 18, 6] == 0 and np.count_nonzero(out) == np.count_nonzero(labels_in) + shell.sum()
-    # too high a threshold for the shell, too short a reach for its outer layer
-    assert np.array_equal(grow_edema(labels_in, flair, brain, ONE_MM, flair_z=1.5, within_mm=2.0), labels_in)
-    one = grow_edema(labels_in, flair, brain, ONE_MM, flair_z=0.5, within_mm=1.0)
+    # too high a share for the shell, too short a reach for its outer layer
+    assert np.array_equal(grow_edema(labels_in, flair, brain, ONE_MM, share=0.5, within_mm=2.0), labels_in)
+    one = grow_edema(labels_in, flair, brain, ONE_MM, share=0.3, within_mm=1.0)
     assert 0 < np.count_nonzero(one) - np.count_nonzero(labels_in) < shell.sum()
     # the reach is in mm: with 2 mm voxels across (x) one voxel is already 2 mm away
-    wide = grow_edema(labels_in, flair, brain, (2.0, 1.0, 1.0), flair_z=0.5, within_mm=1.5)
+    wide = grow_edema(labels_in, flair, brain, (2.0, 1.0, 1.0), share=0.3, within_mm=1.5)
     assert not wide[8, 6, 12] and wide[8, 12, 6] == 2
-    # the threshold is above the median outside the tumor: in a brain as bright as the shell nothing grows
+    # the threshold starts at the median outside the tumor: in a brain as bright as the shell nothing grows
     brighter = np.maximum(flair, (labels_in == 0).astype(np.float32))
-    assert np.array_equal(grow_edema(labels_in, brighter, brain, ONE_MM, 0.5, 2.0), labels_in)
-    # outside the brain nothing grows; no tumor, no growth
-    assert np.array_equal(grow_edema(labels_in, flair, labels_in > 0, ONE_MM, 0.5, 2.0), labels_in)
+    assert np.array_equal(grow_edema(labels_in, brighter, brain, ONE_MM, 0.3, 2.0), labels_in)
+    # outside the brain nothing grows; no tumor, or a tumor no brighter than the brain, no growth
+    assert np.array_equal(grow_edema(labels_in, flair, labels_in > 0, ONE_MM, 0.3, 2.0), labels_in)
     empty = np.zeros_like(labels_in)
-    assert not grow_edema(empty, flair, brain, ONE_MM, 0.5, 2.0).any()
+    assert not grow_edema(empty, flair, brain, ONE_MM, 0.3, 2.0).any()
+    dark = np.where(labels_in > 0, 0.0, flair).astype(np.float32)
+    assert np.array_equal(grow_edema(labels_in, dark, brain, ONE_MM, 0.0, 2.0), labels_in)
+
+
+def test_edema_growth_follows_the_cases_own_lesion_contrast():
+    """The threshold is a share of the way to the edema found: a site whose lesions are fainter on FLAIR
+    (the benchmark's lesion contrast x0.6) grows the same shell, where a fixed height above the brain would
+    not; a tumor without edema labels measures its own FLAIR instead."""
+    labels_in, flair, shell, brain = _faint_rim_case()
+    fainter = flair * 0.6
+    assert np.array_equal(grow_edema(labels_in, fainter, brain, ONE_MM, 0.3, 2.0),
+                          grow_edema(labels_in, flair, brain, ONE_MM, 0.3, 2.0))
+    # no edema label: the whole tumor's median (4.0) sets the level; 1.0 is 25 % of the way there
+    cores = np.where(labels_in > 0, 4, 0).astype(np.uint8)
+    core_flair = np.where(labels_in > 0, 4.0, flair).astype(np.float32)
+    assert (grow_edema(cores, core_flair, brain, ONE_MM, 0.2, 2.0)[shell] == 2).all()
+    assert np.array_equal(grow_edema(cores, core_flair, brain, ONE_MM, 0.3, 2.0), cores)
 
 
 def test_postprocess_grows_only_what_the_component_rules_kept_and_reports_it():
     labels_in, flair, shell, brain = _faint_rim_case()
     speck = labels_in.copy()
     speck[9, 18, 6] = 2  # a one-voxel component on the bright spot: the small rule removes it before growth
-    rule = CleanupConfig(edema_flair_z=0.5, edema_growth_mm=2.0)
+    rule = CleanupConfig(edema_flair_share=0.3, edema_growth_mm=2.0)
     out, report = postprocess(speck, ONE_MM, rule, flair, brain)
     assert out[9, 18, 6] == 0 and (out[shell] == 2).all()
     assert report.grown_ml == pytest.approx(shell.sum() / 1000.0) and "edema grown by" in report.summary()
     plain, plain_report = postprocess(speck, ONE_MM, CleanupConfig(), flair, brain)
     assert np.array_equal(plain, cleanup(speck, ONE_MM)[0]) and plain_report.grown_ml == 0.0
     with pytest.raises(ValueError):
-        CleanupConfig(edema_flair_z=float("nan"))
+        CleanupConfig(edema_flair_share=float("nan"))
+    with pytest.raises(ValueError):
+        CleanupConfig(edema_flair_share=1.5)
     with pytest.raises(ValueError):
         CleanupConfig(edema_growth_mm=-1.0)
 
 
 def test_a_models_card_adds_its_edema_growth_unless_the_user_grows_otherwise():
-    card = {"cleanup": {"rule": "small+flat+edema grown (FLAIR +0.9 z, 2 mm)", "max_distance_mm": None,
-                        "distant_max_share": 1.0, "keep_largest_only": False, "edema_flair_z": 0.9,
-                        "edema_growth_mm": 2.0}}
-    assert CleanupConfig.of_model(card) == CleanupConfig(edema_flair_z=0.9, edema_growth_mm=2.0)
+    card = {"cleanup": {"rule": "small+flat+edema grown (FLAIR 40% up to the edema's, 2 mm)",
+                        "max_distance_mm": None, "distant_max_share": 1.0, "keep_largest_only": False,
+                        "edema_flair_share": 0.4, "edema_growth_mm": 2.0}}
+    assert CleanupConfig.of_model(card) == CleanupConfig(edema_flair_share=0.4, edema_growth_mm=2.0)
     # a user's own distance rule keeps the card's growth; a user's own growth keeps theirs
     assert CleanupConfig.of_model(card, CleanupConfig(max_distance_mm=30.0)) == CleanupConfig(
-        max_distance_mm=30.0, edema_flair_z=0.9)
-    mine = CleanupConfig(edema_flair_z=2.0, edema_growth_mm=1.0)
+        max_distance_mm=30.0, edema_flair_share=0.4)
+    mine = CleanupConfig(edema_flair_share=0.8, edema_growth_mm=1.0)
     assert CleanupConfig.of_model(card, mine) == mine
-    grown = CleanupConfig(edema_flair_z=0.9)  # what a card is written with reads back as itself
+    grown = CleanupConfig(edema_flair_share=0.4)  # what a card is written with reads back as itself
     assert CleanupConfig.of_model({"cleanup": grown.card_fields()}) == grown

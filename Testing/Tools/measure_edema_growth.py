@@ -3,12 +3,18 @@
 
 Every held-out case that counts in the run's means is cleaned with the component rule its fold chose on the
 other folds' cases (per_case_chosen_rule.csv; any growth that choice carries left out) and then grown by each
-(FLAIR z-score above the brain's median, reach in mm) of a grid, or not at all.  For each fold the setting (no growth first on a tie) with the best
+(share of the way from the brain's median FLAIR to the edema's, reach in mm) of a grid, or not at all.  For each fold the setting (no growth first on a tie) with the best
 mean Dice over the *other* folds' cases is applied to the fold's cases, as `crossval.nested_rule_choice`
 chooses cleanup rules.  Whole volumes, BraTS scores as the run's tables; one table row per setting and the
 nested figure; per case in OUTPUT/per_case.csv.
 
+`--fainter-lesion F` reads the growth's FLAIR with the tumor's contrast to the brain times F (inside the
+expert's tumor, its edge blurred by 1 voxel, pulled toward the healthy brain's median), the predictions
+held: how much of the growth a site with fainter lesions keeps (the `robustness` benchmark's lesion contrast
+shift also changes what the networks call; this isolates the growth).
+
     PYTHONPATH=BrainTumorCNN python Testing/Tools/measure_edema_growth.py RUN_DIR CACHE_DIR [--output DIR]
+        [--fainter-lesion 0.6]
 """
 from __future__ import annotations
 
@@ -18,20 +24,33 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.learning import crossval
-from BrainTumorCNNLib.learning.sampling import case_name, case_sources, load_case
+from BrainTumorCNNLib.learning.sampling import CachedCase, case_name, case_sources, load_case
+from BrainTumorCNNLib.modalities import MODALITIES
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
 from BrainTumorCNNLib.scoring import tables
 
-Z_SCORES = (0.7, 0.9, 1.1, 1.3, 1.6)
+SHARES = (0.3, 0.4, 0.5, 0.6, 0.7)
 REACH_MM = (1.0, 2.0, 3.0)
 Setting = Optional[Tuple[float, float]]
 
 
 def setting_name(setting: Setting) -> str:
-    return "none" if setting is None else f"FLAIR +{setting[0]} z, {setting[1]:g} mm"
+    return "none" if setting is None else f"FLAIR {setting[0]:.0%} up to the edema's, {setting[1]:g} mm"
+
+
+def fainter_lesion(case: CachedCase, factor: float) -> CachedCase:
+    """The case with its FLAIR's tumor-to-brain contrast times `factor` inside the (blurred) expert tumor."""
+    flair = case.images[MODALITIES.index("FLAIR")].astype(np.float32)
+    tumor = case.truth > 0
+    brain_level = float(np.median(flair[case.brain & ~tumor]))
+    weight = ndimage.gaussian_filter(tumor.astype(np.float32), 1.0) * case.brain
+    images = case.images.copy()
+    images[MODALITIES.index("FLAIR")] = flair - (1.0 - factor) * weight * (flair - brain_level)
+    return replace(case, images=images)
 
 
 def main(argv: List[str] = None) -> int:
@@ -39,20 +58,24 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("cache", type=Path)
     parser.add_argument("--output", type=Path, default=Path("runs/edema-growth"))
+    parser.add_argument("--fainter-lesion", type=float, default=None, metavar="F",
+                        help="the growth reads a FLAIR whose tumor-to-brain contrast is times F (see above)")
     args = parser.parse_args(argv)
-    settings: List[Setting] = [None] + [(z, mm) for z in Z_SCORES for mm in REACH_MM]
+    settings: List[Setting] = [None] + [(z, mm) for z in SHARES for mm in REACH_MM]
     sources = {case_name(p): p for p in case_sources(str(args.cache))}
     rows = [r for r in crossval.held_out_rows(args.run_dir, chosen_rule=True) if crossval.in_means(r)]
     scored: Dict[str, List[dict]] = {setting_name(s): [] for s in settings}
     for row in rows:
         case = load_case(sources[row["case"]], PreprocessingConfig())
+        if args.fainter_lesion is not None:
+            case = fainter_lesion(case, args.fainter_lesion)
         with np.load(args.run_dir / f"fold-{int(row['fold'])}" / "predictions" / f"{row['case']}.npz",
                      allow_pickle=False) as data:
             predicted = data["labels"]
         # the component rule of the fold's choice, without any growth it may carry
-        rule = replace(crossval.CLEANUP_RULES[row["cleanup"]], edema_flair_z=None)
+        rule = replace(crossval.CLEANUP_RULES[row["cleanup"]], edema_flair_share=None)
         for setting in settings:
-            grown = rule if setting is None else replace(rule, edema_flair_z=setting[0], edema_growth_mm=setting[1])
+            grown = rule if setting is None else replace(rule, edema_flair_share=setting[0], edema_growth_mm=setting[1])
             scored[setting_name(setting)].append(dict(crossval.score(case, predicted, grown), case=row["case"],
                                                       fold=int(row["fold"])))
         print(f"{row['case']}: complete Dice " + ", ".join(

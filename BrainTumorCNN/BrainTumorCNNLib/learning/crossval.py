@@ -64,12 +64,13 @@ CLEANUP_RULES: Dict[str, Optional[CleanupConfig]] = {
 #: the second focus of BraTS2021_00009 (12.6 mL, 18-20 mm from the first), "largest only" too.
 COMPONENT_MODEL_RULES = ("small+flat (default)", "small+flat+within 10 mm of largest or over 1/4 of it",
                          "small+flat+within 20 mm of largest")
-#: Edema growths (postprocessing.grow_edema) a card may add to those rules: FLAIR z-scores above the brain's
-#: median, mm from the tumor (docs/accuracy.md: 0.9-1.1 z within 2 mm gained most on the 20 patients).
-EDEMA_GROWTHS = ((0.9, 2.0), (1.2, 2.0))
-GROWN_RULES = {f"{name.replace(' (default)', '')}+edema grown (FLAIR +{z} z, {mm:g} mm)":
-               replace(CLEANUP_RULES[name], edema_flair_z=z, edema_growth_mm=mm)
-               for name in COMPONENT_MODEL_RULES for z, mm in EDEMA_GROWTHS}
+#: Edema growths (postprocessing.grow_edema) a card may add to those rules: the share of the way from the
+#: brain's median FLAIR to the edema's, mm from the tumor (docs/accuracy.md: 0.4-0.5 within 2 mm gained as
+#: much as any fixed height on the 20 patients and held under fainter lesions).
+EDEMA_GROWTHS = ((0.4, 2.0), (0.5, 2.0))
+GROWN_RULES = {f"{name.replace(' (default)', '')}+edema grown (FLAIR {share:.0%} up to the edema's, {mm:g} mm)":
+               replace(CLEANUP_RULES[name], edema_flair_share=share, edema_growth_mm=mm)
+               for name in COMPONENT_MODEL_RULES for share, mm in EDEMA_GROWTHS}
 CLEANUP_RULES.update(GROWN_RULES)
 MODEL_RULES = COMPONENT_MODEL_RULES + tuple(GROWN_RULES)
 

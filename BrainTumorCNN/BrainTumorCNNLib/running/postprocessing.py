@@ -20,13 +20,16 @@ their label values, so the sub-regions (core, enhancing) of the kept tumor are
 untouched.  The rules are per component, so cleaning twice changes nothing.
 
 After the components, `postprocess` may grow the kept tumor by its edema
-(`edema_flair_z`): the networks stop short of the faint outer edema (on the
+(`edema_flair_share`): the networks stop short of the faint outer edema (on the
 cross-validation's 20 patients a third of the whole tumor they miss lies within
 1 mm of what they call, its FLAIR about 0.8 z above the brain against 1.7 for the
 edema they find), so voxels within `edema_growth_mm` of the tumor, connected to
-it, whose FLAIR lies `edema_flair_z` z-scores above the median FLAIR of the brain
-outside the tumor, become edema.  Growing after the component rules keeps them
-exact under screening (`unseen_span`): it only reads the tumor they kept.
+it, whose FLAIR lies above the median FLAIR of the brain outside the tumor by
+`edema_flair_share` of the way to the median FLAIR of the edema found, become
+edema.  The threshold is relative to the case's own edema, so a site whose lesions
+are fainter on FLAIR grows as far (a fixed height above the brain grew less there).
+Growing after the component rules keeps them exact under screening
+(`unseen_span`): it only reads the tumor they kept.
 
 Defaults were checked against the expert labels in `../shared/data` (BraTS
 2012/2021/2023, 1 mm voxels): cleaning the ground truth removes only specks of
@@ -69,9 +72,10 @@ class CleanupConfig:
     #: 26-connectivity (True) or 6-connectivity (False).  26 never splits a tumor at a
     #: diagonal contact, so it removes less.
     fully_connected: bool = True
-    #: Grow the kept tumor into connected voxels whose FLAIR (z-score) lies this far above the median FLAIR of
-    #: the brain outside the tumor, as edema (None: no growth; see the module docstring) ...
-    edema_flair_z: Optional[float] = None
+    #: Grow the kept tumor, as edema, into connected voxels whose FLAIR lies this share of the way from the
+    #: median FLAIR of the brain outside the tumor to that of the edema found (None: no growth; see the
+    #: module docstring) ...
+    edema_flair_share: Optional[float] = None
     #: ... no farther than this from the tumor (mm).
     edema_growth_mm: float = 2.0
 
@@ -84,8 +88,8 @@ class CleanupConfig:
             raise ValueError(f"max_distance_mm must be a finite number >= 0 or None, not {self.max_distance_mm}")
         if not 0 < self.distant_max_share <= 1:
             raise ValueError(f"distant_max_share must lie in (0, 1], not {self.distant_max_share}")
-        if self.edema_flair_z is not None and not np.isfinite(self.edema_flair_z):
-            raise ValueError(f"edema_flair_z must be a finite number or None, not {self.edema_flair_z}")
+        if self.edema_flair_share is not None and not 0 <= self.edema_flair_share <= 1:
+            raise ValueError(f"edema_flair_share must lie in [0, 1] or be None, not {self.edema_flair_share}")
         if not (np.isfinite(self.edema_growth_mm) and self.edema_growth_mm >= 0):
             raise ValueError(f"edema_growth_mm must be a finite number >= 0, not {self.edema_growth_mm}")
 
@@ -102,7 +106,7 @@ class CleanupConfig:
     #: The fields a model's card may set (CleanupConfig.of_model): the rules that compare components ...
     COMPONENT_FIELDS = ("max_distance_mm", "distant_max_share", "keep_largest_only")
     #: ... and the edema growth.
-    GROWTH_FIELDS = ("edema_flair_z", "edema_growth_mm")
+    GROWTH_FIELDS = ("edema_flair_share", "edema_growth_mm")
     CARD_FIELDS = COMPONENT_FIELDS + GROWTH_FIELDS
 
     @classmethod
@@ -115,7 +119,7 @@ class CleanupConfig:
         out = base
         if not (base.max_distance_mm is not None or base.keep_largest_only):
             out = replace(out, **{k: v for k, v in chosen.items() if k in cls.COMPONENT_FIELDS})
-        if base.edema_flair_z is None and chosen.get("edema_flair_z") is not None:
+        if base.edema_flair_share is None and chosen.get("edema_flair_share") is not None:
             out = replace(out, **{k: v for k, v in chosen.items() if k in cls.GROWTH_FIELDS})
         return out
 
@@ -145,7 +149,7 @@ class CleanupReport:
     """What `cleanup` did: every component found, those removed and why."""
 
     components: List[Component] = field(default_factory=list)  # largest first
-    grown_ml: float = 0.0  # edema added by the growth (CleanupConfig.edema_flair_z)
+    grown_ml: float = 0.0  # edema added by the growth (CleanupConfig.edema_flair_share)
 
     @property
     def removed(self) -> List[Component]:
@@ -255,15 +259,22 @@ def cleanup(labels: np.ndarray, spacing: Sequence[float],
 
 
 def grow_edema(labels: np.ndarray, flair: np.ndarray, brain: np.ndarray, spacing: Sequence[float],
-               flair_z: float, within_mm: float) -> np.ndarray:
+               share: float, within_mm: float) -> np.ndarray:
     """`labels` (uint8 (Z, Y, X)) with the brain voxels connected to the tumor (26-connected, through such
-    voxels) within `within_mm` of it whose `flair` (preprocessed, z-scores) exceeds the median of the brain
-    outside the tumor by `flair_z`, labelled edema; a new array.  No tumor, no growth."""
+    voxels) within `within_mm` of it whose `flair` exceeds the median of the brain outside the tumor by
+    `share` of the way to the median of the edema found (of the whole tumor, if it has no edema), labelled
+    edema; a new array.  No tumor, or a tumor no brighter than the brain, no growth."""
     tumor = labels > 0
     healthy = brain & ~tumor
+    out = np.array(labels, dtype=np.uint8, copy=True)
     if not tumor.any() or not healthy.any():
-        return np.array(labels, dtype=np.uint8, copy=True)
-    threshold = np.median(flair[healthy]) + flair_z
+        return out
+    edema = labels == label_table.TISSUES["edema"].value
+    brain_level = float(np.median(flair[healthy]))
+    edema_level = float(np.median(flair[edema if edema.any() else tumor]))
+    if edema_level <= brain_level:
+        return out
+    threshold = brain_level + share * (edema_level - brain_level)
     sampling = tuple(float(s) for s in spacing)[::-1]  # (x, y, z) -> array axes (z, y, x)
     # only the tumor's bounding box grown by the reach can be reached: the work stays there
     where = np.nonzero(tumor)
@@ -272,7 +283,6 @@ def grow_edema(labels: np.ndarray, flair: np.ndarray, brain: np.ndarray, spacing
     near = ndimage.distance_transform_edt(~tumor[box], sampling=sampling) <= within_mm
     allowed = tumor[box] | (healthy[box] & near & (flair[box] > threshold))
     grown = ndimage.binary_propagation(tumor[box], structure=np.ones((3, 3, 3), bool), mask=allowed)
-    out = np.array(labels, dtype=np.uint8, copy=True)
     out[box][grown & ~tumor[box]] = label_table.TISSUES["edema"].value
     return out
 
@@ -282,8 +292,8 @@ def postprocess(labels: np.ndarray, spacing: Sequence[float], config: CleanupCon
     """`cleanup`, then the edema growth the config asks for (`grow_edema`) on what it kept; `flair` and
     `brain` (the preprocessed FLAIR and the brain mask, the labels' grid) are read only for the growth."""
     out, report = cleanup(labels, spacing, config)
-    if config.edema_flair_z is not None and report.kept:
+    if config.edema_flair_share is not None and report.kept:
         before = int(np.count_nonzero(out))
-        out = grow_edema(out, flair, brain, spacing, config.edema_flair_z, config.edema_growth_mm)
+        out = grow_edema(out, flair, brain, spacing, config.edema_flair_share, config.edema_growth_mm)
         report.grown_ml = (int(np.count_nonzero(out)) - before) * float(np.prod(spacing)) / 1000.0
     return out, report

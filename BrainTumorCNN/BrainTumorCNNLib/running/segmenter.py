@@ -186,7 +186,7 @@ def run_preprocessed(runner: cascade.Engine, name: str, card: dict, volume: np.n
     cleanup_report = None
     if rule is not None:
         report(0.96, "removing small, flat" + (" and distant" if rule.max_distance_mm is not None else "")
-               + " components" + (", growing the edema" if rule.edema_flair_z is not None else ""))
+               + " components" + (", growing the edema" if rule.edema_flair_share is not None else ""))
         out_labels, cleanup_report = postprocess(out_labels, spacing, rule, volume[MODALITIES.index("FLAIR")], brain)
     report(1.0, "done")
     return Segmentation(out_labels, result.probabilities, int(runner.model.num_classes), name, card, cleanup_report)
