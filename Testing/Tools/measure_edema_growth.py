@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from scipy import ndimage
 
 from BrainTumorCNNLib import labels
 from BrainTumorCNNLib.learning import crossval
 from BrainTumorCNNLib.learning.sampling import CachedCase, case_name, case_sources, load_case
-from BrainTumorCNNLib.modalities import MODALITIES
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig
-from BrainTumorCNNLib.scoring import tables
+from BrainTumorCNNLib.scoring import site_shifts, tables
+from BrainTumorCNNLib.scoring.site_shifts import FLAIR
 
 SHARES = (0.3, 0.4, 0.5, 0.6, 0.7)
 REACH_MM = (1.0, 2.0, 3.0)
@@ -39,17 +38,17 @@ Setting = Optional[Tuple[float, float]]
 
 
 def setting_name(setting: Setting) -> str:
-    return "none" if setting is None else f"FLAIR {setting[0]:.0%} up to the edema's, {setting[1]:g} mm"
+    return "none" if setting is None else crossval.growth_name(*setting)
 
 
 def fainter_lesion(case: CachedCase, factor: float) -> CachedCase:
-    """The case with its FLAIR's tumor-to-brain contrast times `factor` inside the (blurred) expert tumor."""
-    flair = case.images[MODALITIES.index("FLAIR")].astype(np.float32)
+    """The case with its FLAIR's tumor-to-brain contrast times `factor` inside the (blurred) expert tumor,
+    as the benchmark's shift changes it (site_shifts), on the preprocessed FLAIR; the background stays."""
+    flair = case.images[FLAIR].astype(np.float32)
     tumor = case.truth > 0
-    brain_level = float(np.median(flair[case.brain & ~tumor]))
-    weight = ndimage.gaussian_filter(tumor.astype(np.float32), 1.0) * case.brain
+    weight = site_shifts.lesion_weight(tumor) * case.brain
     images = case.images.copy()
-    images[MODALITIES.index("FLAIR")] = flair - (1.0 - factor) * weight * (flair - brain_level)
+    images[FLAIR] = site_shifts.fainter_lesion(flair, weight, float(np.median(flair[case.brain & ~tumor])), factor)
     return replace(case, images=images)
 
 
@@ -61,7 +60,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--fainter-lesion", type=float, default=None, metavar="F",
                         help="the growth reads a FLAIR whose tumor-to-brain contrast is times F (see above)")
     args = parser.parse_args(argv)
-    settings: List[Setting] = [None] + [(z, mm) for z in SHARES for mm in REACH_MM]
+    settings: List[Setting] = [None] + [(share, mm) for share in SHARES for mm in REACH_MM]
     sources = {case_name(p): p for p in case_sources(str(args.cache))}
     rows = [r for r in crossval.held_out_rows(args.run_dir, chosen_rule=True) if crossval.in_means(r)]
     scored: Dict[str, List[dict]] = {setting_name(s): [] for s in settings}

@@ -68,7 +68,14 @@ COMPONENT_MODEL_RULES = ("small+flat (default)", "small+flat+within 10 mm of lar
 #: brain's median FLAIR to the edema's, mm from the tumor (docs/accuracy.md: 0.4-0.5 within 2 mm gained as
 #: much as any fixed height on the 20 patients and held under fainter lesions).
 EDEMA_GROWTHS = ((0.4, 2.0), (0.5, 2.0))
-GROWN_RULES = {f"{name.replace(' (default)', '')}+edema grown (FLAIR {share:.0%} up to the edema's, {mm:g} mm)":
+
+
+def growth_name(share: float, mm: float) -> str:
+    """How a rule's name states its edema growth (CleanupConfig.edema_flair_share, edema_growth_mm)."""
+    return f"FLAIR {share:.0%} up to the edema's, {mm:g} mm"
+
+
+GROWN_RULES = {f"{name.replace(' (default)', '')}+edema grown ({growth_name(share, mm)})":
                replace(CLEANUP_RULES[name], edema_flair_share=share, edema_growth_mm=mm)
                for name in COMPONENT_MODEL_RULES for share, mm in EDEMA_GROWTHS}
 CLEANUP_RULES.update(GROWN_RULES)

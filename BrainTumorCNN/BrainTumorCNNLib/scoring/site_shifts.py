@@ -56,16 +56,28 @@ def clean(images, brain, truth, geometry, rng) -> np.ndarray:
     return images.astype(np.float32, copy=True)
 
 
+def lesion_weight(tumor: np.ndarray) -> np.ndarray:
+    """How far each voxel takes part in a lesion-contrast change: the tumor mask, its edge blurred by one
+    voxel, as a float32 weight in [0, 1]."""
+    return ndimage.gaussian_filter(tumor.astype(np.float32), sigma=1.0)
+
+
+def fainter_lesion(channel: np.ndarray, weight: np.ndarray, reference: float, factor: float) -> np.ndarray:
+    """`channel` with the lesion's contrast to `reference` (the healthy brain's level) times `factor`
+    where `weight` (lesion_weight) is 1, less where it is less."""
+    return channel + (factor - 1.0) * weight * (channel - reference)
+
+
 def lesion_contrast(images, brain, truth, geometry, rng) -> np.ndarray:
     """FLAIR and T2 tumor-to-brain contrast x LESION_CONTRAST: inside the (slightly blurred) tumor
     outline, each voxel moves towards the healthy brain's median by 40 % of its distance."""
     tumor = truth > 0 if truth is not None else np.zeros(brain.shape, bool)
-    weight = ndimage.gaussian_filter(tumor.astype(np.float32), sigma=1.0)
+    weight = lesion_weight(tumor)
     healthy = brain & ~tumor
     out = images.astype(np.float32, copy=True)
     for c in (T2, FLAIR):
         reference = float(np.median(out[c][healthy if healthy.any() else brain]))
-        shifted = out[c] + (LESION_CONTRAST - 1.0) * weight * (out[c] - reference)
+        shifted = fainter_lesion(out[c], weight, reference, LESION_CONTRAST)
         out[c] = np.where(brain, np.maximum(shifted, 1e-3), 0.0)
     return out
 
