@@ -7,6 +7,7 @@ import pytest
 
 from BrainTumorCNNLib.modalities import MODALITIES
 from BrainTumorCNNLib.preparing.preparation import PreparationOptions, Step, describe, plan, prepare
+from BrainTumorCNNLib.preparing.preprocessing import brain_mask
 from BrainTumorCNNLib.reading.geometry import Geometry, GeometryError
 
 T1C = Geometry((40, 36, 12), (1.0, 1.0, 2.0), (-20.0, -18.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
@@ -58,6 +59,23 @@ def test_resampling_puts_the_volume_on_the_t1c_grid_where_it_lies_and_leaves_the
     assert np.allclose(prepared.volumes["FLAIR"][:, :, 3:], arrays["FLAIR"][:, :, :-3], atol=1e-4)
     assert np.all(prepared.volumes["FLAIR"][:, :, :3] == 0)
     assert prepared.images().shape == (4, *T1C.shape) and prepared.images().dtype == np.float32
+
+
+def test_a_moved_volume_spills_nothing_past_a_skull_stripped_t1c():
+    """Resampling a stripped volume blurs its edge outward; where the T1c is 0 (no brain there) the spill
+    is cut, so the brain mask (non-zero in any sequence) stays the T1c's and the normalisation unmoved.
+    (A DICOM study of BraTS2021_00000 with moved T1, T2 and FLAIR: 104,578 spilled voxels widened the mask
+    by 7 %, and the complete Dice fell from 0.926 to 0.893; cut, 0.926.)"""
+    brain = np.zeros(T1C.shape, bool)
+    brain[2:10, 8:28, 10:30] = True
+    arrays = {m: np.where(brain, 50.0 + 10 * i, 0.0).astype(np.float32) for i, m in enumerate(MODALITIES)}
+    half = Geometry(T1C.size, T1C.spacing, (-19.5, -18.0, 0.0), T1C.direction)  # half a voxel along x
+    prepared = prepare({m: (a, half if m == "FLAIR" else T1C) for m, a in arrays.items()},
+                       PreparationOptions(register=False))
+    flair = prepared.volumes["FLAIR"]
+    assert np.all(flair[~brain] == 0)
+    assert np.all(flair[brain][:5] > 0)  # inside, the volume is kept
+    assert np.array_equal(brain_mask(prepared.images()), brain)
 
 
 def test_a_cancel_between_steps_stops_before_the_first():

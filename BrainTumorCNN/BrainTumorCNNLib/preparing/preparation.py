@@ -101,6 +101,10 @@ def prepare(volumes: Mapping[str, Tuple[np.ndarray, Geometry]], options: Prepara
     steps = plan(geometries, options, names)
     reference = geometries[REFERENCE]
     fixed = to_image(volumes[REFERENCE][0], reference)
+    # a moved sequence's interpolation spills a voxel or two past the brain's edge; where the T1c is 0
+    # (skull-stripped: no brain there) that spill would widen the brain mask (non-zero in any sequence)
+    # and shift every sequence's normalisation, so it is cut there
+    outside = volumes[REFERENCE][0] == 0
     out = {m: a for m, (a, _) in volumes.items()}
     registrations = {}
     for index, step in enumerate(steps):
@@ -116,4 +120,5 @@ def prepare(volumes: Mapping[str, Tuple[np.ndarray, Geometry]], options: Prepara
         else:
             moved = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         out[step.sequence] = sitk.GetArrayFromImage(moved)
+        out[step.sequence][outside] = 0.0
     return Prepared(out, reference, steps, registrations)
