@@ -2,7 +2,9 @@
 from a finished cross-validation run with a card naming what each member never saw."""
 from __future__ import annotations
 
+import csv
 import json
+import re
 import shutil
 
 import numpy as np
@@ -97,6 +99,62 @@ def test_a_finished_run_becomes_one_network_whose_card_says_what_each_member_nev
     assert cli.main(["segment", str(cases[0]), "--output", str(output), "--device", "cpu", "--no-n4"]) == 0
     assert "EnsembleCNN" in capsys.readouterr().out
     assert any(output.rglob("*.nii.gz"))
+
+
+def test_the_runs_site_shift_benchmark_goes_into_its_card_and_the_default_is_chosen_at_the_worst_site(
+        finished_run, tmp_path, monkeypatch):
+    """`robustness --run` scores kept in the run's folder: the card carries each shift's mean change and the
+    worst; the ranking weighs the worst site with the Dice; rows of another cleanup rule are refused."""
+    source, cases = finished_run
+    run = tmp_path / "cv"
+    shutil.copytree(source, run)
+    assert cli.main(["robustness", *map(str, cases), "--run", str(run), "--output", str(tmp_path / "rb"),
+                     "--shifts", "clean", "gamma 0.7", "bias field", "--slab", "4", "--device", "cpu"]) == 0
+    shutil.copy(tmp_path / "rb" / "robustness.csv", run / "robustness.csv")
+    models = tmp_path / "models"
+    card = ensemble.assemble(run, models)
+    shifts = card["validation"]["site_shifts"]
+    with open(run / "robustness.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    clean = {r["case"]: r for r in rows if r["shift"] == "clean"}
+    expected = {}  # per shift, per region: the mean over the cases both score of shifted - clean
+    for shift in ("gamma 0.7", "bias field"):
+        for region in ("complete", "core", "enhancing"):
+            changes = [float(r[f"dice_{region}"]) - float(clean[r["case"]][f"dice_{region}"]) for r in rows
+                       if r["shift"] == shift and r[f"dice_{region}"] and clean[r["case"]][f"dice_{region}"]]
+            if changes:
+                expected.setdefault(shift, {})[region] = round(float(np.mean(changes)), 4)
+    assert shifts["change"] == expected and sorted(shifts["cases"]) == sorted(c.name for c in cases)
+    of_mean = {shift: round(float(np.mean(list(regions.values()))), 4) for shift, regions in expected.items()}
+    worst = shifts["worst"]
+    assert worst == {"shift": min(of_mean, key=of_mean.get), "mean_dice_change": min(of_mean.values())}
+    assert "4-slice slab" in shifts["protocol"]
+
+    # ranking: a better cross-validated Dice loses to the ensemble where its worst site is worse by more
+    monkeypatch.setattr(registry, "MODELS_DIR", models)
+    ours = registry.mean_dice(registry.get("EnsembleCNN"))
+    assert registry.worst_site_dice(registry.get("EnsembleCNN")) == pytest.approx(
+        ours + min(0.0, worst["mean_dice_change"]))
+    shutil.copy(run / "fold-0" / "last.safetensors", models / "TwoPathCNN.safetensors")
+    for loss, first in ((min(0.0, worst["mean_dice_change"]) - 0.05, "EnsembleCNN"),
+                        (min(0.0, worst["mean_dice_change"]), "TwoPathCNN")):
+        other = {"validation": {"folds": 2, "dice": {r: ours + 0.01 for r in ("complete", "core", "enhancing")},
+                                "site_shifts": {"worst": {"shift": "bias field", "mean_dice_change": loss}}}}
+        (models / "TwoPathCNN.json").write_text(json.dumps(other))
+        assert registry.default_model() == first
+    # a card without site-shift figures ranks after one measured, whatever its Dice
+    (models / "TwoPathCNN.json").write_text(json.dumps({"validation": {"folds": 2, "dice": {"complete": 0.99}}}))
+    assert registry.default_model() == "EnsembleCNN"
+
+    # scores of the run under another cleanup rule than the card's are refused, naming both
+    label = rows[0]["model"]
+    with open(run / "robustness.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([dict(r, model="cv, cleanup small+flat+grown") for r in rows])
+    with pytest.raises(ensemble.EnsembleError,
+                       match=rf"cv, cleanup small\+flat\+grown, not the run as it is now \({re.escape(label)}\)"):
+        ensemble.assemble(run, tmp_path / "other")
 
 
 def test_an_unfinished_run_or_a_changed_member_is_refused(finished_run, tmp_path):

@@ -15,7 +15,7 @@ from BrainTumorCNNLib.learning import crossval
 from BrainTumorCNNLib.synthetic import phantom
 from BrainTumorCNNLib.preparing.preprocessing import PreprocessingConfig, brain_mask, preprocess
 from BrainTumorCNNLib.reading.geometry import Geometry
-from BrainTumorCNNLib.scoring import site_shifts, tables
+from BrainTumorCNNLib.scoring import shift_scores, site_shifts, tables
 
 FLAIR, T2 = site_shifts.FLAIR, site_shifts.T2
 
@@ -227,10 +227,10 @@ def test_drops_and_worst_shift_from_rows():
     rows = [{"case": c, "model": "m", "shift": s, "dice_complete": d, "dice_core": d, "dice_enhancing": None}
             for c, values in (("a", (0.8, 0.7, 0.75)), ("b", (0.6, 0.58, 0.4)))
             for s, d in zip(("clean", "gamma 0.7", "thick slices"), values)]
-    change = robustness.drops(rows)
+    change = shift_scores.drops(rows)
     assert change["gamma 0.7"]["complete"] == pytest.approx([-0.1, -0.02])
     assert "enhancing" not in change["clean"]
-    assert robustness.worst_shift(change, "complete") == "thick slices"
+    assert shift_scores.worst_shift(change, "complete") == "thick slices"
 
 
 def test_a_cross_validation_run_scores_each_case_with_the_fold_model_that_held_it_out(tmp_path, capsys):

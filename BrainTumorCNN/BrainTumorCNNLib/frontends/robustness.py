@@ -14,13 +14,12 @@ whose every case is then segmented by the fold model that held it out.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -33,10 +32,10 @@ from ..running import inference
 from ..running.cases import read_case
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..scoring import site_shifts
+from ..scoring.shift_scores import CSV_NAME, by_case, case_changes, drops, read_rows, value, worst_shift
 from ..scoring.metrics import as_float, evaluate_case
 from ..scoring.tables import write_csv
 
-CSV_NAME = "robustness.csv"
 KEY = ("case", "model", "shift")
 
 
@@ -128,10 +127,8 @@ def _held_out_models(run: Path, sources: Sequence[Path]):
     strangers = [s.name for s in sources if s.name not in fold_of]
     if strangers:
         raise ValueError(f"{', '.join(strangers)}: not a case of {run}'s folds; with --run, pass the run's cases")
-    summary, default = run / "summary.json", SegmentationOptions().cleanup
-    rule = crossval.chosen_rule(json.loads(summary.read_text())) if summary.is_file() else None
-    cleanup = crossval.CLEANUP_RULES[rule] if rule is not None else default
-    label, loaded = run.resolve().name + (f", cleanup {rule}" if cleanup != default else ""), {}
+    label, cleanup = crossval.held_out_rule(run)
+    loaded = {}
 
     def models_for(source: Path) -> dict:
         fold = fold_of[source.name]
@@ -189,24 +186,11 @@ def run_case(source: Path, todo, loaded, options: SegmentationOptions, args, csv
     return new
 
 
-def read_rows(path: Path) -> List[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (as_float(v) if k.startswith(("dice_", "sensitivity_", "precision_", "tumor_share")) else v)
-                 for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _value(row: Optional[dict], region: str) -> Optional[float]:
-    value = as_float(row.get(f"dice_{region}")) if row else None
-    return None if value is None or np.isnan(value) else value
-
-
 def _dice_text(row: Optional[dict]) -> str:
     """A row's Dice per region as `0.812 / 0.820 / -`; "-" without a row."""
     if row is None:
         return "-"
-    return " / ".join("-" if _value(row, r) is None else f"{_value(row, r):.3f}" for r in REGIONS)
+    return " / ".join("-" if value(row, r) is None else f"{value(row, r):.3f}" for r in REGIONS)
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -216,48 +200,13 @@ def _mean_sd(values: Sequence[float]) -> str:
     return f"{np.mean(values):.3f} ± {sd:.3f}"
 
 
-def _by_case(rows: Sequence[dict]) -> Dict[str, Dict[str, dict]]:
-    """{case: {shift: row}}, cases in the order of the rows."""
-    out: Dict[str, Dict[str, dict]] = {}
-    for row in rows:
-        out.setdefault(row["case"], {})[row["shift"]] = row
-    return out
-
-
-def case_changes(shifts: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
-    """{shift: {region: Dice under the shift - clean Dice}} of one case's rows by shift (regions both score)."""
-    out: Dict[str, Dict[str, float]] = {}
-    for shift, row in shifts.items():
-        for region in REGIONS:
-            clean, value = _value(shifts.get("clean"), region), _value(row, region)
-            if clean is not None and value is not None:
-                out.setdefault(shift, {})[region] = value - clean
-    return out
-
-
-def drops(rows: Sequence[dict]) -> Dict[str, Dict[str, List[float]]]:
-    """{shift: {region: [Dice under the shift - clean Dice, per case that has both]}}."""
-    out: Dict[str, Dict[str, List[float]]] = {}
-    for shifts in _by_case(rows).values():
-        for shift, regions in case_changes(shifts).items():
-            for region, value in regions.items():
-                out.setdefault(shift, {}).setdefault(region, []).append(value)
-    return out
-
-
-def worst_shift(change: Dict[str, Dict[str, List[float]]], region: str) -> Optional[str]:
-    """The realistic shift with the largest mean loss of `region`'s Dice."""
-    candidates = [s for s in site_shifts.REALISTIC if change.get(s, {}).get(region)]
-    return min(candidates, key=lambda s: np.mean(change[s][region]), default=None)
-
-
 def report(rows: Sequence[dict], model: str) -> str:
     """The benchmark's tables for one model: per shift, mean ± sd over the cases and the mean change from
     clean per region; the worst realistic shift per region; per case, the tumor's share of the brain, the
     clean Dice and the worst shift with its change."""
     if not rows:
         return f"{model}: nothing scored"
-    cases = _by_case(rows)
+    cases = by_case(rows)
     change = drops(rows)
     header = " | ".join(f"Dice {r}" for r in REGIONS)
     lines = [f"## {model}: {len(cases)} case(s): {', '.join(cases)}", "",
@@ -265,7 +214,7 @@ def report(rows: Sequence[dict], model: str) -> str:
              "|---|---|" + "---|" * len(REGIONS) + "---|"]
     for shift in [s for s in site_shifts.SHIFTS if any(r["shift"] == s for r in rows)]:
         chosen = [r for r in rows if r["shift"] == shift]
-        cells = [_mean_sd([v for v in (_value(r, region) for r in chosen) if v is not None]) for region in REGIONS]
+        cells = [_mean_sd([v for v in (value(r, region) for r in chosen) if v is not None]) for region in REGIONS]
         delta = " / ".join(f"{np.mean(change[shift][r]):+.3f}" if change.get(shift, {}).get(r) else "-"
                            for r in REGIONS)
         lines.append(f"| {shift} | {len(chosen)} | " + " | ".join(cells) + f" | {delta} |")

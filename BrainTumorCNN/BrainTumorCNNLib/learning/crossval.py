@@ -216,6 +216,16 @@ def held_out_folds(run_dir: Path) -> Dict[str, int]:
     return {name: int(fold) for name, fold in json.loads(path.read_text())["cases"].items()}
 
 
+def held_out_rule(run_dir: Path) -> Tuple[str, CleanupConfig]:
+    """How `robustness --run` names a run's held-out models in its rows, and their cleanup: the run's
+    folder name, with the rule the run chose (`chosen_rule`) where it is not the default cleanup, so that
+    rows scored before the run's rule changed are told apart (learning/ensemble.py refuses them)."""
+    summary, default = run_dir / "summary.json", SegmentationOptions().cleanup
+    rule = chosen_rule(json.loads(summary.read_text())) if summary.is_file() else None
+    cleanup = CLEANUP_RULES[rule] if rule is not None else default
+    return Path(run_dir).resolve().name + (f", cleanup {rule}" if cleanup != default else ""), cleanup
+
+
 def _folds(path: Path, names: List[str], folds: int, seed: int,
            same_patient: Sequence[Sequence[str]]) -> Dict[str, int]:
     """The run's split: the saved one when the run exists (also when it was dealt before same-patient

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 from ..network import registry, weights
+from ..scoring import shift_scores
 from . import crossval
 
 
@@ -132,7 +133,35 @@ def assemble(run_dir: Path, output: Path) -> dict:
         },
         "assembled": time.strftime("%Y-%m-%d"),
     }
+    shifts = site_shifts_of(run_dir, card["validation"]["cases"])
+    if shifts:
+        card["validation"]["site_shifts"] = shifts
     return weights.save(ensemble, name, output / f"{name}.safetensors", card)
+
+
+def site_shifts_of(run_dir: Path, cases: Sequence[str]) -> dict:
+    """The card's summary of the run's site-shift benchmark (`robustness --run RUN_DIR`, its robustness.csv
+    kept in the run's folder) over `cases` (those of the card's Dice: a patient's second scan is left out
+    as there), or {} where there is none; refuses rows that scored the run's folds with another cleanup
+    rule than the one the card carries."""
+    path = run_dir / shift_scores.CSV_NAME
+    rows = [row for row in shift_scores.read_rows(path) if row["case"] in set(cases)]
+    if not rows:
+        return {}
+    label, _ = crossval.held_out_rule(run_dir)
+    stale = sorted({row["model"] for row in rows} - {label})
+    if stale:
+        raise EnsembleError(f"{path} scores {'; '.join(stale)}, not the run as it is now ({label}): run "
+                            f"`braintumorcnn robustness --run {run_dir}` again into a new folder and put its "
+                            f"{shift_scores.CSV_NAME} here")
+    slices = {row.get("slices") for row in rows}
+    what = (f"a {slices.pop()}-slice slab through the tumor's largest cross-section" if len(slices) == 1
+            else "the whole volume or a slab through the tumor's largest cross-section")
+    return {"protocol": (f"`braintumorcnn robustness --run` on the run's cases: each case ({what}) under "
+                         "each site shift applied to the raw images, segmented by the member that never saw "
+                         "it and cleaned with this card's rule; change = shifted minus clean Dice, paired per "
+                         "case, mean over the cases"),
+            **shift_scores.card_summary(rows)}
 
 
 def member_names(card: dict) -> List[str]:

@@ -106,13 +106,23 @@ def mean_dice(spec: ModelSpec) -> float:
     return sum(dice.values()) / len(dice) if dice else -1.0
 
 
+def worst_site_dice(spec: ModelSpec) -> float:
+    """The mean Dice (`mean_dice`) the card's worst site shift leaves: its cross-validated Dice plus the
+    worst shift's mean change (validation.site_shifts, learning/ensemble.py; a gain counts as none); the
+    mean Dice alone where the card has no site-shift figures."""
+    worst = (spec.card() or {}).get("validation", {}).get("site_shifts", {}).get("worst", {})
+    return mean_dice(spec) + min(0.0, float(worst.get("mean_dice_change", 0.0)))
+
+
 def ranked() -> List[ModelSpec]:
     """The shipped models, best first: figures cross-validated over every fold before those scored on one
-    fold's held-out cases (`folds_run`) or on a few validation cases, which flatter; then by mean Dice
-    (complete, core, enhancing); then by name."""
+    fold's held-out cases (`folds_run`) or on a few validation cases, which flatter; then those measured
+    under site shifts before those not; then by the mean Dice (complete, core, enhancing) at the worst site
+    shift (`worst_site_dice`: a default must hold on sites unlike the training's); then by name."""
     def rank(spec: ModelSpec) -> tuple:
         validation = (spec.card() or {}).get("validation", {})
-        return ("folds" not in validation, "folds_run" in validation, -mean_dice(spec), spec.name)
+        return ("folds" not in validation, "folds_run" in validation, "site_shifts" not in validation,
+                -worst_site_dice(spec), spec.name)
 
     available = shipped()
     if not available:
