@@ -250,17 +250,20 @@ def test_resampling_a_shifted_volume_onto_the_t1c_grid(tmp_path):
 
 
 def test_resampling_a_coarser_volume_is_linear(tmp_path):
-    """T1 at half the resolution along x, holding a linear ramp in x: linear resampling
-    reproduces the ramp on the T1c grid wherever T1 has data on both sides."""
+    """T1 at half the resolution along x, holding a linear ramp in x (everywhere, as an unstripped
+    scan): linear resampling reproduces the ramp on the T1c grid inside the T1c's brain wherever T1 has
+    data on both sides; outside it, where the stripped T1c is 0, the T1 is cut to 0 (preparation.prepare)."""
     coarse = (SHAPE[0], SHAPE[1], SHAPE[2] // 2)
     ramp = np.broadcast_to(1000.0 + 2.0 * np.arange(coarse[2]), coarse)  # value = 1000 + fine x index
     spacing = (2 * SPACING[0],) + SPACING[1:]
     case = read_case(_ramp_case(tmp_path, t1_spacing=spacing, t1_array=ramp), resample=True)
     assert_geometry(case.geometry)
     inside = 2 * (coarse[2] - 1) + 1
-    expected = 1000.0 + np.arange(inside)
-    np.testing.assert_allclose(case.images[0][..., :inside], np.broadcast_to(expected, SHAPE[:2] + (inside,)),
-                               atol=1e-3)
+    expected = np.broadcast_to(1000.0 + np.arange(inside), SHAPE[:2] + (inside,))
+    stripped = brain()[..., :inside]
+    assert stripped.any() and (~stripped).any()
+    np.testing.assert_allclose(case.images[0][..., :inside][stripped], expected[stripped], atol=1e-3)
+    assert np.all(case.images[0][~brain()] == 0)
 
 
 def test_truth_on_another_grid_is_resampled_with_nearest_neighbour(tmp_path):
