@@ -213,3 +213,14 @@ def test_a_finished_cascade_run_becomes_a_cascade_ensemble_whose_members_are_its
     shutil.copytree(first / "fold-1", mixed / "fold-1")
     with pytest.raises(ensemble.EnsembleError, match="fold 1 trained TwoPathCNN where fold 0 trained InputCascadeCNN"):
         ensemble.assemble(mixed, tmp_path / "other")
+
+
+def test_the_first_networks_extent_joined_with_the_cascades_tissue():
+    """measure_first_extent.first_extent: the first network's tumor, labelled by the cascade where it calls
+    tumor there, else by the first network; the cascade's tumor outside the first's dropped."""
+    from conftest import maintainer_tool
+    first_extent = maintainer_tool("measure_first_extent").first_extent
+    first = np.array([[0, 2, 2, 1, 0]], np.uint8)
+    cascade = np.array([[4, 4, 0, 1, 2]], np.uint8)
+    assert first_extent(first, cascade).tolist() == [[0, 4, 2, 1, 0]]
+    assert first_extent(first, cascade).dtype == np.uint8
