@@ -32,8 +32,8 @@ from ..running import inference
 from ..running.cases import read_case
 from ..running.pipeline import SegmentationOptions, segment_preprocessed
 from ..scoring import site_shifts
-from ..scoring.shift_scores import CSV_NAME, by_case, case_changes, drops, read_rows, value, worst_shift
 from ..scoring.metrics import as_float, evaluate_case
+from ..scoring.shift_scores import CSV_NAME, by_case, case_changes, drops, read_rows, value, worst_shift
 from ..scoring.tables import write_csv
 
 KEY = ("case", "model", "shift")
